@@ -1,0 +1,258 @@
+"""Benchmark: SID build (RQ-Kmeans x3 + OPQ 2x256) in JAX versus faiss.
+
+Builds semantic IDs for N x D synthetic embeddings (a seeded, clustered
+Gaussian mixture) twice in the same run on the same machine:
+
+* ours: ``onesearch_jax.khqe.quantizer.fit`` + ``encode``;
+* faiss: what the official ``rq_dynamic.py`` / ``rq_opq.py`` do:
+  ``faiss.Kmeans(d, k, niter=25, max_points_per_centroid=10000)`` per level on
+  the running residual (level 3 either global, or one ``faiss.Kmeans`` per
+  level-2 parent group with n > k3 in a Python loop, as ``--balanced 2``
+  does), then ``faiss.index_factory(d, "OPQ2,IVF1,PQ2x8")`` trained on the
+  level-3 residual.
+
+Prints a Markdown table (build time, CUR/ICR, reconstruction errors), and
+optionally the peak RSS of our pipeline on a larger N in a fresh process.
+
+faiss is in the optional ``bench`` extra; keep it out of the main venv:
+
+  python3 -m venv /tmp/benchvenv
+  /tmp/benchvenv/bin/pip install faiss-cpu numpy jax jaxlib matplotlib \
+      -c constraints.txt && /tmp/benchvenv/bin/pip install --no-deps -e .
+  JAX_PLATFORMS=cpu /tmp/benchvenv/bin/python benchmarks/sid_build.py \
+      --n=200000 --dim=128 --memory_n=1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def make_embeddings(n: int, dim: int, seed: int, n_topics: int = 2000) -> np.ndarray:
+  """Seeded clustered Gaussian mixture, [n, dim] float32 (two-level topics)."""
+  rng = np.random.default_rng(seed)
+  coarse = rng.normal(size=(64, dim)).astype(np.float32)
+  fine = coarse[rng.integers(0, 64, n_topics)] + 0.5 * rng.normal(
+    size=(n_topics, dim)
+  ).astype(np.float32)
+  labels = rng.integers(0, n_topics, n)
+  x = np.empty((n, dim), np.float32)
+  step = 100_000
+  for s in range(0, n, step):
+    e = min(n, s + step)
+    x[s:e] = fine[labels[s:e]] + 0.3 * rng.normal(size=(e - s, dim)).astype(np.float32)
+  return x
+
+
+def _mse(r: np.ndarray) -> float:
+  return float(np.mean(np.sum(r.astype(np.float64) ** 2, axis=1)))
+
+
+def _stage_logger(name, t0):
+  def log(msg):
+    print(
+      f"  [{name} +{time.perf_counter() - t0:.1f}s] {msg}", file=sys.stderr, flush=True
+    )
+
+  return log
+
+
+def run_ours(x, levels, l3_mode, seed, opq_iter):
+  from onesearch_jax.khqe import quantizer
+
+  cfg = quantizer.QuantizerConfig(
+    levels=levels,
+    l3_mode=l3_mode,
+    opq_subspaces=2,
+    opq_codes=256,
+    n_iter=25,
+    opq_iter=opq_iter,
+    seed=seed,
+  )
+  t0 = time.perf_counter()
+  q = quantizer.fit(x, cfg, progress=_stage_logger("ours", t0))
+  t1 = time.perf_counter()
+  codes = q.encode(x)
+  t2 = time.perf_counter()
+  errs = q.reconstruction_errors(x)
+  return codes, {"fit_s": t1 - t0, "encode_s": t2 - t1}, errs
+
+
+def run_faiss(x, levels, l3_mode, seed, opq_iter):
+  import faiss
+
+  n, d = x.shape
+  k1, k2, k3 = levels
+  t0 = time.perf_counter()
+  log = _stage_logger("faiss", t0)
+  r = x.copy()
+  codes = np.zeros((n, 5), np.int32)
+  errs = {"input": _mse(x)}
+  for lvl, k in enumerate((k1, k2)):
+    km = faiss.Kmeans(d, k, niter=25, max_points_per_centroid=10000, seed=seed + lvl)
+    km.train(r)
+    _, a = km.index.search(r, 1)
+    codes[:, lvl] = a[:, 0]
+    r -= km.centroids[a[:, 0]]
+    errs[f"l{lvl + 1}"] = _mse(r)
+    log(f"RQ level {lvl + 1}: k={k}")
+  if l3_mode == "global":
+    km = faiss.Kmeans(d, k3, niter=25, max_points_per_centroid=10000, seed=seed + 2)
+    km.train(r)
+    _, a = km.index.search(r, 1)
+    codes[:, 2] = a[:, 0]
+    r -= km.centroids[a[:, 0]]
+  else:  # the official --balanced 2 loop over level-2 parents
+    b = codes[:, 1]
+    for g in range(k2):
+      idx = np.nonzero(b == g)[0]
+      if idx.size == 0:
+        continue
+      if idx.size <= k3:
+        codes[idx, 2] = np.arange(idx.size)
+        r[idx] = 0.0
+        continue
+      sub = np.ascontiguousarray(r[idx])
+      km = faiss.Kmeans(d, k3, niter=25, max_points_per_centroid=10000, seed=seed + 2)
+      km.train(sub)
+      _, a = km.index.search(sub, 1)
+      codes[idx, 2] = a[:, 0]
+      r[idx] = sub - km.centroids[a[:, 0]]
+  errs["l3"] = _mse(r)
+  log(f"RQ level 3 ({l3_mode}): k={k3}")
+  index = faiss.index_factory(d, "OPQ2,IVF1,PQ2x8", faiss.METRIC_INNER_PRODUCT)
+  opq = faiss.downcast_VectorTransform(index.chain.at(0))
+  opq.niter = opq_iter
+  ivfpq = faiss.downcast_index(faiss.extract_index_ivf(index))
+  index.train(r)
+  t1 = time.perf_counter()
+  log("OPQ2,IVF1,PQ2x8 trained")
+  # Codes: rotate, subtract the single IVF centroid, PQ-encode.
+  rr = opq.apply_py(r)
+  centroid = ivfpq.quantizer.reconstruct(0)
+  pq_codes = ivfpq.pq.compute_codes(np.ascontiguousarray(rr - centroid))
+  codes[:, 3:] = pq_codes[:, :2]
+  rec = ivfpq.pq.decode(pq_codes) + centroid
+  errs["opq"] = _mse(rr - rec)
+  t2 = time.perf_counter()
+  return codes, {"fit_s": t1 - t0, "encode_s": t2 - t1}, errs
+
+
+def memory_probe(n: int, dim: int, levels, seed: int) -> None:
+  """Fits our pipeline on n x dim (few iterations) and prints peak RSS."""
+  from onesearch_jax.khqe import quantizer
+
+  x = make_embeddings(n, dim, seed)
+  cfg = quantizer.QuantizerConfig(
+    levels=levels,
+    l3_mode="parent",
+    opq_subspaces=2,
+    opq_codes=256,
+    n_iter=3,
+    opq_iter=2,
+    seed=seed,
+  )
+  t0 = time.perf_counter()
+  q = quantizer.fit(x, cfg)
+  q.encode(x)
+  peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  print(
+    json.dumps(
+      {
+        "n": n,
+        "dim": dim,
+        "levels": levels,
+        "peak_rss_mb": peak_mb,
+        "input_mb": x.nbytes / 2**20,
+        "wall_s": time.perf_counter() - t0,
+      }
+    )
+  )
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--n", type=int, default=200_000)
+  p.add_argument("--dim", type=int, default=128)
+  p.add_argument(
+    "--levels",
+    default="512-128-64",
+    help="k1-k2-k3 (default: QuantizerConfig.scaled(200k))",
+  )
+  p.add_argument("--l3_modes", default="parent,global")
+  p.add_argument("--opq_iter", type=int, default=50)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument(
+    "--memory_n",
+    type=int,
+    default=0,
+    help="if > 0, also measure peak RSS of ours on this N",
+  )
+  p.add_argument("--memory_levels", default="256-64-32")
+  p.add_argument("--_memory_child", action="store_true", help=argparse.SUPPRESS)
+  args = p.parse_args()
+  levels = tuple(int(v) for v in args.levels.split("-"))
+  if args._memory_child:
+    memory_probe(args.n, args.dim, levels, args.seed)
+    return
+
+  from onesearch_jax.khqe import sid_metrics
+
+  x = make_embeddings(args.n, args.dim, args.seed)
+  rows = []
+  for mode in args.l3_modes.split(","):
+    for name, fn in (("ours (JAX)", run_ours), ("faiss", run_faiss)):
+      codes, times, errs = fn(x, levels, mode, args.seed, args.opq_iter)
+      m = sid_metrics.cur_icr(codes, levels)
+      m_rq = sid_metrics.cur_icr(codes[:, :3], levels)
+      rows.append((mode, name, times, m, m_rq, errs))
+      print(f"done: {mode} {name} {times}", file=sys.stderr, flush=True)
+  print(
+    f"\nN={args.n} D={args.dim} levels={args.levels} OPQ 2x256 "
+    f"opq_iter={args.opq_iter}; machine: {platform.machine()}, "
+    f"{os.cpu_count()} CPU cores\n"
+  )
+  print(
+    "| L3 | impl | fit s | encode s | CUR_L1 | CUR_L1xL2 | CUR_Total (RQ) |"
+    " ICR (RQ) | ICR (RQ+OPQ) | err L1 | err L2 | err L3 | err OPQ |"
+  )
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+  for mode, name, t, m, m_rq, e in rows:
+    print(
+      f"| {mode} | {name} | {t['fit_s']:.1f} | {t['encode_s']:.1f} "
+      f"| {m['CUR_L1']:.2%} | {m['CUR_L1xL2']:.2%} | {m_rq['CUR_Total']:.2%} "
+      f"| {m_rq['ICR']:.2%} | {m['ICR']:.2%} | {e['l1']:.4g} | {e['l2']:.4g} "
+      f"| {e['l3']:.4g} | {e['opq']:.4g} |"
+    )
+  for mode in args.l3_modes.split(","):
+    t = {name: r[2]["fit_s"] for r in rows if r[0] == mode for name in [r[1]]}
+    print(f"\nL3={mode}: ours / faiss fit time = {t['ours (JAX)'] / t['faiss']:.2f}x")
+  if args.memory_n:
+    out = subprocess.run(
+      [
+        sys.executable,
+        __file__,
+        "--_memory_child",
+        f"--n={args.memory_n}",
+        f"--dim={args.dim}",
+        f"--levels={args.memory_levels}",
+        f"--seed={args.seed}",
+      ],
+      check=True,
+      capture_output=True,
+      text=True,
+    )
+    print("\nmemory probe (ours, fresh process):", out.stdout.strip())
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,507 @@
+"""Mu-Seq: multi-view user behaviour features (SPEC §3), pure numpy.
+
+For one search session (user u, query q, time t) the features are:
+
+* ``uid`` = ``SID_short ⊕ SID_long`` (10 codes): ``behaviour_sid`` of the
+  short window (the last <= 5 clicked items) and of the long history (the last
+  <= 1000 clicked items). ORDERING CHOICE: sequences are oldest first, so the
+  index i = 1..m of ``λ_i = exp(√i) / Σ_t exp(√t)`` grows toward the most
+  recent item, which therefore gets the largest weight (the softmax over √i is
+  increasing in i; SPEC open question 4). The weighted sum runs position-wise
+  over the integer local codes, then ``ceil`` (with a 1e-6 tolerance so that
+  an exact integer such as 3.0000000001 stays 3), then a clamp to each
+  position's range [0, k_l) (OPQ positions: [0, opq_codes); the token string
+  adds the +256 offset afterwards).
+* ``Seq_q``: the user's last <= 5 search queries (oldest first, one per
+  session, repeats kept).
+* ``Seq_short``: the last <= 5 clicked items (oldest first).
+* long-term sequences (each the last <= ``long_max`` items, oldest first):
+  click (clicked items), order (purchased items) and RSU = the user's past
+  clicks whose category at ``rsu_category_level`` equals the query's
+  category. The query's category is the most clicked category for q in the
+  train split before t (ties: smallest category id); a query never clicked
+  before t has no category and an empty RSU. Each sequence is reduced to the
+  per-level sums of the items' RQ centroid vectors -> 3 x 3 = 9 vectors [9, D]
+  (click L1..L3, order L1..L3, RSU L1..L3) plus a [9] mask (1 = non-empty).
+* cold start: a user with no usable click before t gets the default sequence,
+  the ``default_seq_len`` items most clicked for q in the train split before t
+  (by PV = click count, ties by item id). It stands in for both the short and
+  the long click sequence; it is ordered least clicked first, so the most
+  clicked item gets the largest λ.
+* profile: "<age_bucket> <gender>" as text.
+
+No leakage: every feature of a session at time t uses only interactions with
+``time_index < t`` (a session never sees its own clicks, nor any other session
+at the same instant). A TRAIN session additionally sees only train-split
+interactions, so test-day interactions never enter a training example; a TEST
+session sees the user's earlier interactions of both splits (the online
+situation). Co-occurrence statistics (query category, default sequence) always
+use the train split only.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import dataclasses
+import functools
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+USER_ID_MODES = ("behaviour", "hashed", "none")
+LONG_REDUCE = ("sum", "mean")
+_CEIL_TOL = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class MuSeqConfig:
+  """Mu-Seq settings and the ablation switches of the paper's Table 6."""
+
+  short_window: int = 5  # max items in Seq_short (paper: 5)
+  query_window: int = 5  # max queries in Seq_q (paper: 5)
+  long_max: int = 1000  # max items per long-term sequence (paper: ~10^3)
+  default_seq_len: int = 5  # cold-start default sequence length
+  user_id: str = "behaviour"  # "behaviour" (uid SID) | "hashed" (<u_h>) | "none"
+  user_hash_buckets: int = 1000  # hashed user-id vocabulary (user_id="hashed")
+  use_seq_short: bool = True  # ablation: drop Seq_short from the prompt
+  use_long_seq: bool = True  # ablation: no long-seq [EMB] slot, zero feature
+  sliding_window: bool = True  # ablation: no sliding-window samples
+  use_profile: bool = True  # drop the profile text
+  rsu_category_level: int = 2  # category level (1..3) that defines RSU
+  long_reduce: str = "sum"  # per-level centroid "sum" (paper) or "mean"
+  n_emb_tokens: int = 3  # [EMB] placeholders (Q-Former outputs N_M)
+  window_rate: float = 1.0  # mixture rate multiplier of the window task
+
+  def __post_init__(self):
+    if self.user_id not in USER_ID_MODES:
+      raise ValueError(f"user_id must be one of {USER_ID_MODES}, got {self.user_id!r}")
+    if self.long_reduce not in LONG_REDUCE:
+      raise ValueError(f"long_reduce must be one of {LONG_REDUCE}")
+    if self.rsu_category_level not in (1, 2, 3):
+      raise ValueError("rsu_category_level must be 1, 2 or 3")
+    if min(self.short_window, self.query_window, self.long_max) < 1:
+      raise ValueError("windows must be >= 1")
+    if self.user_id == "hashed" and self.user_hash_buckets < 1:
+      raise ValueError("user_hash_buckets must be >= 1")
+
+
+# ------------------------------------------------------------ pure functions
+
+
+@functools.lru_cache(maxsize=2048)
+def _weights(m: int) -> np.ndarray:
+  s = np.sqrt(np.arange(1, m + 1, dtype=np.float64))
+  e = np.exp(s - s.max())
+  w = e / e.sum()
+  w.flags.writeable = False
+  return w
+
+
+def softmax_sqrt_weights(m: int) -> np.ndarray:
+  """λ_i = exp(√i) / Σ_{t=1..m} exp(√t), i = 1..m.
+
+  Args:
+    m: sequence length (>= 1).
+
+  Returns:
+    [m] float64 weights summing to 1, increasing in i.
+  """
+  if m < 1:
+    raise ValueError(f"softmax_sqrt_weights: m must be >= 1, got {m}")
+  return _weights(m)
+
+
+def behaviour_sid(codes: np.ndarray, ranges: Sequence[int]) -> np.ndarray:
+  """``⌈Σ_i λ_i · SID_i⌉`` position-wise, clamped to each position's range.
+
+  Args:
+    codes: [m, C] int local codes, oldest first (row m-1 = most recent).
+    ranges: [C] exclusive upper bounds (k1, k2, k3, opq_codes, ...).
+
+  Returns:
+    [C] int32 codes.
+  """
+  codes = np.asarray(codes, np.float64)
+  if codes.ndim != 2 or codes.shape[0] < 1 or codes.shape[1] != len(ranges):
+    raise ValueError(f"behaviour_sid: codes {codes.shape} vs {len(ranges)} ranges")
+  x = softmax_sqrt_weights(codes.shape[0]) @ codes
+  out = np.ceil(x - _CEIL_TOL)
+  return np.clip(out, 0, np.asarray(ranges) - 1).astype(np.int32)
+
+
+def hashed_user_bucket(user_id: str, buckets: int) -> int:
+  """A stable hash of a user id into [0, buckets) (TIGER-style ablation)."""
+  digest = hashlib.sha256(user_id.encode("utf-8")).digest()
+  return int.from_bytes(digest[:8], "big") % buckets
+
+
+def long_seq_sums(
+  seqs: Sequence[np.ndarray], item_centroids: np.ndarray, reduce: str = "sum"
+) -> tuple[np.ndarray, np.ndarray]:
+  """Per-level centroid sums of the long-term sequences.
+
+  Args:
+    seqs: 3 int arrays of item rows (click, order, RSU).
+    item_centroids: [N, 3, D] per-item level centroid vectors.
+    reduce: "sum" (paper) or "mean".
+
+  Returns:
+    ([9, D] float32: seq-major, level-minor; [9] int32 mask, 1 = non-empty).
+  """
+  d = item_centroids.shape[-1]
+  out = np.zeros((len(seqs), 3, d), np.float32)
+  mask = np.zeros((len(seqs), 3), np.int32)
+  for s, rows in enumerate(seqs):
+    rows = np.asarray(rows, np.int64)
+    if rows.size == 0:
+      continue
+    v = item_centroids[rows].sum(axis=0, dtype=np.float64)
+    if reduce == "mean":
+      v /= rows.size
+    out[s] = v
+    mask[s] = 1
+  return out.reshape(-1, d), mask.reshape(-1)
+
+
+def sliding_window_pairs(n: int) -> list[tuple[int, int]]:
+  """Prefix -> next-item pairs of a window of n items: (prefix_len j, next j).
+
+  For Seq_short = s_1..s_n the pairs are (s_1..s_j) -> s_{j+1}, j = 1..n-1,
+  returned as (j, j) with 0-based next index j.
+  """
+  return [(j, j) for j in range(1, n)]
+
+
+# ------------------------------------------------------------ the index
+
+
+@dataclasses.dataclass(frozen=True)
+class _Event:
+  time: int
+  order: int  # global position (file order tie-break)
+  session_id: str
+  query: str
+  item: str  # "" for a query event
+  split: str
+
+
+@dataclasses.dataclass(frozen=True)
+class UserFeatures:
+  """Mu-Seq features of one session (everything before its time).
+
+  Attributes:
+    uid_codes: [2C] int32 SID_short ⊕ SID_long, or None (no behaviour at all).
+    seq_q: recent queries, oldest first.
+    seq_short: recent clicked item ids, oldest first (default sequence when
+      cold).
+    seq_short_times: their time_index (-1 for default-sequence items).
+    seq_short_sessions: the session of each click ("" for default items).
+    long_click, long_order, long_rsu: item ids, oldest first.
+    profile: "<age_bucket> <gender>".
+    cold_start: no usable click before t (default sequence used).
+    query_category: the query's category id at the RSU level ("" unknown).
+  """
+
+  uid_codes: np.ndarray | None
+  seq_q: tuple[str, ...]
+  seq_short: tuple[str, ...]
+  seq_short_times: tuple[int, ...]
+  seq_short_sessions: tuple[str, ...]
+  long_click: tuple[str, ...]
+  long_order: tuple[str, ...]
+  long_rsu: tuple[str, ...]
+  profile: str
+  cold_start: bool
+  query_category: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+  """One search session of the recall table."""
+
+  user_id: str
+  session_id: str
+  query: str
+  time: int
+  split: str
+  clicked: tuple[str, ...]
+  purchased: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  """A stage-3 (or eval) example before prompt rendering.
+
+  Attributes:
+    session: the session the target comes from.
+    features: the Mu-Seq features.
+    targets: target item ids (one for training, all for eval).
+    window: True for a sliding-window augmentation sample.
+  """
+
+  session: Session
+  features: UserFeatures
+  targets: tuple[str, ...]
+  window: bool = False
+
+
+class MuSeqIndex:
+  """Time-ordered behaviour of every user, for feature extraction at any t.
+
+  Args:
+    users: user rows (user_id, gender, age_bucket).
+    items: item rows (item_id, category_level{1,2,3}_id).
+    recall: recall rows (sessions).
+    item_codes: item id -> [C] local codes (items without a SID are dropped
+      from sequences and counted in ``skips``).
+    code_ranges: [C] exclusive code bounds (for the behaviour uid).
+    config: Mu-Seq settings.
+  """
+
+  def __init__(
+    self,
+    users,
+    items,
+    recall,
+    item_codes: dict[str, np.ndarray],
+    code_ranges: Sequence[int],
+    config: MuSeqConfig,
+  ):
+    self.config = config
+    self.code_ranges = tuple(code_ranges)
+    self.item_codes = item_codes
+    self.skips: collections.Counter = collections.Counter()
+    level = config.rsu_category_level
+    self.item_category = {
+      r["item_id"]: str(r.get(f"category_level{level}_id", "")) for r in items
+    }
+    self.profiles = {
+      r["user_id"]: f"{r.get('age_bucket', 'unknown')} {r.get('gender', 'unknown')}"
+      for r in users
+    }
+    ordered = sorted(
+      enumerate(recall), key=lambda p: (int(p[1]["time_index"]), p[1]["session_id"])
+    )
+    self.sessions: list[Session] = []
+    clicks = collections.defaultdict(list)
+    orders = collections.defaultdict(list)
+    queries = collections.defaultdict(list)
+    q_clicks = collections.defaultdict(list)  # train clicks per query
+    for order, (_, r) in enumerate(ordered):
+      s = Session(
+        user_id=str(r["user_id"]),
+        session_id=str(r["session_id"]),
+        query=str(r["query"]),
+        time=int(r["time_index"]),
+        split=str(r["split"]),
+        clicked=tuple(r["clicked_item_ids"]),
+        purchased=tuple(r["purchased_item_ids"]),
+      )
+      self.sessions.append(s)
+      mk = lambda item, s=s, order=order: _Event(  # noqa: B023
+        s.time, order, s.session_id, s.query, item, s.split
+      )
+      queries[s.user_id].append(mk(""))
+      for item in s.clicked:
+        if item not in item_codes:
+          self.skips["click_item_without_sid"] += 1
+          continue
+        clicks[s.user_id].append(mk(item))
+        if s.split == "train":
+          q_clicks[s.query].append(mk(item))
+      for item in s.purchased:
+        if item not in item_codes:
+          self.skips["order_item_without_sid"] += 1
+          continue
+        orders[s.user_id].append(mk(item))
+    self._clicks = dict(clicks)
+    self._orders = dict(orders)
+    self._queries = dict(queries)
+    self._q_clicks = dict(q_clicks)
+    self._memo: dict[tuple, UserFeatures] = {}
+    self._times = {
+      name: {u: [e.time for e in ev] for u, ev in table.items()}
+      for name, table in (
+        ("clicks", self._clicks),
+        ("orders", self._orders),
+        ("queries", self._queries),
+        ("q_clicks", self._q_clicks),
+      )
+    }
+
+  def _before(self, name: str, key: str, t: int, train_only: bool) -> list[_Event]:
+    table = getattr(self, f"_{name}")
+    events = table.get(key, [])
+    i = bisect.bisect_left(self._times[name].get(key, []), t)
+    events = events[:i]
+    if train_only:
+      events = [e for e in events if e.split == "train"]
+    return events
+
+  def query_stats(self, query: str, t: int) -> tuple[list[str], str]:
+    """Train-split click statistics of a query before t.
+
+    Returns:
+      (default sequence: the ``default_seq_len`` most clicked item ids, least
+      clicked first; the most clicked category id at the RSU level or "").
+    """
+    events = self._before("q_clicks", query, t, train_only=True)
+    items = collections.Counter(e.item for e in events)
+    top = sorted(items.items(), key=lambda p: (-p[1], p[0]))
+    default = [item for item, _ in top[: self.config.default_seq_len]][::-1]
+    cats = collections.Counter(self.item_category.get(e.item, "") for e in events)
+    cats.pop("", None)
+    category = min(cats, key=lambda c: (-cats[c], c)) if cats else ""
+    return default, category
+
+  def _codes(self, items: Sequence[str]) -> np.ndarray:
+    return np.stack([self.item_codes[i] for i in items])
+
+  def features(
+    self, user_id: str, query: str, t: int, *, train_only: bool
+  ) -> UserFeatures:
+    """Mu-Seq features of a session of ``user_id`` searching ``query`` at t.
+
+    Args:
+      user_id: the user.
+      query: the current query.
+      t: the session's time_index; only interactions strictly before t count.
+      train_only: see only train-split interactions (training examples).
+
+    Returns:
+      The features (memoised: sliding-window samples reuse them).
+    """
+    key = (user_id, query, t, train_only)
+    if key not in self._memo:
+      self._memo[key] = self._features(user_id, query, t, train_only)
+    return self._memo[key]
+
+  def _features(self, user_id, query, t, train_only) -> UserFeatures:
+    cfg = self.config
+    clicks = self._before("clicks", user_id, t, train_only)[-cfg.long_max :]
+    orders = self._before("orders", user_id, t, train_only)[-cfg.long_max :]
+    past_q = self._before("queries", user_id, t, train_only)[-cfg.query_window :]
+    default, category = self.query_stats(query, t)
+    cold = not clicks
+    if cold:
+      short_items = default[-cfg.short_window :]
+      short_times = [-1] * len(short_items)
+      short_sessions = [""] * len(short_items)
+      long_items = default
+    else:
+      short = clicks[-cfg.short_window :]
+      short_items = [e.item for e in short]
+      short_times = [e.time for e in short]
+      short_sessions = [e.session_id for e in short]
+      long_items = [e.item for e in clicks]
+    uid = None
+    if short_items:
+      uid = np.concatenate(
+        [
+          behaviour_sid(self._codes(short_items), self.code_ranges),
+          behaviour_sid(self._codes(long_items), self.code_ranges),
+        ]
+      )
+    rsu = [
+      e.item
+      for e in clicks
+      if category and self.item_category.get(e.item, "") == category
+    ]
+    return UserFeatures(
+      uid_codes=uid,
+      seq_q=tuple(e.query for e in past_q),
+      seq_short=tuple(short_items),
+      seq_short_times=tuple(short_times),
+      seq_short_sessions=tuple(short_sessions),
+      long_click=tuple(e.item for e in clicks),
+      long_order=tuple(e.item for e in orders),
+      long_rsu=tuple(rsu),
+      profile=self.profiles.get(user_id, "unknown"),
+      cold_start=cold,
+      query_category=category,
+    )
+
+  def _session_by_id(self) -> dict[str, Session]:
+    if not hasattr(self, "_by_id"):
+      self._by_id = {s.session_id: s for s in self.sessions}
+    return self._by_id
+
+  def train_examples(self) -> list[Example]:
+    """One example per (train session, clicked item with a SID)."""
+    out = []
+    for s in self.sessions:
+      if s.split != "train":
+        continue
+      targets = [i for i in s.clicked if i in self.item_codes]
+      if not targets:
+        continue
+      f = self.features(s.user_id, s.query, s.time, train_only=True)
+      out.extend(Example(s, f, (item,)) for item in targets)
+    return out
+
+  def window_examples(self) -> list[Example]:
+    """Sliding-window samples over Seq_short of every train session with clicks.
+
+    For Seq_short = s_1..s_m (real clicks, not a default sequence) of a train
+    session, each j = 1..m-1 gives the sample (s_1..s_j) -> s_{j+1}: the query
+    and all other features are those of the session where s_{j+1} was clicked
+    (computed before that session's time), Seq_short is the prefix restricted
+    to clicks strictly earlier than s_{j+1} (a prefix left empty by that rule
+    gives no sample), and the uid's SID_short is recomputed on the prefix.
+    Samples are made once per session (not per clicked target).
+    """
+    by_id = self._session_by_id()
+    out = []
+    for s in self.sessions:
+      if s.split != "train" or not any(i in self.item_codes for i in s.clicked):
+        continue
+      f = self.features(s.user_id, s.query, s.time, train_only=True)
+      if f.cold_start:
+        continue
+      m = len(f.seq_short)
+      for j, nxt in sliding_window_pairs(m):
+        t_next = f.seq_short_times[nxt]
+        prefix = [
+          item
+          for item, ti in zip(f.seq_short[:j], f.seq_short_times[:j], strict=True)
+          if ti < t_next
+        ]
+        if not prefix:
+          self.skips["window_prefix_same_time"] += 1
+          continue
+        src = by_id[f.seq_short_sessions[nxt]]
+        g = self.features(s.user_id, src.query, t_next, train_only=True)
+        uid = g.uid_codes
+        if uid is not None:
+          c = len(self.code_ranges)
+          uid = np.concatenate(
+            [behaviour_sid(self._codes(prefix), self.code_ranges), uid[c:]]
+          )
+        g = dataclasses.replace(
+          g,
+          uid_codes=uid,
+          seq_short=tuple(prefix),
+          seq_short_times=tuple(f.seq_short_times[: len(prefix)]),
+          seq_short_sessions=tuple(f.seq_short_sessions[: len(prefix)]),
+        )
+        out.append(Example(src, g, (f.seq_short[nxt],), window=True))
+    return out
+
+  def eval_examples(self, kind: str) -> list[Example]:
+    """Test-split examples: one per session with >= 1 clicked ("click") or
+    purchased ("order") item with a SID; targets = all of them."""
+    if kind not in ("click", "order"):
+      raise ValueError(f"eval kind must be 'click' or 'order', got {kind!r}")
+    out = []
+    for s in self.sessions:
+      if s.split != "test":
+        continue
+      items = s.clicked if kind == "click" else s.purchased
+      targets = tuple(i for i in items if i in self.item_codes)
+      if not targets:
+        continue
+      f = self.features(s.user_id, s.query, s.time, train_only=False)
+      out.append(Example(s, f, targets))
+    return out

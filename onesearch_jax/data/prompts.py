@@ -1,0 +1,128 @@
+"""Prompt templates of the three SFT stages (SPEC §3.4, §4.1), English words.
+
+A template is a ``str.format``-style string over the string fields of a raw
+example (``{query}``, ``{sid}``, ...). ``render`` fills it in Python (docs,
+tests, inspection); ``render_tf`` builds the same string with
+``tf.strings.join`` inside tf.data. Segments are delimited by the specials
+``[BOS] [SEP] [EOS]``; ``[EMB]`` marks where the model splices the Q-Former
+outputs of the long-term sequences.
+
+The stage-3 prompt follows the formal order of SPEC §3.4 (``[BOS] uid q SID_q
+Seq_q Seq_short Seq_long_emb U [EOS]``), one ``[SEP]`` between segments, with
+the instruction of the official Chinese prompt ("give the appropriate item
+id") before ``[EOS]``. Ablations drop their segment entirely.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import string
+
+import tensorflow as tf
+
+from onesearch_jax.data.museq import MuSeqConfig
+
+LIST_SEP = " ; "  # between the queries of Seq_q
+EMPTY = "none"  # an empty sequence in the prompt
+
+
+@dataclasses.dataclass(frozen=True)
+class Template:
+  """Input and target templates of one task."""
+
+  inputs: str
+  targets: str
+
+  @property
+  def fields(self) -> tuple[str, ...]:
+    names = []
+    for text in (self.inputs, self.targets):
+      for _, name, _, _ in string.Formatter().parse(text):
+        if name and name not in names:
+          names.append(name)
+    return tuple(names)
+
+
+# Stage 1: semantic content alignment.
+STAGE1 = {
+  "query_to_sid": Template(
+    "[BOS] query: {query} [SEP] give the query id: [EOS]", "{sid}"
+  ),
+  "sid_to_query": Template(
+    "[BOS] query id: {sid} [SEP] give the query: [EOS]", "{query}"
+  ),
+  "title_to_sid": Template(
+    "[BOS] item title: {title} [SEP] give the item id: [EOS]", "{sid}"
+  ),
+  "sid_to_title": Template(
+    "[BOS] item id: {sid} [SEP] give the item title: [EOS]", "{title}"
+  ),
+  "text_to_category": Template(
+    "[BOS] text: {text} [SEP] give the category path: [EOS]", "{category}"
+  ),
+  "sid_to_category": Template(
+    "[BOS] item id: {sid} [SEP] give the category path: [EOS]", "{category}"
+  ),
+}
+
+# Stage 2: query-item co-occurrence (no user features).
+STAGE2 = {
+  "query_to_title": Template(
+    "[BOS] query: {query} [SEP] give the title of a clicked item: [EOS]", "{title}"
+  ),
+  "title_to_query": Template(
+    "[BOS] item title: {title} [SEP] give a query that clicks it: [EOS]", "{query}"
+  ),
+  "sidq_to_sidi": Template(
+    "[BOS] query id: {sid_q} [SEP] give the id of a clicked item: [EOS]", "{sid_i}"
+  ),
+  "sidi_to_sidq": Template(
+    "[BOS] item id: {sid_i} [SEP] give the id of a query that clicks it: [EOS]",
+    "{sid_q}",
+  ),
+}
+
+
+def stage3_template(config: MuSeqConfig) -> Template:
+  """The personalised prompt, with the segments the ablations keep."""
+  parts = []
+  if config.user_id != "none":
+    parts.append("user id: {uid}")
+  parts += ["query: {query}", "query id: {sid_q}", "recent queries: {seq_q}"]
+  if config.use_seq_short:
+    parts.append("recently clicked items: {seq_short}")
+  if config.use_long_seq:
+    parts.append("long-term behaviour: " + "[EMB]" * config.n_emb_tokens)
+  if config.use_profile:
+    parts.append("user: {profile}")
+  parts.append("give the appropriate item id:")
+  return Template("[BOS] " + " [SEP] ".join(parts) + " [EOS]", "{target}")
+
+
+def template_words() -> list[str]:
+  """Every literal text of every template (sentencepiece training text)."""
+  templates = list(STAGE1.values()) + list(STAGE2.values())
+  templates.append(stage3_template(MuSeqConfig()))
+  out = []
+  for t in templates:
+    for text in (t.inputs, t.targets):
+      out += [lit for lit, _, _, _ in string.Formatter().parse(text) if lit]
+  return sorted(set(out + [LIST_SEP, EMPTY]))
+
+
+def render(template: str, fields: dict[str, str]) -> str:
+  """Fills a template in Python (KeyError on a missing field)."""
+  return template.format(**fields)
+
+
+def render_tf(template: str, features: dict[str, tf.Tensor]) -> tf.Tensor:
+  """Fills a template with scalar string tensors (inside tf.data)."""
+  pieces = []
+  for literal, name, _, _ in string.Formatter().parse(template):
+    if literal:
+      pieces.append(tf.constant(literal))
+    if name:
+      pieces.append(features[name])
+  if not pieces:
+    return tf.constant("")
+  return tf.strings.join(pieces)

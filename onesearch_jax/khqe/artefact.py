@@ -1,0 +1,339 @@
+"""The versioned SID artefact (``workdir/sids/``): writer and reader.
+
+Directory layout (one writer, one reader: this module):
+
+* ``codebooks.npz``: ``rq_l1`` [k1, D], ``rq_l2`` [k2, D], ``rq_l3`` ([k2, k3, D]
+  in parent mode, [k3, D] in global mode) and, with OPQ, ``opq_mean`` [D],
+  ``opq_rotation`` [D, D], ``opq_codebooks`` [M, K, D / M]. Written with a fixed
+  zip timestamp so identical content gives identical bytes (and hash).
+* ``config.json``: the ``QuantizerConfig`` and free-form ``metadata``.
+* ``items.jsonl``: one ``{"item_id", "codes", "sid", "popularity"}`` per item,
+  in input order.
+* ``queries.jsonl``: one ``{"query", "codes", "sid"}`` per query.
+* ``sid_to_items.jsonl``: one ``{"sid", "codes", "item_ids"}`` per distinct item
+  SID, SIDs in lexicographic code order. Tie policy: the items under one SID
+  are ordered by descending popularity, then ascending item_id; a decoder that
+  must return one item per SID takes the first.
+* ``report/``: ``report.md`` and any extra report files (the PNG plots).
+* ``manifest.json``: ``{"schema_version": 1, "kind": "sid_artefact",
+  "config": ..., "counts": ..., "files": {relative path: sha256},
+  "content_hash": sha256(json.dumps(files, sort_keys=True))}`` (the same rule
+  as the world manifest).
+
+Later stages pin the SID version by ``content_hash``: ``load(dir, expected)``
+and ``check_hash(dir, expected)`` refuse a mismatch, naming both hashes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import pathlib
+import zipfile
+from collections.abc import Mapping
+
+import numpy as np
+
+from onesearch_jax.khqe import opq as opq_lib
+from onesearch_jax.khqe import quantizer as quantizer_lib
+from onesearch_jax.khqe import rq
+from onesearch_jax.world import reader
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class ArtefactError(ValueError):
+  """A SID artefact is missing, malformed, tampered with or the wrong version."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SIDArtefact:
+  """Everything later stages need about the semantic IDs.
+
+  Attributes:
+    quantizer: the fitted RQ-OPQ quantiser.
+    item_ids: N item ids.
+    item_codes: [N, L] int32 local codes.
+    item_popularity: [N] float popularity (multimap tie policy).
+    query_texts: Q query strings.
+    query_codes: [Q, L] int32 local codes.
+    report: the Markdown report.
+    report_files: extra report files (name -> bytes), e.g. PNG plots.
+    metadata: JSON-serialisable provenance (source world hash, encoder, ...).
+  """
+
+  quantizer: quantizer_lib.Quantizer
+  item_ids: tuple[str, ...]
+  item_codes: np.ndarray
+  item_popularity: np.ndarray
+  query_texts: tuple[str, ...]
+  query_codes: np.ndarray
+  report: str = ""
+  report_files: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
+  metadata: Mapping[str, object] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    n = len(self.item_ids)
+    if np.shape(self.item_codes)[0] != n or np.shape(self.item_popularity) != (n,):
+      raise ArtefactError(
+        f"SIDArtefact: {n} item ids but item_codes {np.shape(self.item_codes)} "
+        f"and item_popularity {np.shape(self.item_popularity)}"
+      )
+    if np.shape(self.query_codes)[0] != len(self.query_texts):
+      raise ArtefactError(
+        f"SIDArtefact: {len(self.query_texts)} queries but query_codes "
+        f"{np.shape(self.query_codes)}"
+      )
+    if len(set(self.item_ids)) != n:
+      raise ArtefactError("SIDArtefact: item ids are not unique")
+
+  @property
+  def opq_codes(self) -> int:
+    return self.quantizer.config.opq_codes
+
+  def item_sids(self) -> list[str]:
+    return quantizer_lib.sid_token_strings(self.item_codes, opq_codes=self.opq_codes)
+
+  def query_sids(self) -> list[str]:
+    return quantizer_lib.sid_token_strings(self.query_codes, opq_codes=self.opq_codes)
+
+  def sid_to_items(self) -> dict[tuple[int, ...], list[str]]:
+    """SID codes -> item ids, ordered by (-popularity, item_id); keys sorted."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, row in enumerate(np.asarray(self.item_codes).tolist()):
+      groups.setdefault(tuple(row), []).append(i)
+    out = {}
+    for key in sorted(groups):
+      idx = groups[key]
+      idx.sort(key=lambda i: (-float(self.item_popularity[i]), self.item_ids[i]))
+      out[key] = [self.item_ids[i] for i in idx]
+    return out
+
+
+def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+  """A deterministic .npz (fixed timestamps, sorted names)."""
+  buf = io.BytesIO()
+  with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+    for name in sorted(arrays):
+      info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+      arr = io.BytesIO()
+      np.lib.format.write_array(arr, np.ascontiguousarray(arrays[name]))
+      zf.writestr(info, arr.getvalue())
+  return buf.getvalue()
+
+
+def _jsonl(rows) -> bytes:
+  return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+
+
+def save(artefact: SIDArtefact, directory: str | os.PathLike) -> str:
+  """Writes the artefact; returns its content hash.
+
+  Args:
+    artefact: what to write.
+    directory: target directory (created; existing artefact files replaced).
+
+  Returns:
+    The manifest's ``content_hash``.
+  """
+  out = pathlib.Path(directory)
+  (out / "report").mkdir(parents=True, exist_ok=True)
+  q = artefact.quantizer
+  arrays = {"rq_l1": q.rq.l1, "rq_l2": q.rq.l2, "rq_l3": q.rq.l3}
+  if q.opq is not None:
+    arrays.update(
+      opq_mean=q.opq.mean, opq_rotation=q.opq.rotation, opq_codebooks=q.opq.codebooks
+    )
+  item_sids = artefact.item_sids()
+  files: dict[str, bytes] = {
+    "codebooks.npz": _npz_bytes(arrays),
+    "config.json": json.dumps(
+      {
+        "quantizer": dataclasses.asdict(q.config),
+        "metadata": dict(artefact.metadata),
+      },
+      indent=1,
+      sort_keys=True,
+      ensure_ascii=False,
+    ).encode(),
+    "items.jsonl": _jsonl(
+      {"item_id": i, "codes": c, "sid": s, "popularity": float(p)}
+      for i, c, s, p in zip(
+        artefact.item_ids,
+        np.asarray(artefact.item_codes).tolist(),
+        item_sids,
+        np.asarray(artefact.item_popularity).tolist(),
+        strict=True,
+      )
+    ),
+    "queries.jsonl": _jsonl(
+      {"query": t, "codes": c, "sid": s}
+      for t, c, s in zip(
+        artefact.query_texts,
+        np.asarray(artefact.query_codes).tolist(),
+        artefact.query_sids(),
+        strict=True,
+      )
+    ),
+  }
+  multimap = artefact.sid_to_items()
+  sid_strings = quantizer_lib.sid_token_strings(
+    np.asarray(list(multimap), dtype=np.int64).reshape(len(multimap), -1),
+    opq_codes=artefact.opq_codes,
+  )
+  files["sid_to_items.jsonl"] = _jsonl(
+    {"sid": s, "codes": list(k), "item_ids": v}
+    for s, (k, v) in zip(sid_strings, multimap.items(), strict=True)
+  )
+  files["report/report.md"] = artefact.report.encode()
+  for name, data in artefact.report_files.items():
+    if "/" in name or name in ("report.md", "") or name.startswith("."):
+      raise ArtefactError(f"save: bad report file name {name!r}")
+    files[f"report/{name}"] = bytes(data)
+  hashes = {}
+  for name, data in sorted(files.items()):
+    (out / name).write_bytes(data)
+    hashes[name] = reader.file_sha256(out / name)
+  manifest = {
+    "schema_version": SCHEMA_VERSION,
+    "kind": "sid_artefact",
+    "config": dataclasses.asdict(q.config),
+    "counts": {
+      "items": len(artefact.item_ids),
+      "queries": len(artefact.query_texts),
+      "item_sids": len(multimap),
+    },
+    "files": hashes,
+    "content_hash": reader.content_hash(hashes),
+  }
+  (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+  return manifest["content_hash"]
+
+
+def check_hash(directory: str | os.PathLike, expected: str | None = None) -> str:
+  """Verifies every file hash and the content hash; returns the content hash.
+
+  Args:
+    directory: artefact directory.
+    expected: if given, the content hash the caller was built against.
+
+  Raises:
+    ArtefactError: a missing manifest or file, a file whose sha256 differs from
+      the manifest (tampering), or a content hash different from ``expected``.
+  """
+  root = pathlib.Path(directory)
+  path = root / MANIFEST
+  if not path.is_file():
+    raise ArtefactError(f"{path}: missing (not a SID artefact directory)")
+  try:
+    manifest = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ArtefactError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from e
+  for field in ("schema_version", "files", "content_hash"):
+    if field not in manifest:
+      raise ArtefactError(f"{path}: field '{field}' is missing")
+  if manifest["schema_version"] != SCHEMA_VERSION:
+    raise ArtefactError(
+      f"{path}: field 'schema_version' is {manifest['schema_version']}, "
+      f"this reader knows {SCHEMA_VERSION}"
+    )
+  files = manifest["files"]
+  for name, want in sorted(files.items()):
+    target = root / name
+    if not target.is_file():
+      raise ArtefactError(f"{target}: listed in {path} but missing")
+    got = reader.file_sha256(target)
+    if got != want:
+      raise ArtefactError(
+        f"{target}: sha256 {got} differs from {path}'s {want} (file modified)"
+      )
+  actual = reader.content_hash(files)
+  if actual != manifest["content_hash"]:
+    raise ArtefactError(
+      f"{path}: field 'content_hash' is {manifest['content_hash']} but the "
+      f"hash of 'files' is {actual}"
+    )
+  if expected is not None and expected != actual:
+    raise ArtefactError(
+      f"{root}: SID artefact content hash {actual} differs from the expected "
+      f"{expected} (the SIDs were rebuilt; rebuild the downstream stages)"
+    )
+  return actual
+
+
+def _read_jsonl(path: pathlib.Path, fields: tuple[str, ...]) -> list[dict]:
+  rows = []
+  with open(path, encoding="utf-8") as f:
+    for lineno, line in enumerate(f, start=1):
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ArtefactError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from e
+      for field in fields:
+        if field not in row:
+          raise ArtefactError(f"{path}: line {lineno}: field '{field}' is missing")
+      rows.append(row)
+  return rows
+
+
+def _codes(rows: list[dict], width: int, path: pathlib.Path) -> np.ndarray:
+  for lineno, row in enumerate(rows, start=1):
+    if len(row["codes"]) != width:
+      raise ArtefactError(
+        f"{path}: line {lineno}: field 'codes' has {len(row['codes'])} "
+        f"entries, expected {width}"
+      )
+  return np.asarray([r["codes"] for r in rows], np.int32).reshape(len(rows), width)
+
+
+def load(directory: str | os.PathLike, expected_hash: str | None = None) -> SIDArtefact:
+  """Reads an artefact after verifying its hashes (see ``check_hash``).
+
+  Args:
+    directory: artefact directory.
+    expected_hash: optional content hash to insist on.
+
+  Returns:
+    The ``SIDArtefact``.
+  """
+  root = pathlib.Path(directory)
+  check_hash(root, expected_hash)
+  cfg = json.loads((root / "config.json").read_text(encoding="utf-8"))
+  config = quantizer_lib.QuantizerConfig(**cfg["quantizer"])
+  with np.load(root / "codebooks.npz") as z:
+    arrays = {k: z[k] for k in z.files}
+  codebooks = rq.RQCodebooks(
+    l1=arrays["rq_l1"], l2=arrays["rq_l2"], l3=arrays["rq_l3"], l3_mode=config.l3_mode
+  )
+  opq = None
+  if "opq_rotation" in arrays:
+    opq = opq_lib.OPQ(
+      mean=arrays["opq_mean"],
+      rotation=arrays["opq_rotation"],
+      codebooks=arrays["opq_codebooks"],
+    )
+  quant = quantizer_lib.Quantizer(config=config, rq=codebooks, opq=opq)
+  width = quant.code_width
+  items_path, queries_path = root / "items.jsonl", root / "queries.jsonl"
+  items = _read_jsonl(items_path, ("item_id", "codes", "popularity"))
+  queries = _read_jsonl(queries_path, ("query", "codes"))
+  listed = json.loads((root / MANIFEST).read_text())["files"]
+  report_files = {
+    name.removeprefix("report/"): (root / name).read_bytes()
+    for name in sorted(listed)
+    if name.startswith("report/") and name != "report/report.md"
+  }
+  return SIDArtefact(
+    quantizer=quant,
+    item_ids=tuple(r["item_id"] for r in items),
+    item_codes=_codes(items, width, items_path),
+    item_popularity=np.asarray([r["popularity"] for r in items], np.float64),
+    query_texts=tuple(r["query"] for r in queries),
+    query_codes=_codes(queries, width, queries_path),
+    report=(root / "report" / "report.md").read_text(encoding="utf-8"),
+    report_files=report_files,
+    metadata=cfg.get("metadata", {}),
+  )

@@ -1,0 +1,501 @@
+"""The build_sids stage: world directory -> the versioned SID artefact.
+
+Steps (each reported through `progress` with its wall time):
+
+  1. read the world (items, recall and ranking queries);
+  2. embeddings: train the sentencepiece vocabulary and the aligned encoder
+     (text_vocab.py, encoder.py) and embed every item and every distinct
+     query, or load precomputed ones (embeddings_io.py);
+  3. keywords: mine the dictionary, match items (titles) and queries, embed
+     the keywords, fuse (keywords.py);
+  4. quantise: fit the RQ-OPQ quantiser jointly on [queries; items] (queries
+     first, as the official rq_dynamic.py) for the report variants
+       rq_plain    raw embeddings, global L3, no OPQ
+       +keywords   fused embeddings, global L3, no OPQ
+       +l3_parent  fused, per-L2-parent L3 (official --balanced 2), no OPQ
+       +opq        fused, parent L3, OPQ on the L3 residual (the final SIDs);
+  5. write the report (report.write_report) and the final artefact
+     (artefact.SIDArtefact) into ``out_dir``.
+
+CUR/ICR are computed over items (the catalogue the SIDs index), as in the
+paper's Table 2; queries share the codebooks but not the metric.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from onesearch_jax.khqe import artefact as artefact_lib
+from onesearch_jax.khqe import embeddings_io, report, sid_metrics, text_vocab
+from onesearch_jax.khqe import encoder as encoder_lib
+from onesearch_jax.khqe import keywords as keywords_lib
+from onesearch_jax.khqe import quantizer as quantizer_lib
+from onesearch_jax.world import reader
+
+VARIANTS = ("rq_plain", "+keywords", "+l3_parent", "+opq")
+FINAL_VARIANT = "+opq"
+KEYWORDS_FILE = "keywords.tsv"  # keyword \t tag \t pv \t emb (official format)
+ENCODER_DIR = "text_encoder"  # encoder_lib.save_encoder + EMBEDDER_FILE
+EMBEDDER_FILE = "embedder.json"
+
+# variant -> (use keyword fusion, L3 mode, use OPQ)
+_VARIANT_SPEC = {
+  "rq_plain": (False, "global", False),
+  "+keywords": (True, "global", False),
+  "+l3_parent": (True, "parent", False),
+  "+opq": (True, "parent", True),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PrecomputedEmbeddings:
+  """Precomputed embedding files (see embeddings_io.py for the format)."""
+
+  items_npy: str  # [N_items, D] rows
+  items_ids: str  # item ids, one per line
+  queries_npy: str  # [N_queries, D] rows
+  queries_ids: str  # query texts, one per line
+  keywords_npy: str | None = None  # optional keyword embeddings; else centroids
+  keywords_ids: str | None = None  # keyword texts, one per line
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+  """Everything the build_sids stage needs."""
+
+  vocab: text_vocab.VocabConfig = text_vocab.VocabConfig()  # sentencepiece
+  encoder: encoder_lib.EncoderConfig = encoder_lib.EncoderConfig()  # encoder shape
+  train: encoder_lib.EncoderTrainConfig = (
+    encoder_lib.EncoderTrainConfig()
+  )  # its training
+  keywords: keywords_lib.KeywordConfig = (
+    keywords_lib.KeywordConfig()
+  )  # dictionary mining
+  quantizer: quantizer_lib.QuantizerConfig | None = None  # None: scaled to the data
+  variants: tuple[str, ...] = VARIANTS  # report variants; FINAL_VARIANT always runs
+  item_text_fields: tuple[str, ...] = (  # fields joined into the item text
+    "item_title",
+    "brand_name",
+    "category_level3_name",
+  )
+  # L3 mode of the "+l3_parent" and "+opq" variants: "parent" = per-L2-group
+  # k-means (official --balanced 2); any other l3_mode quantizer.py offers.
+  l3_parent_mode: str = "parent"
+  precomputed: PrecomputedEmbeddings | None = None  # skip vocab + encoder
+  save_embeddings: bool = False  # also write raw/fused .npy under out_dir/embeddings
+
+  def __post_init__(self):
+    unknown = [v for v in self.variants if v not in _VARIANT_SPEC]
+    if unknown:
+      raise ValueError(f"unknown variants {unknown}; expected a subset of {VARIANTS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildSummary:
+  """What build_sids measured and wrote.
+
+  Attributes:
+    out_dir: the artefact directory.
+    content_hash: the artefact's content hash (for later stages to pin).
+    metrics: variant -> sid_metrics.cur_icr over items + reconstruction errors.
+    levels: the (k1, k2, k3) used.
+    n_items, n_queries: catalogue and query counts.
+    keyword_source: "attributes" or "ngrams" (the mining fallback).
+    n_keywords: dictionary size.
+    match_rates: {"items": ..., "queries": ...} keyword match statistics.
+    timings: step -> seconds.
+    encoder_history: logged losses of the encoder (empty if precomputed).
+  """
+
+  out_dir: str
+  content_hash: str
+  metrics: Mapping[str, Mapping[str, float]]
+  levels: tuple[int, int, int]
+  n_items: int
+  n_queries: int
+  keyword_source: str
+  n_keywords: int
+  match_rates: Mapping[str, Mapping[str, float]]
+  timings: Mapping[str, float]
+  encoder_history: Sequence[Mapping[str, float]]
+
+
+def _distinct_queries(world: reader.World) -> list[str]:
+  """Distinct query strings of recall then ranking, in first-seen order."""
+  seen: dict[str, None] = {}
+  for table in (world.recall, world.ranking):
+    for row in table:
+      q = row["query"]
+      if q.strip():
+        seen.setdefault(q, None)
+  return list(seen)
+
+
+def item_texts(items: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> list[str]:
+  """The encoder's item text: the non-empty `fields` joined by spaces."""
+  out = []
+  for row in items:
+    parts = [str(row.get(f) or "").strip() for f in fields]
+    out.append(" ".join(p for p in parts if p))
+  return out
+
+
+def _popularity(world: reader.World) -> np.ndarray:
+  """Per item (world order): train clicks + purchases + impressions (ties)."""
+  counts: Counter = Counter()
+  for s in world.recall:
+    if s["split"] != "train":
+      continue
+    counts.update(s["impressed_item_ids"])
+    counts.update(s["clicked_item_ids"])
+    counts.update(s["purchased_item_ids"])
+  return np.asarray([counts[row["item_id"]] for row in world.items], np.int64)
+
+
+def _build_notes(
+  source: str,
+  n_keywords: int,
+  match_rates: Mapping[str, Mapping[str, float]],
+  history: Sequence[Mapping[str, float]],
+  timings: Mapping[str, float],
+) -> str:
+  """Markdown appended to the quantiser report: keywords, encoder, timings."""
+  lines = [
+    "",
+    "## Keyword enhancement",
+    "",
+    f"{n_keywords} keywords mined from {source}.",
+    "",
+    "| texts | n | match rate | mean keywords per matched text |",
+    "|---|---|---|---|",
+  ]
+  for name, m in match_rates.items():
+    lines.append(
+      f"| {name} | {int(m['texts'])} | {m['match_rate']:.2%} | "
+      f"{m['mean_keywords_per_matched']:.2f} |"
+    )
+  if history:
+    first, last = history[0], history[-1]
+    lines += ["", "## Aligned encoder", "", "| loss | first step | last step |"]
+    lines.append("|---|---|---|")
+    for k in ("loss", "q2i", "q2q", "i2i", "rank"):
+      lines.append(f"| {k} | {first[k]:.4f} | {last[k]:.4f} |")
+  lines += ["", "## Timings (s)", "", "| step | seconds |", "|---|---|"]
+  lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
+  return "\n".join(lines) + "\n"
+
+
+class _Clock:
+  def __init__(self, progress: Callable[[str], None] | None):
+    self.progress = progress
+    self.timings: dict[str, float] = {}
+    self._t0 = time.perf_counter()
+
+  def say(self, msg: str) -> None:
+    if self.progress is not None:
+      self.progress(f"[build_sids +{time.perf_counter() - self._t0:6.1f}s] {msg}")
+
+  def done(self, step: str, start: float, msg: str) -> None:
+    self.timings[step] = time.perf_counter() - start
+    self.say(f"{step}: {msg} ({self.timings[step]:.1f} s)")
+
+
+def build_sids(
+  world_dir: str | os.PathLike,
+  out_dir: str | os.PathLike,
+  config: BuildConfig = BuildConfig(),
+  *,
+  progress: Callable[[str], None] | None = None,
+  mesh: jax.sharding.Mesh | None = None,
+) -> BuildSummary:
+  """Builds item and query SIDs for a world and writes the SID artefact.
+
+  Args:
+    world_dir: a world directory in the KuaiSearch schema.
+    out_dir: the artefact directory (created; artefact.save puts the report in
+      ``out_dir/report``).
+    config: the BuildConfig.
+    progress: optional callback receiving one line per step, with timings.
+    mesh: optional mesh the quantiser shards its points over.
+
+  Returns:
+    The BuildSummary (metrics of every variant, timings, artefact hash).
+
+  Raises:
+    reader.SchemaError: bad world rows.
+    embeddings_io.EmbeddingsError: bad precomputed embeddings.
+    ValueError: a world with no item or no query.
+  """
+  clock = _Clock(progress)
+  out = pathlib.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+
+  t = time.perf_counter()
+  world = reader.load_world(world_dir)
+  queries = _distinct_queries(world)
+  item_ids = [row["item_id"] for row in world.items]
+  if not item_ids or not queries:
+    raise ValueError(
+      f"{world_dir}: need items and queries, got {len(item_ids)} items and "
+      f"{len(queries)} distinct queries"
+    )
+  clock.done("read", t, f"{len(item_ids)} items, {len(queries)} distinct queries")
+
+  # --- embeddings
+  t = time.perf_counter()
+  trained = None
+  history: list[dict[str, float]] = []
+  if config.precomputed is None:
+    texts = item_texts(world.items, config.item_text_fields)
+    vocab = text_vocab.train_vocab([*texts, *queries], config.vocab)
+    pairs = encoder_lib.collab_pairs(
+      world.recall,
+      {q: i for i, q in enumerate(queries)},
+      {i: n for n, i in enumerate(item_ids)},
+      seed=config.train.seed,
+      pairs_per_key=config.train.pairs_per_key,
+    )
+    clock.say(
+      f"encoder: vocab {vocab.vocab_size} pieces; pairs q2i={len(pairs.q2i)} "
+      f"q2q={len(pairs.q2q)} i2i={len(pairs.i2i)} rank={len(pairs.rank)}; "
+      f"skipped {pairs.skipped or 'nothing'}"
+    )
+
+    def log(step: int, m: Mapping[str, float]) -> None:
+      clock.say(
+        f"encoder step {step}/{config.train.steps}: loss {m['loss']:.3f} "
+        f"(q2i {m['q2i']:.3f} q2q {m['q2q']:.3f} i2i {m['i2i']:.3f} "
+        f"rank {m['rank']:.3f})"
+      )
+
+    trained = encoder_lib.train_encoder(
+      vocab, queries, texts, pairs, config.encoder, config.train, progress=log
+    )
+    history = trained.history
+    item_raw = trained.embed(texts)
+    query_raw = trained.embed(queries)
+    how = f"trained encoder D={config.encoder.dim}"
+  else:
+    p = config.precomputed
+    ids, emb = embeddings_io.load_embeddings(p.items_npy, p.items_ids)
+    item_raw = embeddings_io.align(item_ids, ids, emb, source=p.items_ids)
+    ids, emb = embeddings_io.load_embeddings(p.queries_npy, p.queries_ids)
+    query_raw = embeddings_io.align(queries, ids, emb, source=p.queries_ids)
+    if item_raw.shape[1] != query_raw.shape[1]:
+      raise embeddings_io.EmbeddingsError(
+        f"{p.items_npy} has D={item_raw.shape[1]} but {p.queries_npy} has "
+        f"D={query_raw.shape[1]}"
+      )
+    how = f"precomputed D={item_raw.shape[1]}"
+  clock.done("embed", t, how)
+
+  # --- keywords
+  t = time.perf_counter()
+  kws, source = keywords_lib.mine_keywords(world.items, world.recall, config.keywords)
+  matcher = keywords_lib.KeywordMatcher([k.text for k in kws])
+  item_matches = matcher.match_all([row["item_title"] for row in world.items])
+  query_matches = matcher.match_all(queries)
+  valid = None
+  if not kws:
+    kw_emb = np.zeros((0, item_raw.shape[1]), np.float32)
+  elif trained is not None:
+    kw_emb = trained.embed([k.text for k in kws])
+  elif config.precomputed.keywords_npy is not None:
+    p = config.precomputed
+    ids, emb = embeddings_io.load_embeddings(p.keywords_npy, p.keywords_ids)
+    ids = [keywords_lib.normalise(i) for i in ids]
+    kw_emb = embeddings_io.align([k.text for k in kws], ids, emb, source=p.keywords_ids)
+  else:
+    kw_emb, valid = keywords_lib.keyword_centroids(
+      item_matches + query_matches, np.concatenate([item_raw, query_raw]), len(kws)
+    )
+  item_fused = keywords_lib.fuse(item_raw, item_matches, kw_emb, valid)
+  query_fused = keywords_lib.fuse(query_raw, query_matches, kw_emb, valid)
+  match_rates = {
+    "items": keywords_lib.match_stats(item_matches),
+    "queries": keywords_lib.match_stats(query_matches),
+  }
+  clock.done(
+    "keywords",
+    t,
+    f"{len(kws)} keywords from {source}; match rate items "
+    f"{match_rates['items']['match_rate']:.3f}, queries "
+    f"{match_rates['queries']['match_rate']:.3f}",
+  )
+  # The text side of the tokenizer, so new queries/items can be embedded and
+  # encoded later (not covered by the artefact's content hash).
+  kw_keep = [n for n in range(len(kws)) if valid is None or valid[n]]
+  keywords_lib.save_dictionary(
+    out / KEYWORDS_FILE, [kws[n] for n in kw_keep], kw_emb[kw_keep]
+  )
+  if trained is not None:
+    encoder_lib.save_encoder(trained, out / ENCODER_DIR)
+    (out / ENCODER_DIR / EMBEDDER_FILE).write_text(
+      json.dumps({"item_text_fields": list(config.item_text_fields)}) + "\n"
+    )
+  if config.save_embeddings:
+    emb_dir = out / "embeddings"
+    emb_dir.mkdir(exist_ok=True)
+    for name, ids, arr in (
+      ("items_raw", item_ids, item_raw),
+      ("items_fused", item_ids, item_fused),
+      ("queries_raw", queries, query_raw),
+      ("queries_fused", queries, query_fused),
+    ):
+      embeddings_io.save_embeddings(
+        emb_dir / f"{name}.npy", emb_dir / f"{name}.txt", ids, arr
+      )
+
+  # --- quantise every variant
+  n_q = len(queries)
+  base = config.quantizer or quantizer_lib.QuantizerConfig.scaled(n_q + len(item_ids))
+  joint = {
+    False: np.concatenate([query_raw, item_raw]),
+    True: np.concatenate([query_fused, item_fused]),
+  }
+  variants = [v for v in VARIANTS if v in config.variants or v == FINAL_VARIANT]
+  metrics: dict[str, dict[str, float]] = {}
+  report_in: dict[str, Any] = {}
+  final = final_codes = None
+  for name in variants:
+    t = time.perf_counter()
+    use_kw, l3_mode, use_opq = _VARIANT_SPEC[name]
+    if l3_mode == "parent":
+      l3_mode = config.l3_parent_mode
+    qcfg = dataclasses.replace(
+      base,
+      l3_mode=l3_mode,
+      opq_subspaces=base.opq_subspaces if use_opq else 0,
+    )
+    quant = quantizer_lib.fit(joint[use_kw], qcfg, mesh=mesh)
+    codes = quant.encode(joint[use_kw], mesh=mesh)
+    item_codes = codes[n_q:]
+    errors = quant.reconstruction_errors(joint[use_kw][n_q:], mesh=mesh)
+    metrics[name] = {**sid_metrics.cur_icr(item_codes, qcfg.levels), **errors}
+    report_in[name] = (item_codes, qcfg.levels, errors)
+    if name == FINAL_VARIANT:
+      final, final_codes = quant, codes
+    m = metrics[name]
+    clock.done(
+      f"quantise[{name}]",
+      t,
+      f"levels {qcfg.levels} l3={l3_mode} opq={qcfg.opq_subspaces}: "
+      f"ICR {m['ICR']:.4f} CUR_L1 {m['CUR_L1']:.3f} CUR_L1xL2 "
+      f"{m['CUR_L1xL2']:.4f} CUR_Total {m['CUR_Total']:.5f}",
+    )
+
+  # --- report and artefact
+  t = time.perf_counter()
+  with tempfile.TemporaryDirectory() as tmp:
+    markdown = report.write_report(report_in, tmp)
+    extra = {
+      p.name: p.read_bytes()
+      for p in sorted(pathlib.Path(tmp).iterdir())
+      if p.is_file() and p.name != "report.md"
+    }
+  markdown += _build_notes(source, len(kws), match_rates, history, clock.timings)
+  metadata = {
+    "world_dir": os.fspath(world_dir),
+    "world_content_hash": (world.manifest or {}).get("content_hash"),
+    "embeddings": how,
+    "encoder": dataclasses.asdict(config.encoder) if trained else None,
+    "encoder_train": dataclasses.asdict(config.train) if trained else None,
+    "vocab": dataclasses.asdict(config.vocab) if trained else None,
+    "item_text_fields": list(config.item_text_fields),
+    "keywords": {
+      "source": source,
+      "count": len(kws),
+      "config": dataclasses.asdict(config.keywords),
+      "match_rates": match_rates,
+    },
+    "variant": FINAL_VARIANT,
+    "metrics": metrics,
+    "popularity": "train impressions + clicks + purchases",
+  }
+  art = artefact_lib.SIDArtefact(
+    quantizer=final,
+    item_ids=tuple(item_ids),
+    item_codes=final_codes[n_q:],
+    item_popularity=_popularity(world),
+    query_texts=tuple(queries),
+    query_codes=final_codes[:n_q],
+    report=markdown,
+    report_files=extra,
+    metadata=metadata,
+  )
+  content_hash = artefact_lib.save(art, out)
+  clock.done("artefact", t, f"{out} content hash {content_hash[:12]}")
+  return BuildSummary(
+    out_dir=str(out),
+    content_hash=content_hash,
+    metrics=metrics,
+    levels=tuple(base.levels),
+    n_items=len(item_ids),
+    n_queries=n_q,
+    keyword_source=source,
+    n_keywords=len(kws),
+    match_rates=match_rates,
+    timings=dict(clock.timings),
+    encoder_history=history,
+  )
+
+
+@dataclasses.dataclass
+class TextEmbedder:
+  """Embeds new queries and items exactly as build_sids did (encoder + fusion).
+
+  Feed the result to the artefact's ``quantizer.encode`` to get their SIDs
+  without retraining anything.
+  """
+
+  encoder: encoder_lib.TrainedEncoder
+  matcher: keywords_lib.KeywordMatcher
+  keyword_embeddings: np.ndarray  # [K, D]
+  item_text_fields: tuple[str, ...]
+
+  def queries(self, texts: Sequence[str]) -> np.ndarray:
+    """Fused embeddings [N, D] of query strings."""
+    raw = self.encoder.embed(texts)
+    return keywords_lib.fuse(
+      raw, self.matcher.match_all(texts), self.keyword_embeddings
+    )
+
+  def items(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Fused embeddings [N, D] of items.jsonl-style rows."""
+    raw = self.encoder.embed(item_texts(rows, self.item_text_fields))
+    matches = self.matcher.match_all([r["item_title"] for r in rows])
+    return keywords_lib.fuse(raw, matches, self.keyword_embeddings)
+
+
+def load_text_embedder(out_dir: str | os.PathLike) -> TextEmbedder:
+  """Reads the text encoder and keyword dictionary build_sids wrote.
+
+  Raises:
+    FileNotFoundError: when the build used precomputed embeddings (no encoder
+      was trained) or the files are missing.
+  """
+  root = pathlib.Path(out_dir)
+  settings = root / ENCODER_DIR / EMBEDDER_FILE
+  if not settings.is_file():
+    raise FileNotFoundError(
+      f"{settings}: missing (built from precomputed embeddings, or not a "
+      "build_sids output directory)"
+    )
+  entries, kw_emb = keywords_lib.load_dictionary(root / KEYWORDS_FILE)
+  return TextEmbedder(
+    encoder=encoder_lib.load_encoder(root / ENCODER_DIR),
+    matcher=keywords_lib.KeywordMatcher([k.text for k in entries]),
+    keyword_embeddings=kw_emb,
+    item_text_fields=tuple(json.loads(settings.read_text())["item_text_fields"]),
+  )

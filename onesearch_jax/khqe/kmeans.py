@@ -1,0 +1,521 @@
+"""Seeded, jitted, chunked and shardable k-means (the RQ-Kmeans building block).
+
+One Lloyd core serves two uses:
+
+* ``fit_kmeans``: one k-means of size k over all points (RQ levels 1 and 2,
+  OPQ sub-quantisers, the global level 3);
+* ``fit_grouped_kmeans``: G independent k-means of size k at once, one per
+  group of points (the parent-conditional level 3, SPEC §2.3 ``--balanced 2``),
+  compiled once for all groups instead of once per group.
+
+Layout. Points are sorted by group and cut into *tiles* of T points that each
+belong to one group (the last tile of a group is padded and masked). Tiles are
+stacked as ``[n_steps, S, C, T, D]``: S shards (the mesh size, 1 without a
+mesh), C tiles per shard per step. A ``lax.scan`` walks the steps, so a step
+only ever holds a ``[S, C, T, K]`` distance block: memory stays bounded for any
+N (1M x 128 never allocates N x K). For a single global k-means G = 1, C = 1
+and T is the chunk size.
+
+Sharding. With a mesh, the S axis is sharded over all mesh axes (a pure data
+axis); per-shard centroid sums and counts are reduced across devices by XLA
+(jit with in/out shardings, no shard_map). Centroids are replicated.
+
+Initialisation.
+* ``fit_kmeans``: k-means++ (D^2 sampling, one candidate per step) run on a
+  seeded random subsample of at most ``init_oversample * k`` points. The
+  subsample keeps the k sequential seeding steps cheap (each step touches
+  ``init_oversample * k`` points, not N); it is drawn on the host, so the init
+  is identical with and without a mesh.
+* ``fit_grouped_kmeans``: k distinct random points per group (what faiss,
+  and hence the official per-parent k-means, does).
+
+Empty clusters are repaired after every update by *splitting the largest
+clusters*: the r-th empty cluster of a group takes the centroid c of the
+r-th largest cluster of that group and the pair becomes c(1 + eps s),
+c(1 - eps s) with s = (+1, -1, +1, ...) and eps = 1/1024 (the faiss rule). It
+is deterministic, needs no pass over the points and is mesh independent.
+
+Optional subsampling (``max_points_per_centroid``, faiss semantics, the
+official code uses 10000): train on a random subsample of
+``max_points_per_centroid * k`` points, then assign all points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+_EPS = 1.0 / 1024.0
+# Distance block budget per step (floats): S*C*T*K stays below this.
+_STEP_FLOATS = 1 << 22
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+@dataclasses.dataclass(frozen=True)
+class KMeans:
+  """A fitted k-means.
+
+  Attributes:
+    centroids: [k, D] float32.
+    assign: [N] int32, the nearest centroid of every input point.
+    inertia: sum over points of the squared distance to the assigned centroid.
+  """
+
+  centroids: np.ndarray
+  assign: np.ndarray
+  inertia: float
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupedKMeans:
+  """G independent k-means fitted together.
+
+  Attributes:
+    centroids: [G, k, D] float32; group g's centroids are ``centroids[g]``.
+    assign: [N] int32 local code in [0, k) within the point's group.
+    sqdist: [N] float32 squared distance to the assigned centroid.
+    inertia: sum of ``sqdist``.
+  """
+
+  centroids: np.ndarray
+  assign: np.ndarray
+  sqdist: np.ndarray
+  inertia: float
+
+
+# ----------------------------------------------------------------------------
+# Layout: points -> tiles.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+  x: np.ndarray  # [n_steps, S, C, T, D] float32 (padding rows are zero)
+  group: np.ndarray  # [n_steps, S, C] int32
+  mask: np.ndarray  # [n_steps, S, C, T] bool
+  index: np.ndarray  # [n_steps, S, C, T] int64 point index, -1 for padding
+
+
+def _make_layout(
+  x: np.ndarray, group: np.ndarray, n_groups: int, k: int, n_shards: int
+) -> _Layout:
+  """Sorts points by group and cuts them into single-group tiles."""
+  n, d = x.shape
+  counts = np.bincount(group, minlength=n_groups)
+  if n_groups == 1:
+    # One global k-means: big tiles, one tile per shard per step.
+    per_shard = math.ceil(n / n_shards)
+    tile = max(8, min(per_shard, max(8, _STEP_FLOATS // (k * n_shards))))
+    tiles_per_step = 1
+  else:
+    tile = 64 if counts.max() >= 256 else 16
+    tiles_per_step = max(1, min(64, _STEP_FLOATS // (tile * k * n_shards)))
+  tiles_per_group = -(-counts // tile)  # ceil
+  n_tiles = int(tiles_per_group.sum())
+  block = n_shards * tiles_per_step
+  n_tiles_padded = -(-n_tiles // block) * block
+  index = np.full((n_tiles_padded, tile), -1, dtype=np.int64)
+  tile_group = np.zeros((n_tiles_padded,), dtype=np.int32)
+  order = np.argsort(group, kind="stable")
+  tile_start = np.concatenate([[0], np.cumsum(tiles_per_group)[:-1]])
+  point_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  # Position of every sorted point inside its group.
+  sorted_group = group[order]
+  rank = np.arange(n) - point_start[sorted_group]
+  flat_slot = (tile_start[sorted_group] + rank // tile) * tile + rank % tile
+  index.reshape(-1)[flat_slot] = order
+  tile_group[:n_tiles] = np.repeat(np.arange(n_groups), tiles_per_group)
+  n_steps = n_tiles_padded // block
+  # Tiles are dealt to shards in contiguous runs: shard s gets a contiguous
+  # slice of the sorted points, step by step.
+  index = index.reshape(n_shards, n_steps, tiles_per_step, tile).swapaxes(0, 1)
+  tile_group = tile_group.reshape(n_shards, n_steps, tiles_per_step).swapaxes(0, 1)
+  mask = index >= 0
+  xt = np.zeros(index.shape + (d,), dtype=np.float32)
+  # Gather in slices so the copy never needs a second N x D temporary.
+  flat_x, flat_idx = xt.reshape(-1, d), index.reshape(-1)
+  valid = np.flatnonzero(flat_idx >= 0)
+  for start in range(0, valid.size, 1 << 16):
+    v = valid[start : start + (1 << 16)]
+    flat_x[v] = x[flat_idx[v]]
+  return _Layout(x=xt, group=np.ascontiguousarray(tile_group), mask=mask, index=index)
+
+
+# ----------------------------------------------------------------------------
+# The jitted core.
+
+
+def _pass(xs, gs, ms, centroids, *, accumulate: bool):
+  """One sweep over all tiles against fixed centroids.
+
+  Args:
+    xs: [n_steps, S, C, T, D] points.
+    gs: [n_steps, S, C] tile groups.
+    ms: [n_steps, S, C, T] validity mask.
+    centroids: [G, K, D].
+    accumulate: also return per-shard sums [S, G*K, D] and counts [S, G*K].
+
+  Returns:
+    (assign [n_steps, S, C, T], sqdist [n_steps, S, C, T], sums, counts).
+  """
+  n_groups, k, d = centroids.shape
+  s = xs.shape[1]
+  cnorm = jnp.sum(centroids * centroids, axis=-1)  # [G, K]
+
+  def step(carry, inputs):
+    x, g, m = inputs  # [S, C, T, D], [S, C], [S, C, T]
+    cg = centroids[g]  # [S, C, K, D]
+    dots = jnp.einsum("sctd,sckd->sctk", x, cg, precision=_HIGHEST)
+    dist = cnorm[g][:, :, None, :] - 2.0 * dots  # [S, C, T, K]
+    a = jnp.argmin(dist, axis=-1).astype(jnp.int32)
+    xnorm = jnp.sum(x * x, axis=-1)
+    sq = jnp.maximum(jnp.min(dist, axis=-1) + xnorm, 0.0)
+    sq = jnp.where(m, sq, 0.0)
+    if accumulate:
+      sums, counts = carry
+      ids = (g[:, :, None] * k + a).reshape(s, -1)  # [S, C*T]
+      xm = jnp.where(m[..., None], x, 0.0).reshape(s, -1, d)
+      w = m.reshape(s, -1).astype(jnp.float32)
+      sums = jax.vmap(lambda acc, i, v: acc.at[i].add(v))(sums, ids, xm)
+      counts = jax.vmap(lambda acc, i, v: acc.at[i].add(v))(counts, ids, w)
+      carry = (sums, counts)
+    return carry, (a, sq)
+
+  if accumulate:
+    init = (
+      jnp.zeros((s, n_groups * k, d), jnp.float32),
+      jnp.zeros((s, n_groups * k), jnp.float32),
+    )
+  else:
+    init = ()
+  carry, (a, sq) = jax.lax.scan(step, init, (xs, gs, ms))
+  if accumulate:
+    return a, sq, carry[0], carry[1]
+  return a, sq, None, None
+
+
+def _update(centroids, sums, counts):
+  """Means of the assigned points, then split-largest empty repair.
+
+  Args:
+    centroids: [G, K, D] previous centroids.
+    sums: [S, G*K, D] per-shard sums; counts: [S, G*K].
+
+  Returns:
+    [G, K, D] new centroids.
+  """
+  n_groups, k, d = centroids.shape
+  sums = jnp.sum(sums, axis=0).reshape(n_groups, k, d)
+  counts = jnp.sum(counts, axis=0).reshape(n_groups, k)
+  means = sums / jnp.maximum(counts, 1.0)[..., None]
+  empty = counts == 0
+  means = jnp.where(empty[..., None], centroids, means)
+  # r-th empty cluster <- r-th largest cluster of the same group.
+  by_size = jnp.argsort(-counts, axis=1, stable=True)  # [G, K] largest first
+  n_nonempty = jnp.maximum(jnp.sum(~empty, axis=1, keepdims=True), 1)
+  empty_rank = jnp.cumsum(empty, axis=1) - 1
+  donor = jnp.take_along_axis(by_size, empty_rank % n_nonempty, axis=1)  # [G,K]
+  sign = jnp.where(jnp.arange(d) % 2 == 0, 1.0, -1.0)
+  donor_c = jnp.take_along_axis(means, donor[..., None], axis=1)  # [G, K, D]
+  repaired = jnp.where(empty[..., None], donor_c * (1.0 + _EPS * sign), means)
+  # Shrink each donor that gave its centroid away.
+  is_donor = jnp.zeros((n_groups, k), bool)
+  is_donor = jax.vmap(lambda z, i, e: z.at[i].max(e))(is_donor, donor, empty)
+  return jnp.where(
+    (is_donor & ~empty)[..., None], means * (1.0 - _EPS * sign), repaired
+  )
+
+
+def _lloyd(xs, gs, ms, centroids, n_iter):
+  def body(_, c):
+    _, _, sums, counts = _pass(xs, gs, ms, c, accumulate=True)
+    return _update(c, sums, counts)
+
+  centroids = jax.lax.fori_loop(0, n_iter, body, centroids)
+  a, sq, _, _ = _pass(xs, gs, ms, centroids, accumulate=False)
+  return centroids, a, sq
+
+
+@functools.cache
+def _compiled(mesh: jax.sharding.Mesh | None):
+  """Returns the jitted Lloyd function for a mesh.
+
+  ``n_iter`` is a traced argument, so a new iteration count does not
+  recompile (OPQ calls the same shapes with 40, 4 and 25 iterations), and
+  assignment alone is the same executable with ``n_iter = 0`` (encoding the
+  training points after a fit reuses the fit's compilation).
+  """
+  if mesh is None:
+    return jax.jit(_lloyd)
+  shard = NamedSharding(mesh, P(None, tuple(mesh.axis_names)))
+  rep = NamedSharding(mesh, P())
+  return jax.jit(
+    _lloyd,
+    in_shardings=(shard, shard, shard, rep, rep),
+    out_shardings=(rep, shard, shard),
+  )
+
+
+def _run(
+  x: np.ndarray,
+  group: np.ndarray,
+  init: np.ndarray,
+  *,
+  n_iter: int,
+  mesh: jax.sharding.Mesh | None,
+):
+  """Runs Lloyd (n_iter = 0: assignment only); maps results back to points."""
+  n_groups, k, _ = init.shape
+  n_shards = 1 if mesh is None else mesh.size
+  lay = _make_layout(x, group, n_groups, k, n_shards)
+  fn = _compiled(mesh)
+  args = (lay.x, lay.group, lay.mask, init.astype(np.float32))
+  if mesh is not None:
+    data = NamedSharding(mesh, P(None, tuple(mesh.axis_names)))
+    rep = NamedSharding(mesh, P())
+    args = tuple(jax.device_put(a, data) for a in args[:3]) + (
+      jax.device_put(args[3], rep),
+    )
+  centroids, a, sq = fn(*args, np.int32(n_iter))
+  a, sq = np.asarray(a), np.asarray(sq)
+  assign = np.zeros((x.shape[0],), np.int32)
+  sqdist = np.zeros((x.shape[0],), np.float32)
+  assign[lay.index[lay.mask]] = a[lay.mask]
+  sqdist[lay.index[lay.mask]] = sq[lay.mask]
+  return np.asarray(centroids, dtype=np.float32), assign, sqdist
+
+
+# ----------------------------------------------------------------------------
+# Initialisation.
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _kmeanspp(sample: jax.Array, key: jax.Array, *, k: int) -> jax.Array:
+  """k-means++ seeding on [M, D] points; returns [k, D]."""
+  m, d = sample.shape
+  key0, key = jax.random.split(key)
+  first = jax.random.randint(key0, (), 0, m)
+  c0 = sample[first]
+  d2 = jnp.sum((sample - c0) ** 2, axis=-1)
+  centroids = jnp.zeros((k, d), sample.dtype).at[0].set(c0)
+  keys = jax.random.split(key, k)
+
+  def body(i, carry):
+    cents, d2 = carry
+    total = jnp.sum(d2)
+    # All points already chosen (duplicates): fall back to uniform sampling.
+    w = jnp.where(total > 0, d2, jnp.ones_like(d2))
+    cdf = jnp.cumsum(w)
+    u = jax.random.uniform(keys[i]) * cdf[-1]
+    idx = jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, m - 1)
+    c = sample[idx]
+    cents = cents.at[i].set(c)
+    return cents, jnp.minimum(d2, jnp.sum((sample - c) ** 2, axis=-1))
+
+  centroids, _ = jax.lax.fori_loop(1, k, body, (centroids, d2))
+  return centroids
+
+
+def kmeanspp_init(
+  x: np.ndarray, k: int, *, seed: int, init_oversample: int = 8
+) -> np.ndarray:
+  """k-means++ on a random subsample of ``init_oversample * k`` points.
+
+  Args:
+    x: [N, D] float32 points.
+    k: number of centroids.
+    seed: random seed.
+    init_oversample: subsample size as a multiple of k (all points if N is
+      smaller).
+
+  Returns:
+    [k, D] float32 initial centroids.
+  """
+  rng = np.random.default_rng(seed)
+  m = min(x.shape[0], init_oversample * k)
+  idx = np.sort(rng.choice(x.shape[0], size=m, replace=False))
+  key = jax.random.key(seed)
+  return np.asarray(_kmeanspp(jnp.asarray(x[idx]), key, k=k), dtype=np.float32)
+
+
+def _check_points(x: np.ndarray, k: int, what: str) -> np.ndarray:
+  x = np.asarray(x)
+  if x.ndim != 2:
+    raise ValueError(f"{what}: expected points [N, D], got shape {x.shape}")
+  if k < 1:
+    raise ValueError(f"{what}: k must be >= 1, got {k}")
+  if not np.all(np.isfinite(x)):
+    bad = int(np.argwhere(~np.isfinite(x))[0, 0])
+    raise ValueError(f"{what}: point {bad} has a non-finite value")
+  return np.ascontiguousarray(x, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------
+# Public API.
+
+
+def fit_kmeans(
+  x: np.ndarray,
+  k: int,
+  *,
+  seed: int,
+  n_iter: int = 25,
+  mesh: jax.sharding.Mesh | None = None,
+  init_centroids: np.ndarray | None = None,
+  init_oversample: int = 8,
+  max_points_per_centroid: int | None = None,
+) -> KMeans:
+  """Fits k-means with k-means++ init and ``n_iter`` Lloyd iterations.
+
+  Args:
+    x: [N, D] float32 points, N >= k.
+    k: number of clusters.
+    seed: random seed (init and subsampling).
+    n_iter: Lloyd iterations (fixed count, as faiss ``niter``).
+    mesh: optional mesh; points are sharded over all its axes.
+    init_centroids: optional [k, D] warm start (skips k-means++).
+    init_oversample: k-means++ runs on ``init_oversample * k`` sampled points.
+    max_points_per_centroid: if set and N exceeds it times k, train on a
+      random subsample of that size, then assign all points (faiss semantics).
+
+  Returns:
+    A ``KMeans`` with centroids [k, D], assign [N] and inertia.
+  """
+  x = _check_points(x, k, "fit_kmeans")
+  n = x.shape[0]
+  if n < k:
+    raise ValueError(f"fit_kmeans: need at least k={k} points, got {n}")
+  if init_centroids is None:
+    init = kmeanspp_init(x, k, seed=seed, init_oversample=init_oversample)
+  else:
+    init = np.asarray(init_centroids, np.float32)
+    if init.shape != (k, x.shape[1]):
+      raise ValueError(
+        f"fit_kmeans: init_centroids shape {init.shape} != {(k, x.shape[1])}"
+      )
+  train = x
+  if max_points_per_centroid is not None and n > max_points_per_centroid * k:
+    rng = np.random.default_rng(seed + 1)
+    idx = np.sort(rng.choice(n, size=max_points_per_centroid * k, replace=False))
+    train = x[idx]
+  zeros = np.zeros((train.shape[0],), np.int32)
+  centroids, assign, sqdist = _run(train, zeros, init[None], n_iter=n_iter, mesh=mesh)
+  if train is not x:
+    assign, sqdist = assign_points(x, centroids[0], mesh=mesh)
+  return KMeans(
+    centroids=centroids[0],
+    assign=assign,
+    inertia=float(np.sum(sqdist, dtype=np.float64)),
+  )
+
+
+def assign_points(
+  x: np.ndarray, centroids: np.ndarray, *, mesh: jax.sharding.Mesh | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+  """Nearest centroid of every point, in bounded-memory chunks.
+
+  Args:
+    x: [N, D] points.
+    centroids: [K, D] centroids (left unchanged).
+    mesh: optional mesh to shard the points over.
+
+  Returns:
+    (assign [N] int32, sqdist [N] float32).
+  """
+  centroids = np.asarray(centroids, np.float32)
+  x = _check_points(x, centroids.shape[0], "assign")
+  if x.shape[1] != centroids.shape[1]:
+    raise ValueError(f"assign: dim {x.shape[1]} != centroid dim {centroids.shape[1]}")
+  zeros = np.zeros((x.shape[0],), np.int32)
+  _, a, sq = _run(x, zeros, centroids[None], n_iter=0, mesh=mesh)
+  return a, sq
+
+
+# The contract name (``kmeans.assign``).
+assign = assign_points
+
+
+def fit_grouped_kmeans(
+  x: np.ndarray,
+  group: np.ndarray,
+  n_groups: int,
+  k: int,
+  *,
+  seed: int,
+  n_iter: int = 25,
+  mesh: jax.sharding.Mesh | None = None,
+) -> GroupedKMeans:
+  """Fits one independent k-means of size k inside every group, all at once.
+
+  Args:
+    x: [N, D] points.
+    group: [N] int group id in [0, n_groups); every group needs >= k points.
+    n_groups: G.
+    k: clusters per group.
+    seed: random seed of the per-group random init.
+    n_iter: Lloyd iterations.
+    mesh: optional mesh to shard the points over.
+
+  Returns:
+    A ``GroupedKMeans`` (centroids [G, k, D], local assign [N], sqdist [N]).
+  """
+  x = _check_points(x, k, "fit_grouped_kmeans")
+  group = np.asarray(group, np.int64)
+  if group.shape != (x.shape[0],):
+    raise ValueError(
+      f"fit_grouped_kmeans: group shape {group.shape} != {(x.shape[0],)}"
+    )
+  if group.size and (group.min() < 0 or group.max() >= n_groups):
+    raise ValueError(f"fit_grouped_kmeans: group ids must lie in [0, {n_groups})")
+  counts = np.bincount(group, minlength=n_groups)
+  if np.any(counts < k):
+    g = int(np.argmin(counts))
+    raise ValueError(
+      f"fit_grouped_kmeans: group {g} has {counts[g]} points < k={k}; "
+      "handle small groups before calling"
+    )
+  # Random init: the first k points of each group under a seeded shuffle.
+  rng = np.random.default_rng(seed)
+  perm = rng.permutation(x.shape[0])
+  order = perm[np.argsort(group[perm], kind="stable")]
+  starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  pick = order[(starts[:, None] + np.arange(k)[None, :]).reshape(-1)]
+  init = x[pick].reshape(n_groups, k, x.shape[1])
+  centroids, a, sq = _run(x, group.astype(np.int32), init, n_iter=n_iter, mesh=mesh)
+  return GroupedKMeans(
+    centroids=centroids,
+    assign=a,
+    sqdist=sq,
+    inertia=float(np.sum(sq, dtype=np.float64)),
+  )
+
+
+def assign_grouped(
+  x: np.ndarray,
+  group: np.ndarray,
+  centroids: np.ndarray,
+  *,
+  mesh: jax.sharding.Mesh | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Nearest centroid within each point's group.
+
+  Args:
+    x: [N, D] points.
+    group: [N] group ids in [0, G).
+    centroids: [G, K, D].
+    mesh: optional mesh.
+
+  Returns:
+    (local assign [N] int32, sqdist [N] float32).
+  """
+  centroids = np.asarray(centroids, np.float32)
+  x = _check_points(x, centroids.shape[1], "assign_grouped")
+  group = np.asarray(group, np.int32)
+  _, a, sq = _run(x, group, centroids, n_iter=0, mesh=mesh)
+  return a, sq

@@ -1,0 +1,232 @@
+"""The main job: the pipeline stages in order, resumable by artefact.
+
+Each stage reads the previous stage's artefact from the workdir and writes its
+own directory, then a ``STAGE.json`` marker last. The marker records a hash of
+the stage's inputs (its config and the upstream artefacts' hashes). On a
+re-run a stage whose marker matches is skipped; a stage whose directory exists
+without a matching marker (killed half-way, or its inputs changed) is redone
+from scratch. That is what makes re-runs resume and batch jobs restartable.
+
+Stages so far: ``world`` (simulate, or validate a real world directory) and
+``sids`` (the KHQE tokenizer). Later issues append training, alignment and
+evaluation stages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+from onesearch_jax.world.config import WorldConfig
+
+MARKER = "STAGE.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """What the main job runs."""
+
+  # The simulated world to generate (ignored when world_dir is set).
+  world: WorldConfig = dataclasses.field(default_factory=WorldConfig.default)
+  # A directory already in the KuaiSearch schema (real data); "" = simulate.
+  world_dir: str = ""
+  # Stages to run, in order; a prefix of STAGE_ORDER.
+  stages: tuple[str, ...] = ("world", "sids")
+  # KHQE build settings (onesearch_jax.khqe.build.BuildConfig); None = default.
+  sids: Any = None
+
+
+STAGE_ORDER = ("world", "sids")
+
+
+def _hash_json(obj: Any) -> str:
+  blob = json.dumps(obj, sort_keys=True, default=repr).encode()
+  return hashlib.sha256(blob).hexdigest()
+
+
+def _config_dict(cfg: Any) -> Any:
+  if dataclasses.is_dataclass(cfg):
+    return dataclasses.asdict(cfg)
+  return cfg
+
+
+def read_marker(stage_dir: pathlib.Path) -> dict | None:
+  """The stage marker, or None when the stage has not finished."""
+  path = stage_dir / MARKER
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError:
+    return None  # a torn write counts as unfinished
+
+
+def _write_marker(stage_dir: pathlib.Path, marker: dict) -> None:
+  tmp = stage_dir / (MARKER + ".tmp")
+  tmp.write_text(json.dumps(marker, indent=2, sort_keys=True))
+  tmp.replace(stage_dir / MARKER)
+
+
+@dataclasses.dataclass
+class StageResult:
+  name: str
+  skipped: bool
+  seconds: float
+  marker: dict
+
+
+def run_stage(
+  name: str,
+  stage_dir: pathlib.Path,
+  inputs: dict,
+  body: Callable[[pathlib.Path], dict],
+  log: Callable[[str], None],
+  *,
+  keep_dir: bool = False,
+) -> StageResult:
+  """Runs ``body(stage_dir)`` unless the marker says it is done for ``inputs``.
+
+  Args:
+    name: stage name, for messages.
+    stage_dir: the stage's artefact directory.
+    inputs: everything the output depends on (configs, upstream hashes).
+    body: does the work, returns a dict merged into the marker; it must
+      return an ``output_hash`` that downstream stages key on.
+    log: progress printer.
+    keep_dir: do not wipe a stale directory (it holds user data).
+
+  Returns:
+    What happened, with the marker.
+  """
+  inputs_hash = _hash_json(inputs)
+  marker = read_marker(stage_dir)
+  if marker is not None and marker.get("inputs_hash") == inputs_hash:
+    log(f"[{name}] up to date in {stage_dir} (inputs {inputs_hash[:12]}), skipping")
+    return StageResult(name, True, 0.0, marker)
+  if stage_dir.exists() and not keep_dir:
+    why = "inputs changed" if marker else "unfinished earlier run"
+    log(f"[{name}] {why}: rebuilding {stage_dir}")
+    shutil.rmtree(stage_dir)
+  stage_dir.mkdir(parents=True, exist_ok=True)
+  (stage_dir / MARKER).unlink(missing_ok=True)
+  start = time.time()
+  out = body(stage_dir)
+  seconds = time.time() - start
+  if "output_hash" not in out:
+    raise RuntimeError(f"stage {name} returned no output_hash")
+  marker = {
+    "stage": name,
+    "inputs_hash": inputs_hash,
+    "seconds": round(seconds, 2),
+    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    **out,
+  }
+  _write_marker(stage_dir, marker)
+  log(f"[{name}] done in {seconds:.1f} s -> {stage_dir}")
+  return StageResult(name, False, seconds, marker)
+
+
+def _world_stage(
+  cfg: PipelineConfig, workdir: pathlib.Path, log: Callable[[str], None]
+) -> tuple[pathlib.Path, StageResult]:
+  from onesearch_jax.world import reader, simulator, stats
+
+  if cfg.world_dir:
+    world_dir = pathlib.Path(cfg.world_dir)
+
+    def validate(_: pathlib.Path) -> dict:
+      log(f"[world] validating {world_dir}")
+      world = reader.load_world(world_dir)
+      log(world.skip_report.format())
+      files = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(world_dir.glob("*.jsonl"))
+      }
+      return {"output_hash": _hash_json(files), "world_dir": str(world_dir)}
+
+    # The marker of a real world lives in the workdir, never in the user's data.
+    result = run_stage(
+      "world",
+      workdir / "world_check",
+      {"world_dir": str(world_dir.resolve())},
+      validate,
+      log,
+    )
+  else:
+    world_dir = workdir / "world"
+
+    def simulate(out: pathlib.Path) -> dict:
+      log(f"[world] simulating {cfg.world.name} world (seed {cfg.world.seed})")
+      manifest = simulator.write_world(cfg.world, out, progress=log)
+      return {"output_hash": manifest["content_hash"]}
+
+    result = run_stage(
+      "world", world_dir, {"world": _config_dict(cfg.world)}, simulate, log
+    )
+  log(stats.format_stats(stats.compute_stats(world_dir)))
+  return world_dir, result
+
+
+def _sids_stage(
+  cfg: PipelineConfig,
+  workdir: pathlib.Path,
+  world_dir: pathlib.Path,
+  world_hash: str,
+  log: Callable[[str], None],
+) -> StageResult:
+  from onesearch_jax.khqe import build
+
+  build_cfg = cfg.sids if cfg.sids is not None else build.BuildConfig()
+
+  def body(out: pathlib.Path) -> dict:
+    summary = build.build_sids(world_dir, out, build_cfg, progress=log)
+    return {"output_hash": summary["content_hash"], "metrics": summary.get("metrics")}
+
+  return run_stage(
+    "sids",
+    workdir / "sids",
+    {"world_hash": world_hash, "sids": _config_dict(build_cfg)},
+    body,
+    log,
+  )
+
+
+def run_pipeline(
+  cfg: PipelineConfig,
+  workdir: str | pathlib.Path,
+  *,
+  log: Callable[[str], None] = print,
+) -> dict[str, StageResult]:
+  """Runs the configured stages in order, resuming finished ones.
+
+  Args:
+    cfg: the pipeline configuration.
+    workdir: where every artefact goes.
+    log: progress printer (one line per call).
+
+  Returns:
+    stage name -> StageResult.
+  """
+  unknown = [s for s in cfg.stages if s not in STAGE_ORDER]
+  if unknown:
+    raise ValueError(f"unknown stages {unknown}; known: {STAGE_ORDER}")
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  start = time.time()
+  results: dict[str, StageResult] = {}
+  n = len(cfg.stages)
+  world_dir, results["world"] = _world_stage(cfg, workdir, log)
+  log(f"[pipeline] stage 1/{n} world finished at {time.time() - start:.0f} s")
+  if "sids" in cfg.stages:
+    results["sids"] = _sids_stage(
+      cfg, workdir, world_dir, results["world"].marker["output_hash"], log
+    )
+    log(f"[pipeline] stage 2/{n} sids finished at {time.time() - start:.0f} s")
+  log(f"[pipeline] all {n} stages done in {time.time() - start:.1f} s; workdir {workdir}")
+  return results

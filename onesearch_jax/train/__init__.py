@@ -1,0 +1,1 @@
+"""Training: optimizers, sharded train state, pure jitted steps, checkpoints."""

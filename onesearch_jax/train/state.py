@@ -1,0 +1,119 @@
+"""Train state: model + optimizer created already sharded on the mesh.
+
+The state is handled in the NNX split form: a static `graphdef` and an
+`nnx.State` of arrays, which is what `jax.jit` shards, donates and what
+orbax saves. `abstract_train_state` gives the same structure as
+ShapeDtypeStructs carrying their NamedShardings (for jit and restore).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from onesearch_jax import sharding as sh
+from onesearch_jax.model.configs import ModelConfig
+from onesearch_jax.model.transformer import EncoderDecoder
+from onesearch_jax.train.optimizers import OptimizerConfig, make_optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+  """Split (model, optimizer) plus the mesh context that built it."""
+
+  graphdef: Any  # nnx.GraphDef of (EncoderDecoder, nnx.Optimizer)
+  state: nnx.State  # arrays, sharded per `shardings`
+  shardings: Any  # same structure as `state`, NamedSharding leaves
+  mesh: jax.sharding.Mesh
+  rules: sh.Rules
+
+  def merge(self):
+    """(model, optimizer) as live NNX objects (for eval / inspection)."""
+    return nnx.merge(self.graphdef, self.state)
+
+  @property
+  def step(self) -> int:
+    """Optimizer step count (host int)."""
+    _, opt = self.merge()
+    return int(opt.step[...])
+
+
+def _init_fn(model_cfg: ModelConfig, opt_cfg: OptimizerConfig, seed: int) -> Callable:
+  def init():
+    model = EncoderDecoder(model_cfg, rngs=nnx.Rngs(params=seed))
+    return model, nnx.Optimizer(model, make_optimizer(opt_cfg), wrt=nnx.Param)
+
+  return init
+
+
+def abstract_train_state(
+  model_cfg: ModelConfig,
+  opt_cfg: OptimizerConfig,
+  mesh: jax.sharding.Mesh,
+  rules: sh.Rules,
+  seed: int = 0,
+):
+  """(graphdef, abstract state of ShapeDtypeStructs with shardings, shardings)."""
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
+    graphdef, abstract = nnx.get_abstract_model(
+      _init_fn(model_cfg, opt_cfg, seed), mesh
+    )
+    shardings = nnx.get_named_sharding(abstract, mesh)
+  return graphdef, abstract, shardings
+
+
+def create_train_state(
+  model_cfg: ModelConfig,
+  opt_cfg: OptimizerConfig,
+  mesh: jax.sharding.Mesh,
+  rules: sh.Rules,
+  seed: int = 0,
+) -> TrainState:
+  """Initialises parameters and optimizer state directly in their shardings.
+
+  The init runs under jax.jit with out_shardings from the abstract state, so
+  no device ever holds an unsharded copy of a large weight.
+  """
+  init = _init_fn(model_cfg, opt_cfg, seed)
+  graphdef, _, shardings = abstract_train_state(model_cfg, opt_cfg, mesh, rules, seed)
+
+  def make_state():
+    return nnx.state(init())
+
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
+    state = jax.jit(make_state, out_shardings=shardings)()
+  return TrainState(graphdef, state, shardings, mesh, tuple(rules))
+
+
+def with_state(ts: TrainState, state: nnx.State) -> TrainState:
+  """The same TrainState with new arrays."""
+  return dataclasses.replace(ts, state=state)
+
+
+def batch_shardings(
+  batch: Mapping[str, Any], mesh: jax.sharding.Mesh, rules: sh.Rules
+) -> dict[str, jax.sharding.NamedSharding]:
+  """Leading (batch) axis split per the BATCH rule, other axes replicated."""
+  return {
+    k: sh.named_sharding(mesh, (sh.BATCH,) + (None,) * (np.ndim(v) - 1), rules)
+    for k, v in batch.items()
+  }
+
+
+def shard_batch(
+  batch: Mapping[str, Any], shardings: Mapping[str, jax.sharding.NamedSharding]
+) -> dict[str, jax.Array]:
+  """Host arrays (this process's slice) -> global jax.Arrays on the mesh.
+
+  On one host the slice is the whole batch; on a pod each process passes
+  its rows (seqio ShardInfo(process_index, process_count)).
+  """
+  return {
+    k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v))
+    for k, v in batch.items()
+  }

@@ -1,0 +1,157 @@
+"""Pure train / eval steps and their jit wiring with shardings.
+
+`train_step` and `eval_step` operate on live NNX objects (NNX in-place
+update style) and do no I/O. `compile_train_step` / `compile_eval_step`
+wrap them in the graphdef/state pattern: a function of (state, batch) that
+merges, runs the step and splits again, compiled once with
+`jax.jit(in_shardings=, out_shardings=, donate_argnames=)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from onesearch_jax import sharding as sh
+from onesearch_jax.model import model as model_lib
+from onesearch_jax.model.transformer import EncoderDecoder
+from onesearch_jax.train.optimizers import OptimizerConfig, make_schedule
+from onesearch_jax.train.state import TrainState
+
+
+def train_step(
+  model: EncoderDecoder,
+  optimizer: nnx.Optimizer,
+  batch: Mapping[str, jax.Array],
+  key: jax.Array | None,
+  loss_cfg: model_lib.LossConfig,
+) -> dict[str, jax.Array]:
+  """One optimizer update; mutates model and optimizer in place.
+
+  Args:
+    model: the encoder-decoder.
+    optimizer: nnx.Optimizer over the model's nnx.Param.
+    batch: the batch contract of model.model.
+    key: dropout key (None: deterministic).
+    loss_cfg: label smoothing and z-loss.
+
+  Returns:
+    Scalar metrics: loss (mean per weighted token), z_loss, accuracy,
+    grad_norm, tokens (weight sum), sid_level_violations.
+  """
+
+  def objective(m):
+    return model_lib.loss_fn(m, batch, loss_cfg, key)
+
+  (loss, sums), grads = nnx.value_and_grad(objective, has_aux=True)(model)
+  optimizer.update(model, grads)
+  denom = jnp.maximum(sums["weight_sum"], 1.0)
+  return {
+    "loss": loss,
+    "z_loss": sums["z_loss_sum"] / denom,
+    "accuracy": sums["correct_sum"] / denom,
+    "grad_norm": optax.global_norm(grads),
+    "tokens": sums["weight_sum"],
+    "sid_level_violations": sums["sid_level_violations"],
+  }
+
+
+def eval_step(
+  model: EncoderDecoder,
+  batch: Mapping[str, jax.Array],
+  loss_cfg: model_lib.LossConfig,
+) -> dict[str, jax.Array]:
+  """Teacher-forced metric sums (loss_sum, correct_sum, weight_sum, ...).
+
+  Sums, not means, so the host can add them over batches and hosts.
+  """
+  return model_lib.metric_sums(model, batch, loss_cfg, None)
+
+
+class CompiledStep:
+  """A jitted step that runs under its mesh and logical-axis rules."""
+
+  def __init__(self, fn: Callable, mesh: jax.sharding.Mesh, rules: sh.Rules):
+    self._fn = fn
+    self._mesh = mesh
+    self._rules = rules
+
+  def __call__(self, *args):
+    with jax.set_mesh(self._mesh), nnx.logical_axis_rules(self._rules):
+      return self._fn(*args)
+
+  def lower(self, *args):
+    """AOT lowering (e.g. `.lower(abstract_state, abstract_batch).compile()`)."""
+    with jax.set_mesh(self._mesh), nnx.logical_axis_rules(self._rules):
+      return self._fn.lower(*args)
+
+
+def compile_train_step(
+  ts: TrainState,
+  batch_shardings: Mapping[str, jax.sharding.NamedSharding],
+  loss_cfg: model_lib.LossConfig,
+  opt_cfg: OptimizerConfig | None = None,
+  seed: int = 0,
+) -> CompiledStep:
+  """jit(train) over (state, batch) -> (state, metrics), state donated.
+
+  The dropout key is fold_in(key(seed), optimizer step), so a resumed run
+  draws the same dropout masks as an uninterrupted one.
+
+  Args:
+    ts: the train state (its graphdef, shardings, mesh and rules are used).
+    batch_shardings: from state.batch_shardings.
+    loss_cfg: loss options.
+    opt_cfg: when given, the metrics include the step's learning rate.
+    seed: dropout seed.
+  """
+  graphdef = ts.graphdef
+  schedule = make_schedule(opt_cfg) if opt_cfg is not None else None
+  replicated = sh.replicated(ts.mesh)
+
+  def step(state, batch):
+    model, optimizer = nnx.merge(graphdef, state)
+    count = optimizer.step[...]
+    key = jax.random.fold_in(jax.random.key(seed), count)
+    metrics = train_step(model, optimizer, batch, key, loss_cfg)
+    if schedule is not None:
+      metrics["learning_rate"] = jnp.asarray(schedule(count), jnp.float32)
+    return nnx.state((model, optimizer)), metrics
+
+  fn = jax.jit(
+    step,
+    in_shardings=(ts.shardings, dict(batch_shardings)),
+    out_shardings=(ts.shardings, replicated),
+    donate_argnames=("state",),
+  )
+  return CompiledStep(fn, ts.mesh, ts.rules)
+
+
+def compile_eval_step(
+  ts: TrainState,
+  batch_shardings: Mapping[str, jax.sharding.NamedSharding],
+  loss_cfg: model_lib.LossConfig,
+) -> CompiledStep:
+  """jit(eval) over (state, batch) -> metric sums (replicated)."""
+  graphdef = ts.graphdef
+
+  def step(state, batch):
+    model, _ = nnx.merge(graphdef, state)
+    return eval_step(model, batch, loss_cfg)
+
+  fn = jax.jit(
+    step,
+    in_shardings=(ts.shardings, dict(batch_shardings)),
+    out_shardings=sh.replicated(ts.mesh),
+  )
+  return CompiledStep(fn, ts.mesh, ts.rules)
+
+
+def metrics_to_host(metrics: Mapping[str, Any]) -> dict[str, float]:
+  """Device scalars -> Python floats (call outside the step)."""
+  return {k: float(v) for k, v in jax.device_get(dict(metrics)).items()}

@@ -1,0 +1,749 @@
+"""Read and validate a world directory in the KuaiSearch schema (schema.py).
+
+Two levels:
+
+  * ``iter_rows(path, table)`` streams one ``<table>.jsonl`` file and checks
+    each row on its own: valid JSON, an object, every required field present,
+    every value of the declared kind, ``split`` in ``schema.SPLITS``,
+    ``score`` in 0..3, 0/1 flags, non-empty key fields;
+  * ``load_world(dir)`` reads all five tables and adds the checks that need
+    more than one row: duplicate keys, ids referenced from recall, ranking and
+    relevance that are not in users/items, and the manifest's sha256 hashes.
+
+Every problem is a ``SchemaError`` (a ``ValueError``) whose message names the
+file, the 1-based line, the field and what is wrong::
+
+    items.jsonl:17: field 'item_price': expected float, got str "abc"
+
+With ``on_error="skip"`` nothing raises: each bad row is skipped and counted
+in a ``SkipReport`` by table and reason, with the first few examples; rows
+that reference a skipped or unknown id are skipped and counted in turn.
+
+Choices (see docs/DATA_schema.md):
+  * An int is accepted for a float field; a bool is never an int or a float;
+    NaN and infinities are rejected.
+  * ``null`` is accepted for an optional (extension) field and means absent.
+  * A JSON object that names a field twice is malformed (json would keep
+    the last value silently).
+  * Blank lines are ignored but counted (``SkipReport.blank_lines``).
+  * Unknown extra fields are kept in the rows; their names are reported once.
+  * ``clicked ⊆ impressed`` and ``purchased ⊆ clicked`` are *warnings*, not
+    errors: KuaiSearch does not document either guarantee.
+  * ``gender`` and ``search_entrance`` values are not checked (real logs may
+    use other spellings than schema.GENDERS / schema.SEARCH_ENTRANCES).
+  * A missing manifest is fine (real KuaiSearch files have none); a manifest
+    that is present is verified unless ``verify_manifest=False``.
+
+Command line: ``python -m onesearch_jax.world.reader <dir> [--skip]
+[--no-verify-manifest]`` validates a directory and prints the row counts and
+the report; it exits with status 1 on the first error (raise mode) or when
+any row was skipped (skip mode).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from onesearch_jax.world import schema
+
+ON_ERROR = ("raise", "skip")
+
+# Reasons a row is skipped (the ``SchemaError.reason`` values).
+REASONS = (
+  "bad_encoding",
+  "malformed_json",
+  "not_object",
+  "missing_field",
+  "wrong_type",
+  "bad_value",
+  "empty_key",
+  "duplicate_key",
+  "unknown_user_id",
+  "unknown_item_id",
+  "missing_file",
+  "manifest",
+)
+
+_MAX_EXAMPLES = 3
+_REPR_CHARS = 40
+
+
+class SchemaError(ValueError):
+  """A world file breaks the schema.
+
+  Attributes:
+    file: file name (relative to the world directory), e.g. "items.jsonl".
+    line: 1-based line number, or None for a whole-file problem.
+    field: the offending field (with ``[i]`` / ``["key"]`` for list elements
+      and dict values), or None.
+    reason: one of REASONS.
+    problem: what is wrong, in words.
+  """
+
+  def __init__(
+    self,
+    file: str,
+    line: int | None,
+    field: str | None,
+    reason: str,
+    problem: str,
+  ):
+    self.file = file
+    self.line = line
+    self.field = field
+    self.reason = reason
+    self.problem = problem
+    where = file if line is None else f"{file}:{line}"
+    what = problem if field is None else f"field '{field}': {problem}"
+    super().__init__(f"{where}: {what}")
+
+
+@dataclasses.dataclass
+class SkipReport:
+  """What loading a world skipped, warned about or noticed.
+
+  Counters are keyed by ``(table, reason)``; examples keep the first few
+  error messages (which carry file:line) per key.
+  """
+
+  skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  skip_examples: dict[tuple[str, str], list[str]] = dataclasses.field(
+    default_factory=dict
+  )
+  warnings: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  warning_examples: dict[tuple[str, str], list[str]] = dataclasses.field(
+    default_factory=dict
+  )
+  extra_fields: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+  blank_lines: collections.Counter = dataclasses.field(
+    default_factory=collections.Counter
+  )
+  rows_kept: collections.Counter = dataclasses.field(
+    default_factory=collections.Counter
+  )
+  manifest_checked: bool = False
+
+  def record_skip(self, table: str, error: SchemaError) -> None:
+    key = (table, error.reason)
+    self.skipped[key] += 1
+    examples = self.skip_examples.setdefault(key, [])
+    if len(examples) < _MAX_EXAMPLES:
+      examples.append(str(error))
+
+  def record_warning(self, table: str, reason: str, message: str) -> None:
+    key = (table, reason)
+    self.warnings[key] += 1
+    examples = self.warning_examples.setdefault(key, [])
+    if len(examples) < _MAX_EXAMPLES:
+      examples.append(message)
+
+  def record_extra_field(self, table: str, name: str) -> None:
+    self.extra_fields.setdefault(table, set()).add(name)
+
+  @property
+  def total_skipped(self) -> int:
+    return sum(self.skipped.values())
+
+  def skipped_in(self, table: str) -> int:
+    """Rows of ``table`` skipped for any reason."""
+    return sum(n for (t, _), n in self.skipped.items() if t == table)
+
+  def format(self) -> str:
+    """A human-readable multi-line summary."""
+    out = []
+    if self.rows_kept:
+      kept = ", ".join(f"{t}={n}" for t, n in sorted(self.rows_kept.items()))
+      out.append(f"rows kept: {kept}")
+    out.append(f"rows skipped: {self.total_skipped}")
+    for (table, reason), n in sorted(self.skipped.items()):
+      out.append(f"  {table}: {reason}: {n}")
+      out.extend(f"    e.g. {e}" for e in self.skip_examples[(table, reason)])
+    if self.warnings:
+      out.append(f"warnings: {sum(self.warnings.values())}")
+      for (table, reason), n in sorted(self.warnings.items()):
+        out.append(f"  {table}: {reason}: {n}")
+        out.extend(f"    e.g. {e}" for e in self.warning_examples[(table, reason)])
+    for table, names in sorted(self.extra_fields.items()):
+      out.append(f"extra fields kept in {table}: {', '.join(sorted(names))}")
+    for table, n in sorted(self.blank_lines.items()):
+      out.append(f"blank lines ignored in {table}: {n}")
+    out.append(
+      "manifest: verified" if self.manifest_checked else "manifest: not verified"
+    )
+    return "\n".join(out)
+
+  def __str__(self) -> str:
+    return self.format()
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+  """A loaded world: each table as a list of row dicts, in file order.
+
+  Rows keep their extra (unknown) fields. Absent optional fields are absent
+  from the dict (or None where the file wrote null).
+  """
+
+  path: str
+  users: list[dict[str, Any]]
+  items: list[dict[str, Any]]
+  recall: list[dict[str, Any]]
+  ranking: list[dict[str, Any]]
+  relevance: list[dict[str, Any]]
+  report: SkipReport
+  manifest: Mapping[str, Any] | None = None
+
+  def table(self, name: str) -> list[dict[str, Any]]:
+    if name not in schema.TABLES:
+      raise KeyError(f"unknown table {name!r}; expected one of {tuple(schema.TABLES)}")
+    return getattr(self, name)
+
+  @property
+  def counts(self) -> dict[str, int]:
+    return {name: len(self.table(name)) for name in schema.TABLES}
+
+
+# ---------------------------------------------------------------- row checks
+
+
+def _show(value: Any) -> str:
+  """A short description of a bad value: its JSON type and a clipped repr."""
+  if value is None:
+    return "null"
+  if isinstance(value, bool):
+    return f"bool {json.dumps(value)}"
+  kind = {
+    str: "str",
+    int: "int",
+    float: "float",
+    list: "list",
+    dict: "object",
+  }.get(type(value), type(value).__name__)
+  text = json.dumps(value, ensure_ascii=False)
+  if len(text) > _REPR_CHARS:
+    text = text[: _REPR_CHARS - 3] + "..."
+  return f"{kind} {text}"
+
+
+def _scalar_problem(value: Any, kind: str) -> str | None:
+  """Why ``value`` is not of scalar ``kind`` ("str"/"int"/"float"/"bool")."""
+  if kind == "str":
+    ok = isinstance(value, str)
+  elif kind == "int":
+    ok = isinstance(value, int) and not isinstance(value, bool)
+  elif kind == "float":
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and not math.isfinite(value):
+      return f"expected finite float, got {value}"
+  elif kind == "bool":
+    ok = isinstance(value, bool)
+  else:  # pragma: no cover - schema.Field validates kinds
+    raise AssertionError(kind)
+  return None if ok else f"expected {kind}, got {_show(value)}"
+
+
+def _type_problem(value: Any, kind: str, name: str) -> tuple[str, str] | None:
+  """Returns (field path, problem) if ``value`` is not of ``kind``."""
+  if kind.startswith("list["):
+    if not isinstance(value, list):
+      return name, f"expected {kind}, got {_show(value)}"
+    inner = kind[5:-1]
+    for i, element in enumerate(value):
+      problem = _scalar_problem(element, inner)
+      if problem:
+        return f"{name}[{i}]", problem
+    return None
+  if kind.startswith("dict["):
+    if not isinstance(value, dict):
+      return name, f"expected {kind}, got {_show(value)}"
+    inner = kind.split(",")[1][:-1]
+    for key, element in value.items():
+      problem = _scalar_problem(element, inner)
+      if problem:
+        return f"{name}[{json.dumps(key, ensure_ascii=False)}]", problem
+    return None
+  problem = _scalar_problem(value, kind)
+  return (name, problem) if problem else None
+
+
+def _value_problem(table: schema.Table, name: str, value: Any) -> str | None:
+  """Checks on allowed values, after the type check passed."""
+  if name == "split" and value not in schema.SPLITS:
+    return f"unknown split {_show(value)}; expected one of {list(schema.SPLITS)}"
+  if table.name == "relevance" and name == "score" and not 0 <= value <= 3:
+    return f"score must be in 0..3, got {value}"
+  if name in ("is_clicked", "is_purchased") and value not in (0, 1):
+    return f"expected 0 or 1, got {value}"
+  if name == "position" and value is not None and value < 1:
+    return f"position is 1-based, got {value}"
+  if name in table.key and value == "":
+    return "empty key value"
+  return None
+
+
+def check_row(table: schema.Table, row: Any, file: str, line: int) -> list[str]:
+  """Checks one decoded row on its own; raises SchemaError on a problem.
+
+  Args:
+    table: the row's table.
+    row: the decoded JSON value of the line.
+    file: file name used in error messages.
+    line: 1-based line number used in error messages.
+
+  Returns:
+    The names of fields that are not in the schema (kept, not an error).
+  """
+  if not isinstance(row, dict):
+    raise SchemaError(
+      file, line, None, "not_object", f"expected a JSON object, got {_show(row)}"
+    )
+  for field in table.fields:
+    if field.name not in row:
+      if field.required:
+        raise SchemaError(
+          file, line, field.name, "missing_field", "missing required field"
+        )
+      continue
+    value = row[field.name]
+    if value is None and not field.required:
+      continue
+    bad = _type_problem(value, field.kind, field.name)
+    if bad:
+      raise SchemaError(file, line, bad[0], "wrong_type", bad[1])
+    problem = _value_problem(table, field.name, value)
+    if problem:
+      reason = "empty_key" if problem == "empty key value" else "bad_value"
+      raise SchemaError(file, line, field.name, reason, problem)
+  names = table.field_names
+  return [k for k in row if k not in names]
+
+
+def _decode_line(raw: bytes, file: str, line: int) -> Any:
+  try:
+    text = raw.decode("utf-8").rstrip("\r\n")
+  except UnicodeDecodeError as e:
+    raise SchemaError(
+      file,
+      line,
+      None,
+      "bad_encoding",
+      f"not valid UTF-8 ({e.reason} at byte {e.start})",
+    ) from None
+  try:
+    return json.loads(text, object_pairs_hook=_unique_object)
+  except json.JSONDecodeError as e:
+    raise SchemaError(
+      file, line, None, "malformed_json", f"malformed JSON: {e.msg} at column {e.colno}"
+    ) from None
+  except _DuplicateName as e:
+    raise SchemaError(
+      file, line, e.name, "malformed_json", "appears twice in one object"
+    ) from None
+
+
+class _DuplicateName(Exception):
+  def __init__(self, name: str):
+    super().__init__(name)
+    self.name = name
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+  """json object hook: a name written twice would silently lose a value."""
+  out = dict(pairs)
+  if len(out) != len(pairs):
+    seen = set()
+    for name, _ in pairs:
+      if name in seen:
+        raise _DuplicateName(name)
+      seen.add(name)
+  return out
+
+
+def _table_of(table: schema.Table | str) -> schema.Table:
+  if isinstance(table, schema.Table):
+    return table
+  if table not in schema.TABLES:
+    raise KeyError(f"unknown table {table!r}; expected one of {tuple(schema.TABLES)}")
+  return schema.TABLES[table]
+
+
+def iter_rows(
+  path: str | os.PathLike,
+  table: schema.Table | str,
+  *,
+  on_error: str = "raise",
+  report: SkipReport | None = None,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+  """Streams the rows of one table file, checking each row on its own.
+
+  Cross-row checks (duplicate keys, unknown ids) are ``load_world``'s job.
+
+  Args:
+    path: the ``.jsonl`` file.
+    table: its table (a ``schema.Table`` or a name in ``schema.TABLES``).
+    on_error: "raise" to raise the first SchemaError, "skip" to skip bad rows
+      and count them in ``report``.
+    report: where skips, blank lines and extra field names are recorded
+      (required for on_error="skip").
+
+  Yields:
+    (1-based line number, row dict) for every valid row, in file order.
+  """
+  if on_error not in ON_ERROR:
+    raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+  if on_error == "skip" and report is None:
+    raise ValueError("on_error='skip' needs a SkipReport to count the skipped rows")
+  table = _table_of(table)
+  for line, row, error in _scan(path, table, report):
+    if error is None:
+      yield line, row
+    elif on_error == "raise":
+      raise error
+    else:
+      report.record_skip(table.name, error)
+
+
+def _scan(
+  path: str | os.PathLike, table: schema.Table, report: SkipReport | None
+) -> Iterator[tuple[int, Any, SchemaError | None]]:
+  """Yields (line, decoded value or None, error or None) for each data line."""
+  file = os.path.basename(os.fspath(path))
+  seen_extra: set[str] = set()
+  with open(path, "rb") as f:
+    for line, raw in enumerate(f, start=1):
+      if not raw.strip():
+        if report is not None:
+          report.blank_lines[table.name] += 1
+        continue
+      row = None
+      try:
+        row = _decode_line(raw, file, line)
+        extra = check_row(table, row, file, line)
+      except SchemaError as e:
+        yield line, row, e
+        continue
+      for name in extra:
+        if name not in seen_extra:
+          seen_extra.add(name)
+          if report is not None:
+            report.record_extra_field(table.name, name)
+      yield line, row, None
+
+
+# ------------------------------------------------------------------ manifest
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+  """The hex sha256 of a file's bytes."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def content_hash(files: Mapping[str, str]) -> str:
+  """The manifest's content hash: sha256 of ``json.dumps(files, sort_keys=True)``."""
+  text = json.dumps(dict(files), sort_keys=True)
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def check_manifest(directory: str | os.PathLike) -> list[SchemaError]:
+  """Verifies ``<dir>/manifest.json`` against the files beside it.
+
+  Checks that every listed file exists and has the listed sha256, and that
+  ``content_hash`` matches the ``files`` dict.
+
+  Returns:
+    The problems found (empty if the manifest is consistent).
+
+  Raises:
+    FileNotFoundError: there is no manifest.json.
+    SchemaError: the manifest itself is not valid JSON or lacks ``files``.
+  """
+  directory = os.fspath(directory)
+  path = os.path.join(directory, schema.MANIFEST)
+  with open(path, encoding="utf-8") as f:
+    try:
+      manifest = json.load(f)
+    except json.JSONDecodeError as e:
+      raise SchemaError(
+        schema.MANIFEST, e.lineno, None, "manifest", f"malformed JSON: {e.msg}"
+      ) from None
+  files = manifest.get("files") if isinstance(manifest, dict) else None
+  if not isinstance(files, dict):
+    raise SchemaError(
+      schema.MANIFEST, None, "files", "manifest", "missing or not an object"
+    )
+  problems = []
+  for name, expected in sorted(files.items()):
+    target = os.path.join(directory, name)
+    if not os.path.isfile(target):
+      problems.append(
+        SchemaError(name, None, None, "manifest", "listed in manifest.json but missing")
+      )
+      continue
+    actual = file_sha256(target)
+    if actual != expected:
+      problems.append(
+        SchemaError(
+          name,
+          None,
+          None,
+          "manifest",
+          f"sha256 {actual} differs from manifest.json's {expected}",
+        )
+      )
+  if "content_hash" in manifest and manifest["content_hash"] != content_hash(files):
+    problems.append(
+      SchemaError(
+        schema.MANIFEST,
+        None,
+        "content_hash",
+        "manifest",
+        f"{manifest['content_hash']} differs from the hash of 'files' "
+        f"({content_hash(files)})",
+      )
+    )
+  return problems
+
+
+def _read_manifest(directory: str) -> dict[str, Any] | None:
+  path = os.path.join(directory, schema.MANIFEST)
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    try:
+      manifest = json.load(f)
+    except json.JSONDecodeError as e:
+      raise SchemaError(
+        schema.MANIFEST, e.lineno, None, "manifest", f"malformed JSON: {e.msg}"
+      ) from None
+  if not isinstance(manifest, dict):
+    raise SchemaError(schema.MANIFEST, 1, None, "manifest", "expected a JSON object")
+  return manifest
+
+
+# --------------------------------------------------------------------- world
+
+# Fields that reference ids in another table: table -> ((field, target), ...).
+REFERENCES: Mapping[str, tuple[tuple[str, str], ...]] = {
+  "recall": (
+    ("user_id", "users"),
+    ("impressed_item_ids", "items"),
+    ("clicked_item_ids", "items"),
+    ("purchased_item_ids", "items"),
+  ),
+  "ranking": (
+    ("user_id", "users"),
+    ("target_item_id", "items"),
+    ("recently_clicked_item_ids", "items"),
+    ("recently_purchased_item_ids", "items"),
+  ),
+  "relevance": (("item_id", "items"),),
+}
+
+
+class _Loader:
+  """Reads the tables in dependency order and applies cross-row checks."""
+
+  def __init__(self, directory: str, on_error: str, report: SkipReport):
+    self.directory = directory
+    self.on_error = on_error
+    self.report = report
+    # Known ids per referenced table, and ids of rows that were skipped
+    # (for a clearer message on the rows that reference them).
+    self.known: dict[str, set[str]] = {"users": set(), "items": set()}
+    self.skipped_ids: dict[str, dict[str, str]] = {"users": {}, "items": {}}
+
+  def fail(self, table: str, error: SchemaError) -> None:
+    if self.on_error == "raise":
+      raise error
+    self.report.record_skip(table, error)
+
+  def read(self, table: schema.Table) -> list[dict[str, Any]]:
+    path = os.path.join(self.directory, table.filename)
+    if not os.path.isfile(path):
+      raise SchemaError(table.filename, None, None, "missing_file", "file is missing")
+    rows = []
+    first_line: dict[tuple, int] = {}
+    for line, row, error in _scan(path, table, self.report):
+      if error is not None:
+        self._note_skipped_id(table, row, line)
+        self.fail(table.name, error)
+        continue
+      error = self._reference_error(table, row, line)
+      if error is None and table.key:
+        key = tuple(row[k] for k in table.key)
+        if key in first_line:
+          shown = ", ".join(
+            f"{k}={json.dumps(v, ensure_ascii=False)}"
+            for k, v in zip(table.key, key, strict=True)
+          )
+          error = SchemaError(
+            table.filename,
+            line,
+            table.key[0] if len(table.key) == 1 else "+".join(table.key),
+            "duplicate_key",
+            f"duplicate key {shown} (first at line {first_line[key]})",
+          )
+        else:
+          first_line[key] = line
+      if error is not None:
+        self._note_skipped_id(table, row, line)
+        self.fail(table.name, error)
+        continue
+      self._check_subsets(table, row, line)
+      rows.append(row)
+    if table.name in self.known:
+      key_field = table.key[0]
+      self.known[table.name] = {row[key_field] for row in rows}
+    self.report.rows_kept[table.name] = len(rows)
+    return rows
+
+  def _note_skipped_id(self, table: schema.Table, row: Any, line: int) -> None:
+    """Remembers the key of a skipped users/items row (for clearer messages)."""
+    if table.name not in self.skipped_ids or not isinstance(row, dict):
+      return
+    key = row.get(table.key[0])
+    if isinstance(key, str):
+      self.skipped_ids[table.name].setdefault(key, f"{table.filename}:{line}")
+
+  def _reference_error(
+    self, table: schema.Table, row: dict[str, Any], line: int
+  ) -> SchemaError | None:
+    for field, target in REFERENCES.get(table.name, ()):
+      value = row.get(field)
+      if value is None:
+        continue
+      values = value if isinstance(value, list) else [value]
+      for i, ref in enumerate(values):
+        if ref in self.known[target]:
+          continue
+        name = f"{field}[{i}]" if isinstance(value, list) else field
+        kind = "user" if target == "users" else "item"
+        problem = f"unknown {kind} id {json.dumps(ref, ensure_ascii=False)}"
+        where = self.skipped_ids[target].get(ref)
+        if where is not None:
+          problem += f" (its row was skipped at {where})"
+        else:
+          problem += f" (not in {target}.jsonl)"
+        return SchemaError(table.filename, line, name, f"unknown_{kind}_id", problem)
+    return None
+
+  def _check_subsets(self, table: schema.Table, row: dict[str, Any], line: int):
+    if table.name != "recall":
+      return
+    impressed = set(row["impressed_item_ids"])
+    clicked = set(row["clicked_item_ids"])
+    for name, ids, within, reason in (
+      ("clicked_item_ids", row["clicked_item_ids"], impressed, "clicked_not_impressed"),
+      (
+        "purchased_item_ids",
+        row["purchased_item_ids"],
+        clicked,
+        "purchased_not_clicked",
+      ),
+    ):
+      outside = [i for i in ids if i not in within]
+      if outside:
+        self.report.record_warning(
+          table.name,
+          reason,
+          f"{table.filename}:{line}: field '{name}': "
+          f"{json.dumps(outside, ensure_ascii=False)} not in "
+          f"{'impressed' if within is impressed else 'clicked'}_item_ids",
+        )
+
+
+def load_world(
+  path: str | os.PathLike,
+  *,
+  on_error: str = "raise",
+  verify_manifest: bool = True,
+) -> World:
+  """Loads and validates a world directory.
+
+  Args:
+    path: directory holding ``{users,items,recall,ranking,relevance}.jsonl``
+      and optionally ``manifest.json``.
+    on_error: "raise" (the first problem raises SchemaError) or "skip" (bad
+      rows are skipped and counted in ``World.report``).
+    verify_manifest: check the manifest's sha256 hashes when it is present.
+
+  Returns:
+    The World; ``world.report`` lists skips, warnings and extra fields.
+
+  Raises:
+    SchemaError: on the first problem (raise mode), or when a table file is
+      missing or the manifest itself is unreadable (both modes).
+  """
+  if on_error not in ON_ERROR:
+    raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+  directory = os.fspath(path)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"{directory}: not a directory")
+  report = SkipReport()
+  manifest = _read_manifest(directory)
+  if manifest is not None and verify_manifest:
+    for problem in check_manifest(directory):
+      if on_error == "raise":
+        raise problem
+      report.record_skip("manifest", problem)
+    report.manifest_checked = True
+  loader = _Loader(directory, on_error, report)
+  tables = {name: loader.read(table) for name, table in schema.TABLES.items()}
+  if manifest is not None and verify_manifest:
+    counts = manifest.get("counts", {})
+    for name in schema.TABLES:
+      if name not in counts:
+        continue
+      lines = report.rows_kept[name] + report.skipped_in(name)
+      if counts[name] != lines:
+        problem = SchemaError(
+          schema.MANIFEST,
+          None,
+          f"counts.{name}",
+          "manifest",
+          f"says {counts[name]} rows, {schema.TABLES[name].filename} has {lines}",
+        )
+        if on_error == "raise":
+          raise problem
+        report.record_skip("manifest", problem)
+  return World(path=directory, report=report, manifest=manifest, **tables)
+
+
+def main(argv: list[str]) -> int:
+  """``python -m onesearch_jax.world.reader <dir> [--skip] [--no-verify-manifest]``."""
+  usage = (
+    "usage: python -m onesearch_jax.world.reader <dir> [--skip] [--no-verify-manifest]"
+  )
+  flags = {a for a in argv[1:] if a.startswith("--")}
+  dirs = [a for a in argv[1:] if not a.startswith("--")]
+  unknown = flags - {"--skip", "--no-verify-manifest"}
+  if len(dirs) != 1 or unknown or "--help" in flags:
+    print(usage, file=sys.stderr)
+    return 2
+  on_error = "skip" if "--skip" in flags else "raise"
+  try:
+    world = load_world(
+      dirs[0], on_error=on_error, verify_manifest="--no-verify-manifest" not in flags
+    )
+  except (SchemaError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(f"{dirs[0]}: " + ", ".join(f"{t}={n}" for t, n in world.counts.items()))
+  print(world.report.format())
+  return 1 if world.report.total_skipped else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))

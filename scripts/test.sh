@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up .venv (reused when present), lint with ruff, run the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/venv.sh
+echo "[lint] ruff check + ruff format --check"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+# 8 fake CPU devices for the sharding tests (also set in tests/conftest.py).
+export XLA_FLAGS="${XLA_FLAGS:---xla_force_host_platform_device_count=8}"
+export JAX_PLATFORMS=cpu
+export TF_CPP_MIN_LOG_LEVEL=2
+exec .venv/bin/python -m pytest "$@"

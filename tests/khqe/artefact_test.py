@@ -1,0 +1,110 @@
+"""SID artefact: round trip, tie policy, hash pinning and tamper refusal."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from onesearch_jax.khqe import artefact, quantizer
+
+
+@pytest.fixture(scope="module")
+def art():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(300, 8)).astype(np.float32)
+  cfg = quantizer.QuantizerConfig(
+    levels=(4, 2, 2), opq_subspaces=2, opq_codes=4, n_iter=3, opq_iter=2
+  )
+  q = quantizer.fit(x, cfg)
+  codes = q.encode(x[:6])
+  # Items 0, 1 and 2 share a SID to exercise the tie policy.
+  codes[1] = codes[0]
+  codes[2] = codes[0]
+  return artefact.SIDArtefact(
+    quantizer=q,
+    item_ids=("i0", "i1", "i2", "i3", "i4", "i5"),
+    item_codes=codes,
+    item_popularity=np.array([1.0, 5.0, 1.0, 0.0, 0.0, 2.0]),
+    query_texts=("red dress", "红色连衣裙"),
+    query_codes=q.encode(x[6:8]),
+    report="# SID report\n",
+    report_files={"hist_main.png": b"\x89PNG fake"},
+    metadata={"world_hash": "abc"},
+  )
+
+
+def test_round_trip(art, tmp_path):
+  h = artefact.save(art, tmp_path)
+  back = artefact.load(tmp_path, expected_hash=h)
+  np.testing.assert_array_equal(back.item_codes, art.item_codes)
+  np.testing.assert_array_equal(back.query_codes, art.query_codes)
+  assert back.item_ids == art.item_ids and back.query_texts == art.query_texts
+  assert back.report == art.report and back.report_files == art.report_files
+  assert back.metadata == {"world_hash": "abc"}
+  np.testing.assert_array_equal(back.quantizer.opq.rotation, art.quantizer.opq.rotation)
+  np.testing.assert_array_equal(back.quantizer.rq.l3, art.quantizer.rq.l3)
+  x = np.random.default_rng(1).normal(size=(20, 8)).astype(np.float32)
+  np.testing.assert_array_equal(back.quantizer.encode(x), art.quantizer.encode(x))
+  assert "红色连衣裙" in (tmp_path / "queries.jsonl").read_text(encoding="utf-8")
+
+
+def test_multimap_tie_policy(art, tmp_path):
+  artefact.save(art, tmp_path)
+  rows = [json.loads(line) for line in open(tmp_path / "sid_to_items.jsonl")]
+  shared = [r for r in rows if len(r["item_ids"]) == 3]
+  assert len(shared) == 1
+  # Popularity 5 first, then the two with popularity 1 by item id.
+  assert shared[0]["item_ids"] == ["i1", "i0", "i2"]
+  assert sum(len(r["item_ids"]) for r in rows) == 6
+  assert [r["codes"] for r in rows] == sorted(r["codes"] for r in rows)
+
+
+def test_hash_is_deterministic(art, tmp_path):
+  assert artefact.save(art, tmp_path / "a") == artefact.save(art, tmp_path / "b")
+
+
+def test_wrong_expected_hash_is_refused_naming_both(art, tmp_path):
+  h = artefact.save(art, tmp_path)
+  wrong = "0" * 64
+  with pytest.raises(artefact.ArtefactError) as e:
+    artefact.load(tmp_path, expected_hash=wrong)
+  assert h in str(e.value) and wrong in str(e.value)
+  with pytest.raises(artefact.ArtefactError, match=wrong):
+    artefact.check_hash(tmp_path, wrong)
+  assert artefact.check_hash(tmp_path, h) == h
+
+
+def test_tampered_file_is_refused(art, tmp_path):
+  artefact.save(art, tmp_path)
+  path = tmp_path / "items.jsonl"
+  path.write_text(path.read_text().replace('"i3"', '"i9"'))
+  with pytest.raises(artefact.ArtefactError, match="items.jsonl.*file modified"):
+    artefact.load(tmp_path)
+
+
+def test_tampered_manifest_content_hash_is_refused(art, tmp_path):
+  artefact.save(art, tmp_path)
+  m = json.loads((tmp_path / "manifest.json").read_text())
+  m["content_hash"] = "f" * 64
+  (tmp_path / "manifest.json").write_text(json.dumps(m))
+  with pytest.raises(artefact.ArtefactError, match="content_hash"):
+    artefact.check_hash(tmp_path)
+
+
+def test_missing_manifest(tmp_path):
+  with pytest.raises(artefact.ArtefactError, match="manifest.json: missing"):
+    artefact.load(tmp_path)
+
+
+def test_inconsistent_artefact_rejected(art):
+  with pytest.raises(artefact.ArtefactError, match="item ids"):
+    artefact.SIDArtefact(
+      quantizer=art.quantizer,
+      item_ids=("a", "b"),
+      item_codes=art.item_codes,
+      item_popularity=np.zeros(2),
+      query_texts=(),
+      query_codes=np.zeros((0, 5), np.int32),
+    )

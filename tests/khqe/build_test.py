@@ -1,0 +1,164 @@
+"""End-to-end tests of khqe/build.py (build_sids) on the tiny and zh worlds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from onesearch_jax.khqe import (
+  artefact,
+  build,
+  embeddings_io,
+  encoder,
+  quantizer,
+  text_vocab,
+)
+from onesearch_jax.world import reader
+
+FAST = build.BuildConfig(
+  vocab=text_vocab.VocabConfig(vocab_size=600),
+  encoder=encoder.EncoderConfig(dim=32, hidden_dim=64, max_len=24),
+  train=encoder.EncoderTrainConfig(steps=60, batch_size=128, log_every=30),
+  quantizer=quantizer.QuantizerConfig(
+    levels=(32, 8, 8), opq_codes=64, n_iter=10, opq_iter=10
+  ),
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_build(tiny_world_dir, tmp_path_factory):
+  out = tmp_path_factory.mktemp("sids")
+  lines = []
+  summary = build.build_sids(tiny_world_dir, out, FAST, progress=lines.append)
+  return summary, out, lines
+
+
+@pytest.mark.slow
+def test_build_sids_tiny_world_artefact(tiny_build, tiny_world_dir):
+  summary, out, lines = tiny_build
+  world = reader.load_world(tiny_world_dir)
+  art = artefact.load(out, expected_hash=summary.content_hash)
+  # Every item exactly once in the SID -> items multimap.
+  listed = [i for ids in art.sid_to_items().values() for i in ids]
+  assert sorted(listed) == sorted(r["item_id"] for r in world.items)
+  assert len(listed) == len(set(listed))
+  assert list(art.item_ids) == [r["item_id"] for r in world.items]
+  assert art.item_codes.shape == (len(world.items), 5)
+  # Every distinct query of recall + ranking got a SID.
+  queries = {r["query"] for r in world.recall} | {r["query"] for r in world.ranking}
+  assert set(art.query_texts) == queries and len(art.query_texts) == len(queries)
+  assert summary.n_queries == len(queries) and summary.n_items == len(world.items)
+  # Local code ranges of the final (+opq) variant.
+  k1, k2, k3 = FAST.quantizer.levels
+  for col, k in enumerate((k1, k2, k3, 64, 64)):
+    assert 0 <= art.item_codes[:, col].min() and art.item_codes[:, col].max() < k
+  # The report holds all four variants; the metrics are the final codes'.
+  assert list(summary.metrics) == list(build.VARIANTS)
+  for name in build.VARIANTS:
+    assert f"| {name} |" in art.report
+  icr = np.mean(np.unique(art.item_codes, axis=0, return_counts=True)[1] == 1)
+  n_sid, counts = np.unique(art.item_codes, axis=0, return_counts=True)
+  assert summary.metrics["+opq"]["ICR"] == pytest.approx(
+    np.sum(counts == 1) / len(world.items)
+  )
+  assert summary.metrics["+opq"]["n_sids"] == len(n_sid) == len(art.sid_to_items())
+  assert summary.metrics["+opq"]["ICR"] > summary.metrics["rq_plain"]["ICR"]
+  assert icr > 0.8
+  # Keywords come from the simulator's attributes and match most texts.
+  assert summary.keyword_source == "attributes" and summary.n_keywords > 0
+  assert summary.match_rates["items"]["match_rate"] > 0.9
+  # Progress lines name every step with a timing.
+  text = "\n".join(lines)
+  for step in ("read", "embed", "keywords", "quantise[+opq]", "artefact"):
+    assert f"] {step}:" in text
+  assert set(summary.timings) >= {"read", "embed", "keywords", "artefact"}
+  # New texts embedded by the saved encoder + dictionary get the same SIDs.
+  embedder = build.load_text_embedder(out)
+  q_codes = art.quantizer.encode(embedder.queries(list(art.query_texts)))
+  assert np.mean(np.all(q_codes == art.query_codes, axis=1)) > 0.98
+  i_codes = art.quantizer.encode(embedder.items(world.items))
+  assert np.mean(np.all(i_codes == art.item_codes, axis=1)) > 0.98
+  config = json.loads((out / "config.json").read_text())
+  assert config["metadata"]["keywords"]["source"] == "attributes"
+  assert config["quantizer"]["l3_mode"] == "parent"
+
+
+@pytest.mark.slow
+def test_build_sids_precomputed_embeddings(tiny_world_dir, tmp_path):
+  world = reader.load_world(tiny_world_dir)
+  items = [r["item_id"] for r in world.items]
+  queries = build._distinct_queries(world)
+  rng = np.random.default_rng(0)
+  d = 16
+  embeddings_io.save_embeddings(
+    tmp_path / "i.npy",
+    tmp_path / "i.txt",
+    items[::-1],
+    rng.normal(size=(len(items), d)),
+  )
+  embeddings_io.save_embeddings(
+    tmp_path / "q.npy", tmp_path / "q.txt", queries, rng.normal(size=(len(queries), d))
+  )
+  pre = build.PrecomputedEmbeddings(
+    str(tmp_path / "i.npy"),
+    str(tmp_path / "i.txt"),
+    str(tmp_path / "q.npy"),
+    str(tmp_path / "q.txt"),
+  )
+  cfg = build.BuildConfig(
+    precomputed=pre, variants=("+opq",), quantizer=FAST.quantizer, save_embeddings=True
+  )
+  summary = build.build_sids(tiny_world_dir, tmp_path / "out", cfg)
+  assert list(summary.metrics) == ["+opq"] and summary.encoder_history == []
+  with pytest.raises(FileNotFoundError, match="built from precomputed"):
+    build.load_text_embedder(tmp_path / "out")
+  art = artefact.load(tmp_path / "out", summary.content_hash)
+  assert sorted(i for v in art.sid_to_items().values() for i in v) == sorted(items)
+  # The raw item embeddings were re-ordered to the world's item order.
+  ids, raw = embeddings_io.load_embeddings(
+    tmp_path / "out/embeddings/items_raw.npy", tmp_path / "out/embeddings/items_raw.txt"
+  )
+  _, given = embeddings_io.load_embeddings(tmp_path / "i.npy", tmp_path / "i.txt")
+  assert ids == items
+  np.testing.assert_allclose(raw, given[::-1])
+  # A missing item is a clear error naming the id file.
+  embeddings_io.save_embeddings(
+    tmp_path / "i.npy",
+    tmp_path / "i.txt",
+    items[1:],
+    rng.normal(size=(len(items) - 1, d)),
+  )
+  with pytest.raises(
+    embeddings_io.EmbeddingsError, match=r"i.txt: 1 ids have no embedding"
+  ):
+    build.build_sids(tiny_world_dir, tmp_path / "out2", cfg)
+
+
+def test_build_sids_chinese_world(zh_world_dir, tmp_path):
+  cfg = build.BuildConfig(
+    vocab=FAST.vocab,
+    encoder=FAST.encoder,
+    train=encoder.EncoderTrainConfig(steps=10, batch_size=16),
+    quantizer=quantizer.QuantizerConfig(
+      levels=(4, 2, 2), opq_codes=4, n_iter=5, opq_iter=5
+    ),
+    keywords=build.keywords_lib.KeywordConfig(min_pv=1),
+    variants=("+opq",),  # one quantiser fit keeps this test fast
+  )
+  summary = build.build_sids(zh_world_dir, tmp_path, cfg)
+  art = artefact.load(tmp_path, summary.content_hash)
+  assert len(art.item_ids) == 10
+  assert sum(len(v) for v in art.sid_to_items().values()) == 10
+  assert "红色连衣裙" in art.query_texts
+  assert summary.match_rates["queries"]["match_rate"] > 0.5
+  # build_sids appends its keyword, encoder and timing notes to the report.
+  rates = summary.match_rates["items"]
+  assert "## Keyword enhancement" in art.report and "## Aligned encoder" in art.report
+  assert f"| items | 10 | {rates['match_rate']:.2%} |" in art.report
+
+
+def test_unknown_variant_is_rejected():
+  with pytest.raises(ValueError, match="unknown variants"):
+    build.BuildConfig(variants=("rq_plain", "+magic"))

@@ -1,0 +1,229 @@
+"""Tests for khqe/keywords.py: mining, longest-first matching, fusion."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from onesearch_jax.khqe import keywords as kw
+
+
+def _texts(matcher, text):
+  return [matcher.keywords[i] for i in matcher.match(text)]
+
+
+def test_longest_first_and_substring_dropping_english():
+  m = kw.KeywordMatcher(["red", "red dress", "dress", "long sleeve", "sleeve", "Nike"])
+  # "red" and "dress" are substrings of the kept "red dress" -> dropped, even
+  # where "red" occurs again on its own (the official rule is textual).
+  assert _texts(m, "A RED Dress and a red hat") == ["red dress"]
+  assert _texts(m, "long sleeve red shirt by nike") == [
+    "long sleeve",
+    "nike",
+    "red",
+  ]  # by length
+  # Word boundaries: no match inside "shred", "dresses" or "nikes".
+  assert _texts(m, "shred dresses nikes") == []
+  assert _texts(m, "red-dress") == ["dress", "red"]  # "-" is not "red dress"
+  assert _texts(m, "") == []
+
+
+def test_longest_first_and_substring_dropping_chinese():
+  m = kw.KeywordMatcher(["红色", "连衣裙", "红色连衣裙", "衣裙", "夏季", "女"])
+  # CJK needs no word boundary: keywords match inside longer runs.
+  assert _texts(m, "韩都衣舍红色连衣裙女夏季雪纺") == ["红色连衣裙", "夏季", "女"]
+  assert _texts(m, "蓝色连衣裙") == ["连衣裙"]  # "衣裙" is inside "连衣裙"
+  assert _texts(m, "红色外套") == ["红色"]
+
+
+def test_mixed_script_and_normalisation():
+  m = kw.KeywordMatcher(["iphone", "手机壳", "ＡＢＣ"])  # full-width folds to "abc"
+  assert _texts(m, "iPhone手机壳 透明") == ["iphone", "手机壳"]  # longer first
+  assert _texts(m, "abc 牌") == ["abc"]
+  assert _texts(m, "xiphone") == []  # an alphabetic edge needs a boundary
+
+
+def test_empty_dictionary():
+  assert kw.KeywordMatcher([]).match("anything") == []
+
+
+def test_fusion_formula_hand_computed():
+  raw = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
+  kemb = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
+  out = kw.fuse(raw, [[0], [0, 1], []], kemb)
+  # row 0: 0.5*(1,0,0) + 0.5*(0,1,0) = (.5,.5,0) -> (1,1,0)/sqrt2
+  np.testing.assert_allclose(out[0], [2**-0.5, 2**-0.5, 0.0], atol=1e-6)
+  # row 1: 0.5*(0,1,0) + 0.5*(0,.5,.5) = (0,.75,.25) -> /sqrt(.625)
+  np.testing.assert_allclose(out[1], np.array([0, 0.75, 0.25]) / 0.625**0.5, atol=1e-6)
+  np.testing.assert_array_equal(out[2], raw[2])  # unmatched: raw unchanged
+  # invalid keywords are ignored: row 1 then only uses keyword 0
+  out = kw.fuse(raw, [[1], [0, 1], []], kemb, valid=np.array([True, False]))
+  np.testing.assert_array_equal(out[0], raw[0])
+  np.testing.assert_allclose(out[1], raw[1], atol=1e-6)
+  with pytest.raises(ValueError, match="3 embeddings but 2"):
+    kw.fuse(raw, [[0], []], kemb)
+
+
+def test_unnormalised_raw_is_kept_but_fused_is_unit():
+  raw = np.array([[3.0, 4.0], [2.0, 0.0]], np.float32)
+  out = kw.fuse(raw, [[], [0]], np.array([[0.0, 2.0]], np.float32))
+  np.testing.assert_array_equal(out[0], raw[0])
+  np.testing.assert_allclose(out[1], [2**-0.5, 2**-0.5], atol=1e-6)
+
+
+def _session(q, shown, clicked, split="train"):
+  return {
+    "query": q,
+    "impressed_item_ids": shown,
+    "clicked_item_ids": clicked,
+    "purchased_item_ids": [],
+    "split": split,
+  }
+
+
+def test_mine_from_attributes_pv_threshold_and_order():
+  items = [
+    {
+      "item_id": "a",
+      "item_title": "Red Dress",
+      "attributes": {"color": "Red", "entity": "dress"},
+    },
+    {
+      "item_id": "b",
+      "item_title": "red hat",
+      "attributes": {"color": "red", "entity": "hat"},
+    },
+    {
+      "item_id": "c",
+      "item_title": "blue hat",
+      "attributes": {"color": "blue", "entity": "hat"},
+    },
+  ]
+  sessions = [
+    _session("red", ["a", "b"], ["a"]),  # pv: a 2, b 1
+    _session("hat", ["b", "c"], ["b"]),  # pv: b 2, c 1
+    _session("hat", ["c", "a", "b"], [], split="test"),  # test split ignored
+  ]
+  kws, source = kw.mine_keywords(items, sessions, kw.KeywordConfig(min_pv=2))
+  assert source == "attributes"
+  # red: a(2)+b(3)=5 ; hat: b(3)+c(1)=4 ; dress: 2 ; blue: 1 (< min_pv)
+  assert [(k.text, k.tag, k.pv) for k in kws] == [
+    ("red", "color", 5),
+    ("hat", "entity", 4),
+    ("dress", "entity", 2),
+  ]
+
+
+def test_mine_fallback_ngrams():
+  items = [
+    {"item_id": f"i{n}", "item_title": t}
+    for n, t in enumerate(
+      [
+        "nike running shoes men",
+        "adidas running shoes women",
+        "nike running shoes kids",
+        "wool winter hat",
+        "cotton summer hat",
+        "plain t shirt",
+        "red t shirt",
+        "blue t shirt",
+        "black wool coat",
+        "black cotton coat",
+        "红色连衣裙 夏季",
+        "蓝色连衣裙 夏季",
+        "白色连衣裙 春季",
+      ]
+    )
+  ]
+  sessions = [
+    _session(q, ["i0", "i1", "i10"], ["i0"])
+    for q in ["running shoes", "nike shoes", "连衣裙", "hat for men"]
+  ]
+  kws, source = kw.mine_keywords(
+    items,
+    sessions,
+    kw.KeywordConfig(min_pv=0, ngram_min_titles=3, ngram_max_title_share=0.3),
+  )
+  assert source == "ngrams"
+  texts = {k.text: k for k in kws}
+  # Kept: in >= 3 titles, <= 30% of titles, and in some query. "nike" and
+  # "hat" are in only 2 titles, "men" in 1; "t shirt" is in no query.
+  assert set(texts) == {"running", "shoes", "running shoes", "连衣", "衣裙", "连衣裙"}
+  assert all(k.tag == kw.NGRAM_TAG for k in kws)
+  # PV = impressions + clicks (train split) of the titles holding the n-gram.
+  pv = kw.item_pv(sessions)
+  assert texts["running shoes"].pv == pv["i0"] + pv["i1"] + pv["i2"]
+  assert texts["连衣裙"].pv == pv["i10"]
+
+
+def test_ngrams_never_mix_scripts_and_skip_stop_words():
+  grams = kw.ngrams(kw.normalise("Nike Air 红色连衣裙 for Women"))
+  assert "nike air" in grams and "women" in grams
+  assert "for women" not in grams and "for" not in grams
+  assert "红色连衣裙" not in grams  # 5 chars > max CJK length 4
+  assert {"红色", "连衣裙", "红色连衣"} <= grams
+  assert not any(("a" <= g[0] <= "z") and any(kw.is_cjk(c) for c in g) for g in grams)
+
+
+def test_match_stats():
+  s = kw.match_stats([[0, 1], [], [2], []])
+  assert s == {"texts": 4.0, "match_rate": 0.5, "mean_keywords_per_matched": 1.5}
+
+
+def test_keyword_centroids():
+  emb = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
+  cent, valid = kw.keyword_centroids([[0], [0, 1], []], emb, 3)
+  np.testing.assert_allclose(cent[0], [2**-0.5, 2**-0.5], atol=1e-6)
+  np.testing.assert_allclose(cent[1], [0.0, 1.0], atol=1e-6)
+  assert valid.tolist() == [True, True, False] and (cent[2] == 0).all()
+
+
+def test_zh_fixture_mining_and_matching(zh_world_dir):
+  items = [json.loads(x) for x in open(zh_world_dir / "items.jsonl")]
+  sessions = [json.loads(x) for x in open(zh_world_dir / "recall.jsonl")]
+  kws, source = kw.mine_keywords(items, sessions, kw.KeywordConfig(min_pv=1))
+  assert source == "attributes"
+  texts = [k.text for k in kws]
+  assert "红色" in texts and "连衣裙" in texts
+  assert [k.pv for k in kws] == sorted((k.pv for k in kws), reverse=True)
+  m = kw.KeywordMatcher(texts)
+  hit = _texts(m, "红色连衣裙女夏季")
+  assert "红色" in hit and "连衣裙" in hit and "夏季" in hit
+
+
+def test_dictionary_round_trip_official_format(tmp_path):
+  entries = [kw.Keyword("红色", "color", 12), kw.Keyword("red dress", "entity", 3)]
+  emb = np.array([[0.1, -2.5, 3.0], [1e-7, 0.0, 1.0]], np.float32)
+  path = tmp_path / "kw.tsv"
+  kw.save_dictionary(path, entries, emb)
+  first = path.read_text(encoding="utf-8").splitlines()[0]
+  assert first.split("\t")[:3] == ["红色", "color", "12"]
+  assert first.split("\t")[3].count("\x02") == 2
+  got, got_emb = kw.load_dictionary(path)
+  assert got == entries
+  np.testing.assert_array_equal(got_emb, emb)  # float32 values survive exactly
+
+
+def test_dictionary_errors(tmp_path):
+  with pytest.raises(ValueError, match="holds a tab"):
+    kw.save_dictionary(
+      tmp_path / "a.tsv", [kw.Keyword("a\tb", "t", 1)], np.zeros((1, 2))
+    )
+  bad = tmp_path / "bad.tsv"
+  bad.write_text("a\tt\t1\t0.5\x020.5\nb\tt\tx\t0.5\x020.5\n", encoding="utf-8")
+  with pytest.raises(
+    ValueError, match=r"bad.tsv:2: field 'pv' or 'emb' is not numeric"
+  ):
+    kw.load_dictionary(bad)
+  bad.write_text("a\tt\t1\t0.5\x020.5\nb\tt\t1\t0.5\n", encoding="utf-8")
+  with pytest.raises(
+    ValueError, match=r"bad.tsv:2: field 'emb' has 1 values, expected 2"
+  ):
+    kw.load_dictionary(bad)
+  bad.write_text("a\tt\t1\n", encoding="utf-8")
+  with pytest.raises(
+    ValueError, match=r"bad.tsv:1: expected 4 tab-separated fields, got 3"
+  ):
+    kw.load_dictionary(bad)

@@ -1,0 +1,157 @@
+"""k-means against a brute-force numpy reference, fixed points, sharding."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from onesearch_jax.khqe import kmeans
+
+
+def _blobs(n, d, n_centers, seed, spread=6.0):
+  rng = np.random.default_rng(seed)
+  centers = rng.normal(size=(n_centers, d)) * spread
+  labels = rng.integers(0, n_centers, size=n)
+  return (centers[labels] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+def _numpy_lloyd(x, init, n_iter):
+  """Plain Lloyd in float64 (reference; data chosen so no cluster empties)."""
+  c = init.astype(np.float64)
+  x64 = x.astype(np.float64)
+  for _ in range(n_iter):
+    d = ((x64[:, None, :] - c[None]) ** 2).sum(-1)
+    a = d.argmin(1)
+    for j in range(c.shape[0]):
+      assert np.any(a == j), "reference assumes no empty cluster"
+      c[j] = x64[a == j].mean(0)
+  d = ((x64[:, None, :] - c[None]) ** 2).sum(-1)
+  return c, d.argmin(1), d.min(1).sum()
+
+
+def _mesh8():
+  return jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def test_matches_numpy_reference_given_same_init():
+  x = _blobs(300, 3, 6, seed=1)
+  init = kmeans.kmeanspp_init(x, 6, seed=0)
+  km = kmeans.fit_kmeans(x, 6, seed=0, n_iter=8, init_centroids=init)
+  ref_c, ref_a, ref_inertia = _numpy_lloyd(x, init, 8)
+  np.testing.assert_array_equal(km.assign, ref_a)
+  np.testing.assert_allclose(km.centroids, ref_c, rtol=1e-4, atol=1e-4)
+  assert km.inertia == pytest.approx(ref_inertia, rel=1e-4)
+
+
+def test_lloyd_fixed_point():
+  x = _blobs(400, 4, 5, seed=2)
+  km = kmeans.fit_kmeans(x, 5, seed=3, n_iter=40)
+  d = ((x[:, None, :] - km.centroids[None]) ** 2).sum(-1)
+  np.testing.assert_array_equal(km.assign, d.argmin(1))
+  for j in range(5):
+    np.testing.assert_allclose(km.centroids[j], x[km.assign == j].mean(0), atol=1e-4)
+  assert km.inertia == pytest.approx(d.min(1).sum(), rel=1e-4)
+
+
+def test_chunked_assignment_equals_brute_force(monkeypatch):
+  # A tiny distance-block budget forces many small chunks.
+  monkeypatch.setattr(kmeans, "_STEP_FLOATS", 512)
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(1001, 5)).astype(np.float32)
+  c = rng.normal(size=(64, 5)).astype(np.float32)
+  a, sq = kmeans.assign_points(x, c)
+  d = ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1)
+  np.testing.assert_array_equal(a, d.argmin(1))
+  np.testing.assert_allclose(sq, d.min(1), rtol=1e-4, atol=1e-4)
+
+
+def test_sharded_equals_single_device():
+  x = _blobs(1003, 6, 12, seed=5)  # N not divisible by 8: exercises padding
+  single = kmeans.fit_kmeans(x, 12, seed=0, n_iter=10)
+  sharded = kmeans.fit_kmeans(x, 12, seed=0, n_iter=10, mesh=_mesh8())
+  np.testing.assert_array_equal(single.assign, sharded.assign)
+  np.testing.assert_allclose(single.centroids, sharded.centroids, atol=1e-5)
+  assert single.inertia == pytest.approx(sharded.inertia, rel=1e-6)
+
+
+def test_grouped_sharded_equals_single_device():
+  x = _blobs(900, 4, 9, seed=6)
+  group = np.random.default_rng(0).integers(0, 5, size=900)
+  single = kmeans.fit_grouped_kmeans(x, group, 5, 7, seed=1, n_iter=6)
+  sharded = kmeans.fit_grouped_kmeans(x, group, 5, 7, seed=1, n_iter=6, mesh=_mesh8())
+  np.testing.assert_array_equal(single.assign, sharded.assign)
+  np.testing.assert_allclose(single.centroids, sharded.centroids, atol=1e-5)
+
+
+def test_determinism_by_seed():
+  x = _blobs(500, 4, 8, seed=7)
+  a = kmeans.fit_kmeans(x, 8, seed=11, n_iter=5)
+  b = kmeans.fit_kmeans(x, 8, seed=11, n_iter=5)
+  np.testing.assert_array_equal(a.centroids, b.centroids)
+  np.testing.assert_array_equal(a.assign, b.assign)
+  i1 = kmeans.kmeanspp_init(x, 8, seed=11)
+  i2 = kmeans.kmeanspp_init(x, 8, seed=12)
+  assert not np.array_equal(i1, i2)
+
+
+def test_kmeanspp_init_picks_distinct_data_points():
+  x = _blobs(200, 3, 4, seed=8)
+  init = kmeans.kmeanspp_init(x, 10, seed=0)
+  # Every centroid is one of the points and no point is picked twice.
+  matches = [np.nonzero((x == c).all(1))[0] for c in init]
+  assert all(m.size >= 1 for m in matches)
+  assert len({int(m[0]) for m in matches}) == 10
+
+
+def test_empty_cluster_is_repaired_by_splitting_largest():
+  rng = np.random.default_rng(9)
+  x = np.concatenate(
+    [rng.normal(size=(150, 2)) + [0, 0], rng.normal(size=(50, 2)) + [20, 0]]
+  ).astype(np.float32)
+  # Centroid 2 is far from everything: empty after the first assignment.
+  init = np.array([[0, 0], [20, 0], [1000, 1000]], np.float32)
+  one = kmeans.fit_kmeans(x, 3, seed=0, n_iter=1, init_centroids=init)
+  big_mean = x[:150].mean(0)
+  # After one update the empty centroid becomes a split of the largest one.
+  sign = np.array([1.0, -1.0])
+  np.testing.assert_allclose(
+    one.centroids[2], big_mean * (1 + sign / 1024), rtol=1e-5, atol=1e-6
+  )
+  np.testing.assert_allclose(
+    one.centroids[0], big_mean * (1 - sign / 1024), rtol=1e-5, atol=1e-6
+  )
+  many = kmeans.fit_kmeans(x, 3, seed=0, n_iter=30, init_centroids=init)
+  assert np.all(np.bincount(many.assign, minlength=3) > 0)
+
+
+def test_max_points_per_centroid_subsamples_then_assigns_all():
+  x = _blobs(2000, 3, 4, seed=10)
+  km = kmeans.fit_kmeans(x, 4, seed=0, n_iter=10, max_points_per_centroid=50)
+  d = ((x[:, None, :] - km.centroids[None]) ** 2).sum(-1)
+  np.testing.assert_array_equal(km.assign, d.argmin(1))
+
+
+def test_grouped_fixed_point_per_group():
+  x = _blobs(600, 3, 6, seed=12)
+  group = np.arange(600) % 3
+  gk = kmeans.fit_grouped_kmeans(x, group, 3, 4, seed=0, n_iter=40)
+  for g in range(3):
+    xg, ag = x[group == g], gk.assign[group == g]
+    d = ((xg[:, None, :] - gk.centroids[g][None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(ag, d.argmin(1))
+    for j in np.unique(ag):
+      np.testing.assert_allclose(gk.centroids[g, j], xg[ag == j].mean(0), atol=1e-4)
+
+
+def test_bad_input_errors():
+  with pytest.raises(ValueError, match="at least k=5"):
+    kmeans.fit_kmeans(np.zeros((3, 2), np.float32), 5, seed=0)
+  x = np.ones((10, 2), np.float32)
+  x[7, 1] = np.nan
+  with pytest.raises(ValueError, match="point 7"):
+    kmeans.fit_kmeans(x, 2, seed=0)
+  with pytest.raises(ValueError, match="group 1 has 2 points"):
+    kmeans.fit_grouped_kmeans(
+      np.zeros((12, 2), np.float32), np.array([0] * 10 + [1] * 2), 2, 3, seed=0
+    )

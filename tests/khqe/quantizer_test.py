@@ -1,0 +1,106 @@
+"""RQ-OPQ quantiser: codes, SID strings, scaling rule, determinism, sharding."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from onesearch_jax.khqe import quantizer
+
+
+def _emb(n=1200, d=8, seed=0):
+  rng = np.random.default_rng(seed)
+  centers = rng.normal(size=(40, d)) * 4
+  return (centers[rng.integers(0, 40, n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+_CFG = quantizer.QuantizerConfig(
+  levels=(16, 8, 4), opq_subspaces=2, opq_codes=16, n_iter=5, opq_iter=3, seed=0
+)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+  x = _emb()
+  return x, quantizer.fit(x, _CFG)
+
+
+def test_encode_shape_and_ranges(fitted):
+  x, q = fitted
+  codes = q.encode(x)
+  assert codes.shape == (1200, 5) and codes.dtype == np.int32
+  for col, k in enumerate((16, 8, 4, 16, 16)):
+    assert 0 <= codes[:, col].min() and codes[:, col].max() < k
+
+
+def test_rq_centroid_embeddings_plus_residual_is_input(fitted):
+  x, q = fitted
+  codes = q.encode(x)
+  cents = q.rq_centroid_embeddings(codes)
+  assert cents.shape == (1200, 3, 8)
+  errs = q.reconstruction_errors(x)
+  r3 = x - cents.sum(1)
+  assert errs["l3"] == pytest.approx(float(np.mean(np.sum(r3**2, 1))), rel=1e-4)
+  # Each level removes error.
+  assert errs["input"] > errs["l1"] > errs["l2"] > errs["l3"] > errs["opq"]
+
+
+def test_incremental_assignment_keeps_codebooks(fitted):
+  x, q = fitted
+  before = (q.rq.l1.copy(), q.rq.l3.copy(), q.opq.rotation.copy())
+  new = _emb(n=30, seed=7)
+  codes = q.encode(new)
+  assert codes.shape == (30, 5)
+  np.testing.assert_array_equal(q.rq.l1, before[0])
+  np.testing.assert_array_equal(q.rq.l3, before[1])
+  np.testing.assert_array_equal(q.opq.rotation, before[2])
+  # Encoding is per point: new points in a batch with old ones get the same codes.
+  both = q.encode(np.concatenate([x[:20], new]))
+  np.testing.assert_array_equal(both[20:], codes)
+
+
+def test_determinism_by_seed(fitted):
+  x, q = fitted
+  again = quantizer.fit(x, _CFG)
+  np.testing.assert_array_equal(again.encode(x), q.encode(x))
+  np.testing.assert_array_equal(again.rq.l3, q.rq.l3)
+
+
+def test_sharded_fit_equals_single_device(fitted):
+  x, q = fitted
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  cfg = quantizer.QuantizerConfig(levels=(16, 8, 4), opq_subspaces=0, n_iter=5, seed=0)
+  single = quantizer.fit(x, cfg)
+  sharded = quantizer.fit(x, cfg, mesh=mesh)
+  np.testing.assert_array_equal(single.encode(x), sharded.encode(x, mesh=mesh))
+  np.testing.assert_allclose(single.rq.l3, sharded.rq.l3, atol=1e-5)
+
+
+def test_sid_token_strings_format_and_offset():
+  codes = np.array([[3558, 477, 161, 191, 68], [0, 0, 0, 0, 0]])
+  assert quantizer.sid_token_strings(codes) == [
+    "<a_3558><b_477><c_161><d_191><d_324>",
+    "<a_0><b_0><c_0><d_0><d_256>",
+  ]
+  # s subspaces: offset j * opq_codes.
+  assert quantizer.sid_token_strings(np.array([[1, 2, 3, 4, 5, 6]]), opq_codes=10) == [
+    "<a_1><b_2><c_3><d_4><d_15><d_26>"
+  ]
+  assert quantizer.sid_token_strings(np.array([[1, 2, 3]])) == ["<a_1><b_2><c_3>"]
+
+
+def test_scaled_rule():
+  assert quantizer.QuantizerConfig.scaled(20_000_000).levels == (4096, 1024, 512)
+  assert quantizer.QuantizerConfig.scaled(10_000_000).levels == (4096, 1024, 512)
+  small = quantizer.QuantizerConfig.scaled(200_000)
+  assert small.levels == (512, 128, 64) and small.opq_codes == 256
+  tiny = quantizer.QuantizerConfig.scaled(100, l3_mode="global")
+  assert tiny.levels == (8, 2, 2) and tiny.opq_codes == 16 and tiny.l3_mode == "global"
+
+
+def test_config_validation():
+  with pytest.raises(ValueError, match="l3_mode"):
+    quantizer.QuantizerConfig(l3_mode="both")
+  with pytest.raises(ValueError, match="levels"):
+    quantizer.QuantizerConfig(levels=(4, 4))
