@@ -40,7 +40,6 @@ flags.DEFINE_string(
 def _parse_gin():
   """Registers the config factories with gin and parses files + bindings."""
   import gin
-
   from onesearch_jax import configs
 
   made = {

@@ -1,7 +1,7 @@
 """Examples/s of each SFT stage's input pipeline (seqio -> model batches).
 
   python benchmarks/input_pipeline.py [--world_dir=DIR] [--sid_dir=DIR]
-      [--batch_size=64] [--batches=40] [--out=docs/BENCHMARKS_data.md]
+      [--batch_size=64] [--batches=40] [--out=docs/BENCHMARKS.md]
 
 Without --world_dir the simulator's tiny world is written to a temporary
 directory; without --sid_dir a random synthetic SID table (levels 64-16-16,
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
   p.add_argument("--sid_dir", default=None)
   p.add_argument("--batch_size", type=int, default=64)
   p.add_argument("--batches", type=int, default=40)
-  p.add_argument("--out", default="docs/BENCHMARKS_data.md")
+  p.add_argument("--out", default="docs/BENCHMARKS.md")
   p.add_argument(
     "--machine",
     default=f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})",

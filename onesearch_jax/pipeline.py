@@ -162,7 +162,7 @@ def _world_stage(
     world_dir = workdir / "world"
 
     def simulate(out: pathlib.Path) -> dict:
-      log(f"[world] simulating {cfg.world.name} world (seed {cfg.world.seed})")
+      log(f"[world] simulating {cfg.world.n_items}-item world (seed {cfg.world.seed})")
       manifest = simulator.write_world(cfg.world, out, progress=log)
       return {"output_hash": manifest["content_hash"]}
 
@@ -186,7 +186,8 @@ def _sids_stage(
 
   def body(out: pathlib.Path) -> dict:
     summary = build.build_sids(world_dir, out, build_cfg, progress=log)
-    return {"output_hash": summary["content_hash"], "metrics": summary.get("metrics")}
+    metrics = {k: dict(v) for k, v in summary.metrics.items()}
+    return {"output_hash": summary.content_hash, "metrics": metrics}
 
   return run_stage(
     "sids",
@@ -228,5 +229,7 @@ def run_pipeline(
       cfg, workdir, world_dir, results["world"].marker["output_hash"], log
     )
     log(f"[pipeline] stage 2/{n} sids finished at {time.time() - start:.0f} s")
-  log(f"[pipeline] all {n} stages done in {time.time() - start:.1f} s; workdir {workdir}")
+  log(
+    f"[pipeline] all {n} stages done in {time.time() - start:.1f} s; workdir {workdir}"
+  )
   return results

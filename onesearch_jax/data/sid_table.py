@@ -101,7 +101,8 @@ class SIDTable:
     l1, l2, l3 = (np.asarray(c, np.float32) for c in self.rq_centroids)
     if l1.shape[0] != self.levels[0] or l2.shape[0] != self.levels[1]:
       raise ValueError("SIDTable: rq_centroids do not match levels")
-    if l3.ndim == 3 and l3.shape[:2] != (self.levels[1], self.levels[2]):
+    k1, k2, k3 = self.levels
+    if l3.ndim == 3 and l3.shape[:2] not in ((k2, k3), (k1 * k2, k3)):
       raise ValueError(f"SIDTable: parent l3 centroids shape {l3.shape}")
     if l3.ndim == 2 and l3.shape[0] != self.levels[2]:
       raise ValueError(f"SIDTable: global l3 centroids shape {l3.shape}")
@@ -166,7 +167,12 @@ class SIDTable:
     codes = np.asarray(codes).reshape(-1, self.code_width)
     l1, l2, l3 = self.rq_centroids
     a, b, c = codes[:, 0], codes[:, 1], codes[:, 2]
-    v3 = l3[b, c] if l3.ndim == 3 else l3[c]
+    if l3.ndim == 2:
+      v3 = l3[c]
+    elif l3.shape[0] == self.levels[1]:  # per-b parents (--balanced 2)
+      v3 = l3[b, c]
+    else:  # per-(a, b) parents (--balanced 1)
+      v3 = l3[codes[:, 0].astype(np.int64) * self.levels[1] + b, c]
     return np.stack([l1[a], l2[b], v3], axis=1).astype(np.float32)
 
   @functools.cached_property

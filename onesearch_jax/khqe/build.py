@@ -89,9 +89,13 @@ class BuildConfig:
     "brand_name",
     "category_level3_name",
   )
-  # L3 mode of the "+l3_parent" and "+opq" variants: "parent" = per-L2-group
-  # k-means (official --balanced 2); any other l3_mode quantizer.py offers.
-  l3_parent_mode: str = "parent"
+  # L3 mode of the "+l3_parent" and "+opq" variants: "parent_ab" = a k-means
+  # inside each (L1, L2) pair (official --balanced 1), "parent" = inside each
+  # L2 code group (official --balanced 2). parent_ab is the default because
+  # per-L2 groups mix unrelated L1 branches and LOWERED ICR on the default
+  # world (0.57 -> 0.40) while per-(L1, L2) groups raise it; its codebook holds
+  # k1*k2*k3 centroids (fine at the scaled sizes; 2^31 at the paper's sizes).
+  l3_parent_mode: str = "parent_ab"
   precomputed: PrecomputedEmbeddings | None = None  # skip vocab + encoder
   save_embeddings: bool = False  # also write raw/fused .npy under out_dir/embeddings
 

@@ -34,7 +34,8 @@ class QuantizerConfig:
 
   Attributes:
     levels: RQ codebook sizes (k1, k2, k3).
-    l3_mode: "parent" (per-L2-group k-means, official --balanced 2) or
+    l3_mode: "parent" (per-L2-group k-means, official --balanced 2),
+      "parent_ab" (per-(L1, L2)-pair k-means, official --balanced 1) or
       "global".
     opq_subspaces: OPQ sub-quantisers on the level-3 residual (0 = no OPQ).
     opq_codes: codes per OPQ sub-quantiser.
@@ -140,7 +141,7 @@ class Quantizer:
     codes = np.asarray(codes)
     a, b, c = codes[:, 0], codes[:, 1], codes[:, 2]
     return np.stack(
-      [self.rq.l1[a], self.rq.l2[b], self.rq.level3_vectors(b, c)], axis=1
+      [self.rq.l1[a], self.rq.l2[b], self.rq.level3_vectors(b, c, a)], axis=1
     ).astype(np.float32)
 
   def reconstruction_errors(

@@ -33,7 +33,7 @@ import numpy as np
 
 from onesearch_jax.khqe import kmeans
 
-L3_MODES = ("global", "parent")
+L3_MODES = ("global", "parent", "parent_ab")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +57,25 @@ class RQCodebooks:
   def levels(self) -> tuple[int, int, int]:
     return (self.l1.shape[0], self.l2.shape[0], self.l3.shape[-2])
 
-  def level3_vectors(self, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Level-3 centroid vectors [N, D] of codes (b [N], c [N])."""
+  def l3_groups(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The level-3 parent group of each point [N]: b ("parent") or a*k2+b."""
+    if self.l3_mode == "parent_ab":
+      return np.asarray(a, np.int64) * self.l2.shape[0] + np.asarray(b)
+    return np.asarray(b)
+
+  def level3_vectors(
+    self, b: np.ndarray, c: np.ndarray, a: np.ndarray | None = None
+  ) -> np.ndarray:
+    """Level-3 centroid vectors [N, D] of codes (a [N], b [N], c [N]).
+
+    ``a`` is needed only in "parent_ab" mode.
+    """
     if self.l3_mode == "parent":
       return self.l3[b, c]
+    if self.l3_mode == "parent_ab":
+      if a is None:
+        raise ValueError("parent_ab level-3 vectors need the level-1 codes a")
+      return self.l3[self.l3_groups(a, b), c]
     return self.l3[c]
 
 
@@ -153,12 +168,18 @@ def fit_rq(
   r2 -= km2.centroids[km2.assign]  # in place: keeps only one N x D residual
   del r1
   say(f"RQ level 2: k={k2} inertia={km2.inertia:.4g}")
-  if l3_mode == "parent":
+  if l3_mode in ("parent", "parent_ab"):
+    # "parent_ab" is the official --balanced 1: groups are (a, b) pairs.
+    groups = km2.assign
+    n_groups = k2
+    if l3_mode == "parent_ab":
+      groups = km1.assign.astype(np.int64) * k2 + km2.assign
+      n_groups = k1 * k2
     l3, c = _fit_parent_l3(
-      r2, km2.assign, k2, k3, seed=seed + 2, n_iter=n_iter, mesh=mesh
+      r2, groups, n_groups, k3, seed=seed + 2, n_iter=n_iter, mesh=mesh
     )
     r3 = r2
-    r3 -= l3[km2.assign, c]
+    r3 -= l3[groups, c]
   else:
     km3 = kmeans.fit_kmeans(r2, k3, seed=seed + 2, n_iter=n_iter, mesh=mesh)
     l3, c = km3.centroids, km3.assign
@@ -195,10 +216,11 @@ def encode_rq(
   b, sq = kmeans.assign_points(r, codebooks.l2, mesh=mesh)
   r -= codebooks.l2[b]
   mse.append(float(np.mean(sq, dtype=np.float64)))
-  if codebooks.l3_mode == "parent":
-    c, _ = kmeans.assign_grouped(r, b, codebooks.l3, mesh=mesh)
+  if codebooks.l3_mode in ("parent", "parent_ab"):
+    groups = codebooks.l3_groups(a, b)
+    c, _ = kmeans.assign_grouped(r, groups, codebooks.l3, mesh=mesh)
   else:
     c, _ = kmeans.assign_points(r, codebooks.l3, mesh=mesh)
-  r -= codebooks.level3_vectors(b, c)
+  r -= codebooks.level3_vectors(b, c, a)
   mse.append(float(np.mean(np.sum(r.astype(np.float64) ** 2, axis=1))))
   return np.stack([a, b, c], axis=1).astype(np.int32), mse, r

@@ -19,7 +19,7 @@ With ``on_error="skip"`` nothing raises: each bad row is skipped and counted
 in a ``SkipReport`` by table and reason, with the first few examples; rows
 that reference a skipped or unknown id are skipped and counted in turn.
 
-Choices (see docs/DATA_schema.md):
+Choices (see docs/DATA.md (Part 2)):
   * An int is accepted for a float field; a bool is never an int or a float;
     NaN and infinities are rejected.
   * ``null`` is accepted for an optional (extension) field and means absent.

@@ -116,7 +116,7 @@ class KuaiSearch(tfds.core.GeneratorBasedBuilder):
 
   These are the KuaiSearch release files (one JSON object per line), the
   output of onesearch_jax.world (simulator or esci.write_world), or your own
-  logs written with the same field names (see docs/DATA_schema.md). Only
+  logs written with the same field names (see docs/DATA.md (Part 2)). Only
   the file of the chosen config (table) is read. Validate the directory
   first with: python -m onesearch_jax.world.reader <manual_dir>
   """

@@ -82,7 +82,7 @@ def test_build_sids_tiny_world_artefact(tiny_build, tiny_world_dir):
   assert np.mean(np.all(i_codes == art.item_codes, axis=1)) > 0.98
   config = json.loads((out / "config.json").read_text())
   assert config["metadata"]["keywords"]["source"] == "attributes"
-  assert config["quantizer"]["l3_mode"] == "parent"
+  assert config["quantizer"]["l3_mode"] == "parent_ab"
 
 
 @pytest.mark.slow

@@ -14,17 +14,17 @@ def _data(n=1500, d=8, seed=0):
   return (centers[rng.integers(0, 30, n)] + rng.normal(size=(n, d))).astype(np.float32)
 
 
-@pytest.mark.parametrize("mode", ["parent", "global"])
+@pytest.mark.parametrize("mode", ["parent", "global", "parent_ab"])
 def test_residual_reconstruction_identity(mode):
   x = _data()
   books, codes, r3 = rq.fit_rq(x, (16, 8, 4), l3_mode=mode, seed=0, n_iter=5)
   a, b, c = codes.T
-  total = books.l1[a] + books.l2[b] + books.level3_vectors(b, c) + r3
+  total = books.l1[a] + books.l2[b] + books.level3_vectors(b, c, a) + r3
   np.testing.assert_allclose(total, x, atol=1e-4)
   assert codes.dtype == np.int32
   assert a.max() < 16 and b.max() < 8 and c.max() < 4 and codes.min() >= 0
-  expected_l3 = (8, 4, 8) if mode == "parent" else (4, 8)
-  assert books.l3.shape == expected_l3
+  expected_l3 = {"parent": (8, 4, 8), "parent_ab": (16 * 8, 4, 8), "global": (4, 8)}
+  assert books.l3.shape == expected_l3[mode]
 
 
 def test_parent_small_groups_get_own_codes_and_group_mean_padding():
@@ -106,3 +106,18 @@ def test_encode_new_points_uses_codebooks_unchanged():
 def test_bad_l3_mode():
   with pytest.raises(ValueError, match="l3_mode"):
     rq.fit_rq(_data(n=100), (4, 2, 2), l3_mode="balanced")
+
+
+def test_parent_ab_groups_by_level1_and_level2_pair():
+  """--balanced 1: level-3 codes are fitted per (a, b) pair, and encoding the
+  training points with the fixed codebooks picks each point's nearest
+  centroid inside its own (a, b) group (brute force)."""
+  x = _data(n=800)
+  books, codes, _ = rq.fit_rq(x, (8, 4, 4), l3_mode="parent_ab", seed=0, n_iter=5)
+  enc, _, _ = rq.encode_rq(x, books)
+  a, b = enc[:, 0], enc[:, 1]
+  r2 = x - books.l1[a] - books.l2[b]
+  group = a.astype(np.int64) * 4 + b
+  d = ((r2[:, None, :] - books.l3[group]) ** 2).sum(-1)
+  np.testing.assert_array_equal(enc[:, 2], d.argmin(1))
+  np.testing.assert_array_equal(enc[:, :2], codes[:, :2])
