@@ -1,0 +1,45 @@
+"""The main job's stage runner: resume by marker, rebuild on changed inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from onesearch_jax import configs, pipeline
+
+
+def test_world_stage_runs_then_resumes_then_rebuilds(tmp_path):
+  logs: list[str] = []
+  cfg = configs.pipeline_config(
+    world=configs.world_config("tiny", seed=0), stages=("world",)
+  )
+  first = pipeline.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
+  assert not first.skipped
+  manifest = json.loads((tmp_path / "world" / "manifest.json").read_text())
+  assert first.marker["output_hash"] == manifest["content_hash"]
+  assert any(line.startswith("items ") for line in logs)  # statistics printed
+
+  logs.clear()
+  again = pipeline.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
+  assert again.skipped and again.marker == first.marker
+  assert any("up to date" in line for line in logs)
+
+  # A killed run (no marker) is redone from scratch, not trusted.
+  (tmp_path / "world" / pipeline.MARKER).unlink()
+  redo = pipeline.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
+  assert not redo.skipped
+  assert redo.marker["output_hash"] == first.marker["output_hash"]  # same seed
+
+  # Changed inputs rebuild.
+  cfg2 = configs.pipeline_config(
+    world=configs.world_config("tiny", seed=1), stages=("world",)
+  )
+  other = pipeline.run_pipeline(cfg2, tmp_path, log=logs.append)["world"]
+  assert not other.skipped
+  assert other.marker["output_hash"] != first.marker["output_hash"]
+
+
+def test_unknown_world_override_is_refused():
+  with pytest.raises(ValueError, match="n_itemz"):
+    configs.world_config("tiny", overrides={"n_itemz": 5})
