@@ -76,7 +76,7 @@ def main(argv):
     if not FLAGS.world_dir:
       raise app.UsageError("--mode=validate needs --world_dir")
     world = reader.load_world(FLAGS.world_dir)
-    log(world.skip_report.format())
+    log(f"{world.counts}\n{world.report.format()}")
     return 0
   if FLAGS.mode == "world":
     cfg = dataclasses.replace(cfg, stages=("world",))

@@ -143,7 +143,7 @@ def _world_stage(
     def validate(_: pathlib.Path) -> dict:
       log(f"[world] validating {world_dir}")
       world = reader.load_world(world_dir)
-      log(world.skip_report.format())
+      log(f"{world.counts}\n{world.report.format()}")
       files = {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(world_dir.glob("*.jsonl"))

@@ -43,3 +43,15 @@ def test_world_stage_runs_then_resumes_then_rebuilds(tmp_path):
 def test_unknown_world_override_is_refused():
   with pytest.raises(ValueError, match="n_itemz"):
     configs.world_config("tiny", overrides={"n_itemz": 5})
+
+
+def test_real_world_dir_is_validated_not_simulated(zh_world_dir, tmp_path):
+  logs: list[str] = []
+  cfg = configs.pipeline_config(world_dir=str(zh_world_dir), stages=("world",))
+  res = pipeline.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
+  assert not res.skipped
+  assert not (tmp_path / "world").exists()  # nothing simulated
+  assert res.marker["world_dir"] == str(zh_world_dir)
+  assert any("rows skipped: 0" in line for line in logs)
+  again = pipeline.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
+  assert again.skipped
