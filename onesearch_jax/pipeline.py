@@ -144,11 +144,8 @@ def _world_stage(
       log(f"[world] validating {world_dir}")
       world = reader.load_world(world_dir)
       log(f"{world.counts}\n{world.report.format()}")
-      files = {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(world_dir.glob("*.jsonl"))
-      }
-      return {"output_hash": _hash_json(files), "world_dir": str(world_dir)}
+      files = {p.name: reader.file_sha256(p) for p in sorted(world_dir.glob("*.jsonl"))}
+      return {"output_hash": reader.content_hash(files), "world_dir": str(world_dir)}
 
     # The marker of a real world lives in the workdir, never in the user's data.
     result = run_stage(

@@ -172,7 +172,7 @@ class SIDTable:
     elif l3.shape[0] == self.levels[1]:  # per-b parents (--balanced 2)
       v3 = l3[b, c]
     else:  # per-(a, b) parents (--balanced 1)
-      v3 = l3[codes[:, 0].astype(np.int64) * self.levels[1] + b, c]
+      v3 = l3[a.astype(np.int64) * self.levels[1] + b, c]
     return np.stack([l1[a], l2[b], v3], axis=1).astype(np.float32)
 
   @functools.cached_property

@@ -34,6 +34,17 @@ import numpy as np
 from onesearch_jax.khqe import kmeans
 
 L3_MODES = ("global", "parent", "parent_ab")
+PARENT_MODES = ("parent", "parent_ab")
+
+
+def l3_group_ids(mode: str, a: np.ndarray | None, b: np.ndarray, k2: int) -> np.ndarray:
+  """Level-3 parent group of each point [N]: b ("parent", official
+  --balanced 2) or a*k2 + b ("parent_ab", --balanced 1, which needs a)."""
+  if mode == "parent_ab":
+    if a is None:
+      raise ValueError("parent_ab level-3 groups need the level-1 codes a")
+    return np.asarray(a, np.int64) * k2 + np.asarray(b)
+  return np.asarray(b)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,11 +68,9 @@ class RQCodebooks:
   def levels(self) -> tuple[int, int, int]:
     return (self.l1.shape[0], self.l2.shape[0], self.l3.shape[-2])
 
-  def l3_groups(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The level-3 parent group of each point [N]: b ("parent") or a*k2+b."""
-    if self.l3_mode == "parent_ab":
-      return np.asarray(a, np.int64) * self.l2.shape[0] + np.asarray(b)
-    return np.asarray(b)
+  def l3_groups(self, a: np.ndarray | None, b: np.ndarray) -> np.ndarray:
+    """The level-3 parent group of each point [N] (see l3_group_ids)."""
+    return l3_group_ids(self.l3_mode, a, b, self.l2.shape[0])
 
   def level3_vectors(
     self, b: np.ndarray, c: np.ndarray, a: np.ndarray | None = None
@@ -70,11 +79,7 @@ class RQCodebooks:
 
     ``a`` is needed only in "parent_ab" mode.
     """
-    if self.l3_mode == "parent":
-      return self.l3[b, c]
-    if self.l3_mode == "parent_ab":
-      if a is None:
-        raise ValueError("parent_ab level-3 vectors need the level-1 codes a")
+    if self.l3_mode in PARENT_MODES:
       return self.l3[self.l3_groups(a, b), c]
     return self.l3[c]
 
@@ -168,13 +173,9 @@ def fit_rq(
   r2 -= km2.centroids[km2.assign]  # in place: keeps only one N x D residual
   del r1
   say(f"RQ level 2: k={k2} inertia={km2.inertia:.4g}")
-  if l3_mode in ("parent", "parent_ab"):
-    # "parent_ab" is the official --balanced 1: groups are (a, b) pairs.
-    groups = km2.assign
-    n_groups = k2
-    if l3_mode == "parent_ab":
-      groups = km1.assign.astype(np.int64) * k2 + km2.assign
-      n_groups = k1 * k2
+  if l3_mode in PARENT_MODES:
+    groups = l3_group_ids(l3_mode, km1.assign, km2.assign, k2)
+    n_groups = k1 * k2 if l3_mode == "parent_ab" else k2
     l3, c = _fit_parent_l3(
       r2, groups, n_groups, k3, seed=seed + 2, n_iter=n_iter, mesh=mesh
     )
@@ -216,7 +217,7 @@ def encode_rq(
   b, sq = kmeans.assign_points(r, codebooks.l2, mesh=mesh)
   r -= codebooks.l2[b]
   mse.append(float(np.mean(sq, dtype=np.float64)))
-  if codebooks.l3_mode in ("parent", "parent_ab"):
+  if codebooks.l3_mode in PARENT_MODES:
     groups = codebooks.l3_groups(a, b)
     c, _ = kmeans.assign_grouped(r, groups, codebooks.l3, mesh=mesh)
   else:
