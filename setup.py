@@ -27,13 +27,15 @@ INSTALL_REQUIRES = [
   "importlib_resources>=6",
   # matplotlib: PNG plots in the SID report and world statistics.
   "matplotlib>=3.8",
+  # bm25s: the BM25 baseline of the evaluation (eval/baselines/bm25.py).
+  "bm25s>=0.2",
 ]
 
 EXTRAS = {
   "test": ["pytest>=8", "ruff==0.17.6"],
   # Baselines and peers measured side by side in benchmarks/ (never needed
   # by the main job or tests).
-  "bench": ["faiss-cpu", "torch", "transformers", "bm25s"],
+  "bench": ["faiss-cpu", "torch", "transformers"],
   "colab": ["jupytext", "ipykernel"],
   "tpu": ["jax[tpu]>=0.10,<0.11"],
 }

@@ -1,0 +1,1 @@
+"""Item-level evaluation: SID -> item expansion, eval sets, metrics, baselines."""
