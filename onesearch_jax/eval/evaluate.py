@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from onesearch_jax.eval import examples, metrics
+from onesearch_jax.eval import sid_items as sid_items_lib
 from onesearch_jax.eval.baselines import bm25 as bm25_lib
 from onesearch_jax.eval.baselines import dense as dense_lib
 from onesearch_jax.eval.baselines import mca as mca_lib
@@ -54,6 +55,64 @@ def remap_rows(
   table = np.asarray([where.get(i, -1) for i in from_ids] + [-1], np.int32)
   rows = np.asarray(rows)
   return table[np.where(rows >= 0, rows, len(from_ids))]
+
+
+def ranking_from_beams(
+  index: sid_items_lib.SidItemIndex,
+  sid_index: np.ndarray,
+  eval_set: examples.EvalSet,
+  k_max: int = DEFAULT_K_MAX,
+) -> tuple[np.ndarray, np.ndarray]:
+  """A generative model's item ranking from its beams.
+
+  Args:
+    index: the SID -> items index (``SidItemIndex.from_artefact``).
+    sid_index: [E, W] beam SID rows for the eval-set rows (-1 invalid).
+    eval_set: the eval set (its ``item_ids`` order is the output's).
+    k_max: ranking length.
+
+  Returns:
+    (rows [E, k_max] int32 of ``eval_set.item_ids``, duplicate beams [E]).
+  """
+  rows, dups = index.expand(sid_index, k_max, return_duplicates=True)
+  if tuple(index.item_ids) != tuple(eval_set.item_ids):
+    rows = remap_rows(rows, index.item_ids, eval_set.item_ids)
+  return rows, dups
+
+
+def combine_set_rankings(
+  eval_set: examples.EvalSet, per_set: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, int]:
+  """One [E, K] ranking from rankings of the click / order sets alone.
+
+  ``per_set[kind]`` is [n_kind, K] in ``eval_set.rows_of(kind)`` order (the
+  order of ``data.tasks``' ``eval_{kind}`` examples). A session in both sets
+  takes the click set's ranking.
+
+  Returns:
+    (rows [E, K] int32, -1 for rows of neither given set; the number of
+    sessions in both sets whose two rankings differ).
+  """
+  k = max(np.shape(v)[1] for v in per_set.values())
+  out = np.full((len(eval_set), k), -1, np.int32)
+  filled = np.zeros(len(eval_set), bool)
+  differ = 0
+  for kind in examples.KINDS:
+    if kind not in per_set:
+      continue
+    rows = eval_set.rows_of(kind)
+    got = np.asarray(per_set[kind], np.int32)
+    if got.shape[0] != len(rows):
+      raise ValueError(
+        f"combine_set_rankings: {kind} ranking has {got.shape[0]} rows, the "
+        f"{kind} set {len(rows)}"
+      )
+    got = np.pad(got, ((0, 0), (0, k - got.shape[1])), constant_values=-1)
+    both = filled[rows]
+    differ += int(np.any(out[rows[both]] != got[both], axis=1).sum())
+    out[rows[~both]] = got[~both]
+    filled[rows] = True
+  return out, differ
 
 
 def evaluate_rankings(
@@ -87,6 +146,12 @@ def evaluate_rankings(
     "skips": dict(eval_set.skips),
     "systems": {},
   }
+  # One target width for both sets: one compiled metric function.
+  width = max(eval_set.click_targets.shape[1], eval_set.order_targets.shape[1])
+  targets = {}
+  for kind in examples.KINDS:
+    t = eval_set.targets(kind)
+    targets[kind] = np.pad(t, ((0, 0), (0, width - t.shape[1])), constant_values=-1)
   k_max = None
   for name, ranked in rankings.items():
     ranked = np.asarray(ranked)
@@ -113,7 +178,7 @@ def evaluate_rankings(
         continue
       sys_out[kind] = metrics.compute(
         ranked,
-        eval_set.targets(kind),
+        targets[kind],
         eval_set.rel_items,
         eval_set.rel_grades,
         slice_groups(eval_set, kind),
@@ -264,7 +329,7 @@ def _sessions(tables: examples.EvalTables, row_of: Mapping[str, int]):
 
 
 def run_baselines(
-  world_dir: str | os.PathLike,
+  world_dir: str | os.PathLike | examples.EvalTables,
   sid_dir: str | os.PathLike,
   *,
   eval_set: examples.EvalSet | None = None,
@@ -278,7 +343,7 @@ def run_baselines(
   """Rankings of the BM25, dense and MCA baselines on the eval set.
 
   Args:
-    world_dir: the world directory.
+    world_dir: the world directory (or its ``examples.read_eval_tables``).
     sid_dir: the SID artefact directory (its text encoder embeds queries and
       items for the dense channel).
     eval_set: the set to rank (None: ``build_eval_set(world_dir)``).
@@ -326,25 +391,28 @@ def run_baselines(
     if "bm25" in systems:
       out["bm25"] = bm25.search(queries, k_max)[0]
     done("bm25", t)
+  mca_config = mca_config or mca_lib.MCAConfig(recall_k=k_max)
+  train = _sessions(tables, row_of) if "mca" in systems else []
   if need_dense:
     t = time.perf_counter()
     embedder = dense_lib.KHQEEmbedder(sid_dir)
+    # All query texts in one encoder call (each call compiles).
+    sample = mca_lib.sample_training_sessions(train, mca_config) if train else []
+    embedder.precompute(queries + [s.query for s in sample])
     dense = dense_lib.DenseRetriever(embedder.items(tables.items))
     if "dense" in systems:
       out["dense"] = dense.search(embedder.queries(queries), k_max)[0]
     done("dense", t)
   if "mca" in systems:
     t = time.perf_counter()
-    config = mca_config or mca_lib.MCAConfig(recall_k=k_max)
     level = {r["item_id"]: r for r in tables.items}
     cats = {}
     for lvl in (2, 3):
       names = [str(level[i].get(f"category_level{lvl}_id", "")) for i in item_ids]
       vocab = {c: n for n, c in enumerate(sorted(set(names)))}
       cats[lvl] = np.asarray([vocab[c] for c in names], np.int64)
-    train = _sessions(tables, row_of)
     stats = mca_lib.TrainStats(train, cats[2], cats[3])
-    cascade = mca_lib.Cascade(bm25, dense, embedder.queries, stats, config)
+    cascade = mca_lib.Cascade(bm25, dense, embedder.queries, stats, mca_config)
     ranker = cascade.fit(train)
     times["mca_train_logloss"] = (ranker.losses[0], ranker.losses[-1])
     eval_sessions = [

@@ -159,3 +159,13 @@ def test_mca_ranker_learns_on_tiny_world(tiny_world_dir):
 def test_ranker_rejects_bad_input():
   with pytest.raises(ValueError, match="train_ranker"):
     mca.train_ranker(np.zeros((3, 2)), np.zeros(2), mca.MCAConfig())
+
+
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_train_ranker_fits_a_separable_rule(hidden):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(400, 3)).astype(np.float32)
+  y = (x[:, 0] - 0.5 * x[:, 2] > 0).astype(np.float32)
+  r = mca.train_ranker(x, y, mca.MCAConfig(hidden=hidden, steps=200))
+  assert r.losses[-1] < 0.35 < r.losses[0]
+  assert mca.auc(r.score(x), y) > 0.97

@@ -80,21 +80,36 @@ class DenseRetriever:
 
 
 class KHQEEmbedder:
-  """Query / item embeddings from a SID artefact directory's text encoder."""
+  """Query / item embeddings from a SID artefact directory's text encoder.
+
+  Query embeddings are cached by text: ``precompute`` embeds many texts in
+  one encoder call (each call of the encoder compiles anew, so batching the
+  calls matters more than their size).
+  """
 
   def __init__(self, sid_dir: str | os.PathLike):
     from onesearch_jax.khqe import build
 
     self._embedder = build.load_text_embedder(sid_dir)
+    self._cache: dict[str, np.ndarray] = {}
+
+  def precompute(self, texts: Sequence[str]) -> None:
+    """Embeds (in one call) every text not cached yet."""
+    todo = sorted(set(texts) - set(self._cache))
+    if todo:
+      emb = np.asarray(self._embedder.queries(todo), np.float32)
+      self._cache.update(zip(todo, emb, strict=True))
 
   def queries(self, texts: Sequence[str]) -> np.ndarray:
-    """[E, D] float32 (each distinct text embedded once)."""
-    distinct = sorted(set(texts))
-    if not distinct:
-      return np.zeros((0, 0), np.float32)
-    emb = np.asarray(self._embedder.queries(distinct), np.float32)
-    where = {t: n for n, t in enumerate(distinct)}
-    return emb[[where[t] for t in texts]]
+    """[E, D] float32 query embeddings (cached)."""
+    self.precompute(texts)
+    if not texts:
+      return np.zeros((0, self.dim), np.float32)
+    return np.stack([self._cache[t] for t in texts])
+
+  @property
+  def dim(self) -> int:
+    return int(self._embedder.keyword_embeddings.shape[1])
 
   def items(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
     return np.asarray(self._embedder.items(list(rows)), np.float32)

@@ -205,14 +205,12 @@ class Ranker:
   losses: tuple[float, ...]  # train log loss per step
 
   def score(self, features: np.ndarray) -> np.ndarray:
-    """Logits of [..., F] features."""
+    """Logits of [..., F] features (numpy: no compile per shape)."""
     x = (np.asarray(features, np.float32) - self.mean) / self.std
-    return np.asarray(_score_jit(self.params, jnp.asarray(x)))
-
-
-@jax.jit
-def _score_jit(params, x):
-  return _logits(params, x)
+    p = self.params
+    if "w" in p:
+      return x @ p["w"] + p["b"]
+    return np.maximum(x @ p["w1"] + p["b1"], 0.0) @ p["w2"] + p["b"]
 
 
 def train_ranker(features: np.ndarray, labels: np.ndarray, config: MCAConfig) -> Ranker:
@@ -334,6 +332,19 @@ def pair_scores(
   return np.where(cand >= 0, out, 0.0)
 
 
+def sample_training_sessions(
+  train_sessions: Sequence[Session], config: MCAConfig
+) -> list[Session]:
+  """Up to ``config.max_train_sessions`` train sessions with impressions and
+  a click, sampled without replacement (seeded), in input order."""
+  pool = [s for s in train_sessions if s.clicked and s.impressed]
+  if len(pool) > config.max_train_sessions:
+    rng = np.random.default_rng(config.seed)
+    pick = rng.choice(len(pool), config.max_train_sessions, replace=False)
+    pool = [pool[i] for i in np.sort(pick)]
+  return pool
+
+
 @dataclasses.dataclass
 class Cascade:
   """The MCA cascade over a BM25 and a dense retriever.
@@ -375,16 +386,18 @@ class Cascade:
       leave_out=leave_out,
     )
 
+  def sample_training_sessions(
+    self, train_sessions: Sequence[Session]
+  ) -> list[Session]:
+    return sample_training_sessions(train_sessions, self.config)
+
   def training_data(self, train_sessions: Sequence[Session]):
     """(features [M, F], labels [M]) of up to ``max_train_sessions`` sampled
     train sessions with a click: their impressions (label: clicked) plus
     ``recall_negatives`` non-impressed items of each session's recall union
     (label 0), so the ranker also sees the candidates it must reject."""
-    pool = [s for s in train_sessions if s.clicked and s.impressed]
-    rng = np.random.default_rng(self.config.seed)
-    if len(pool) > self.config.max_train_sessions:
-      pick = rng.choice(len(pool), self.config.max_train_sessions, replace=False)
-      pool = [pool[i] for i in np.sort(pick)]
+    pool = self.sample_training_sessions(train_sessions)
+    rng = np.random.default_rng(self.config.seed + 1)
     if not pool:
       raise ValueError("MCA: no train session with impressions and a click")
     queries = [s.query for s in pool]
