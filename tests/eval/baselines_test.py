@@ -71,6 +71,9 @@ def test_dense_exact_top_k_equals_numpy_argsort():
   np.testing.assert_allclose(
     vals, np.take_along_axis(queries @ items.T, want, 1), rtol=1e-4, atol=1e-5
   )
+  # Exact ties go to the lower item row.
+  tied = dense.DenseRetriever(np.asarray([[1.0], [3.0], [3.0], [0.0], [3.0], [2.0]]))
+  assert tied.search(np.ones((1, 1)), 5)[0].tolist() == [[1, 2, 4, 5, 0]]
   # k above the catalogue size pads with -1.
   rows, _ = d.search(queries[:2], 310)
   assert np.all(rows[:, 300:] == -1) and sorted(rows[0, :300].tolist()) == list(
