@@ -305,8 +305,10 @@ def rank_candidates(
 
 def channel_membership(cand: np.ndarray, channel: np.ndarray) -> np.ndarray:
   """[E, C] 1.0 where cand[e, c] is in channel[e] (-1 never)."""
-  hit = (cand[:, :, None] == channel[:, None, :]) & (cand >= 0)[:, :, None]
-  return hit.any(axis=2).astype(np.float32)
+  out = np.zeros(cand.shape, np.float32)
+  for e in range(cand.shape[0]):
+    out[e] = np.isin(cand[e], channel[e][channel[e] >= 0])
+  return np.where(cand >= 0, out, 0.0).astype(np.float32)
 
 
 def pair_scores(
