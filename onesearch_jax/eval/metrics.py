@@ -227,6 +227,10 @@ def compute(
   ranked = np.asarray(ranked, np.int32)
   targets = np.asarray(targets, np.int32)
   e = ranked.shape[0]
+  if e == 0 or ranked.ndim != 2:
+    raise ValueError(
+      f"compute: want a non-empty [E, K_max] ranking, got {ranked.shape}"
+    )
   for name, arr in (("targets", targets), ("rel_items", rel_items)):
     if np.shape(arr)[0] != e:
       raise ValueError(f"compute: {name} has {np.shape(arr)[0]} rows, ranked {e}")

@@ -150,6 +150,9 @@ class SidItemIndex:
         f"[{sid.min()}, {sid.max()}]"
       )
     b, w = sid.shape
+    if w == 0:
+      rows = np.full((b, k_max), -1, np.int32)
+      return (rows, np.zeros(b, np.int32)) if return_duplicates else rows
     sid = sid.astype(np.int64)
     valid = sid >= 0
     # First occurrence of each valid SID inside its row.
@@ -165,7 +168,7 @@ class SidItemIndex:
     safe = np.where(keep, sid, 0)
     lengths = np.where(keep, self.offsets[safe + 1] - self.offsets[safe], 0)
     cum = np.cumsum(lengths, axis=1)  # [B, W]
-    total = cum[:, -1] if w else np.zeros(b, np.int64)
+    total = cum[:, -1]
     big = int(max(int(total.max()) if b else 0, k_max)) + 1
     flat_cum = (cum + big * np.arange(b)[:, None]).reshape(-1)
     pos = np.arange(k_max)[None, :] + big * np.arange(b)[:, None]  # [B, K]

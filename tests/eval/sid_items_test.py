@@ -78,6 +78,7 @@ def test_expand_hand_example_and_errors():
   )
   rows = ix.expand(np.array([[2, 0, 2, -1, 1]]), 6)
   assert rows.tolist() == [[2, 0, 4, 3, 1, -1]]
+  assert ix.expand(np.zeros((2, 0), np.int32), 3).tolist() == [[-1] * 3] * 2
   with pytest.raises(ValueError, match="sid_index values"):
     ix.expand(np.array([[3]]), 2)
   with pytest.raises(ValueError, match=r"\[B, W\]"):
