@@ -273,6 +273,7 @@ def search(
   alive = scores > neg_inf
   off = jnp.asarray(offsets[:s], jnp.int32)
   tokens = jnp.where(alive[..., None], hist + off, 0).astype(jnp.int32)
+  hist = jnp.where(alive[..., None], hist, -1)
   if trie is not None and s == trie.depth:
     sid_index = jnp.where(alive, node, -1).astype(jnp.int32)
   else:
