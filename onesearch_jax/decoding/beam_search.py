@@ -115,31 +115,34 @@ def level_log_probs(
 
 
 def node_allowance(trie: TrieIndex, allowed_items: jax.Array) -> list[jax.Array]:
-  """Per-request allowance of every trie node.
+  """Per-request allowance of every trie node (node-major layout).
+
+  Bottom-up: leaves = segment-max of the items' flags over item_sid, then
+  each depth = segment-max of its children over `parent` (sorted ids).
 
   Args:
     trie: the trie (its item_sid maps items to leaves).
     allowed_items: [B, N] bool, N = len(trie.item_sid).
 
   Returns:
-    allowed[l] for l = 0..S: [B, n_l] bool, True where at least one allowed
+    allowed[l] for l = 0..S: [n_l, B] bool, True where at least one allowed
     item lies below the node (l = S: the leaves, i.e. SIDs).
   """
-  b = allowed_items.shape[0]
   item_sid = jnp.asarray(trie.item_sid)
   if allowed_items.shape[1] != item_sid.shape[0]:
     raise ValueError(
       f"allowed_items has {allowed_items.shape[1]} items, the trie {item_sid.shape[0]}"
     )
-  n_leaf = trie.num_nodes[-1]
-  leaf = jnp.zeros((b, n_leaf), jnp.int32)
-  leaf = leaf.at[:, item_sid].max(allowed_items.astype(jnp.int32), mode="drop")
-  out = [leaf > 0]
+  flags = jnp.asarray(allowed_items, bool).T  # [N, B]
+  out = [jax.ops.segment_max(flags, item_sid, trie.num_nodes[-1])]
   for lvl in range(trie.depth - 1, -1, -1):
-    ptr = jnp.asarray(trie.indptr[lvl])
-    cs = jnp.cumsum(out[0].astype(jnp.int32), axis=1)
-    cs = jnp.concatenate([jnp.zeros((b, 1), jnp.int32), cs], axis=1)
-    out.insert(0, (cs[:, ptr[1:]] - cs[:, ptr[:-1]]) > 0)
+    out.insert(
+      0,
+      jax.ops.segment_max(
+        out[0], jnp.asarray(trie.parent[lvl]), trie.num_nodes[lvl],
+        indices_are_sorted=True,
+      ),
+    )  # fmt: skip
   return out
 
 
@@ -232,7 +235,9 @@ def search(
     )
     child, codes, cand_lp, valid = _candidates(trie, lvl, node, lp, sizes[lvl])
     if allowed is not None:
-      valid = valid & _per_query_take(allowed[lvl + 1], child)
+      table = allowed[lvl + 1]  # [n_{l+1}, B]
+      rows = jnp.clip(child, 0, table.shape[0] - 1)
+      valid = valid & table[rows, jnp.arange(b)[:, None, None]]
     if level_masks is not None and level_masks[lvl] is not None:
       mask = jnp.asarray(level_masks[lvl])
       if mask.shape != (b, sizes[lvl]):

@@ -19,8 +19,9 @@ of level k is vocabulary id `token_offsets[k] + c`). `unique_codes` =
 * The first `dense_levels` depths also get `dense_child[l]` [n_l, V_l] int32:
   the child id for each level-local code, -1 where the prefix does not exist
   (O(1) lookup, no gather of K children).
-* `item_sid [N]`: sid_index of every input row (item), for per-request item
-  masks.
+* `item_sid [N]`: sid_index of every input row (item), and `parent[l]`
+  [n_{l+1}]: the parent id of every depth-(l+1) node, for per-request item
+  masks (bottom-up segment-max, no scan).
 
 Beam state carries one node id per beam and advances it by these lookups; a
 prefix is never re-walked.
@@ -65,13 +66,14 @@ class TrieIndex:
   arrays): indptr[l] [n_l + 1] int32 for l < S; child_code[l] [n_{l+1}]
   int16/int32; dense_child[l] [n_l, V_l] int32 for l < dense_levels;
   item_sid [N] int32 (padding items, with `item_capacity`, hold the leaf
-  capacity, i.e. no SID). `info` holds host-only facts (U, N, build time).
+  capacity, i.e. no SID); parent[l] [n_{l+1}] int32 (padding: n_l, dropped). `info` holds host-only facts (U, N, build time).
   """
 
   indptr: tuple[jax.Array | np.ndarray, ...]
   child_code: tuple[jax.Array | np.ndarray, ...]
   dense_child: tuple[jax.Array | np.ndarray, ...]
   item_sid: jax.Array | np.ndarray
+  parent: tuple[jax.Array | np.ndarray, ...]
   level_sizes: tuple[int, ...] = dataclasses.field(metadata=dict(static=True))
   token_offsets: tuple[int, ...] = dataclasses.field(metadata=dict(static=True))
   max_fanout: tuple[int, ...] = dataclasses.field(metadata=dict(static=True))
@@ -113,8 +115,9 @@ class TrieIndex:
 
   @property
   def item_map_bytes_per_item(self) -> float:
-    """Extra bytes per item of item_sid (only needed for item masks)."""
-    return np.asarray(self.item_sid).nbytes / self.num_items
+    """Extra bytes per item of item_sid + parent (only for item masks)."""
+    arrays = [self.item_sid, *self.parent]
+    return sum(np.asarray(a).nbytes for a in arrays) / self.num_items
 
   def device_put(self, sharding=None) -> TrieIndex:
     """The same trie with every array on device (replicated by default)."""
@@ -212,7 +215,7 @@ def build_trie(
   n_nodes = [int(node[-1, lvl]) + 1 for lvl in range(s + 1)]
   caps = _capacity_nodes(level_sizes, capacity) if capacity else n_nodes
 
-  indptr, child_code, dense_child, fanouts = [], [], [], []
+  indptr, child_code, dense_child, fanouts, parent = [], [], [], [], []
   code_dtype = np.int16 if max(level_sizes) <= np.iinfo(np.int16).max else np.int32
   for lvl in range(s):
     parent_rows = np.flatnonzero(new[:, lvl])
@@ -225,6 +228,9 @@ def build_trie(
     cc[: n_nodes[lvl + 1]] = unique[child_rows, lvl]
     indptr.append(ptr)
     child_code.append(cc)
+    par = np.full(caps[lvl + 1], caps[lvl], np.int32)
+    par[: n_nodes[lvl + 1]] = node[child_rows, lvl]
+    parent.append(par)
     k = level_sizes[lvl] if capacity else fan
     if max_fanout is not None:
       k = int(max_fanout[lvl])
@@ -242,6 +248,7 @@ def build_trie(
     child_code=tuple(child_code),
     dense_child=tuple(dense_child),
     item_sid=item_sid,
+    parent=tuple(parent),
     level_sizes=level_sizes,
     token_offsets=token_offsets,
     max_fanout=tuple(fanouts),

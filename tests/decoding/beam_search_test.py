@@ -48,9 +48,7 @@ def _exhaustive_top(scores, w):
   return order, np.take_along_axis(scores, order, axis=1)
 
 
-@pytest.mark.parametrize(
-  "restrict,tie,dense", [(False, False, 1), (True, True, 2), (True, False, 0)]
-)
+@pytest.mark.parametrize("restrict,tie,dense", [(False, False, 1), (True, True, 0)])
 def test_constrained_full_beam_equals_exhaustive_top_k(restrict, tie, dense):
   model = make_model(restrict=restrict, tie=tie)
   codes = random_codes(0, 25)
@@ -100,7 +98,7 @@ def test_allowed_items_equals_exhaustive_top_k_over_allowed_sids():
   model = make_model(restrict=True)
   codes = random_codes(2, 30)
   codes = np.concatenate([codes, codes[:6]])  # items sharing SIDs
-  trie = build_trie(codes, SIZES, OFFSETS, dense_levels=1)
+  trie = build_trie(codes, SIZES, OFFSETS, dense_levels=2)
   unique = unique_sids(codes)
   b = 3
   rng = np.random.default_rng(5)

@@ -51,6 +51,7 @@ def test_trie_matches_dict_trie(dense_levels):
       fan = max(fan, len(want))
       assert list(t.child_code[lvl][lo:hi]) == want
       assert [child_id[p + (c,)] for c in want] == list(range(lo, hi))
+      assert list(t.parent[lvl][lo:hi]) == [n] * len(want)
       if lvl < dense_levels:
         row = t.dense_child[lvl][n]
         for c in range(sizes[lvl]):
@@ -75,7 +76,9 @@ def test_bytes_per_item_counts_every_array():
   assert t.index_bytes() == expect
   assert t.bytes_per_item == pytest.approx(expect / 20_000)
   assert t.bytes_per_item <= 32
-  assert t.item_map_bytes_per_item == 4
+  assert t.item_map_bytes_per_item == pytest.approx(
+    (4 * 20_000 + 4 * sum(n[1:])) / 20_000
+  )
 
 
 def test_lookup_sid_index_trie_and_unique_codes_agree():
