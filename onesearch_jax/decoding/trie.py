@@ -133,6 +133,29 @@ def _capacity_nodes(level_sizes: Sequence[int], capacity: int) -> list[int]:
   return out
 
 
+def _unique_rows(codes: np.ndarray, level_sizes: Sequence[int]):
+  """np.unique(codes, axis=0, return_inverse=True), fast path for packable rows.
+
+  When the levels' bit widths sum to <= 62, each row is packed into one int64
+  key whose order is the rows' lexicographic order, so a 1-D unique (a plain
+  sort) gives the same result ~10x faster than the row-wise unique.
+  """
+  bits = [max(int(v - 1).bit_length(), 1) for v in level_sizes]
+  if sum(bits) > 62:
+    unique, inverse = np.unique(codes.astype(np.int64), axis=0, return_inverse=True)
+    return unique, inverse
+  shifts = np.cumsum([0] + bits[::-1][:-1])[::-1]  # level 0 most significant
+  key = np.zeros(codes.shape[0], np.int64)
+  for lvl, sh_ in enumerate(shifts):
+    key |= codes[:, lvl].astype(np.int64) << int(sh_)
+  ukey, inverse = np.unique(key, return_inverse=True)
+  unique = np.stack(
+    [(ukey >> int(sh_)) & ((1 << b) - 1) for sh_, b in zip(shifts, bits, strict=True)],
+    axis=1,
+  )
+  return unique, inverse
+
+
 def build_trie(
   codes: np.ndarray,
   level_sizes: Sequence[int],
@@ -187,7 +210,7 @@ def build_trie(
         f"build_trie: codes[{bad[0]}, {lvl}] = {col[bad[0]]} outside level {lvl}'s "
         f"[0, {v}) ({bad.size} rows bad)"
       )
-  unique, item_sid = np.unique(codes.astype(np.int64), axis=0, return_inverse=True)
+  unique, item_sid = _unique_rows(codes, level_sizes)
   item_sid = item_sid.reshape(-1).astype(np.int32)
   n_u = unique.shape[0]
   if capacity is not None and capacity < n_u:
@@ -255,6 +278,30 @@ def build_trie(
     num_nodes=tuple(caps),
     info=HostInfo(n_u, int(codes.shape[0]), time.perf_counter() - t0),
   )
+
+
+def choose_dense_levels(
+  level_sizes: Sequence[int],
+  num_nodes_upper: Sequence[int] | None = None,
+  *,
+  num_items: int,
+  max_bytes_per_item: float = 8.0,
+) -> int:
+  """Largest d whose dense tables cost <= max_bytes_per_item per item.
+
+  Dense depth l costs 4 * n_l * V_l bytes with n_l <= min(prod V_<l, N)
+  (or the given `num_nodes_upper`, e.g. a built trie's num_nodes).
+  """
+  n, d, total = 1, 0, 0.0
+  for lvl, v in enumerate(level_sizes):
+    if num_nodes_upper is not None:
+      n = num_nodes_upper[lvl]
+    total += 4.0 * n * v
+    if total / num_items > max_bytes_per_item:
+      break
+    d += 1
+    n = min(n * v, num_items)
+  return d
 
 
 def unique_sids(codes: np.ndarray) -> np.ndarray:

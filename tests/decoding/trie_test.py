@@ -128,3 +128,16 @@ def test_bad_inputs_raise_clear_errors():
     trie_lib.build_trie(_codes(0, 10, sizes), sizes, (0, 4), capacity=2)
   with pytest.raises(ValueError, match="empty catalogue"):
     trie_lib.build_trie(np.zeros((0, 2), int), sizes, (0, 4))
+
+
+def test_choose_dense_levels_keeps_dense_tables_within_budget():
+  sizes = (1024, 1024, 1024)
+  # 4 * 1024 B = 0.04 B/item; depth 1 adds 4 MiB = 42 B/item at 100k.
+  assert trie_lib.choose_dense_levels(sizes, num_items=100_000) == 1
+  assert trie_lib.choose_dense_levels(sizes, num_items=1_000_000) == 2
+  assert trie_lib.choose_dense_levels(sizes, num_items=10) == 0
+  codes = _codes(5, 3000, (8, 8, 8))
+  d = trie_lib.choose_dense_levels((8, 8, 8), num_items=3000, max_bytes_per_item=0.2)
+  t = trie_lib.build_trie(codes, (8, 8, 8), (0, 8, 16), dense_levels=d)
+  dense_bytes = sum(x.nbytes for x in t.dense_child)
+  assert d == 2 and dense_bytes / 3000 <= 0.2
