@@ -102,6 +102,33 @@ class DecoderLayer(nnx.Module):
     x = x + layers.dropout(h, self.rate, layers.fold(key, 5))
     return sh.constrain(x, _ACT)
 
+  def beam_step(self, x, self_k, self_v, self_bias, cross_k, cross_v, cross_bias):
+    """One decoder layer for W beams per query, cross-attention K/V shared.
+
+    The W beams of a query attend to the same encoder keys/values: the beam
+    axis plays the role of the query-length axis of the cross-attention, so
+    the [B, L, H, K] cross K/V are never tiled per beam.
+
+    Args:
+      x: [B, W, D] decoder stream, one position per beam.
+      self_k: [B*W, S, H, K] self-attention cache keys (beam-major rows).
+      self_v: [B*W, S, H, K] values.
+      self_bias: [1, H, 1, S] visibility mask + relative position bias.
+      cross_k: [B, L, H, K] cross-attention keys (from `cross_kv`).
+      cross_v: [B, L, H, K] values.
+      cross_bias: [B, 1, 1, L] encoder padding mask.
+
+    Returns:
+      [B, W, D].
+    """
+    b, w, d = x.shape
+    h = self.norm_self(x).reshape(b * w, 1, d)
+    h = self.self_attn.attend(h, self_k, self_v, self_bias)
+    x = x + h.reshape(b, w, d)
+    x = x + self.cross_attn.attend(self.norm_cross(x), cross_k, cross_v, cross_bias)
+    x = x + self.mlp(self.norm_mlp(x))
+    return sh.constrain(x, _ACT)
+
 
 def _padding_bias(mask: jax.Array) -> jax.Array:
   """mask [B, S] bool -> additive bias [B, 1, 1, S]."""
@@ -315,6 +342,94 @@ class EncoderDecoder(nnx.Module):
         logits, jnp.broadcast_to(level, logits.shape[:1]), self.cfg.sid_ranges
       )
     return logits, {"index": index + 1, "layers": tuple(new_layers)}
+
+  # --- beam decoding (encoder state shared by the beams of a query) --------
+
+  def cross_kv(self, encoder_out: jax.Array) -> tuple[tuple[jax.Array, jax.Array]]:
+    """Cross-attention keys/values of every decoder layer, computed once.
+
+    Args:
+      encoder_out: [B, L, D].
+
+    Returns:
+      One (k, v) pair per decoder layer, each [B, L, H, K].
+    """
+    return tuple(layer.cross_attn.project_kv(encoder_out) for layer in self.dec_layers)
+
+  def logits_slice(self, x: jax.Array, start: int, end: int) -> jax.Array:
+    """Logits of the ids [start, end) only: x [..., D] -> [..., end - start] f32.
+
+    Equal to `logits(x)[..., start:end]` at a fraction of the cost; used when
+    the softmax is restricted to one SID level's range.
+    """
+    if self.logits_kernel is None:
+      table = self.embed.embedding[...][start:end].astype(x.dtype)
+      out = jnp.einsum("...d,vd->...v", x * (self.cfg.d_model**-0.5), table)
+    else:
+      kernel = self.logits_kernel[...][:, start:end].astype(x.dtype)
+      out = jnp.einsum("...d,dv->...v", x, kernel)
+    return out.astype(jnp.float32)
+
+  def beam_decode_step(
+    self,
+    tokens: jax.Array,
+    cache: Cache,
+    cross_kv: tuple[tuple[jax.Array, jax.Array], ...],
+    encoder_mask: jax.Array,
+    *,
+    vocab_slice: tuple[int, int] | None = None,
+  ) -> tuple[jax.Array, Cache]:
+    """One decoder step for W beams per query (deterministic).
+
+    Same function as `decode_step` on B*W rows whose encoder output is the
+    query's, but the encoder side is not repeated per beam.
+
+    Args:
+      tokens: [B, W] int32, the token of each beam at position cache['index'].
+      cache: self-attention cache from `init_cache(B * W, max_len)`, rows in
+        beam-major order (row b * W + w).
+      cross_kv: from `cross_kv(encoder_out)`, each [B, L, H, K].
+      encoder_mask: [B, L] bool.
+      vocab_slice: (start, end) static: return only those logits' columns.
+
+    Returns:
+      (logits [B, W, V] float32, or [B, W, end - start] with vocab_slice, and
+      the updated cache). With `restrict_sid_levels` and no slice, step
+      t < n_levels only allows level t's range, as in `decode_step`.
+    """
+    index = cache["index"]
+    b, w = tokens.shape
+    x = self.embed(jnp.asarray(tokens))
+    max_len = cache["layers"][0]["k"].shape[1]
+    k_pos = jnp.arange(max_len)
+    visible = jnp.where(k_pos <= index, 0.0, layers.NEG_INF)
+    self_bias = self.dec_rel(index[None], k_pos) + visible[None, None, None, :]
+    cross_bias = _padding_bias(encoder_mask)
+    new_layers = []
+    for layer, lc, (ck, cv) in zip(
+      self.dec_layers, cache["layers"], cross_kv, strict=True
+    ):
+      h = layer.norm_self(x).reshape(b * w, 1, -1)
+      k_new, v_new = layer.self_attn.project_kv(h)
+      k = jax.lax.dynamic_update_slice_in_dim(
+        lc["k"], k_new.astype(lc["k"].dtype), index, 1
+      )
+      v = jax.lax.dynamic_update_slice_in_dim(
+        lc["v"], v_new.astype(lc["v"].dtype), index, 1
+      )
+      new_layers.append({"k": k, "v": v})
+      x = layer.beam_step(x, k, v, self_bias, ck, cv, cross_bias)
+    x = self.dec_norm(x)
+    new_cache = {"index": index + 1, "layers": tuple(new_layers)}
+    if vocab_slice is not None:
+      return self.logits_slice(x, *vocab_slice), new_cache
+    logits = self.logits(x)
+    if self.cfg.restrict_sid_levels:
+      level = sid_levels.decode_step_level(index, self.cfg.sid_ranges)
+      logits = sid_levels.restrict_logits(
+        logits, jnp.broadcast_to(level, logits.shape[:2]), self.cfg.sid_ranges
+      )
+    return logits, new_cache
 
 
 def create_model(
