@@ -71,6 +71,7 @@ class RMReranker:
     gen_weight: float = 0.0,
   ) -> RMReranker:
     cfg = cfg or RScoreConfig()
+
     def score(session, items):
       return rm.score(session, items, cfg)["r_score"]
 

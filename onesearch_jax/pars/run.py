@@ -34,7 +34,8 @@ from flax import nnx
 from onesearch_jax import sharding as sh
 from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.model.configs import ModelConfig
-from onesearch_jax.pars import listwise, phases, reward_model, rewards, rm_features
+from onesearch_jax.pars import listwise, phases, rewards, rm_features
+from onesearch_jax.pars import reward_model as rm_lib
 from onesearch_jax.pars.logs import InteractionLog
 from onesearch_jax.pars.sid_tokens import ItemLookup, SidCodec
 from onesearch_jax.train import checkpoints
@@ -49,8 +50,8 @@ class ParsConfig:
   model: ModelConfig = ModelConfig()
   mesh: sh.MeshConfig = sh.MeshConfig()
   features: rm_features.FeatureConfig = rm_features.FeatureConfig()
-  reward_model: reward_model.RewardModelConfig = reward_model.RewardModelConfig()
-  r_score: reward_model.RScoreConfig = reward_model.RScoreConfig()
+  reward_model: rm_lib.RewardModelConfig = rm_lib.RewardModelConfig()
+  r_score: rm_lib.RScoreConfig = rm_lib.RScoreConfig()
   data: phases.PhaseDataConfig = phases.PhaseDataConfig()
   phase1: listwise.ListwiseTrainConfig = listwise.ListwiseTrainConfig()
   phase2: listwise.ListwiseTrainConfig = listwise.ListwiseTrainConfig()
@@ -61,7 +62,7 @@ class ParsConfig:
 
 @dataclasses.dataclass
 class ParsResult:
-  rm: reward_model.TrainedRewardModel
+  rm: rm_lib.TrainedRewardModel
   codec: SidCodec
   lookup: ItemLookup
   table: rewards.RewardTable
@@ -137,11 +138,11 @@ def run_pars(
       f"skips {dict(ilog.skips)}; relevance rows {rel.item.size} (skipped {rel.skipped})")  # fmt: skip
   rm_dir = out / "reward_model"
   if (rm_dir / "metrics.json").exists():
-    rm = reward_model.restore(rm_dir, cfg.reward_model, ctx, ilog, rel)
+    rm = rm_lib.restore(rm_dir, cfg.reward_model, ctx, ilog, rel)
     say(f"[pars] reward model restored from {rm_dir}")
   else:
-    rm = reward_model.train_reward_model(ctx, ilog, rel, cfg.reward_model, say)
-    reward_model.save(rm, rm_dir)
+    rm = rm_lib.train_reward_model(ctx, ilog, rel, cfg.reward_model, say)
+    rm_lib.save(rm, rm_dir)
   say("[pars] reward model: " + ", ".join(
     f"{k}={v:.4f}" for k, v in sorted(rm.metrics.items()) if "auc" in k or "logloss" in k))  # fmt: skip
   codec = SidCodec.from_ranges(cfg.model.sid_ranges, table.code_ranges)

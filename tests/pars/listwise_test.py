@@ -14,7 +14,9 @@ from onesearch_jax.pars import listwise, rewards
 from onesearch_jax.train import optimizers, state, synthetic
 
 SID_RANGES = synthetic.sid_ranges_for(64, 24, (8, 8, 8, 8, 8))
-CFG = ModelConfig.tiny(sid_ranges=SID_RANGES, restrict_sid_levels=True, qformer_layers=0)
+CFG = ModelConfig.tiny(
+  sid_ranges=SID_RANGES, restrict_sid_levels=True, qformer_layers=0
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -57,7 +59,9 @@ def test_loss_matches_hand_formula(case, weighted):
   # the official expression, literally: -logsigmoid(-log(sum exp))
   w = rewards.official_gap_weight(rw[0], rw[1:]) if weighted else 1.0
   temp = np.exp(w * 0.5 * ((pol[1:] - ref[1:]) - (pol[0] - ref[0]))).sum()
-  np.testing.assert_allclose(float(loss[0]), -np.log(1 / (1 + np.exp(np.log(temp)))), rtol=1e-6)
+  np.testing.assert_allclose(
+    float(loss[0]), -np.log(1 / (1 + np.exp(np.log(temp)))), rtol=1e-6
+  )
   assert float(parts["accuracy"][0]) == float(
     all(0.5 * (pol[0] - ref[0]) > 0.5 * (pol[1:] - ref[1:]))
   )
@@ -99,8 +103,12 @@ def test_masked_slot_drops_out_and_empty_row_is_zero():
 
 def test_reward_gap_weighting_emphasises_small_gaps():
   cfg = listwise.ListwiseConfig(alpha=1.5)
-  w = np.asarray(listwise.gap_weights(jnp.asarray([[1.0, 0.0, 0.5, 0.95, 3.0]]), cfg))[0]
-  np.testing.assert_allclose(w, [2.0, 0.5**-1.5 + 1, 0.1**-1.5 + 1, 0.1**-1.5 + 1], rtol=1e-6)
+  w = np.asarray(listwise.gap_weights(jnp.asarray([[1.0, 0.0, 0.5, 0.95, 3.0]]), cfg))[
+    0
+  ]
+  np.testing.assert_allclose(
+    w, [2.0, 0.5**-1.5 + 1, 0.1**-1.5 + 1, 0.1**-1.5 + 1], rtol=1e-6
+  )
   assert w[0] < w[1] < w[2]
   np.testing.assert_allclose(
     w, rewards.official_gap_weight(1.0, np.array([0.0, 0.5, 0.95, 3.0])), rtol=1e-6
@@ -116,7 +124,11 @@ def _batch(b=8, k=2, seed=0):
   mask = np.ones((b, k), bool)
   mask[0, 1] = False
   return listwise.make_batch(
-    {"encoder_input_tokens": prompts["encoder_input_tokens"]}, chosen, rejected, rw, mask
+    {"encoder_input_tokens": prompts["encoder_input_tokens"]},
+    chosen,
+    rejected,
+    rw,
+    mask,
   )
 
 
@@ -133,7 +145,7 @@ def test_sequence_logprobs_match_per_slot_forward():
       "decoder_input_tokens": batch["decoder_input_tokens"][:, slot],
       "decoder_target_tokens": batch["decoder_target_tokens"][:, slot],
     }
-    logits = m(single)
+    logits = jax.jit(lambda b: m(b))(single)
     allowed = model_lib.allowed_outputs(m, jnp.asarray(single["decoder_target_tokens"]))
     logits = jnp.where(allowed, logits, -1e30)
     lp = jax.nn.log_softmax(logits, -1)

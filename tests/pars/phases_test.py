@@ -53,12 +53,18 @@ def test_phase2_examples(hand_log, tools):
   for x in range(len(ex)):
     lv = ex.levels[x, 1:][ex.rejected_mask[x]]
     assert lv.size >= 1 and np.isin(lv, rewards.NEGATIVE_LEVELS).all()
-    want = table.rewards(np.full(3, ex.session[x]), np.array(
-      [codec_item(codec, hand_log, t) for t in [ex.chosen[x], *ex.rejected[x]]]))
+    want = table.rewards(
+      np.full(3, ex.session[x]),
+      np.array(
+        [codec_item(codec, hand_log, t) for t in [ex.chosen[x], *ex.rejected[x]]]
+      ),
+    )
     np.testing.assert_allclose(ex.rewards[x][np.r_[True, ex.rejected_mask[x]]],
                                want[np.r_[True, ex.rejected_mask[x]]], rtol=1e-6)  # fmt: skip
   # s1 negatives: B shown-not-clicked (slot 0), C other category (slot 1)
-  np.testing.assert_array_equal(ex.rejected[0], codec.tokens(hand_log.item_codes[[B, C]]))
+  np.testing.assert_array_equal(
+    ex.rejected[0], codec.tokens(hand_log.item_codes[[B, C]])
+  )
   assert ex.stats["examples"] == 3
 
 
@@ -107,7 +113,9 @@ def test_phase1_with_fake_generate_fn_and_batches(hand_log, tools):
   toks = codec.tokens(hand_log.item_codes)
 
   def prompt_fn(ids):
-    return {"encoder_input_tokens": np.array([[2 + int(s[1:]), 3, 0] for s in ids], np.int32)}
+    return {
+      "encoder_input_tokens": np.array([[2 + int(s[1:]), 3, 0] for s in ids], np.int32)
+    }
 
   def generate(prompts):
     b = prompts["encoder_input_tokens"].shape[0]
