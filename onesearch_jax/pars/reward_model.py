@@ -11,14 +11,17 @@ Architecture (small, SIM-flavoured; the paper gives no details):
   sequence         : target attention of the candidate over the short
                      sequence (softmax(seq·item/√E), masked) and a masked mean
   shared bottom    : MLP over [item, query, user, profile, att, mean,
-                     item⊙query, item⊙att] -> H
+                     item⊙query, item⊙att, item⊙user, match] -> H
   towers           : three MLP heads -> logits of CTR (click | shown),
                      CVR (order | click), CTCVR (order | shown)
   position bias    : a learned scalar per display position added to the CTR
                      and CTCVR logits in training only (position 0 = unknown
                      = no bias), so scores of generated candidates are
                      position-free
-  relevance tower  : [item, query, item⊙query] -> 4 grade logits, trained on
+  prefix match     : 3 indicators "query SID and item SID agree on RQ levels
+                     1..k" (one shared codebook), fed to the bottom and the
+                     relevance tower
+  relevance tower  : [item, query, item⊙query, match] -> 4 grade logits, on
                      the relevance labels; S_rel = E[grade] / 3
 
 Losses: BCE(CTR, click) and BCE(CTCVR, order) over all shown items,
@@ -147,11 +150,11 @@ class RewardModel(nnx.Module):
     self.user_embed = nnx.Embed(user_buckets, e, rngs=rngs)
     self.gender_embed = nnx.Embed(max(n_genders, 1), e, rngs=rngs)
     self.age_embed = nnx.Embed(max(n_ages, 1), e, rngs=rngs)
-    self.bottom = _MLP((9 * e, cfg.hidden, cfg.hidden), rngs=rngs)
+    self.bottom = _MLP((9 * e + 3, cfg.hidden, cfg.hidden), rngs=rngs)
     self.towers = nnx.List(
       [_MLP((cfg.hidden, cfg.tower_hidden, 1), rngs=rngs) for _ in HEADS]
     )
-    self.rel_tower = _MLP((3 * e, cfg.tower_hidden, 4), rngs=rngs)
+    self.rel_tower = _MLP((3 * e + 3, cfg.tower_hidden, 4), rngs=rngs)
     self.position_bias = nnx.Param(jnp.zeros((cfg.max_position + 1,), jnp.float32))
     self.max_position = cfg.max_position
     self.scale = float(e) ** -0.5
@@ -173,11 +176,19 @@ class RewardModel(nnx.Module):
     w = self.word_embed(words) * wmask[..., None]
     return q + w.sum(1) / jnp.maximum(wmask.sum(1, keepdims=True), 1.0)
 
+  @staticmethod
+  def prefix_match(query_codes, query_valid, item_codes):
+    """[B, 3] 1.0 where the query SID and the item SID share the RQ prefix
+    up to level 1, 2, 3 (queries and items share one codebook, SPEC §2.3)."""
+    eq = (query_codes[..., :3] == item_codes[..., :3]).astype(jnp.float32)
+    return jnp.cumprod(eq, axis=-1) * query_valid[..., None]
+
   def relevance_logits(self, query_codes, query_valid, query_words, item_codes):
     """[B, 4] grade logits of (query, item) pairs."""
     q = self.query_vectors(query_codes, query_valid, query_words)
     i = self.item_vectors(item_codes)
-    return self.rel_tower(jnp.concatenate([i, q, i * q], -1))
+    m = self.prefix_match(query_codes, query_valid, item_codes)
+    return self.rel_tower(jnp.concatenate([i, q, i * q, m], -1))
 
   def __call__(self, f: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     """Head logits of (context, item) rows.
@@ -207,7 +218,7 @@ class RewardModel(nnx.Module):
     h = self.bottom(
       jnp.concatenate(
         [item, query, user, profile, attended, mean, item * query, item * attended,
-         item * user],
+         item * user, self.prefix_match(f["query_codes"], f["query_valid"], f["item"])],
         -1,
       )
     )  # fmt: skip
