@@ -241,3 +241,24 @@ def test_train_phase_resumes_exactly(tmp_path):
     [h["loss"] for h in part.history + rest.history],
     [h["loss"] for h in full.history], rtol=1e-5,
   )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sharded_step_matches_single_device():
+  """The listwise step on a 2x4 fsdp mesh gives the single-device metrics."""
+  batch = _batch(seed=5)
+  cfg = listwise.ListwiseConfig(beta=0.5, sft_weight=0.1, reg_weight=0.5)
+  out = []
+  for shape, rules, n in (((1, 1, 1), "dp", 1), ((2, 4, 1), "fsdp", 8)):
+    ts, _ = _setup(shape, rules, n)
+    ref = listwise.reference_from(ts)
+    bsh = listwise.listwise_batch_shardings(batch, ts.mesh, ts.rules)
+    fn = listwise.CompiledListwiseStep(ts, ref[0], ref[2], bsh, cfg)
+    st, metrics = ts.state, []
+    for _ in range(2):
+      st, m = fn(st, ref[1], state.shard_batch(batch, bsh))
+      metrics.append({k: float(v) for k, v in jax.device_get(m).items()})
+    out.append(metrics)
+  for got, want in zip(out[1], out[0], strict=True):
+    for k in want:
+      np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5, err_msg=k)
