@@ -1,0 +1,452 @@
+"""Listwise softmax-DPO (S-DPO) with reward-gap weights and a frozen reference.
+
+SPEC §4.3, official-code form (`softmax_dpo_loss`): for one chosen SID i_w
+and K rejected SIDs i_l,k of a prompt x, with sequence log-probabilities
+summed over the target tokens (SID + EOS),
+
+  Δ_k  = [log π(i_l,k|x) − log π_ref(i_l,k|x)] − [log π(i_w|x) − log π_ref(i_w|x)]
+  w_k  = max(max(r_w, 1) − r_l,k, gap_floor)^(−α) + 1     (use_reward_weight)
+  reg  = reg_weight · relu(log π_ref(i_w|x) − log π(i_w|x))   (reg_weight > 0)
+  L    = −log σ(−log Σ_k exp(w_k · β · (reg + Δ_k)))  [+ sft_weight · (−log π(i_w|x))]
+
+which equals softplus(logsumexp_k z_k), z_k = w_k·β·(reg + Δ_k), i.e.
+log(1 + Σ_k exp z_k); that is how it is computed (stable). Absent rejected
+slots (all-zero target weights) drop out of the sum. r are the calibrated
+item rewards r(q, i) of rewards.py (one per slot, so w is per rejected item;
+the official code has one rejected score per example, which is the K = 1 /
+equal-scores case). The gap floor is our guard against a non-positive gap
+(the official code would produce NaN); see rewards.py.
+
+The reference is a separate frozen copy of the model's parameters (an
+`nnx.State` with the model's shardings) passed to the jitted step as an
+argument that is never updated, under `jax.lax.stop_gradient`, and run
+deterministically (no dropout); the policy uses the trainer's dropout key.
+
+Batch contract (host numpy, leading axis B split over the BATCH rule):
+
+  encoder_input_tokens [B, L] int32     the prompt (model.model contract)
+  long_seq_features    [B, 9, D] f32    optional
+  decoder_target_tokens [B, 1+K, T] int32   slot 0 = chosen, SID + EOS
+  decoder_input_tokens  [B, 1+K, T] int32   targets shifted right (BOS 0)
+  decoder_loss_weights  [B, 1+K, T] f32     0 rows = absent rejected slot
+  rewards              [B, 1+K] f32     r(q, i) of each slot
+  example_weight       [B] f32          0 = padding example
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from onesearch_jax import sharding as sh
+from onesearch_jax.model import model as model_lib
+from onesearch_jax.model.transformer import EncoderDecoder
+from onesearch_jax.train import checkpoints
+from onesearch_jax.train import state as state_lib
+from onesearch_jax.train.optimizers import OptimizerConfig
+from onesearch_jax.train.state import TrainState
+
+EOS_ID = 1
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ListwiseConfig:
+  """Loss options (paper/code defaults where given)."""
+
+  beta: float = 1.0  # DPO temperature (not given for OneSearch; S-DPO uses 1)
+  alpha: float = 1.5  # reward-gap exponent (official default)
+  use_reward_weight: bool = True  # enable_s_dpo_rw_weight
+  gap_floor: float = 0.1  # lower clip of the reward gap (our NaN guard)
+  reg_weight: float = 0.0  # chosen regulariser weight; 0 = off
+  sft_weight: float = 0.0  # optional SFT term on the chosen sequence
+  average_log_prob: bool = False  # sum (S-DPO) or mean (SimPO/CPO) over tokens
+
+  def __post_init__(self):
+    if self.beta <= 0 or self.alpha < 0 or self.gap_floor <= 0:
+      raise ValueError(
+        f"ListwiseConfig needs beta > 0, alpha >= 0, gap_floor > 0: {self}"
+      )
+    if self.reg_weight < 0 or self.sft_weight < 0:
+      raise ValueError("reg_weight and sft_weight must be >= 0")
+
+
+def gap_weights(rewards: jax.Array, cfg: ListwiseConfig) -> jax.Array:
+  """[B, 1+K] slot rewards -> [B, K] weights w_k (ones when disabled)."""
+  chosen, rejected = rewards[:, :1], rewards[:, 1:]
+  if not cfg.use_reward_weight:
+    return jnp.ones_like(rejected)
+  gap = jnp.maximum(jnp.maximum(chosen, 1.0) - rejected, cfg.gap_floor)
+  return gap ** (-cfg.alpha) + 1.0
+
+
+def softmax_dpo_loss(
+  policy_logps: jax.Array,
+  reference_logps: jax.Array,
+  rewards: jax.Array,
+  slot_mask: jax.Array,
+  cfg: ListwiseConfig,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Per-example listwise loss.
+
+  Args:
+    policy_logps: [B, 1+K] log π of each slot (slot 0 = chosen).
+    reference_logps: [B, 1+K] log π_ref (treated as constants).
+    rewards: [B, 1+K] r(q, i) per slot.
+    slot_mask: [B, 1+K] bool, False = absent rejected slot.
+    cfg: loss options.
+
+  Returns:
+    (loss [B], parts: 'dpo' [B], 'sft' [B], 'chosen_reward' [B] = β·(log π −
+    log π_ref) of the chosen, 'rejected_reward' [B, K], 'accuracy' [B] =
+    chosen implicit reward above every present rejected one).
+  """
+  reference_logps = jax.lax.stop_gradient(reference_logps)
+  ratios = policy_logps - reference_logps  # [B, 1+K]
+  chosen, rejected = ratios[:, :1], ratios[:, 1:]
+  delta = rejected - chosen  # [B, K]
+  reg = 0.0
+  if cfg.reg_weight > 0:
+    reg = cfg.reg_weight * jax.nn.relu(reference_logps[:, :1] - policy_logps[:, :1])
+  w = jax.lax.stop_gradient(gap_weights(rewards, cfg))
+  z = w * cfg.beta * (reg + delta)
+  present = slot_mask[:, 1:]
+  any_present = present.any(-1)
+  # A row with no rejected slot gets one dummy finite entry (masked out
+  # below) so neither the value nor the gradient becomes NaN.
+  keep = present | (~any_present[:, None] & (jnp.arange(z.shape[1]) == 0))
+  lse = jax.nn.logsumexp(jnp.where(keep, z, -jnp.inf), axis=-1)
+  dpo = jnp.where(any_present, jax.nn.softplus(lse), 0.0)
+  sft = -policy_logps[:, 0]
+  loss = dpo + cfg.sft_weight * sft if cfg.sft_weight > 0 else dpo
+  chosen_reward = cfg.beta * chosen[:, 0]
+  rejected_reward = cfg.beta * rejected
+  beats = jnp.where(present, chosen_reward[:, None] > rejected_reward, True)
+  return loss, {
+    "dpo": dpo,
+    "sft": sft,
+    "chosen_reward": jax.lax.stop_gradient(chosen_reward),
+    "rejected_reward": jax.lax.stop_gradient(rejected_reward),
+    "accuracy": beats.all(-1).astype(jnp.float32),
+  }
+
+
+def sequence_logprobs(
+  model: EncoderDecoder,
+  batch: Mapping[str, jax.Array],
+  key: jax.Array | None = None,
+  average: bool = False,
+) -> jax.Array:
+  """Teacher-forced log π(target | prompt) of every slot.
+
+  The encoder runs once per prompt; its output is repeated for the 1+K
+  targets. With `restrict_sid_levels` the softmax is over each level's range
+  (as in SFT and constrained decoding); a target outside its range is let
+  through (as model.metric_sums does) so the log-prob stays finite.
+
+  Args:
+    model: the encoder-decoder.
+    batch: the listwise batch contract (module docstring).
+    key: dropout key or None.
+    average: mean instead of sum over weighted tokens.
+
+  Returns:
+    [B, 1+K] float32.
+  """
+  from onesearch_jax.model import layers
+
+  targets = jnp.asarray(batch["decoder_target_tokens"])
+  b, k1, t = targets.shape
+  weights = jnp.asarray(batch["decoder_loss_weights"]).astype(jnp.float32)
+  enc_out, enc_mask = model.encode(batch, layers.fold(key, 0))
+  enc_out = jnp.repeat(enc_out, k1, axis=0)
+  enc_mask = jnp.repeat(enc_mask, k1, axis=0)
+  flat_t = targets.reshape(b * k1, t)
+  dec_in = jnp.asarray(batch["decoder_input_tokens"]).reshape(b * k1, t)
+  logits = model.decode(dec_in, enc_out, enc_mask, layers.fold(key, 1))
+  allowed = model_lib.allowed_outputs(model, flat_t)
+  if allowed is not None:
+    allowed = allowed | jax.nn.one_hot(flat_t, allowed.shape[-1], dtype=bool)
+    logits = jnp.where(allowed, logits, layers.NEG_INF)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+  tok = jnp.take_along_axis(logp, flat_t[..., None], -1)[..., 0].reshape(b, k1, t)
+  total = (tok * weights).sum(-1)
+  if average:
+    return total / jnp.maximum(weights.sum(-1), 1.0)
+  return total
+
+
+def objective(
+  model: EncoderDecoder,
+  ref_model: EncoderDecoder,
+  batch: Mapping[str, jax.Array],
+  cfg: ListwiseConfig,
+  key: jax.Array | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Mean listwise loss over weighted examples, and scalar metrics.
+
+  The reference's log-probs go through stop_gradient: its gradient is zero.
+  """
+  ref_lp = jax.lax.stop_gradient(
+    sequence_logprobs(ref_model, batch, None, cfg.average_log_prob)
+  )
+  pol_lp = sequence_logprobs(model, batch, key, cfg.average_log_prob)
+  weights = jnp.asarray(batch["decoder_loss_weights"])
+  slot_mask = weights.sum(-1) > 0
+  ex_w = jnp.asarray(batch["example_weight"]).astype(jnp.float32)
+  loss, parts = softmax_dpo_loss(
+    pol_lp, ref_lp, jnp.asarray(batch["rewards"]).astype(jnp.float32), slot_mask, cfg
+  )
+  denom = jnp.maximum(ex_w.sum(), 1.0)
+
+  def mean(x):
+    return (x * ex_w).sum() / denom
+
+  rej = parts["rejected_reward"]
+  present = slot_mask[:, 1:]
+  margin = jnp.where(present, parts["chosen_reward"][:, None] - rej, 0.0).sum(-1) / (
+    jnp.maximum(present.sum(-1), 1)
+  )
+  metrics = {
+    "loss": mean(loss),
+    "dpo_loss": mean(parts["dpo"]),
+    "sft_loss": mean(parts["sft"]),
+    "reward_accuracy": mean(parts["accuracy"]),
+    "reward_margin": mean(margin),
+    "chosen_logp": mean(pol_lp[:, 0]),
+    "examples": ex_w.sum(),
+  }
+  return metrics["loss"], metrics
+
+
+# ---------------------------------------------------------------- the trainer
+
+
+@dataclasses.dataclass(frozen=True)
+class ListwiseTrainConfig:
+  """One PARS phase."""
+
+  num_steps: int = 200
+  log_every: int = 20
+  seed: int = 0
+  loss: ListwiseConfig = ListwiseConfig()
+  optimizer: OptimizerConfig = OptimizerConfig(
+    learning_rate=1e-4, warmup_steps=10, total_steps=200, decay="constant"
+  )
+  checkpoint: checkpoints.CheckpointConfig = checkpoints.CheckpointConfig(
+    save_every_steps=100, keep_last=2
+  )
+
+  def __post_init__(self):
+    if self.num_steps <= 0 or self.log_every <= 0:
+      raise ValueError("num_steps and log_every must be > 0")
+
+
+def reference_from(ts: TrainState) -> tuple[Any, nnx.State, Any]:
+  """A frozen copy of ts's model parameters.
+
+  Returns:
+    (model graphdef, reference state: fresh device copies with the model's
+    shardings, those shardings).
+  """
+  model, _ = ts.merge()
+  graphdef, _ = nnx.split(model)
+  ref = jax.tree.map(lambda x: x.copy(), ts.state[0])
+  return graphdef, ref, ts.shardings[0]
+
+
+def listwise_batch_shardings(
+  batch: Mapping[str, Any], mesh: jax.sharding.Mesh, rules: sh.Rules
+):
+  """Leading (example) axis over the BATCH rule, as the trainer's batches."""
+  return state_lib.batch_shardings(batch, mesh, rules)
+
+
+class CompiledListwiseStep:
+  """jit(step) over (state, reference, batch) -> (state, metrics).
+
+  The train state is donated; the reference is an input only (never
+  returned), so it stays bit-identical across steps.
+  """
+
+  def __init__(
+    self,
+    ts: TrainState,
+    ref_graphdef,
+    ref_shardings,
+    batch_shardings: Mapping[str, Any],
+    cfg: ListwiseConfig,
+    seed: int = 0,
+  ):
+    graphdef = ts.graphdef
+    self._mesh, self._rules = ts.mesh, ts.rules
+
+    def step(state, ref_state, batch):
+      model, optimizer = nnx.merge(graphdef, state)
+      ref_model = nnx.merge(ref_graphdef, jax.lax.stop_gradient(ref_state))
+      key = jax.random.fold_in(jax.random.key(seed), optimizer.step[...])
+
+      def obj(m):
+        return objective(m, ref_model, batch, cfg, key)
+
+      (_, metrics), grads = nnx.value_and_grad(obj, has_aux=True)(model)
+      optimizer.update(model, grads)
+      metrics["grad_norm"] = optax.global_norm(grads)
+      return nnx.state((model, optimizer)), metrics
+
+    self._fn = jax.jit(
+      step,
+      in_shardings=(ts.shardings, ref_shardings, dict(batch_shardings)),
+      out_shardings=(ts.shardings, sh.replicated(ts.mesh)),
+      donate_argnames=("state",),
+    )
+
+  def __call__(self, state, ref_state, batch):
+    with jax.set_mesh(self._mesh), nnx.logical_axis_rules(self._rules):
+      return self._fn(state, ref_state, batch)
+
+
+@dataclasses.dataclass
+class PhaseResult:
+  state: TrainState
+  history: list[dict[str, float]]
+  resumed_from: int | None
+  steps_run: int
+
+
+def train_phase(
+  ts: TrainState,
+  ref: tuple[Any, nnx.State, Any],
+  batches: Callable[[int], Iterator[Mapping[str, np.ndarray]]],
+  cfg: ListwiseTrainConfig,
+  ckpt_dir: str | pathlib.Path,
+  *,
+  meta: Mapping[str, Any] | None = None,
+  stop_after: int | None = None,
+  log_fn: Callable[[int, dict[str, float]], None] | None = None,
+) -> PhaseResult:
+  """Runs one listwise phase, resuming from ckpt_dir's latest checkpoint.
+
+  Resumption follows train/loop: one batch per step, the data position after
+  step s is s and is stored in the checkpoint meta; `batches(position)` must
+  restart the stream there.
+
+  Args:
+    ts: the starting train state (the policy; fresh optimizer).
+    ref: from `reference_from` (graphdef, frozen state, shardings).
+    batches: position -> iterator of host listwise batches.
+    cfg: steps, loss, optimizer, checkpoint cadence.
+    ckpt_dir: checkpoints of this phase.
+    meta: extra JSON meta saved with every checkpoint (e.g. hashes).
+    stop_after: stop after this many steps of this call (forced save).
+    log_fn: (step, metrics) every log_every steps.
+  """
+  ckpt = checkpoints.Checkpointer(ckpt_dir, cfg.checkpoint)
+  resumed_from, position = None, 0
+  if ckpt.latest_step() is not None:
+    ts, saved = ckpt.restore(ts)
+    resumed_from = ts.step
+    position = int(saved.get("data_position", 0))
+  start = ts.step
+  it = batches(position)
+  first = next(it, None)
+  if first is None or start >= cfg.num_steps:
+    ckpt.close()
+    return PhaseResult(ts, [], resumed_from, 0)
+  bsh = listwise_batch_shardings(first, ts.mesh, ts.rules)
+  ref_graphdef, ref_state, ref_sh = ref
+  fn = CompiledListwiseStep(ts, ref_graphdef, ref_sh, bsh, cfg.loss, cfg.seed)
+  history: list[dict[str, float]] = []
+  st, step, pending = ts.state, start, first
+  t0 = time.perf_counter()
+  while step < cfg.num_steps:
+    batch = pending if pending is not None else next(it, None)
+    pending = None
+    if batch is None:
+      log.warning("listwise data ran out at position %d (step %d)", position, step)
+      break
+    st, metrics = fn(st, ref_state, state_lib.shard_batch(batch, bsh))
+    step += 1
+    position += 1
+    if step % cfg.log_every == 0 or step == cfg.num_steps:
+      host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      host["step"] = step
+      host["seconds"] = time.perf_counter() - t0
+      history.append(host)
+      if log_fn:
+        log_fn(step, host)
+    stopping = stop_after is not None and step - start >= stop_after
+    ckpt.save(
+      step,
+      state_lib.with_state(ts, st),
+      dict(meta or {}, data_position=position),
+      force=stopping or step == cfg.num_steps,
+    )
+    if stopping:
+      break
+  ckpt.close()
+  return PhaseResult(state_lib.with_state(ts, st), history, resumed_from, step - start)
+
+
+# ---------------------------------------------------------------- batches
+
+
+def make_batch(
+  prompts: Mapping[str, np.ndarray],
+  chosen: np.ndarray,
+  rejected: np.ndarray,
+  rewards: np.ndarray,
+  rejected_mask: np.ndarray | None = None,
+  example_weight: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+  """Host listwise batch from prompts and SID token rows.
+
+  Args:
+    prompts: 'encoder_input_tokens' [B, L] (+ optional 'long_seq_features').
+    chosen: [B, S] SID token ids of the chosen item.
+    rejected: [B, K, S] SID token ids of the rejected items.
+    rewards: [B, 1+K] r(q, i) per slot.
+    rejected_mask: [B, K] bool, False = absent slot (default all present).
+    example_weight: [B] (default ones).
+
+  Returns:
+    The batch contract of the module docstring (targets = SID + EOS).
+  """
+  chosen = np.asarray(chosen, np.int32)
+  rejected = np.asarray(rejected, np.int32)
+  b, k, s = rejected.shape
+  if chosen.shape != (b, s):
+    raise ValueError(f"make_batch: chosen {chosen.shape} vs rejected {rejected.shape}")
+  if np.asarray(rewards).shape != (b, k + 1):
+    raise ValueError(f"make_batch: rewards {np.asarray(rewards).shape} != {(b, k + 1)}")
+  sids = np.concatenate([chosen[:, None], rejected], axis=1)  # [B, 1+K, S]
+  targets = np.concatenate([sids, np.full((b, k + 1, 1), EOS_ID, np.int32)], -1)
+  dec_in = np.concatenate([np.zeros((b, k + 1, 1), np.int32), targets[..., :-1]], -1)
+  mask = np.ones((b, k), bool) if rejected_mask is None else np.asarray(rejected_mask)
+  slot = np.concatenate([np.ones((b, 1), bool), mask], axis=1)
+  weights = np.broadcast_to(slot[..., None], targets.shape).astype(np.float32)
+  out = {k_: np.asarray(v) for k_, v in prompts.items()}
+  if out["encoder_input_tokens"].shape[0] != b:
+    raise ValueError("make_batch: prompts and SIDs disagree on B")
+  out.update(
+    decoder_target_tokens=targets,
+    decoder_input_tokens=dec_in,
+    decoder_loss_weights=weights,
+    rewards=np.asarray(rewards, np.float32),
+    example_weight=(
+      np.ones(b, np.float32)
+      if example_weight is None
+      else np.asarray(example_weight, np.float32)
+    ),
+  )
+  return out

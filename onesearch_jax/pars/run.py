@@ -1,0 +1,227 @@
+"""The PARS stage, gin-free: reward model -> phase 1 -> phase 2.
+
+`run_pars` writes
+
+  out_dir/reward_model/   params (orbax) + metrics.json (AUC / logloss)
+  out_dir/pars1/          examples.npz + checkpoints/ (orbax, resumable)
+  out_dir/pars2/          examples.npz + checkpoints/
+  out_dir/summary.json    RM metrics, example stats, phase histories
+
+and resumes: a finished RM is restored, saved examples are reloaded, and
+each phase continues from its latest checkpoint (train_phase). Phase 1's
+reference is the SFT model; phase 2 starts from phase 1's parameters (fresh
+optimizer) and uses them as its reference.
+
+Injected dependencies (the lead wires the real ones):
+  sft_checkpoint_loader(ts) -> ts   fills a fresh TrainState's model params
+                                     (e.g. `load_params_from(dir)` below)
+  prompt_fn(session_ids) -> {'encoder_input_tokens' [B, L], optional
+                             'long_seq_features' [B, 9, D]}
+  generate_fn(model, prompts) -> (tokens [B, W, S], scores [B, W])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from collections.abc import Callable
+
+import jax
+from flax import nnx
+
+from onesearch_jax import sharding as sh
+from onesearch_jax.data.sid_table import SIDTable
+from onesearch_jax.model.configs import ModelConfig
+from onesearch_jax.pars import listwise, phases, rewards, rm_features
+from onesearch_jax.pars import reward_model as rm_lib
+from onesearch_jax.pars.logs import InteractionLog
+from onesearch_jax.pars.sid_tokens import ItemLookup, SidCodec
+from onesearch_jax.train import checkpoints
+from onesearch_jax.train import state as state_lib
+from onesearch_jax.world import reader
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsConfig:
+  """Everything run_pars needs besides the injected callables."""
+
+  model: ModelConfig = ModelConfig()
+  mesh: sh.MeshConfig = sh.MeshConfig()
+  features: rm_features.FeatureConfig = rm_features.FeatureConfig()
+  reward_model: rm_lib.RewardModelConfig = rm_lib.RewardModelConfig()
+  r_score: rm_lib.RScoreConfig = rm_lib.RScoreConfig()
+  data: phases.PhaseDataConfig = phases.PhaseDataConfig()
+  phase1: listwise.ListwiseTrainConfig = listwise.ListwiseTrainConfig()
+  phase2: listwise.ListwiseTrainConfig = listwise.ListwiseTrainConfig()
+  batch_size: int = 16  # listwise examples per step (multiple of the batch mesh)
+  run_phase1: bool = True
+  run_phase2: bool = True
+
+
+@dataclasses.dataclass
+class ParsResult:
+  rm: rm_lib.TrainedRewardModel
+  codec: SidCodec
+  lookup: ItemLookup
+  table: rewards.RewardTable
+  phase1: listwise.PhaseResult | None
+  phase2: listwise.PhaseResult | None
+  examples: dict[str, phases.PreferenceExamples]
+  summary: dict
+
+
+def load_params_from(directory: str | os.PathLike) -> Callable:
+  """An sft_checkpoint_loader: params of `directory`'s latest checkpoint into
+  a fresh TrainState (its optimizer stays fresh)."""
+
+  def load(ts: state_lib.TrainState) -> state_lib.TrainState:
+    ckpt = checkpoints.Checkpointer(directory)
+    restored, _ = ckpt.restore(ts)
+    ckpt.close()
+    model, _ = restored.merge()
+    _, opt = ts.merge()
+    return state_lib.with_state(ts, nnx.state((model, opt)))
+
+  return load
+
+
+def _with_params(ts: state_lib.TrainState, params_from: state_lib.TrainState):
+  model, _ = params_from.merge()
+  _, opt = ts.merge()
+  st = nnx.state((model, opt))
+  st = jax.device_put(st, ts.shardings)
+  return state_lib.with_state(ts, st)
+
+
+def build_reward_inputs(world, table: SIDTable, cfg: ParsConfig):
+  """(log, context, relevance rows, reward table) of a world + SID table."""
+  log = InteractionLog.build(world, table)
+  ctx = rm_features.build_context(world, log, table, cfg.features)
+  rel = rm_features.relevance_rows(world, log, table, cfg.features)
+  return log, ctx, rel, rewards.RewardTable.build(log)
+
+
+def run_pars(
+  world_dir: str | os.PathLike,
+  sid_dir: str | os.PathLike | SIDTable,
+  sft_checkpoint_loader: Callable[[state_lib.TrainState], state_lib.TrainState],
+  out_dir: str | os.PathLike,
+  cfg: ParsConfig,
+  generate_fn: Callable,
+  log: Callable[[str], None] | None = None,
+  *,
+  prompt_fn: phases.PromptFn,
+  stop_after: int | None = None,
+) -> ParsResult:
+  """RM training -> phase 1 (RM-guided) -> phase 2 (logged interactions).
+
+  Args:
+    world_dir: the world directory (KuaiSearch schema).
+    sid_dir: the KHQE SID artefact directory, or a SIDTable (tests).
+    sft_checkpoint_loader: fills the policy's params (the SFT model).
+    out_dir: where reward_model/, pars1/, pars2/ go.
+    cfg: configuration.
+    generate_fn: (model, prompts) -> (tokens [B, W, S], scores [B, W]).
+    log: progress lines.
+    prompt_fn: session ids -> prompt arrays.
+    stop_after: stop each phase after this many steps (tests / preemption).
+  """
+  say = log or (lambda _m: None)
+  out = pathlib.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  world = reader.load_world(world_dir)
+  table = sid_dir if isinstance(sid_dir, SIDTable) else SIDTable.from_artefact(sid_dir)
+  ilog, ctx, rel, rtable = build_reward_inputs(world, table, cfg)
+  say(f"[pars] log: {ilog.n_sessions} sessions, {ilog.imp_session.size} impressions, "
+      f"skips {dict(ilog.skips)}; relevance rows {rel.item.size} (skipped {rel.skipped})")  # fmt: skip
+  rm_dir = out / "reward_model"
+  if (rm_dir / "metrics.json").exists():
+    rm = rm_lib.restore(rm_dir, cfg.reward_model, ctx, ilog, rel)
+    say(f"[pars] reward model restored from {rm_dir}")
+  else:
+    rm = rm_lib.train_reward_model(ctx, ilog, rel, cfg.reward_model, say)
+    rm_lib.save(rm, rm_dir)
+  say("[pars] reward model: " + ", ".join(
+    f"{k}={v:.4f}" for k, v in sorted(rm.metrics.items()) if "auc" in k or "logloss" in k))  # fmt: skip
+  codec = SidCodec.from_ranges(cfg.model.sid_ranges, table.code_ranges)
+  lookup = ItemLookup.build(
+    ilog.item_codes, ilog.has_sid, rtable.counts.clicks, table.code_ranges
+  )
+
+  def score_fn(session, items):
+    return rm.score(session, items, cfg.r_score)["r_score"]
+
+  mesh = sh.make_mesh(cfg.mesh)
+  rules = cfg.mesh.logical_rules
+  summary: dict = {"reward_model": rm.metrics}
+  examples: dict[str, phases.PreferenceExamples] = {}
+  result1 = result2 = None
+  ts1 = state_lib.create_train_state(
+    cfg.model, cfg.phase1.optimizer, mesh, rules, seed=cfg.phase1.seed
+  )
+  ts1 = sft_checkpoint_loader(ts1)
+  current = ts1
+  if cfg.run_phase1:
+    path = out / "pars1" / "examples.npz"
+    if path.exists():
+      ex1 = phases.PreferenceExamples.load(path)
+    else:
+      sft_model, _ = ts1.merge()
+      with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
+        ex1 = phases.rm_guided_examples(
+          ilog, rtable, codec, lookup, score_fn, prompt_fn,
+          lambda b: generate_fn(sft_model, b), cfg.data,
+        )  # fmt: skip
+      path.parent.mkdir(parents=True, exist_ok=True)
+      ex1.save(path)
+    examples["pars1"] = ex1
+    summary["pars1_examples"] = ex1.stats
+    say(f"[pars] phase 1 examples: {ex1.stats}")
+    if len(ex1):
+      ref1 = listwise.reference_from(ts1)
+      result1 = listwise.train_phase(
+        ts1, ref1,
+        phases.batch_stream(ex1, ilog, prompt_fn, cfg.batch_size, cfg.data.seed),
+        cfg.phase1, out / "pars1" / "checkpoints",
+        meta={"phase": 1, "sid_hash": table.content_hash},
+        stop_after=stop_after,
+        log_fn=lambda s, m: say(f"[pars1] step {s} " + _fmt(m)),
+      )  # fmt: skip
+      current = result1.state
+      summary["pars1_history"] = result1.history
+  if cfg.run_phase2:
+    path = out / "pars2" / "examples.npz"
+    if path.exists():
+      ex2 = phases.PreferenceExamples.load(path)
+    else:
+      ex2 = phases.logged_examples(ilog, rtable, codec, cfg.data)
+      path.parent.mkdir(parents=True, exist_ok=True)
+      ex2.save(path)
+    examples["pars2"] = ex2
+    summary["pars2_examples"] = ex2.stats
+    say(f"[pars] phase 2 examples: {ex2.stats}")
+    if len(ex2):
+      ts2 = state_lib.create_train_state(
+        cfg.model, cfg.phase2.optimizer, mesh, rules, seed=cfg.phase2.seed
+      )
+      ts2 = _with_params(ts2, current)
+      ref2 = listwise.reference_from(ts2)
+      result2 = listwise.train_phase(
+        ts2, ref2,
+        phases.batch_stream(ex2, ilog, prompt_fn, cfg.batch_size, cfg.data.seed + 1),
+        cfg.phase2, out / "pars2" / "checkpoints",
+        meta={"phase": 2, "sid_hash": table.content_hash},
+        stop_after=stop_after,
+        log_fn=lambda s, m: say(f"[pars2] step {s} " + _fmt(m)),
+      )  # fmt: skip
+      summary["pars2_history"] = result2.history
+  (out / "summary.json").write_text(
+    json.dumps(summary, indent=2, sort_keys=True, default=float)
+  )
+  return ParsResult(rm, codec, lookup, rtable, result1, result2, examples, summary)
+
+
+def _fmt(m: dict) -> str:
+  return " ".join(f"{k}={v:.4g}" for k, v in m.items() if k != "step")

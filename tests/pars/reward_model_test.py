@@ -1,0 +1,96 @@
+"""Reward model: AUC helper, training above chance on the tiny world, R_score."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import numpy as np
+import pytest
+
+from onesearch_jax.data.sid_table import SIDTable
+from onesearch_jax.pars import logs, reward_model, rm_features
+from onesearch_jax.world import reader
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compile():
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
+def test_auc_matches_pairwise_count():
+  rng = np.random.default_rng(0)
+  y = rng.random(40) < 0.3
+  s = np.round(rng.random(40), 1)  # ties on purpose
+  wins = sum(
+    (s[i] > s[j]) + 0.5 * (s[i] == s[j])
+    for i, j in itertools.product(np.flatnonzero(y), np.flatnonzero(~y))
+  )
+  assert reward_model.auc(y, s) == pytest.approx(wins / (y.sum() * (~y).sum()))
+  assert np.isnan(reward_model.auc(np.ones(3, bool), np.zeros(3)))
+
+
+def test_r_score_formula():
+  cfg = reward_model.RScoreConfig(lambda_ctr=1.0, lambda_cvr=2.0, lambda_ctcvr=3.0,
+                                  lambda_rel=0.5)  # fmt: skip
+  assert reward_model.r_score(0.1, 0.2, 0.05, 0.6, cfg) == pytest.approx(
+    0.1 + 0.4 + 0.15 + 10 * 0.5 * 0.6
+  )
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_world_dir):
+  world = reader.load_world(tiny_world_dir)
+  items = [r["item_id"] for r in world.items]
+  queries = sorted({r["query"] for r in world.recall})
+  table = SIDTable.synthetic(items, queries, levels=(16, 8, 8), opq_codes=16, seed=0)
+  log = logs.InteractionLog.build(world, table)
+  ctx = rm_features.build_context(world, log, table)
+  rel = rm_features.relevance_rows(world, log, table, ctx.config)
+  cfg = reward_model.RewardModelConfig(num_steps=300, seed=0)
+  return reward_model.train_reward_model(ctx, log, rel, cfg), cfg
+
+
+def test_rm_auc_above_chance_on_tiny_world(trained):
+  trm, _ = trained
+  m = trm.metrics
+  assert m["test_clicks"] > 100 and m["test_orders"] > 10
+  # With the display position (the logging policy's bias) and without it.
+  assert m["ctr_auc_pos"] > 0.6, m
+  assert m["ctr_auc"] > 0.52, m
+  assert m["ctcvr_auc_pos"] > 0.55, m
+  # a constant predictor at the train CTR has logloss H(p); the RM beats it
+  rows = trm.log.test_impressions()
+  p = trm.log.imp_click[trm.log.train_impressions()].mean()
+  assert m["ctr_logloss_pos"] < reward_model.logloss(
+    trm.log.imp_click[rows], np.full(rows.size, p)
+  )
+
+
+def test_score_shapes_invalid_items_and_label_relevance(trained):
+  trm, _ = trained
+  rel = trm.relevance
+  x = int(np.flatnonzero(rel.query_index >= 0)[0])
+  session = int(np.flatnonzero(trm.log.session_query == rel.query_index[x])[0])
+  items = np.array([[rel.item[x], -1, 0]])
+  out = trm.score(np.array([[session]]), items)
+  assert out["r_score"].shape == (1, 3) and out["r_score"][0, 1] == -np.inf
+  labels = rel.grade[
+    (rel.query_index == rel.query_index[x]) & (rel.item == rel.item[x])
+  ]
+  assert out["s_rel"][0, 0] == pytest.approx(labels.mean() / 3)
+  for k in ("ctr", "cvr", "ctcvr"):
+    assert ((out[k] > 0) & (out[k] < 1)).all()
+
+
+def test_save_restore_round_trip(trained, tmp_path):
+  trm, cfg = trained
+  reward_model.save(trm, tmp_path / "rm")
+  back = reward_model.restore(tmp_path / "rm", cfg, trm.context, trm.log, trm.relevance)
+  s, i = np.arange(5), np.arange(5)
+  for k, v in trm.predict(s, i).items():
+    np.testing.assert_allclose(back.predict(s, i)[k], v, rtol=1e-6)
+  assert back.metrics["ctr_auc"] == pytest.approx(trm.metrics["ctr_auc"])
