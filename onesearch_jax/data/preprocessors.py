@@ -30,6 +30,39 @@ def render_prompt(ex, template: prompts.Template):
   return out
 
 
+def long_seq_example(
+  rows: dict[str, tf.Tensor],
+  table: tf.Tensor,
+  reduce: str = "sum",
+  enabled: bool = True,
+) -> tuple[tf.Tensor, tf.Tensor]:
+  """The long-seq feature of one example (TF ops; tf.data or tf.function).
+
+  Args:
+    rows: ``LONG_SEQ_FIELDS`` -> [n] int item rows of ``table``.
+    table: [N, 3, D] float32 per-item level centroid vectors.
+    reduce: "sum" (paper) or "mean" over the items of a sequence.
+    enabled: False (the no-long-seq ablation) gives zeros and a zero mask.
+
+  Returns:
+    ([9, D] float32 click, order, RSU x levels L1..L3; [9] int32 mask).
+  """
+  d = table.shape[-1]
+  sums, masks = [], []
+  for name in LONG_SEQ_FIELDS:
+    r = tf.cast(rows[name], tf.int32)
+    n = tf.shape(r)[0]
+    v = tf.reduce_sum(tf.gather(table, r), axis=0)  # [3, D]
+    if reduce == "mean":
+      v = v / tf.cast(tf.maximum(n, 1), tf.float32)
+    nonempty = tf.cast(n > 0, tf.int32)
+    if not enabled:
+      v, nonempty = tf.zeros([3, d]), tf.constant(0)
+    sums.append(v)
+    masks.append(tf.fill([3], nonempty))
+  return tf.reshape(tf.concat(sums, axis=0), [9, d]), tf.concat(masks, axis=0)
+
+
 def long_seq_feature(
   ds: tf.data.Dataset,
   item_centroids: np.ndarray,
@@ -49,24 +82,10 @@ def long_seq_feature(
     The dataset with the two dense features; the row fields are removed.
   """
   table = tf.constant(np.asarray(item_centroids, np.float32))
-  d = int(item_centroids.shape[-1])
 
   def fn(ex):
     out = {k: v for k, v in ex.items() if k not in LONG_SEQ_FIELDS}
-    sums, masks = [], []
-    for name in LONG_SEQ_FIELDS:
-      rows = tf.cast(ex[name], tf.int32)
-      n = tf.shape(rows)[0]
-      v = tf.reduce_sum(tf.gather(table, rows), axis=0)  # [3, D]
-      if reduce == "mean":
-        v = v / tf.cast(tf.maximum(n, 1), tf.float32)
-      nonempty = tf.cast(n > 0, tf.int32)
-      if not enabled:
-        v, nonempty = tf.zeros([3, d]), tf.constant(0)
-      sums.append(v)
-      masks.append(tf.fill([3], nonempty))
-    out["long_seq"] = tf.reshape(tf.concat(sums, axis=0), [9, d])
-    out["long_seq_mask"] = tf.concat(masks, axis=0)
+    out["long_seq"], out["long_seq_mask"] = long_seq_example(ex, table, reduce, enabled)
     return out
 
   return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import string
+from typing import Any
 
 import tensorflow as tf
 
+from onesearch_jax.data import museq
 from onesearch_jax.data.museq import MuSeqConfig
+from onesearch_jax.data.sid_table import SIDTable, sid_string
 
 LIST_SEP = " ; "  # between the queries of Seq_q
 EMPTY = "none"  # an empty sequence in the prompt
@@ -97,6 +100,56 @@ def stage3_template(config: MuSeqConfig) -> Template:
     parts.append("user: {profile}")
   parts.append("give the appropriate item id:")
   return Template("[BOS] " + " [SEP] ".join(parts) + " [EOS]", "{target}")
+
+
+def stage3_fields(
+  user_id: str,
+  query: str,
+  features: museq.UserFeatures,
+  table: SIDTable,
+  config: MuSeqConfig,
+) -> dict[str, Any]:
+  """The fields of ``stage3_template`` for one session (training and serving).
+
+  The one place that turns Mu-Seq features into prompt fields: the seqio
+  stage-3 / eval tasks (``tasks.build_corpus``) and the host-side prompter
+  (``session_prompts.SessionPrompter``) both call it.
+
+  Args:
+    user_id: the user (hashed for ``config.user_id == "hashed"``).
+    query: the query text.
+    features: its Mu-Seq features (``museq.MuSeqIndex.features``).
+    table: the SID table (every item of ``features`` has a SID).
+    config: Mu-Seq settings.
+
+  Returns:
+    String fields "uid", "query", "sid_q", "seq_q", "seq_short", "profile" and
+    the int item-row lists "long_click", "long_order", "long_rsu" (rows of
+    ``table.item_centroids``). A query without a SID gets ``sid_q = EMPTY``
+    ("none"); the training tasks skip such sessions, so only serving sees it.
+  """
+  f = features
+  c = table.code_width
+  if config.user_id == "hashed":
+    uid = f"<u_{museq.hashed_user_bucket(user_id, config.user_hash_buckets)}>"
+  elif f.uid_codes is None:
+    uid = EMPTY
+  else:
+    uid = sid_string(f.uid_codes[:c], table.opq_codes) + sid_string(
+      f.uid_codes[c:], table.opq_codes
+    )
+  rows = table.item_row
+  return {
+    "uid": uid,
+    "query": query,
+    "sid_q": table.query_sid(query) if query in table.query_row else EMPTY,
+    "seq_q": LIST_SEP.join(f.seq_q) or EMPTY,
+    "seq_short": " ".join(table.item_sid(i) for i in f.seq_short) or EMPTY,
+    "profile": f.profile,
+    "long_click": [rows[i] for i in f.long_click],
+    "long_order": [rows[i] for i in f.long_order],
+    "long_rsu": [rows[i] for i in f.long_rsu],
+  }
 
 
 def template_words() -> list[str]:

@@ -49,7 +49,7 @@ import tensorflow as tf
 
 from onesearch_jax.data import museq, preprocessors, prompts, world_source
 from onesearch_jax.data import vocab as vocab_lib
-from onesearch_jax.data.sid_table import SIDTable, sid_string
+from onesearch_jax.data.sid_table import SIDTable
 
 TRAIN, TEST = "train", "test"
 SHUFFLE_BUFFER = 10_000
@@ -117,31 +117,10 @@ def _cols(rows: list[dict]) -> dict[str, list]:
 def _stage3_row(
   ex: museq.Example, table: SIDTable, config: museq.MuSeqConfig, eval_row: bool
 ) -> dict[str, Any]:
-  f = ex.features
-  c = table.code_width
-  if config.user_id == "hashed":
-    uid = (
-      f"<u_{museq.hashed_user_bucket(ex.session.user_id, config.user_hash_buckets)}>"
-    )
-  elif f.uid_codes is None:
-    uid = prompts.EMPTY
-  else:
-    uid = sid_string(f.uid_codes[:c], table.opq_codes) + sid_string(
-      f.uid_codes[c:], table.opq_codes
-    )
-  rows = table.item_row
-  row = {
-    "uid": uid,
-    "query": ex.session.query,
-    "sid_q": table.query_sid(ex.session.query),
-    "seq_q": prompts.LIST_SEP.join(f.seq_q) or prompts.EMPTY,
-    "seq_short": " ".join(table.item_sid(i) for i in f.seq_short) or prompts.EMPTY,
-    "profile": f.profile,
-    "target": table.item_sid(ex.targets[0]),
-    "long_click": [rows[i] for i in f.long_click],
-    "long_order": [rows[i] for i in f.long_order],
-    "long_rsu": [rows[i] for i in f.long_rsu],
-  }
+  row = prompts.stage3_fields(
+    ex.session.user_id, ex.session.query, ex.features, table, config
+  )
+  row["target"] = table.item_sid(ex.targets[0])
   if eval_row:
     row.update(
       user_id=ex.session.user_id,
@@ -149,6 +128,20 @@ def _stage3_row(
       target_item_ids=list(ex.targets),
     )
   return row
+
+
+def build_index(
+  world: world_source.WorldTables, table: SIDTable, config: museq.MuSeqConfig
+) -> museq.MuSeqIndex:
+  """The Mu-Seq index of a world over the items of the SID table."""
+  return museq.MuSeqIndex(
+    world.users,
+    world.items,
+    world.recall,
+    {i: table.item_codes[r] for i, r in table.item_row.items()},
+    table.code_ranges,
+    config,
+  )
 
 
 def build_corpus(
@@ -238,14 +231,7 @@ def build_corpus(
   for kind in ("query_to_title", "title_to_query", "sidq_to_sidi", "sidi_to_sidq"):
     columns[f"s2_{kind}"] = _cols(s2)
   # Stage 3 and eval.
-  index = museq.MuSeqIndex(
-    world.users,
-    world.items,
-    world.recall,
-    {i: table.item_codes[r] for i, r in has_item.items()},
-    table.code_ranges,
-    config,
-  )
+  index = build_index(world, table, config)
 
   def rows_of(examples, eval_row, kind):
     out = []
