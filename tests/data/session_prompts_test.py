@@ -257,7 +257,10 @@ def test_read_requests_jsonl_and_tsv(tmp_path):
   ]
   t = tmp_path / "r.tsv"
   t.write_text("query\tuser_id\ttime_index\nred dress\tu1\t\nq\tu2\t7\n")
-  assert sp.read_requests(t) == [sp.Request("u1", "red dress"), sp.Request("u2", "q", 7)]
+  assert sp.read_requests(t) == [
+    sp.Request("u1", "red dress"),
+    sp.Request("u2", "q", 7),
+  ]
 
 
 @pytest.mark.parametrize(
