@@ -340,12 +340,15 @@ def main():
         "cons": lambda: cons(batch).scores,
         "cons1": lambda: cons1(batch).scores,
         "mask": lambda: cons(batch, in_stock).scores,
+        "mask1": lambda: cons1(batch, in_stock).scores,
       },
       max(reps, 3),
     )
     t_free, t_cons, t_mask = [t["free"]], [t["cons"]], [t["mask"]]
     res["constrained_dense1_s"] = t["cons1"]
     res["dense1_mask_overhead"] = t["cons1"] / t["free"] - 1
+    res["dense1_in_stock_s"] = t["mask1"]
+    res["dense1_in_stock_overhead"] = t["mask1"] / t["free"] - 1
     res["unconstrained_s"] = statistics.median(t_free)
     res["constrained_s"] = statistics.median(t_cons)
     res["constrained_in_stock_s"] = statistics.median(t_mask)

@@ -202,3 +202,25 @@ def test_sharded_batch_equals_single_device():
   np.testing.assert_allclose(
     np.asarray(sharded.scores), np.asarray(single.scores), atol=1e-5
   )
+
+
+def test_onesearch_layout_with_shared_opq_range_equals_exhaustive():
+  """Levels a, b, then two OPQ codes sharing one 'd' range (2nd code + V)."""
+  v = 4
+  d0 = 30 + 3 + 2
+  ranges = ((30, 33), (33, 35), (d0, d0 + 2 * v), (d0, d0 + 2 * v))
+  cfg = ModelConfig.tiny(sid_ranges=ranges, restrict_sid_levels=True)
+  model = create_model(cfg, seed=3)
+  sizes, offsets = (3, 2, v, v), (30, 33, d0, d0 + v)
+  codes = random_codes(6, 30, sizes)
+  trie = build_trie(codes, sizes, offsets, dense_levels=1)
+  unique = unique_sids(codes)
+  batch = synthetic.make_batch(cfg, 2, 7, seed=5)
+  res = beam_search(model, batch, trie, beam_size=len(unique))
+  ex = score_all_sids(model, batch, unique, offsets)
+  order, top = _exhaustive_top(ex, len(unique))
+  np.testing.assert_array_equal(np.asarray(res.sid_index), order)
+  np.testing.assert_allclose(np.asarray(res.scores), top, atol=1e-4)
+  np.testing.assert_array_equal(
+    np.asarray(res.tokens), unique[order] + np.asarray(offsets)
+  )
