@@ -1,0 +1,68 @@
+"""Peak FLOP/s for MFU: measured (a large matmul) or declared (TPU tables).
+
+MFU = model FLOPs per second / peak FLOP/s. On a CPU there is no datasheet
+number worth trusting (turbo, shared cores, the BLAS in use), so the peak is
+measured in the same process as the training run: the best of several large
+square matmuls in the dtype the model computes in. On TPUs the declared
+per-chip bf16 peak is the convention (PaLM, MaxText).
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+
+# Declared dense bf16 peak FLOP/s per chip (Google Cloud TPU documentation).
+DECLARED_BF16_PEAK = {
+  "TPU v4": 275e12,
+  "TPU v5 lite": 197e12,  # v5e
+  "TPU v5e": 197e12,
+  "TPU v5": 459e12,  # v5p
+  "TPU v5p": 459e12,
+  "TPU v6 lite": 918e12,  # v6e (Trillium)
+  "TPU v6e": 918e12,
+}
+
+
+def declared_peak(device: jax.Device | None = None) -> float | None:
+  """Declared bf16 peak of one chip of `device`'s kind, or None if unknown."""
+  device = device if device is not None else jax.devices()[0]
+  kind = getattr(device, "device_kind", "")
+  return DECLARED_BF16_PEAK.get(kind)
+
+
+def measure_matmul_peak(
+  n: int = 2048,
+  repeats: int = 5,
+  dtype: str = "float32",
+  device: jax.Device | None = None,
+) -> float:
+  """Best observed FLOP/s of an [n, n] @ [n, n] matmul on one device.
+
+  Args:
+    n: matrix size (2048 is large enough to saturate a CPU's FMA units and
+      small enough to stay mostly in cache).
+    repeats: timed calls after one warm-up; the fastest counts (the least
+      disturbed by other processes on a shared machine).
+    dtype: the compute dtype ('float32' or 'bfloat16').
+    device: defaults to jax.devices()[0].
+
+  Returns:
+    2 n^3 / best seconds.
+  """
+  if n <= 0 or repeats <= 0:
+    raise ValueError(f"measure_matmul_peak: n={n}, repeats={repeats} must be > 0")
+  device = device if device is not None else jax.devices()[0]
+  key_a, key_b = jax.random.split(jax.random.key(0))
+  a = jax.device_put(jax.random.normal(key_a, (n, n), dtype), device)
+  b = jax.device_put(jax.random.normal(key_b, (n, n), dtype), device)
+  matmul = jax.jit(jnp.matmul)
+  matmul(a, b).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    t = time.perf_counter()
+    matmul(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2.0 * n**3 / best
