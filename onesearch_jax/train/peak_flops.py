@@ -33,6 +33,43 @@ def declared_peak(device: jax.Device | None = None) -> float | None:
   return DECLARED_BF16_PEAK.get(kind)
 
 
+class MatmulPeak:
+  """A reusable [n, n] @ [n, n] probe (arrays and executable built once).
+
+  `measure` returns the best wall-clock FLOP/s of `repeats` calls and keeps
+  the best FLOP per CPU-second of the same calls in `cpu_flops` (process CPU
+  time of all threads, so on an idle machine cpu_flops ~ wall / cores).
+  """
+
+  def __init__(
+    self, n: int = 2048, dtype: str = "float32", device: jax.Device | None = None
+  ):
+    if n <= 0:
+      raise ValueError(f"MatmulPeak: n={n} must be > 0")
+    self.n = n
+    device = device if device is not None else jax.devices()[0]
+    key_a, key_b = jax.random.split(jax.random.key(0))
+    self._a = jax.device_put(jax.random.normal(key_a, (n, n), dtype), device)
+    self._b = jax.device_put(jax.random.normal(key_b, (n, n), dtype), device)
+    self._matmul = jax.jit(jnp.matmul)
+    self._matmul(self._a, self._b).block_until_ready()
+    self.cpu_flops = 0.0
+
+  def measure(self, repeats: int = 5) -> float:
+    """Best wall-clock FLOP/s over `repeats` timed calls."""
+    if repeats <= 0:
+      raise ValueError(f"MatmulPeak.measure: repeats={repeats} must be > 0")
+    flops = 2.0 * self.n**3
+    best = best_cpu = float("inf")
+    for _ in range(repeats):
+      t, c = time.perf_counter(), time.process_time()
+      self._matmul(self._a, self._b).block_until_ready()
+      best = min(best, time.perf_counter() - t)
+      best_cpu = min(best_cpu, time.process_time() - c)
+    self.cpu_flops = flops / max(best_cpu, 1e-9)
+    return flops / best
+
+
 def measure_matmul_peak(
   n: int = 2048,
   repeats: int = 5,
@@ -52,17 +89,4 @@ def measure_matmul_peak(
   Returns:
     2 n^3 / best seconds.
   """
-  if n <= 0 or repeats <= 0:
-    raise ValueError(f"measure_matmul_peak: n={n}, repeats={repeats} must be > 0")
-  device = device if device is not None else jax.devices()[0]
-  key_a, key_b = jax.random.split(jax.random.key(0))
-  a = jax.device_put(jax.random.normal(key_a, (n, n), dtype), device)
-  b = jax.device_put(jax.random.normal(key_b, (n, n), dtype), device)
-  matmul = jax.jit(jnp.matmul)
-  matmul(a, b).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    t = time.perf_counter()
-    matmul(a, b).block_until_ready()
-    best = min(best, time.perf_counter() - t)
-  return 2.0 * n**3 / best
+  return MatmulPeak(n, dtype, device).measure(repeats)
