@@ -1,22 +1,26 @@
 """MFU of one train step against this machine's measured matmul peak.
 
   JAX_PLATFORMS=cpu python benchmarks/mfu.py [--preset=small]
-      [--shapes=64x128x6,32x256x6,16x128x64] [--steps=5] [--dropout=0.1,0.0]
-      [--peak_n=2048] [--json=/tmp/mfu.json]
+      [--shapes=64x128x6,128x128x6,32x128x64] [--steps=5] [--dropout=0.1,0.0]
+      [--peak_n=2048] [--prng=unsafe_rbg] [--json=/tmp/mfu.json]
 
 Run it WITHOUT --xla_force_host_platform_device_count: one CPU device that
 owns every core (the same device the peak matmul runs on). Each shape is
 `BxLxT` (batch, encoder tokens, decoder tokens). For every (shape, dropout)
 the script builds the train state and the jitted step exactly as
-train/loop.py does (dp rules, AdamW, z-loss), runs 2 warm-up steps and times
-`--steps` steps one by one. The matmul peak (best [n, n] @ [n, n] f32 of 5)
-is measured before every configuration, so it sees the same machine load;
-the run's peak is the best of all of them. Model FLOPs come from
+train/loop.py does (dp rules, AdamW, z-loss), runs 2 warm-up steps, then
+times `--steps` steps one by one with a matmul peak probe (best of 3
+[n, n] @ [n, n] in the model dtype, train/peak_flops.MatmulPeak) before the
+first and after every step, all in this process. Model FLOPs come from
 onesearch_jax/model/flops.py (matmuls only, training = 3 x forward).
 
-MFU columns: best step vs the run's peak ("best"), and the median step vs
-the peak measured right before that configuration ("median") - the latter
-is the more conservative on a shared machine.
+MFU columns:
+  best/run peak  fastest step vs the best probe of the whole run;
+  local median   per step, achieved FLOP/s over the better of the two probes
+                 around it; the median over steps (robust to other jobs on
+                 a shared machine: both see the same load);
+  CPU-time       FLOP per CPU-second of the step vs of the matmul (immune
+                 to time slicing, but blind to cores idling in serial parts).
 """
 
 from __future__ import annotations
@@ -115,13 +119,21 @@ def time_train_step(
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--preset", default="small")
-  p.add_argument("--shapes", default="64x128x6,32x256x6,16x128x64")
+  p.add_argument("--shapes", default="64x128x6,128x128x6,32x128x64")
   p.add_argument("--dropout", default="0.1,0.0", help="comma list of rates")
   p.add_argument("--dtype", default="float32", help="model compute dtype")
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--peak_n", type=int, default=2048)
   p.add_argument("--json", default="", help="write the rows here")
+  p.add_argument(
+    "--prng",
+    default="",
+    help="jax_default_prng_impl for dropout masks (threefry2x32 default; "
+    "rbg / unsafe_rbg are cheaper on CPU)",
+  )
   args = p.parse_args(argv)
+  if args.prng:
+    jax.config.update("jax_default_prng_impl", args.prng)
   if len(jax.devices()) != 1:
     print(
       f"warning: {len(jax.devices())} devices; unset "
@@ -133,7 +145,8 @@ def main(argv=None) -> int:
   print(
     f"machine: {os.cpu_count()} cores {platform.machine()}, "
     f"load {os.getloadavg()}, jax {jax.__version__}, "
-    f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
+    f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, "
+    f"prng {jax.config.jax_default_prng_impl}",
     flush=True,
   )
   peaks: list[float] = []
