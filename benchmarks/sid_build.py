@@ -3,21 +3,25 @@
 Builds semantic IDs for N x D synthetic embeddings (a seeded, clustered
 Gaussian mixture) twice in the same run on the same machine:
 
-* ours: ``onesearch_jax.khqe.quantizer.fit`` + ``encode``;
+* ours: ``onesearch_jax.khqe.quantizer.fit_encode`` (the fit and the codes of
+  all N points), then ``Quantizer.encode`` of all N again and of N/2 (the
+  new-items path; the first call includes compiling the fused encoder);
 * faiss: what the official ``rq_dynamic.py`` / ``rq_opq.py`` do:
   ``faiss.Kmeans(d, k, niter=25, max_points_per_centroid=10000)`` per level on
   the running residual (level 3 either global, or one ``faiss.Kmeans`` per
   level-2 parent group with n > k3 in a Python loop, as ``--balanced 2``
   does), then ``faiss.index_factory(d, "OPQ2,IVF1,PQ2x8")`` trained on the
-  level-3 residual.
+  level-3 residual; its re-encode searches the fitted indexes level by level
+  (level 3 per parent group) and PQ-encodes the rotated residual.
 
-Prints a Markdown table (build time, CUR/ICR, reconstruction errors), and
+"SIDs s" is the time from the embeddings to the 5-token codes of all N
+points on each side. Prints a Markdown table (build time, CUR/ICR, reconstruction errors), and
 optionally the peak RSS of our pipeline on a larger N in a fresh process.
 
 faiss is in the optional ``bench`` extra; keep it out of the main venv:
 
   python3 -m venv /tmp/benchvenv
-  /tmp/benchvenv/bin/pip install faiss-cpu numpy jax jaxlib matplotlib \
+  /tmp/benchvenv/bin/pip install faiss-cpu numpy jax jaxlib matplotlib psutil \
       -c constraints.txt && /tmp/benchvenv/bin/pip install --no-deps -e .
   JAX_PLATFORMS=cpu /tmp/benchvenv/bin/python benchmarks/sid_build.py \
       --n=200000 --dim=128 --memory_n=1000000

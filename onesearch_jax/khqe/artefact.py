@@ -55,6 +55,8 @@ from onesearch_jax.khqe import quantizer as quantizer_lib
 from onesearch_jax.world import reader
 
 SCHEMA_VERSION = 2
+# Version 1 (no covered tokenizer files, no folders) is still readable.
+READABLE_SCHEMAS = (1, 2)
 MANIFEST = "manifest.json"
 
 
@@ -293,10 +295,10 @@ def check_hash(directory: str | os.PathLike, expected: str | None = None) -> str
   for field in ("schema_version", "files", "content_hash"):
     if field not in manifest:
       raise ArtefactError(f"{path}: field '{field}' is missing")
-  if manifest["schema_version"] != SCHEMA_VERSION:
+  if manifest["schema_version"] not in READABLE_SCHEMAS:
     raise ArtefactError(
       f"{path}: field 'schema_version' is {manifest['schema_version']}, "
-      f"this reader knows {SCHEMA_VERSION}"
+      f"this reader knows {list(READABLE_SCHEMAS)}"
     )
   files = manifest["files"]
   for name in manifest.get("folders", []):

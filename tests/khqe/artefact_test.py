@@ -211,3 +211,18 @@ def test_rewriting_removes_stale_report_files(art, tmp_path):
   h = artefact.save(fewer, tmp_path)
   assert not (tmp_path / "report" / "hist_main.png").exists()
   assert artefact.load(tmp_path, h).report_files == {}
+
+
+def test_schema_versions(art, tmp_path):
+  h = artefact.save(art, tmp_path)
+  m = json.loads((tmp_path / "manifest.json").read_text())
+  assert m["schema_version"] == 2
+  # A version-1 manifest (before covered files) still verifies and loads.
+  m["schema_version"] = 1
+  del m["folders"], m["info"]
+  (tmp_path / "manifest.json").write_text(json.dumps(m))
+  assert artefact.load(tmp_path, expected_hash=h).info == {}
+  m["schema_version"] = 3
+  (tmp_path / "manifest.json").write_text(json.dumps(m))
+  with pytest.raises(artefact.ArtefactError, match=r"'schema_version' is 3"):
+    artefact.check_hash(tmp_path)
