@@ -14,8 +14,13 @@ Steps (each reported through `progress` with its wall time):
        +keywords   fused embeddings, global L3, no OPQ
        +l3_parent  fused, per-L2-parent L3 (official --balanced 2), no OPQ
        +opq        fused, parent L3, OPQ on the L3 residual (the final SIDs);
+     the codes are the fit's own (``quantizer.fit_encode``, no re-encoding);
   5. write the report (report.write_report) and the final artefact
-     (artefact.SIDArtefact) into ``out_dir``.
+     (artefact.SIDArtefact) into ``out_dir``. The artefact's content hash
+     covers the tokenizer files too (``text_encoder/``, ``keywords.tsv``,
+     ``embeddings/``) and no path: the world is pinned by its content hash,
+     its location relative to ``out_dir`` and the step wall times are in the
+     manifest's unhashed ``info``.
 
 CUR/ICR are computed over items (the catalogue the SIDs index), as in the
 paper's Table 2; queries share the codebooks but not the metric.
