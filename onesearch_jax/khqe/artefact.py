@@ -15,33 +15,48 @@ Directory layout (one writer, one reader: this module):
   are ordered by descending popularity, then ascending item_id; a decoder that
   must return one item per SID takes the first.
 * ``report/``: ``report.md`` and any extra report files (the PNG plots).
-* ``manifest.json``: ``{"schema_version": 1, "kind": "sid_artefact",
+* covered paths: files or folders the caller wrote into the directory before
+  ``save`` and that later stages read (build.py: the text encoder folder, the
+  keyword dictionary, the optional embeddings folder); ``save(...,
+  covered=[...])`` hashes every file under them like its own files.
+* ``manifest.json``: ``{"schema_version": 2, "kind": "sid_artefact",
   "config": ..., "counts": ..., "files": {relative path: sha256},
-  "content_hash": sha256(json.dumps(files, sort_keys=True))}`` (the same rule
-  as the world manifest).
+  "folders": [covered folders], "content_hash": sha256(json.dumps(files,
+  sort_keys=True)), "info": {...}}`` (the content hash follows the world
+  manifest's rule).
+
+What the content hash covers: every file any later stage reads (all of
+``files``), by relative path and content only. Nothing in it depends on where
+the directory lives: a copied or moved artefact keeps its hash. ``info``
+(outside the hash) holds informational provenance such as the world path
+relative to the artefact; the world itself is pinned inside the hash by its
+content hash (``config.json`` metadata ``world_content_hash``).
 
 Later stages pin the SID version by ``content_hash``: ``load(dir, expected)``
-and ``check_hash(dir, expected)`` refuse a mismatch, naming both hashes.
+and ``check_hash(dir, expected)`` refuse a mismatch, naming both hashes, and
+refuse any modified, missing or added file (a file inside a listed folder
+that the manifest does not list).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import pathlib
-import zipfile
-from collections.abc import Mapping
+import shutil
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from onesearch_jax.khqe import deterministic_npz, rq
 from onesearch_jax.khqe import opq as opq_lib
 from onesearch_jax.khqe import quantizer as quantizer_lib
-from onesearch_jax.khqe import rq
 from onesearch_jax.world import reader
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 (no covered tokenizer files, no folders) is still readable.
+READABLE_SCHEMAS = (1, 2)
 MANIFEST = "manifest.json"
 
 
@@ -62,7 +77,10 @@ class SIDArtefact:
     query_codes: [Q, L] int32 local codes.
     report: the Markdown report.
     report_files: extra report files (name -> bytes), e.g. PNG plots.
-    metadata: JSON-serialisable provenance (source world hash, encoder, ...).
+    metadata: JSON-serialisable provenance (source world hash, encoder, ...);
+      written to config.json, covered by the content hash.
+    info: JSON-serialisable notes NOT covered by the hash (e.g. the world
+      path relative to the artefact); written to the manifest.
   """
 
   quantizer: quantizer_lib.Quantizer
@@ -74,6 +92,7 @@ class SIDArtefact:
   report: str = ""
   report_files: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
   metadata: Mapping[str, object] = dataclasses.field(default_factory=dict)
+  info: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     n = len(self.item_ids)
@@ -113,33 +132,56 @@ class SIDArtefact:
     return out
 
 
-def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
-  """A deterministic .npz (fixed timestamps, sorted names)."""
-  buf = io.BytesIO()
-  with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-    for name in sorted(arrays):
-      info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-      arr = io.BytesIO()
-      np.lib.format.write_array(arr, np.ascontiguousarray(arrays[name]))
-      zf.writestr(info, arr.getvalue())
-  return buf.getvalue()
-
-
 def _jsonl(rows) -> bytes:
   return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
 
 
-def save(artefact: SIDArtefact, directory: str | os.PathLike) -> str:
+def _relative(name: str, what: str) -> str:
+  """A clean relative POSIX path inside the artefact, or ArtefactError."""
+  path = pathlib.PurePosixPath(name)
+  if (
+    not name
+    or path.is_absolute()
+    or ".." in path.parts
+    or str(path) != name
+    or name == MANIFEST
+  ):
+    raise ArtefactError(f"{what}: {name!r} is not a relative path inside the artefact")
+  return name
+
+
+def _files_under(root: pathlib.Path, folder: str) -> list[str]:
+  """Relative paths of every regular file below ``root / folder``, sorted."""
+  return sorted(
+    p.relative_to(root).as_posix() for p in (root / folder).rglob("*") if p.is_file()
+  )
+
+
+def save(
+  artefact: SIDArtefact,
+  directory: str | os.PathLike,
+  *,
+  covered: Sequence[str] = (),
+) -> str:
   """Writes the artefact; returns its content hash.
 
   Args:
     artefact: what to write.
-    directory: target directory (created; existing artefact files replaced).
+    directory: target directory (created; existing artefact files replaced,
+      the ``report/`` folder emptied first).
+    covered: relative paths (files or folders) the caller already wrote in
+      ``directory`` that later stages read; every file under them is hashed
+      too (so editing, removing or adding one is refused by ``check_hash``).
 
   Returns:
     The manifest's ``content_hash``.
+
+  Raises:
+    ArtefactError: a bad report file name, or a covered path that is not a
+      relative path inside the directory or does not exist.
   """
   out = pathlib.Path(directory)
+  shutil.rmtree(out / "report", ignore_errors=True)
   (out / "report").mkdir(parents=True, exist_ok=True)
   q = artefact.quantizer
   arrays = {"rq_l1": q.rq.l1, "rq_l2": q.rq.l2, "rq_l3": q.rq.l3}
@@ -149,7 +191,7 @@ def save(artefact: SIDArtefact, directory: str | os.PathLike) -> str:
     )
   item_sids = artefact.item_sids()
   files: dict[str, bytes] = {
-    "codebooks.npz": _npz_bytes(arrays),
+    "codebooks.npz": deterministic_npz.npz_bytes(arrays),
     "config.json": json.dumps(
       {
         "quantizer": dataclasses.asdict(q.config),
@@ -197,6 +239,21 @@ def save(artefact: SIDArtefact, directory: str | os.PathLike) -> str:
   for name, data in sorted(files.items()):
     (out / name).write_bytes(data)
     hashes[name] = reader.file_sha256(out / name)
+  folders = {"report"}
+  for name in covered:
+    _relative(name, "save: covered path")
+    target = out / name
+    if target.is_dir():
+      folders.add(name)
+      names = _files_under(out, name)
+    elif target.is_file():
+      names = [name]
+    else:
+      raise ArtefactError(f"save: covered path {target} does not exist")
+    for rel in names:
+      if rel in hashes:
+        raise ArtefactError(f"save: covered path {rel} is an artefact file")
+      hashes[rel] = reader.file_sha256(out / rel)
   manifest = {
     "schema_version": SCHEMA_VERSION,
     "kind": "sid_artefact",
@@ -206,8 +263,10 @@ def save(artefact: SIDArtefact, directory: str | os.PathLike) -> str:
       "queries": len(artefact.query_texts),
       "item_sids": len(multimap),
     },
-    "files": hashes,
+    "files": dict(sorted(hashes.items())),
+    "folders": sorted(folders),
     "content_hash": reader.content_hash(hashes),
+    "info": dict(artefact.info),
   }
   (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
   return manifest["content_hash"]
@@ -222,7 +281,8 @@ def check_hash(directory: str | os.PathLike, expected: str | None = None) -> str
 
   Raises:
     ArtefactError: a missing manifest or file, a file whose sha256 differs from
-      the manifest (tampering), or a content hash different from ``expected``.
+      the manifest (tampering), a file added inside a listed folder, or a
+      content hash different from ``expected``.
   """
   root = pathlib.Path(directory)
   path = root / MANIFEST
@@ -235,13 +295,24 @@ def check_hash(directory: str | os.PathLike, expected: str | None = None) -> str
   for field in ("schema_version", "files", "content_hash"):
     if field not in manifest:
       raise ArtefactError(f"{path}: field '{field}' is missing")
-  if manifest["schema_version"] != SCHEMA_VERSION:
+  if manifest["schema_version"] not in READABLE_SCHEMAS:
     raise ArtefactError(
       f"{path}: field 'schema_version' is {manifest['schema_version']}, "
-      f"this reader knows {SCHEMA_VERSION}"
+      f"this reader knows {list(READABLE_SCHEMAS)}"
     )
   files = manifest["files"]
+  for name in manifest.get("folders", []):
+    _relative(name, f"{path}: field 'folders'")
+    if not (root / name).is_dir():
+      raise ArtefactError(f"{root / name}: folder listed in {path} but missing")
+    for rel in _files_under(root, name):
+      if rel not in files:
+        raise ArtefactError(
+          f"{root / rel}: not listed in {path} (file added to the artefact "
+          "after it was built)"
+        )
   for name, want in sorted(files.items()):
+    _relative(name, f"{path}: field 'files'")
     target = root / name
     if not target.is_file():
       raise ArtefactError(f"{target}: listed in {path} but missing")
@@ -320,7 +391,8 @@ def load(directory: str | os.PathLike, expected_hash: str | None = None) -> SIDA
   items_path, queries_path = root / "items.jsonl", root / "queries.jsonl"
   items = _read_jsonl(items_path, ("item_id", "codes", "popularity"))
   queries = _read_jsonl(queries_path, ("query", "codes"))
-  listed = json.loads((root / MANIFEST).read_text())["files"]
+  manifest = json.loads((root / MANIFEST).read_text())
+  listed = manifest["files"]
   report_files = {
     name.removeprefix("report/"): (root / name).read_bytes()
     for name in sorted(listed)
@@ -336,4 +408,5 @@ def load(directory: str | os.PathLike, expected_hash: str | None = None) -> SIDA
     report=(root / "report" / "report.md").read_text(encoding="utf-8"),
     report_files=report_files,
     metadata=cfg.get("metadata", {}),
+    info=manifest.get("info", {}),
   )

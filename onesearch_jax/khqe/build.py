@@ -14,8 +14,13 @@ Steps (each reported through `progress` with its wall time):
        +keywords   fused embeddings, global L3, no OPQ
        +l3_parent  fused, per-L2-parent L3 (official --balanced 2), no OPQ
        +opq        fused, parent L3, OPQ on the L3 residual (the final SIDs);
+     the codes are the fit's own (``quantizer.fit_encode``, no re-encoding);
   5. write the report (report.write_report) and the final artefact
-     (artefact.SIDArtefact) into ``out_dir``.
+     (artefact.SIDArtefact) into ``out_dir``. The artefact's content hash
+     covers the tokenizer files too (``text_encoder/``, ``keywords.tsv``,
+     ``embeddings/``) and no path: the world is pinned by its content hash,
+     its location relative to ``out_dir`` and the step wall times are in the
+     manifest's unhashed ``info``.
 
 CUR/ICR are computed over items (the catalogue the SIDs index), as in the
 paper's Table 2; queries share the codebooks but not the metric.
@@ -27,6 +32,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -48,6 +54,7 @@ FINAL_VARIANT = "+opq"
 KEYWORDS_FILE = "keywords.tsv"  # keyword \t tag \t pv \t emb (official format)
 ENCODER_DIR = "text_encoder"  # encoder_lib.save_encoder + EMBEDDER_FILE
 EMBEDDER_FILE = "embedder.json"
+EMBEDDINGS_DIR = "embeddings"  # save_embeddings: raw/fused .npy + ids
 
 # variant -> (use keyword fusion, L3 mode, use OPQ)
 _VARIANT_SPEC = {
@@ -155,6 +162,19 @@ def item_texts(items: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> lis
   return out
 
 
+def world_hash(world_dir: str | os.PathLike, world: reader.World) -> str:
+  """The world's content hash: its manifest's, or (real data without a
+  manifest) ``reader.content_hash`` of the sha256 of every ``*.jsonl`` file,
+  the rule the pipeline's world check uses. Independent of the path."""
+  if world.manifest and world.manifest.get("content_hash"):
+    return str(world.manifest["content_hash"])
+  files = {
+    p.name: reader.file_sha256(p)
+    for p in sorted(pathlib.Path(world_dir).glob("*.jsonl"))
+  }
+  return reader.content_hash(files)
+
+
 def _popularity(world: reader.World) -> np.ndarray:
   """Per item (world order): train clicks + purchases + impressions (ties)."""
   counts: Counter = Counter()
@@ -172,9 +192,12 @@ def _build_notes(
   n_keywords: int,
   match_rates: Mapping[str, Mapping[str, float]],
   history: Sequence[Mapping[str, float]],
-  timings: Mapping[str, float],
 ) -> str:
-  """Markdown appended to the quantiser report: keywords, encoder, timings."""
+  """Markdown appended to the quantiser report: keywords and encoder.
+
+  Wall times are not in it (they would change the artefact's content hash
+  from run to run); they go to the manifest's unhashed ``info.timings_s``.
+  """
   lines = [
     "",
     "## Keyword enhancement",
@@ -195,8 +218,7 @@ def _build_notes(
     lines.append("|---|---|---|")
     for k in ("loss", "q2i", "q2q", "i2i", "rank"):
       lines.append(f"| {k} | {first[k]:.4f} | {last[k]:.4f} |")
-  lines += ["", "## Timings (s)", "", "| step | seconds |", "|---|---|"]
-  lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
+  lines += ["", "Step wall times: `manifest.json` field `info.timings_s`."]
   return "\n".join(lines) + "\n"
 
 
@@ -338,7 +360,13 @@ def build_sids(
     f"{match_rates['queries']['match_rate']:.3f}",
   )
   # The text side of the tokenizer, so new queries/items can be embedded and
-  # encoded later (not covered by the artefact's content hash).
+  # encoded later; covered by the artefact's content hash (artefact.save
+  # `covered`). Outputs of an earlier build in out_dir are removed first so a
+  # stale encoder or embeddings folder is never hashed into this artefact.
+  for stale in (ENCODER_DIR, EMBEDDINGS_DIR):
+    shutil.rmtree(out / stale, ignore_errors=True)
+  (out / KEYWORDS_FILE).unlink(missing_ok=True)
+  covered = [KEYWORDS_FILE]
   kw_keep = [n for n in range(len(kws)) if valid is None or valid[n]]
   keywords_lib.save_dictionary(
     out / KEYWORDS_FILE, [kws[n] for n in kw_keep], kw_emb[kw_keep]
@@ -348,9 +376,11 @@ def build_sids(
     (out / ENCODER_DIR / EMBEDDER_FILE).write_text(
       json.dumps({"item_text_fields": list(config.item_text_fields)}) + "\n"
     )
+    covered.append(ENCODER_DIR)
   if config.save_embeddings:
-    emb_dir = out / "embeddings"
+    emb_dir = out / EMBEDDINGS_DIR
     emb_dir.mkdir(exist_ok=True)
+    covered.append(EMBEDDINGS_DIR)
     for name, ids, arr in (
       ("items_raw", item_ids, item_raw),
       ("items_fused", item_ids, item_fused),
@@ -382,10 +412,10 @@ def build_sids(
       l3_mode=l3_mode,
       opq_subspaces=base.opq_subspaces if use_opq else 0,
     )
-    quant = quantizer_lib.fit(joint[use_kw], qcfg, mesh=mesh)
-    codes = quant.encode(joint[use_kw], mesh=mesh)
+    # The fit's own codes (no re-encoding pass); they equal quant.encode.
+    quant, codes, sq = quantizer_lib.fit_encode(joint[use_kw], qcfg, mesh=mesh)
     item_codes = codes[n_q:]
-    errors = quant.reconstruction_errors(joint[use_kw][n_q:], mesh=mesh)
+    errors = quantizer_lib.mean_errors(joint[use_kw][n_q:], sq[n_q:])
     metrics[name] = {**sid_metrics.cur_icr(item_codes, qcfg.levels), **errors}
     report_in[name] = (item_codes, qcfg.levels, errors)
     if name == FINAL_VARIANT:
@@ -408,10 +438,9 @@ def build_sids(
       for p in sorted(pathlib.Path(tmp).iterdir())
       if p.is_file() and p.name != "report.md"
     }
-  markdown += _build_notes(source, len(kws), match_rates, history, clock.timings)
+  markdown += _build_notes(source, len(kws), match_rates, history)
   metadata = {
-    "world_dir": os.fspath(world_dir),
-    "world_content_hash": (world.manifest or {}).get("content_hash"),
+    "world_content_hash": world_hash(world_dir, world),
     "embeddings": how,
     "encoder": dataclasses.asdict(config.encoder) if trained else None,
     "encoder_train": dataclasses.asdict(config.train) if trained else None,
@@ -437,8 +466,14 @@ def build_sids(
     report=markdown,
     report_files=extra,
     metadata=metadata,
+    # Informational only, outside the hash: the world is pinned by its
+    # content hash in `metadata`, so moving the workdir keeps the hash.
+    info={
+      "world_dir": os.path.relpath(os.path.abspath(world_dir), out.resolve()),
+      "timings_s": {k: round(v, 3) for k, v in clock.timings.items()},
+    },
   )
-  content_hash = artefact_lib.save(art, out)
+  content_hash = artefact_lib.save(art, out, covered=covered)
   clock.done("artefact", t, f"{out} content hash {content_hash[:12]}")
   return BuildSummary(
     out_dir=str(out),
@@ -482,14 +517,26 @@ class TextEmbedder:
     return keywords_lib.fuse(raw, matches, self.keyword_embeddings)
 
 
-def load_text_embedder(out_dir: str | os.PathLike) -> TextEmbedder:
+def load_text_embedder(
+  out_dir: str | os.PathLike, expected_hash: str | None = None
+) -> TextEmbedder:
   """Reads the text encoder and keyword dictionary build_sids wrote.
 
+  The artefact's hashes are verified first (both files are covered by its
+  content hash), so an edited encoder or dictionary is refused.
+
+  Args:
+    out_dir: the build_sids output (artefact) directory.
+    expected_hash: optional artefact content hash to insist on.
+
   Raises:
+    artefact.ArtefactError: a modified, missing or added file, or a content
+      hash different from ``expected_hash``.
     FileNotFoundError: when the build used precomputed embeddings (no encoder
       was trained) or the files are missing.
   """
   root = pathlib.Path(out_dir)
+  artefact_lib.check_hash(root, expected_hash)
   settings = root / ENCODER_DIR / EMBEDDER_FILE
   if not settings.is_file():
     raise FileNotFoundError(

@@ -40,7 +40,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from onesearch_jax.khqe import text_vocab
+from onesearch_jax.khqe import deterministic_npz, text_vocab
 
 ProgressFn = Callable[[int, Mapping[str, float]], None]
 
@@ -426,8 +426,7 @@ def save_encoder(trained: TrainedEncoder, directory: str | os.PathLike) -> None:
     json.dumps(dataclasses.asdict(trained.config), indent=1, sort_keys=True) + "\n"
   )
   params = _flatten(nnx.to_pure_dict(nnx.state(trained.model)))
-  with open(out / "params.npz", "wb") as f:
-    np.savez(f, **params)
+  deterministic_npz.save_npz(out / "params.npz", params)
 
 
 def load_encoder(directory: str | os.PathLike) -> TrainedEncoder:

@@ -12,7 +12,10 @@ We do the same in JAX/numpy:
    warm-started from the previous codebooks), then the orthogonal Procrustes
    step R = U V^T where U S V^T = svd(X^T Y_hat) and Y_hat is the PQ
    reconstruction, which minimises ||X R - Y_hat||_F over orthogonal R;
-4. a final PQ refit on X R with the final R (warm-started, ``n_iter_final``).
+4. the final PQ on X R with the final R: by default (``final_retrain``) a
+   fresh k-means on a new sample of the N points, as faiss's IVFPQ training
+   after OPQ does (measured: higher ICR than refining the last alternation's
+   codebooks, at a slightly higher error); else a warm-started refit.
 
 Training uses at most ``max_train_points`` sampled points (faiss OPQ uses
 256 * 256). Row-vector convention: ``y = (x - mean) @ rotation``.
@@ -73,13 +76,20 @@ def _pq_train(
   seed: int,
   n_iter: int,
   mesh: jax.sharding.Mesh | None,
+  init: str = "kmeans++",
 ) -> tuple[np.ndarray, np.ndarray]:
   """PQ k-means per subspace. Returns (codebooks [M, K, d], codes [N, M])."""
   books, codes = [], []
   for j, part in enumerate(_split(y, m)):
-    init = None if codebooks is None else codebooks[j]
+    start = None if codebooks is None else codebooks[j]
     km = kmeans.fit_kmeans(
-      part, n_codes, seed=seed + j, n_iter=n_iter, mesh=mesh, init_centroids=init
+      part,
+      n_codes,
+      seed=seed + j,
+      n_iter=n_iter,
+      mesh=mesh,
+      init_centroids=start,
+      init=init,
     )
     books.append(km.centroids)
     codes.append(km.assign)
@@ -104,6 +114,8 @@ def fit_opq(
   n_iter_final: int = 25,
   max_train_points: int = 256 * 256,
   learn_rotation: bool = True,
+  pq_init: str = "kmeans++",
+  final_retrain: bool = True,
   mesh: jax.sharding.Mesh | None = None,
 ) -> OPQ:
   """Learns the OPQ rotation and PQ codebooks.
@@ -119,6 +131,10 @@ def fit_opq(
     n_iter_final: Lloyd iterations of the final PQ refit.
     max_train_points: training subsample size.
     learn_rotation: False gives plain PQ (identity rotation), the baseline.
+    pq_init: init of the first PQ k-means ("kmeans++" or "random").
+    final_retrain: the final PQ is a fresh k-means (``pq_init``) on a new
+      sample of ``max_train_points`` of all N points (what faiss's IVFPQ
+      training after OPQ does) instead of a warm-started refit.
     mesh: optional mesh for the k-means.
 
   Returns:
@@ -131,6 +147,7 @@ def fit_opq(
   if n < n_codes:
     raise ValueError(f"fit_opq: need at least n_codes={n_codes} points, got {n}")
   rng = np.random.default_rng(seed)
+  x_all = x
   if n > max_train_points:
     x = x[np.sort(rng.choice(n, size=max_train_points, replace=False))]
   mean = x.mean(axis=0)
@@ -152,17 +169,24 @@ def fit_opq(
         seed=seed + 7,
         n_iter=n_iter_pq0 if it == 0 else n_iter_pq,
         mesh=mesh,
+        init=pq_init,
       )
       y_hat = _pq_decode(books, codes)
       rotation = np.asarray(_procrustes(jnp.asarray(xc), jnp.asarray(y_hat)))
+  if final_retrain:
+    if n > max_train_points:
+      x = x_all[np.sort(rng.choice(n, size=max_train_points, replace=False))]
+    xc = x - mean
+    books = None
   books, _ = _pq_train(
     xc @ rotation,
     books,
     n_codes,
     n_subspaces,
     seed=seed + 7,
-    n_iter=n_iter_final if books is not None else n_iter_pq0,
+    n_iter=n_iter_final if books is not None or final_retrain else n_iter_pq0,
     mesh=mesh,
+    init=pq_init,
   )
   return OPQ(mean=mean.astype(np.float32), rotation=rotation, codebooks=books)
 

@@ -5,10 +5,18 @@ residual (``opq.py``). ``Quantizer.encode`` maps any embedding (training or
 new) to local codes ``[a, b, c, d_1, ..., d_s]`` with the fitted codebooks
 unchanged, which is the incremental assignment of new items.
 
+``fit_encode`` returns the codes of the training points together with the
+fit: the RQ codes are the fit's own assignments (no second pass) and only the
+OPQ columns are computed, in one fused pass over the level-3 residual.
+
 Note: ``encode`` is the canonical code. For training points it equals the
-fitted assignment, except for exact duplicate residuals inside a level-2
-group with n <= k3 points: fitting gives each of those its own c code (the
-official behaviour), ``encode`` gives identical vectors identical codes.
+fitted assignment (``fit_encode``'s codes), except for exact duplicate
+residuals inside a level-3 group with n <= k3 points: fitting gives each of
+those its own c code (the official behaviour), ``encode`` gives identical
+vectors identical codes.
+
+Encoding runs every level of a block of points in one jitted call on device
+(``sid_encode.py``), with block sizes bucketed so new N reuse compiled code.
 """
 
 from __future__ import annotations
@@ -21,7 +29,9 @@ import jax
 import numpy as np
 
 from onesearch_jax.khqe import opq as opq_lib
-from onesearch_jax.khqe import rq
+from onesearch_jax.khqe import rq, sid_encode
+
+ERROR_NAMES = ("l1", "l2", "l3", "opq")
 
 
 def _pow2_round(v: float) -> int:
@@ -41,6 +51,10 @@ class QuantizerConfig:
     opq_codes: codes per OPQ sub-quantiser.
     n_iter: Lloyd iterations per RQ level (faiss niter).
     opq_iter: OPQ alternations (faiss OPQMatrix niter).
+    opq_final_retrain: after the alternations, fit the PQ codebooks afresh on
+      a new training sample (what faiss's IVFPQ training after OPQ does)
+      instead of refining the last alternation's codebooks; +1.3-2 ICR
+      points on the 200k benchmark (docs/BENCHMARKS.md).
     seed: random seed.
   """
 
@@ -50,6 +64,7 @@ class QuantizerConfig:
   opq_codes: int = 256
   n_iter: int = 25
   opq_iter: int = 50
+  opq_final_retrain: bool = True
   seed: int = 0
 
   def __post_init__(self):
@@ -104,15 +119,25 @@ class Quantizer:
   def code_width(self) -> int:
     return 3 + (0 if self.opq is None else self.opq.n_subspaces)
 
-  def _encode(self, emb, mesh) -> tuple[np.ndarray, list[float]]:
-    """(codes [N, 3 + s], mean squared residual after every level)."""
-    codes, mse, r3 = rq.encode_rq(emb, self.rq, mesh=mesh)
-    if self.opq is None:
-      return codes, mse
-    d = opq_lib.encode_opq(r3, self.opq, mesh=mesh)
-    r3 -= opq_lib.decode_opq(d, self.opq)
-    mse.append(float(np.mean(np.sum(r3.astype(np.float64) ** 2, axis=1))))
-    return np.concatenate([codes, d], axis=1), mse
+  def _encode(self, emb, mesh) -> tuple[np.ndarray, np.ndarray]:
+    """(codes [N, 3 + s], squared residual norm after every level [N, E])."""
+    emb = np.asarray(emb, np.float32)
+    if emb.ndim != 2 or emb.shape[1] != self.rq.l1.shape[1]:
+      raise ValueError(
+        f"encode: expected embeddings [N, {self.rq.l1.shape[1]}], got {emb.shape}"
+      )
+    if not np.all(np.isfinite(emb)):
+      bad = int(np.argwhere(~np.isfinite(emb))[0, 0])
+      raise ValueError(f"encode: embedding {bad} has a non-finite value")
+    return sid_encode.encode_blocks(
+      emb,
+      mode=self.rq.l3_mode,
+      l1=self.rq.l1,
+      l2=self.rq.l2,
+      l3=self.rq.l3,
+      opq=self.opq,
+      mesh=mesh,
+    )
 
   def encode(
     self, emb: np.ndarray, *, mesh: jax.sharding.Mesh | None = None
@@ -157,11 +182,17 @@ class Quantizer:
       {"input": mean ||x||^2, "l1", "l2", "l3", and "opq" if OPQ is used}.
     """
     emb = np.asarray(emb, np.float32)
-    _, mse = self._encode(emb, mesh)
-    names = ["l1", "l2", "l3", "opq"][: len(mse)]
-    out = {"input": float(np.mean(np.sum(emb.astype(np.float64) ** 2, axis=1)))}
-    out.update(zip(names, mse, strict=True))
-    return out
+    _, sq = self._encode(emb, mesh)
+    return mean_errors(emb, sq)
+
+
+def mean_errors(emb: np.ndarray, sq: np.ndarray) -> dict[str, float]:
+  """{"input", "l1", "l2", "l3"[, "opq"]}: means over points of ||x||^2 and
+  of the per-level squared residual norms ``sq`` [N, E]."""
+  sq = np.asarray(sq, np.float64)
+  out = {"input": float(np.mean(np.sum(np.asarray(emb, np.float64) ** 2, axis=1)))}
+  out.update(zip(ERROR_NAMES[: sq.shape[1]], np.mean(sq, axis=0).tolist(), strict=True))
+  return out
 
 
 def fit(
@@ -182,10 +213,37 @@ def fit(
   Returns:
     The fitted ``Quantizer``.
   """
+  return _fit(emb, config, mesh=mesh, progress=progress, with_codes=False)[0]
+
+
+def fit_encode(
+  emb: np.ndarray,
+  config: QuantizerConfig,
+  *,
+  mesh: jax.sharding.Mesh | None = None,
+  progress: Callable[[str], None] | None = None,
+) -> tuple[Quantizer, np.ndarray, np.ndarray]:
+  """``fit`` plus the codes of the training points, without re-encoding.
+
+  Args:
+    emb: [N, D] float32 embeddings.
+    config: quantiser settings.
+    mesh: optional mesh.
+    progress: optional callback.
+
+  Returns:
+    (quantizer, codes [N, 3 + s] int32 (equal to ``quantizer.encode(emb)``,
+    see the module note on duplicates), sq [N, E] float32 squared residual
+    norm after each level, for ``mean_errors``).
+  """
+  return _fit(emb, config, mesh=mesh, progress=progress, with_codes=True)
+
+
+def _fit(emb, config, *, mesh, progress, with_codes):
   emb = np.asarray(emb, np.float32)
   if emb.ndim != 2:
     raise ValueError(f"fit: expected embeddings [N, D], got shape {emb.shape}")
-  codebooks, _, r3 = rq.fit_rq(
+  codebooks, codes, r3 = rq.fit_rq(
     emb,
     config.levels,
     l3_mode=config.l3_mode,
@@ -202,11 +260,26 @@ def fit(
       config.opq_codes,
       seed=config.seed + 3,
       n_iter=config.opq_iter,
+      final_retrain=config.opq_final_retrain,
       mesh=mesh,
     )
     if progress:
       progress(f"OPQ: {config.opq_subspaces}x{config.opq_codes}")
-  return Quantizer(config=config, rq=codebooks, opq=opq)
+  quant = Quantizer(config=config, rq=codebooks, opq=opq)
+  if not with_codes:
+    return quant, None, None
+  # Per-level errors of the fitted codes (host gathers, no distance pass).
+  r = emb - codebooks.l1[codes[:, 0]]
+  sq = [np.sum(r * r, axis=1)]
+  r -= codebooks.l2[codes[:, 1]]
+  sq.append(np.sum(r * r, axis=1))
+  del r
+  sq.append(np.sum(r3 * r3, axis=1))
+  if opq is not None:
+    d, sq_opq = sid_encode.encode_blocks(r3, mode="opq_only", opq=opq, mesh=mesh)
+    codes = np.concatenate([codes, d], axis=1)
+    sq.append(sq_opq[:, 0])
+  return quant, codes.astype(np.int32), np.stack(sq, axis=1).astype(np.float32)
 
 
 def sid_token_strings(codes: np.ndarray, *, opq_codes: int = 256) -> list[str]:

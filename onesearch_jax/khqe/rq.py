@@ -31,7 +31,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from onesearch_jax.khqe import kmeans
+from onesearch_jax.khqe import kmeans, sid_encode
 
 L3_MODES = ("global", "parent", "parent_ab")
 PARENT_MODES = ("parent", "parent_ab")
@@ -209,19 +209,18 @@ def encode_rq(
     (codes [N, 3] int32, mean squared residual norm after each of the 3
     levels, final residual r3 [N, D]).
   """
-  r = np.array(emb, np.float32)  # a copy: updated in place below
-  mse = []
-  a, sq = kmeans.assign_points(r, codebooks.l1, mesh=mesh)
-  r -= codebooks.l1[a]
-  mse.append(float(np.mean(sq, dtype=np.float64)))
-  b, sq = kmeans.assign_points(r, codebooks.l2, mesh=mesh)
+  emb = np.asarray(emb, np.float32)
+  codes, sq = sid_encode.encode_blocks(
+    emb,
+    mode=codebooks.l3_mode,
+    l1=codebooks.l1,
+    l2=codebooks.l2,
+    l3=codebooks.l3,
+    mesh=mesh,
+  )
+  a, b, c = codes[:, 0], codes[:, 1], codes[:, 2]
+  r = emb - codebooks.l1[a]
   r -= codebooks.l2[b]
-  mse.append(float(np.mean(sq, dtype=np.float64)))
-  if codebooks.l3_mode in PARENT_MODES:
-    groups = codebooks.l3_groups(a, b)
-    c, _ = kmeans.assign_grouped(r, groups, codebooks.l3, mesh=mesh)
-  else:
-    c, _ = kmeans.assign_points(r, codebooks.l3, mesh=mesh)
   r -= codebooks.level3_vectors(b, c, a)
-  mse.append(float(np.mean(np.sum(r.astype(np.float64) ** 2, axis=1))))
-  return np.stack([a, b, c], axis=1).astype(np.int32), mse, r
+  mse = np.mean(sq.astype(np.float64), axis=0).tolist()
+  return codes, mse, r

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -22,6 +24,10 @@ def art():
   # Items 0, 1 and 2 share a SID to exercise the tie policy.
   codes[1] = codes[0]
   codes[2] = codes[0]
+  # Items 3-5 get SIDs of their own (distinct last OPQ code).
+  for i in (3, 4, 5):
+    codes[i] = codes[0]
+    codes[i, -1] = (codes[0, -1] + i - 2) % 4
   return artefact.SIDArtefact(
     quantizer=q,
     item_ids=("i0", "i1", "i2", "i3", "i4", "i5"),
@@ -108,3 +114,115 @@ def test_inconsistent_artefact_rejected(art):
       query_texts=(),
       query_codes=np.zeros((0, 5), np.int32),
     )
+
+
+def _save_with_tokenizer(art, root):
+  """An artefact plus the tokenizer files build.py writes beside it."""
+  (root / "text_encoder").mkdir(parents=True)
+  (root / "text_encoder" / "spm.model").write_bytes(b"spm bytes")
+  (root / "text_encoder" / "params.npz").write_bytes(b"params")
+  (root / "keywords.tsv").write_text("red\tcolor\t3\t0.1\x020.2\n")
+  (root / "embeddings").mkdir()
+  np.save(root / "embeddings" / "items_raw.npy", np.ones((2, 3), np.float32))
+  return artefact.save(
+    art, root, covered=["text_encoder", "keywords.tsv", "embeddings"]
+  )
+
+
+COVERED = [
+  "text_encoder/spm.model",
+  "text_encoder/params.npz",
+  "keywords.tsv",
+  "embeddings/items_raw.npy",
+]
+
+
+def test_covered_files_are_listed_and_change_the_hash(art, tmp_path):
+  h = _save_with_tokenizer(art, tmp_path / "a")
+  files = json.loads((tmp_path / "a" / "manifest.json").read_text())["files"]
+  assert set(COVERED) <= set(files)
+  # The same artefact without the tokenizer files has another hash.
+  assert artefact.save(art, tmp_path / "b") != h
+
+
+@pytest.mark.parametrize("name", COVERED)
+def test_editing_a_covered_file_is_refused(art, tmp_path, name):
+  h = _save_with_tokenizer(art, tmp_path)
+  assert artefact.check_hash(tmp_path, h) == h
+  path = tmp_path / name
+  path.write_bytes(path.read_bytes() + b"x")
+  with pytest.raises(artefact.ArtefactError, match=f"{name}.*file modified"):
+    artefact.load(tmp_path, expected_hash=h)
+
+
+@pytest.mark.parametrize("name", COVERED)
+def test_removing_a_covered_file_is_refused(art, tmp_path, name):
+  _save_with_tokenizer(art, tmp_path)
+  (tmp_path / name).unlink()
+  with pytest.raises(artefact.ArtefactError, match=f"{name}: listed in .* missing"):
+    artefact.check_hash(tmp_path)
+
+
+@pytest.mark.parametrize("folder", ["text_encoder", "embeddings", "report"])
+def test_adding_a_file_to_a_covered_folder_is_refused(art, tmp_path, folder):
+  _save_with_tokenizer(art, tmp_path)
+  (tmp_path / folder / "extra.bin").write_bytes(b"new")
+  with pytest.raises(artefact.ArtefactError, match=f"{folder}/extra.bin: not listed"):
+    artefact.load(tmp_path)
+
+
+def test_unrelated_top_level_file_is_ignored(art, tmp_path):
+  # The pipeline writes its STAGE.json marker into the artefact folder last.
+  h = _save_with_tokenizer(art, tmp_path)
+  (tmp_path / "STAGE.json").write_text("{}")
+  assert artefact.check_hash(tmp_path, h) == h
+
+
+def test_bad_covered_paths_are_refused(art, tmp_path):
+  with pytest.raises(artefact.ArtefactError, match="does not exist"):
+    artefact.save(art, tmp_path, covered=["keywords.tsv"])
+  for bad in ("/etc/passwd", "../x", "manifest.json", "a//b"):
+    with pytest.raises(artefact.ArtefactError, match="not a relative path"):
+      artefact.save(art, tmp_path, covered=[bad])
+
+
+def test_relocated_copy_keeps_its_hash_and_loads(art, tmp_path):
+  info_art = dataclasses.replace(art, info={"world_dir": "../world"})
+  h = _save_with_tokenizer(info_art, tmp_path / "work1" / "sids")
+  moved = tmp_path / "elsewhere" / "deeper" / "sids_copy"
+  shutil.copytree(tmp_path / "work1" / "sids", moved)
+  shutil.rmtree(tmp_path / "work1")
+  assert artefact.check_hash(moved, h) == h
+  back = artefact.load(moved, expected_hash=h)
+  np.testing.assert_array_equal(back.item_codes, art.item_codes)
+  assert back.info == {"world_dir": "../world"}
+  # info is outside the hash: a different note gives the same hash ...
+  other = dataclasses.replace(art, info={"world_dir": "/somewhere/else"})
+  assert _save_with_tokenizer(other, tmp_path / "c") == h
+  # ... and no absolute path of the first location is stored anywhere.
+  for p in moved.rglob("*"):
+    if p.is_file():
+      assert str(tmp_path).encode() not in p.read_bytes(), p
+
+
+def test_rewriting_removes_stale_report_files(art, tmp_path):
+  artefact.save(art, tmp_path)
+  fewer = dataclasses.replace(art, report_files={})
+  h = artefact.save(fewer, tmp_path)
+  assert not (tmp_path / "report" / "hist_main.png").exists()
+  assert artefact.load(tmp_path, h).report_files == {}
+
+
+def test_schema_versions(art, tmp_path):
+  h = artefact.save(art, tmp_path)
+  m = json.loads((tmp_path / "manifest.json").read_text())
+  assert m["schema_version"] == 2
+  # A version-1 manifest (before covered files) still verifies and loads.
+  m["schema_version"] = 1
+  del m["folders"], m["info"]
+  (tmp_path / "manifest.json").write_text(json.dumps(m))
+  assert artefact.load(tmp_path, expected_hash=h).info == {}
+  m["schema_version"] = 3
+  (tmp_path / "manifest.json").write_text(json.dumps(m))
+  with pytest.raises(artefact.ArtefactError, match=r"'schema_version' is 3"):
+    artefact.check_hash(tmp_path)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -136,27 +138,86 @@ def test_build_sids_precomputed_embeddings(tiny_world_dir, tmp_path):
     build.build_sids(tiny_world_dir, tmp_path / "out2", cfg)
 
 
-def test_build_sids_chinese_world(zh_world_dir, tmp_path):
-  cfg = build.BuildConfig(
-    vocab=FAST.vocab,
-    encoder=FAST.encoder,
-    train=encoder.EncoderTrainConfig(steps=10, batch_size=16),
-    quantizer=quantizer.QuantizerConfig(
-      levels=(4, 2, 2), opq_codes=4, n_iter=5, opq_iter=5
-    ),
-    keywords=build.keywords_lib.KeywordConfig(min_pv=1),
-    variants=("+opq",),  # one quantiser fit keeps this test fast
-  )
-  summary = build.build_sids(zh_world_dir, tmp_path, cfg)
-  art = artefact.load(tmp_path, summary.content_hash)
+ZH_CFG = build.BuildConfig(
+  vocab=FAST.vocab,
+  encoder=FAST.encoder,
+  train=encoder.EncoderTrainConfig(steps=10, batch_size=16),
+  quantizer=quantizer.QuantizerConfig(
+    levels=(4, 2, 2), opq_codes=4, n_iter=5, opq_iter=5
+  ),
+  keywords=build.keywords_lib.KeywordConfig(min_pv=1),
+  variants=("+opq",),  # one quantiser fit keeps this test fast
+  save_embeddings=True,
+)
+
+
+@pytest.fixture(scope="module")
+def zh_build(zh_world_dir, tmp_path_factory):
+  out = tmp_path_factory.mktemp("zh") / "sids"
+  return build.build_sids(zh_world_dir, out, ZH_CFG), out
+
+
+def test_build_sids_chinese_world(zh_build):
+  summary, out = zh_build
+  art = artefact.load(out, summary.content_hash)
   assert len(art.item_ids) == 10
   assert sum(len(v) for v in art.sid_to_items().values()) == 10
   assert "红色连衣裙" in art.query_texts
   assert summary.match_rates["queries"]["match_rate"] > 0.5
-  # build_sids appends its keyword, encoder and timing notes to the report.
+  # build_sids appends its keyword and encoder notes to the report; the wall
+  # times go to the unhashed manifest info (they differ from run to run).
+  assert set(art.info["timings_s"]) >= {"read", "embed", "keywords"}
   rates = summary.match_rates["items"]
   assert "## Keyword enhancement" in art.report and "## Aligned encoder" in art.report
   assert f"| items | 10 | {rates['match_rate']:.2%} |" in art.report
+
+
+def test_build_hash_covers_tokenizer_and_survives_relocation(zh_build, zh_world_dir):
+  summary, out = zh_build
+  h = summary.content_hash
+  files = json.loads((out / "manifest.json").read_text())["files"]
+  for name in (
+    "keywords.tsv",
+    "text_encoder/spm.model",
+    "text_encoder/params.npz",
+    "text_encoder/encoder_config.json",
+    "text_encoder/embedder.json",
+    "embeddings/items_fused.npy",
+    "embeddings/queries_raw.txt",
+  ):
+    assert name in files, name
+  # No absolute path is hashed; the world is pinned by its content hash.
+  config = json.loads((out / "config.json").read_text())
+  assert str(zh_world_dir) not in json.dumps(config)
+  world = reader.load_world(zh_world_dir)
+  assert config["metadata"]["world_content_hash"] == build.world_hash(
+    zh_world_dir, world
+  )
+  # A copy elsewhere keeps its hash, loads, and embeds texts the same way.
+  moved = out.parent / "other" / "place" / "sids"
+  shutil.copytree(out, moved)
+  art = artefact.load(moved, expected_hash=h)
+  texts = list(art.query_texts)
+  np.testing.assert_array_equal(
+    art.quantizer.encode(build.load_text_embedder(moved, h).queries(texts)),
+    art.quantizer.encode(build.load_text_embedder(out, h).queries(texts)),
+  )
+  assert art.info["world_dir"] == os.path.relpath(zh_world_dir, out)
+  # Editing a tokenizer file is refused by both readers.
+  kw = moved / "keywords.tsv"
+  kw.write_text(kw.read_text(encoding="utf-8") + "x\tbrand\t1\t0\n", encoding="utf-8")
+  with pytest.raises(artefact.ArtefactError, match="keywords.tsv.*file modified"):
+    build.load_text_embedder(moved)
+  with pytest.raises(artefact.ArtefactError, match="keywords.tsv.*file modified"):
+    artefact.load(moved, expected_hash=h)
+  shutil.rmtree(moved.parent.parent)
+
+
+@pytest.mark.slow
+def test_same_build_gives_same_hash(zh_build, zh_world_dir, tmp_path):
+  summary, _ = zh_build
+  again = build.build_sids(zh_world_dir, tmp_path, ZH_CFG)
+  assert again.content_hash == summary.content_hash
 
 
 def test_unknown_variant_is_rejected():

@@ -155,3 +155,20 @@ def test_bad_input_errors():
     kmeans.fit_grouped_kmeans(
       np.zeros((12, 2), np.float32), np.array([0] * 10 + [1] * 2), 2, 3, seed=0
     )
+
+
+def test_random_init_picks_distinct_input_points_by_seed():
+  x = _blobs(500, 3, 5, seed=8)
+  init = kmeans.random_init(x, 7, seed=4)
+  rows = {tuple(r) for r in x.tolist()}
+  assert init.shape == (7, 3) and all(tuple(r) in rows for r in init.tolist())
+  assert len({tuple(r) for r in init.tolist()}) == 7
+  np.testing.assert_array_equal(init, kmeans.random_init(x, 7, seed=4))
+  assert not np.array_equal(init, kmeans.random_init(x, 7, seed=5))
+  # fit_kmeans(init="random") is Lloyd from exactly that start.
+  km = kmeans.fit_kmeans(x, 7, seed=4, n_iter=6, init="random")
+  ref = kmeans.fit_kmeans(x, 7, seed=4, n_iter=6, init_centroids=init)
+  np.testing.assert_array_equal(km.assign, ref.assign)
+  np.testing.assert_allclose(km.centroids, ref.centroids, atol=1e-6)
+  with pytest.raises(ValueError, match="init must be one of"):
+    kmeans.fit_kmeans(x, 7, seed=0, init="forgy")

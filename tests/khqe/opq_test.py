@@ -68,3 +68,36 @@ def test_bad_dimensions():
     opq.fit_opq(np.zeros((100, 5), np.float32), 2, 4)
   with pytest.raises(ValueError, match="n_codes=256"):
     opq.fit_opq(np.zeros((100, 4), np.float32), 2, 256)
+
+
+@pytest.mark.parametrize(
+  "kw",
+  [
+    dict(pq_init="random", final_retrain=False),
+    dict(final_retrain=False),
+    dict(final_retrain=True),
+    dict(pq_init="random", final_retrain=True),
+  ],
+)
+def test_init_and_final_retrain_options(kw):
+  x = _correlated(n=3000, seed=3)
+  q = opq.fit_opq(x, 2, 16, seed=0, n_iter=5, max_train_points=1000, **kw)
+  np.testing.assert_allclose(q.rotation @ q.rotation.T, np.eye(8), atol=1e-5)
+  again = opq.fit_opq(x, 2, 16, seed=0, n_iter=5, max_train_points=1000, **kw)
+  np.testing.assert_array_equal(q.codebooks, again.codebooks)
+  # Still a real OPQ: better than plain PQ on the correlated data.
+  pq = opq.fit_opq(x, 2, 16, seed=0, learn_rotation=False)
+  assert _mse(x, q) < 0.8 * _mse(x, pq)
+  if kw["final_retrain"]:
+    # The final PQ is a fresh fit, not the warm-started one; same rotation.
+    warm = opq.fit_opq(
+      x,
+      2,
+      16,
+      seed=0,
+      n_iter=5,
+      max_train_points=1000,
+      **{**kw, "final_retrain": False},
+    )
+    np.testing.assert_array_equal(warm.rotation, q.rotation)
+    assert not np.array_equal(warm.codebooks, q.codebooks)

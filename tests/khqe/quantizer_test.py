@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
-from onesearch_jax.khqe import quantizer
+from onesearch_jax.khqe import quantizer, sid_encode
 
 
 def _emb(n=1200, d=8, seed=0):
@@ -104,3 +106,89 @@ def test_config_validation():
     quantizer.QuantizerConfig(l3_mode="both")
   with pytest.raises(ValueError, match="levels"):
     quantizer.QuantizerConfig(levels=(4, 4))
+
+
+def _greedy_codes(x, q):
+  """Brute-force float64 reference of Quantizer.encode."""
+  r = x.astype(np.float64)
+  a = ((r[:, None] - q.rq.l1[None]) ** 2).sum(-1).argmin(1)
+  r = r - q.rq.l1[a]
+  b = ((r[:, None] - q.rq.l2[None]) ** 2).sum(-1).argmin(1)
+  r = r - q.rq.l2[b]
+  g = q.rq.l3_groups(a, b) if q.rq.l3.ndim == 3 else None
+  l3 = q.rq.l3[g] if g is not None else q.rq.l3[None]
+  c = ((r[:, None] - l3) ** 2).sum(-1).argmin(1)
+  r = r - q.rq.level3_vectors(b, c, a)
+  y = (r - q.opq.mean) @ q.opq.rotation
+  d = [
+    ((part[:, None] - q.opq.codebooks[j][None]) ** 2).sum(-1).argmin(1)
+    for j, part in enumerate(np.split(y, q.opq.n_subspaces, axis=1))
+  ]
+  return np.stack([a, b, c, *d], axis=1)
+
+
+@pytest.mark.parametrize("mode", ["global", "parent", "parent_ab"])
+def test_fit_encode_codes_equal_encode_and_errors(mode):
+  x = _emb(n=900, seed=3)
+  cfg = quantizer.QuantizerConfig(
+    levels=(16, 8, 4),
+    l3_mode=mode,
+    opq_subspaces=2,
+    opq_codes=16,
+    n_iter=5,
+    opq_iter=3,
+  )
+  q, codes, sq = quantizer.fit_encode(x, cfg)
+  np.testing.assert_array_equal(codes, q.encode(x))
+  # The fitted quantiser equals plain fit (same seed) ...
+  np.testing.assert_array_equal(quantizer.fit(x, cfg).rq.l3, q.rq.l3)
+  # ... and the per-level errors are those of re-encoding.
+  errs = q.reconstruction_errors(x)
+  got = quantizer.mean_errors(x, sq)
+  for name in ("input", "l1", "l2", "l3", "opq"):
+    assert got[name] == pytest.approx(errs[name], rel=1e-4), name
+  # Against the brute-force greedy encoder (nothing fitted is re-fitted).
+  new = _emb(n=200, seed=11)
+  np.testing.assert_array_equal(q.encode(new), _greedy_codes(new, q))
+
+
+def test_fit_encode_is_deterministic_by_seed():
+  x = _emb(n=700, seed=5)
+  a = quantizer.fit_encode(x, _CFG)
+  b = quantizer.fit_encode(x, _CFG)
+  np.testing.assert_array_equal(a[1], b[1])
+  np.testing.assert_array_equal(a[0].opq.codebooks, b[0].opq.codebooks)
+  other = quantizer.fit_encode(x, dataclasses.replace(_CFG, seed=1))
+  assert not np.array_equal(other[0].rq.l1, a[0].rq.l1)
+
+
+def test_encode_in_many_padded_blocks_equals_brute_force(fitted, monkeypatch):
+  x, q = fitted
+  # A tiny block budget forces 64-point blocks: 1200 points = 19 blocks, the
+  # last one padded.
+  monkeypatch.setattr(sid_encode, "_BLOCK_FLOATS", 64 * 16)
+  assert sid_encode.block_size(1200, 16) == 64
+  np.testing.assert_array_equal(q.encode(x), _greedy_codes(x, q))
+
+
+def test_block_sizes_are_bucketed():
+  # Nearby N share one block size (one compiled executable) ...
+  assert sid_encode.block_size(100, 16) == sid_encode.block_size(128, 16) == 128
+  assert sid_encode.block_size(1, 16) == sid_encode.block_size(64, 16) == 64
+  # ... large N are cut into capped power-of-two blocks ...
+  assert sid_encode.block_size(10**6, 512) == 8192
+  assert sid_encode.block_size(10**6, 64 * 128) == 512
+  # ... and a mesh gets a multiple of its size.
+  assert sid_encode.block_size(10**6, 512, n_shards=8) == 8 * 8192
+  assert sid_encode.block_size(30, 512, n_shards=8) == 8 * 64
+
+
+def test_encode_rejects_bad_input(fitted):
+  _, q = fitted
+  with pytest.raises(ValueError, match=r"expected embeddings \[N, 8\]"):
+    q.encode(np.zeros((3, 5), np.float32))
+  bad = np.zeros((3, 8), np.float32)
+  bad[2, 1] = np.nan
+  with pytest.raises(ValueError, match="embedding 2 has a non-finite"):
+    q.encode(bad)
+  assert q.encode(np.zeros((0, 8), np.float32)).shape == (0, 5)
