@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
 from onesearch_jax.train.state import TrainState, with_state
@@ -33,6 +34,17 @@ class CheckpointConfig:
       raise ValueError("save_every_steps and keep_last must be > 0")
 
 
+def resolve_directory(directory: str | pathlib.Path) -> epath.Path:
+  """An absolute local path, or a remote one (gs://...) kept as it is.
+
+  epath keeps gs:// (and other remote) paths intact; pathlib would turn
+  gs://b/x into the local directory gs:/b/x and lose checkpoints on
+  preemption.
+  """
+  path = epath.Path(directory)
+  return path if "://" in str(directory) else path.absolute()
+
+
 class Checkpointer:
   """A thin wrapper over ocp.CheckpointManager for TrainState.
 
@@ -44,7 +56,7 @@ class Checkpointer:
   ):
     cfg = cfg or CheckpointConfig()
     self.cfg = cfg
-    self.directory = pathlib.Path(directory).absolute()
+    self.directory = resolve_directory(directory)
     options = ocp.CheckpointManagerOptions(
       max_to_keep=cfg.keep_last,
       save_interval_steps=cfg.save_every_steps,

@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 from flax import nnx
 
 from onesearch_jax import sharding as sh
@@ -136,7 +137,7 @@ def train(
     model_cfg, train_cfg.optimizer, mesh, rules, seed=train_cfg.seed
   )
   ckpt = checkpoints.Checkpointer(
-    pathlib.Path(workdir) / "checkpoints", train_cfg.checkpoint
+    epath.Path(workdir) / "checkpoints", train_cfg.checkpoint
   )
   resumed_from, position = None, 0
   if ckpt.latest_step() is not None:

@@ -83,3 +83,11 @@ def test_restore_without_checkpoint_raises(tmp_path):
   with pytest.raises(FileNotFoundError, match="no checkpoint"):
     ckpt.restore(None)
   ckpt.close()
+
+
+def test_remote_checkpoint_paths_stay_remote(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  remote = checkpoints.resolve_directory("gs://bucket/run/checkpoints")
+  assert str(remote) == "gs://bucket/run/checkpoints"
+  local = checkpoints.resolve_directory("rel/ckpt")
+  assert str(local) == str(tmp_path / "rel" / "ckpt")
