@@ -136,7 +136,9 @@ def rank_eval_set(
   for kind in per_set:
     covered[eval_set.rows_of(kind)] = True
   diag = metrics.beam_diagnostics(sid_rows[covered])
-  diag["duplicate_items"] = float(np.concatenate(dup_items).mean()) if dup_items else 0.0
+  diag["duplicate_items"] = (
+    float(np.concatenate(dup_items).mean()) if dup_items else 0.0
+  )
   diag["sets_differ"] = float(differ)
   return rows, sid_rows, diag
 
