@@ -146,6 +146,7 @@ def sft_config(
   sentencepiece: dict[str, Any] | None = None,
   prefix: str = "onesearch",
   restrict_sid_levels: bool = True,
+  shuffle_buffer: int = 2000,
 ):
   """The SFT schedule (``train.sft.SFTConfig``); defaults: the main job.
 
@@ -164,6 +165,8 @@ def sft_config(
     sentencepiece: SentencePieceConfig field overrides.
     prefix: seqio task name prefix.
     restrict_sid_levels: per-level SID softmax.
+    shuffle_buffer: examples per task in the train shuffle buffer (0 = the
+      task's own 10,000; larger shuffles better, costs a slower first batch).
   """
   from onesearch_jax.data.museq import MuSeqConfig
   from onesearch_jax.data.vocab import SentencePieceConfig
@@ -182,6 +185,7 @@ def sft_config(
     sentencepiece=_replace(SentencePieceConfig(), sentencepiece, "SentencePieceConfig"),
     prefix=prefix,
     restrict_sid_levels=restrict_sid_levels,
+    shuffle_buffer=shuffle_buffer,
   )
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import seqio
+import tensorflow as tf
 
 from onesearch_jax.data import museq, pipeline, tasks
 from onesearch_jax.data import vocab as vocab_lib
@@ -123,13 +124,21 @@ class LengthStats:
 class TrainBatches:
   """``batches(position)`` for the train loop over a task or mixture.
 
+  The mixture is sampled here (``tf.data.Dataset.sample_from_datasets`` with
+  seqio's rates, seeded) rather than by ``seqio.get_dataset`` so that the
+  per-task shuffle buffer is a knob: seqio's task default (10,000 examples
+  per task) costs ~18 CPU-seconds of preprocessing before the first stage-1
+  batch of the default world, more than a short CPU run can spend.
+
   Args:
     name: registered task or mixture.
     batch_size: per-host batch size.
     lengths: (inputs, targets) lengths.
     long_seq: emit ``long_seq_features`` (see ``to_model_batch``).
-    seed: shuffle / mixture sampling seed.
+    seed: shuffle / mixture sampling seed (task i shuffles with seed + i).
     shard_info: this host's shard (None = one host).
+    shuffle_buffer: examples per task in the shuffle buffer (None = the
+      task's own).
   """
 
   def __init__(
@@ -141,32 +150,56 @@ class TrainBatches:
     long_seq: bool,
     seed: int,
     shard_info: seqio.ShardInfo | None = None,
+    shuffle_buffer: int | None = None,
   ):
     self.name = name
     self.batch_size = batch_size
     self.lengths = tuple(lengths)
-    self.long_seq = long_seq and pipeline.has_long_seq(name)
-    if long_seq and not self.long_seq:
+    self.dense = pipeline.has_long_seq(name)
+    self.long_seq = long_seq
+    if long_seq and not self.dense:
       raise ValueError(f"{name} has no long_seq feature but long_seq=True")
     self.seed = seed
     self.shard_info = shard_info
+    self.shuffle_buffer = shuffle_buffer
     self.stats = LengthStats()
+
+  def dataset(self) -> tf.data.Dataset:
+    """The endless, seeded, batched tf.data pipeline (data-pipeline names)."""
+    provider = seqio.get_mixture_or_task(self.name)
+    if isinstance(provider, seqio.Mixture):
+      members = list(provider.tasks)
+      rates = [float(provider.get_rate(t)) for t in members]
+    else:
+      members, rates = [provider], [1.0]
+    lengths = pipeline.task_feature_lengths(*self.lengths, self.dense)
+    parts = []
+    for i, task in enumerate(members):
+      ds = task.get_dataset(
+        sequence_length=lengths,
+        split=tasks.TRAIN,
+        shuffle=True,
+        seed=self.seed + i,
+        shard_info=self.shard_info,
+        num_epochs=None,
+        shuffle_buffer_size=self.shuffle_buffer,
+      )
+      parts.append(ds.map(lambda ex: {k: ex[k] for k in lengths}))
+    if len(parts) == 1:
+      ds = parts[0]
+    else:
+      total = sum(rates)
+      ds = tf.data.Dataset.sample_from_datasets(
+        parts, weights=[r / total for r in rates], seed=self.seed
+      )
+    ds = pipeline.feature_converter(self.dense)(ds, lengths)
+    return ds.batch(self.batch_size, drop_remainder=True)
 
   def __call__(self, position: int) -> Iterator[dict]:
     """Batches from ``position`` on (0 = the first), endlessly."""
     if position < 0:
       raise ValueError(f"data position must be >= 0, got {position}")
-    ds = pipeline.get_batches(
-      self.name,
-      batch_size=self.batch_size,
-      inputs_length=self.lengths[0],
-      targets_length=self.lengths[1],
-      split=tasks.TRAIN,
-      shard_info=self.shard_info,
-      seed=self.seed,
-      shuffle=True,
-      num_epochs=None,
-    )
+    ds = self.dataset()
     if position:
       ds = ds.skip(position)
     ds = ds.prefetch(4)
