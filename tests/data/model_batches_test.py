@@ -24,8 +24,9 @@ def _take(it, n):
 def test_data_feature_names_become_the_model_contract(registered):
   name = registered.mixtures["stage3"]
   raw = next(
-    pipeline.get_batches(name, batch_size=4, inputs_length=96, targets_length=6)
-    .as_numpy_iterator()
+    pipeline.get_batches(
+      name, batch_size=4, inputs_length=96, targets_length=6
+    ).as_numpy_iterator()
   )
   assert {"long_seq", "long_seq_mask"} <= set(raw)  # the data pipeline's names
   out = model_batches.to_model_batch(raw, long_seq=True)
@@ -71,7 +72,9 @@ def test_skip_to_a_data_position_gives_the_same_batches(registered, stage, long_
     shuffle_buffer=64,
   )
   first = next(other(0))
-  assert not np.array_equal(first["encoder_input_tokens"], full[0]["encoder_input_tokens"])
+  assert not np.array_equal(
+    first["encoder_input_tokens"], full[0]["encoder_input_tokens"]
+  )
   assert make.stats.rows == 4 * 7
 
 

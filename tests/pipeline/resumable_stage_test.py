@@ -48,7 +48,9 @@ def test_changed_inputs_wipe_an_unfinished_resumable_stage(tmp_path):
   logs: list[str] = []
   stage = tmp_path / "train"
   with pytest.raises(KeyboardInterrupt):
-    pipeline.run_stage("train", stage, {"a": 1}, _body(calls), logs.append, resumable=True)
+    pipeline.run_stage(
+      "train", stage, {"a": 1}, _body(calls), logs.append, resumable=True
+    )
   res = pipeline.run_stage(
     "train", stage, {"a": 2}, _body(calls), logs.append, resumable=True
   )
@@ -57,7 +59,9 @@ def test_changed_inputs_wipe_an_unfinished_resumable_stage(tmp_path):
   assert any("inputs changed" in x for x in logs)
   # ... and a finished stage whose inputs change is rebuilt as well.
   logs.clear()
-  pipeline.run_stage("train", stage, {"a": 3}, _body([[], []]), logs.append, resumable=True)
+  pipeline.run_stage(
+    "train", stage, {"a": 3}, _body([[], []]), logs.append, resumable=True
+  )
   assert any("inputs changed" in x for x in logs)
 
 

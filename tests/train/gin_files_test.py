@@ -11,11 +11,11 @@ import importlib.util
 import pathlib
 import sys
 
-import gin
 import jax
 import numpy as np
 import pytest
 
+import gin
 from onesearch_jax import sharding as sh
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.model.model import LossConfig
@@ -24,7 +24,9 @@ from onesearch_jax.train import optimizers, state, steps, synthetic
 from onesearch_jax.train.sft import SFTConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-GIN_FILES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "gin").rglob("*.gin"))
+GIN_FILES = sorted(
+  p.relative_to(ROOT).as_posix() for p in (ROOT / "gin").rglob("*.gin")
+)
 
 
 @pytest.fixture(scope="module")
