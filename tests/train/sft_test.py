@@ -14,25 +14,39 @@ from onesearch_jax import sharding as sh
 from onesearch_jax.data import model_batches
 from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.model import model as model_lib
+from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.train import checkpoints, sft, state
+
+# Every test here shares one tiny 3-stage SFT run (sft_run): ~1-5 min of
+# compiling on 2 busy cores, so the module is in the slow set.
+pytestmark = pytest.mark.slow
 
 
 def _params(model) -> list[np.ndarray]:
   return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
 
 
-def _restore_params(out_dir, stage, step):
-  """Parameters of one saved step of a stage (single device)."""
+def _restorer(out_dir):
+  """stage, step -> (parameters, meta) of that saved step (one device).
+
+  One TrainState serves every stage: the stages' optimizers differ only in
+  their schedule, not in the state's structure.
+  """
   cfg = sft.read_config(out_dir)
-  model_cfg = sft.load_trained(out_dir, stage)[2]
-  opt = cfg.stage_train_config(sft.STAGES.index(stage)).optimizer
+  raw = json.loads((out_dir / "model_config.json").read_text())
+  model_cfg = ModelConfig(**{**raw, "sid_ranges": tuple(map(tuple, raw["sid_ranges"]))})
+  opt = cfg.stage_train_config(0).optimizer
   ts = state.create_train_state(
     model_cfg, opt, sh.single_device_mesh(), sh.DP_RULES, seed=0
   )
-  ckpt = checkpoints.Checkpointer(out_dir / stage / "checkpoints")
-  ts, meta = ckpt.restore(ts, step=step)
-  ckpt.close()
-  return _params(ts.merge()[0]), meta
+
+  def restore(stage, step):
+    ckpt = checkpoints.Checkpointer(out_dir / stage / "checkpoints")
+    got, meta = ckpt.restore(ts, step=step)
+    ckpt.close()
+    return _params(got.merge()[0]), meta
+
+  return restore
 
 
 def test_three_stages_chain_and_write_their_artefacts(sft_run):
@@ -58,13 +72,14 @@ def test_three_stages_chain_and_write_their_artefacts(sft_run):
   # Stage 2 starts from stage 1's final parameters: its first step runs at
   # lr 0 (warmup from 0), so its step-1 checkpoint equals stage 1's last.
   assert res.stages["stage2"].train[0]["learning_rate"] == 0.0
-  p1, _ = _restore_params(out, "stage1", 3)
-  p2, meta = _restore_params(out, "stage2", 1)
+  restore = _restorer(out)
+  p1, _ = restore("stage1", 3)
+  p2, meta = restore("stage2", 1)
   assert meta["data_position"] == 1
   for a, b in zip(p1, p2, strict=True):
     np.testing.assert_array_equal(a, b)
-  p3, _ = _restore_params(out, "stage3", 1)
-  p2_end, _ = _restore_params(out, "stage2", 3)
+  p3, _ = restore("stage3", 1)
+  p2_end, _ = restore("stage2", 3)
   for a, b in zip(p2_end, p3, strict=True):
     np.testing.assert_array_equal(a, b)
 
@@ -119,7 +134,6 @@ def test_load_trained_reproduces_the_last_eval(sft_run):
   assert sft.params_hash(ts) == res.params_hash
 
 
-@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_parameters(sft_run, tmp_path, tiny_sft_config):
   """Stage 3 stopped after 2 steps, then re-run: same data, same params."""
   full, _ = sft_run
