@@ -1,9 +1,12 @@
 r"""onesearch_jax command line (absl + gin).
 
   python run.py                                   # the main job, default world
-  python run.py --gin_file=gin/worlds/tiny.gin    # a tiny world (seconds)
+  python run.py --gin_file=gin/worlds/tiny.gin    # a tiny world (CI, ~2 min)
   python run.py --mode=world --workdir=/tmp/w     # only the world + statistics
   python run.py --mode=build_sids --gin_bindings="world_config.preset='tiny'"
+  python run.py --mode=train                      # world -> sids -> SFT 1, 2, 3
+  python run.py --mode=train --gin_file=gin/models/small.gin \
+      --gin_bindings="sft_config.steps=(500, 500, 1000)"
   python run.py --mode=validate --world_dir=/path/to/kuaisearch   # real data
 
 gin binds only at this edge: the library takes frozen dataclass configs.
@@ -20,7 +23,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-MODES = ("main", "world", "build_sids", "validate")
+MODES = ("main", "world", "build_sids", "train", "validate")
+# What each pipeline mode runs (a prefix of pipeline.STAGE_ORDER).
+MODE_STAGES = {
+  "world": ("world",),
+  "build_sids": ("world", "sids"),
+  "train": ("world", "sids", "train"),
+}
+# gin name -> factory in onesearch_jax.configs (the only gin registrations).
+CONFIGURABLES = (
+  "world_config",
+  "sids_config",
+  "model_config",
+  "mesh_config",
+  "optimizer_config",
+  "train_config",
+  "sft_config",
+  "pipeline_config",
+)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "main", MODES, "What to run.")
@@ -37,19 +57,56 @@ flags.DEFINE_string(
 )
 
 
-def _parse_gin():
-  """Registers the config factories with gin and parses files + bindings."""
+def register_configurables() -> dict:
+  """Registers the config factories with gin (once per process).
+
+  Returns:
+    gin name -> the gin-wrapped factory.
+  """
   import gin
   from onesearch_jax import configs
 
-  made = {
-    name: gin.external_configurable(getattr(configs, name), name)
-    for name in ("world_config", "sids_config", "pipeline_config")
-  }
+  made = {}
+  for name in CONFIGURABLES:
+    try:
+      made[name] = gin.external_configurable(getattr(configs, name), name)
+    except ValueError:  # already registered in this process (tests)
+      made[name] = gin.get_configurable(name)
+  return made
+
+
+def build_config(made: dict):
+  """The PipelineConfig from the (gin-bound) factories."""
+  optimizer = made["optimizer_config"]()
+  sft = made["sft_config"](
+    model=made["model_config"](),
+    train=made["train_config"](optimizer=optimizer),
+    mesh=made["mesh_config"](),
+  )
+  return made["pipeline_config"](
+    world=made["world_config"](), sids=made["sids_config"](), train=sft
+  )
+
+
+def _parse_gin():
+  """Registers the config factories with gin and parses files + bindings."""
+  import gin
+
+  made = register_configurables()
   for path in FLAGS.gin_search_paths:
     gin.add_config_file_search_path(path)
   gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
   return gin, made
+
+
+def _compilation_cache(workdir: pathlib.Path) -> None:
+  """XLA executables cached in the workdir: a re-run, and a stage whose step
+  compiles to the same program as an earlier one (SFT stages 1 and 2), skip
+  compilation."""
+  import jax
+
+  jax.config.update("jax_compilation_cache_dir", str(workdir / "jax_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 def main(argv):
@@ -60,12 +117,11 @@ def main(argv):
 
   workdir = pathlib.Path(FLAGS.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  cfg = made["pipeline_config"](
-    world=made["world_config"](), sids=made["sids_config"]()
-  )
+  cfg = build_config(made)
   if FLAGS.world_dir:
     cfg = dataclasses.replace(cfg, world_dir=FLAGS.world_dir)
   (workdir / "operative_config.gin").write_text(gin.operative_config_str())
+  _compilation_cache(workdir)
 
   def log(msg: str) -> None:
     print(msg, flush=True)
@@ -78,10 +134,8 @@ def main(argv):
     world = reader.load_world(FLAGS.world_dir)
     log(f"{world.counts}\n{world.report.format()}")
     return 0
-  if FLAGS.mode == "world":
-    cfg = dataclasses.replace(cfg, stages=("world",))
-  elif FLAGS.mode in ("main", "build_sids"):
-    cfg = dataclasses.replace(cfg, stages=("world", "sids"))
+  if FLAGS.mode in MODE_STAGES:
+    cfg = dataclasses.replace(cfg, stages=MODE_STAGES[FLAGS.mode])
   pipeline.run_pipeline(cfg, workdir, log=log)
   return 0
 

@@ -2,6 +2,15 @@
 
   python benchmarks/input_pipeline.py [--world_dir=DIR] [--sid_dir=DIR]
       [--batch_size=64] [--batches=40] [--out=docs/BENCHMARKS.md]
+  python benchmarks/input_pipeline.py --vs_train_step \
+      --world_dir=workdir/world --sid_dir=workdir/sids
+
+``--vs_train_step`` (issue 4's check): for each SFT stage, in one process,
+the examples/s of the exact iterator the trainer uses
+(``data.model_batches.TrainBatches`` with the main job's batch size,
+lengths and shuffle buffer) next to the examples/s the main job's train
+step consumes (``configs.sft_config()``'s model, one device, compiled,
+batches already in memory), and their ratio (goal >= 5x).
 
 Without --world_dir the simulator's tiny world is written to a temporary
 directory; without --sid_dir a random synthetic SID table (levels 64-16-16,
@@ -70,6 +79,93 @@ def measure(name: str, batch_size: int, batches: int, lengths) -> float:
   return batches * batch_size / (time.perf_counter() - t)
 
 
+def vs_train_step(
+  world_dir: str, sid_dir: str, batches: int, out: str, cmd: str, machine: str
+) -> None:
+  """Pipeline examples/s vs train-step examples/s per stage (main-job model)."""
+  import jax
+
+  from onesearch_jax import configs
+  from onesearch_jax import sharding as sh
+  from onesearch_jax.data import model_batches
+  from onesearch_jax.train import sft, state, steps
+
+  cfg = configs.sft_config()
+  t = time.perf_counter()
+  reg = tasks.register_tasks(world_dir, sid_dir, prefix="bench")
+  t_reg = time.perf_counter() - t
+  model_cfg = sft.derive_model_config(
+    cfg.model, reg.vocabulary, cfg.museq, reg.long_seq_dim
+  )
+  mesh = sh.make_mesh(cfg.mesh)
+  rows = []
+  for k, stage in enumerate(sft.STAGES):
+    long_seq = k == 2
+    tb = model_batches.TrainBatches(
+      reg.mixtures[stage],
+      batch_size=cfg.batch_size,
+      lengths=cfg.lengths[k],
+      long_seq=long_seq,
+      seed=0,
+      shuffle_buffer=cfg.shuffle_buffer,
+    )
+    t = time.perf_counter()
+    it = tb(0)
+    first = next(it)
+    t_first = time.perf_counter() - t
+    t = time.perf_counter()
+    held = [next(it) for _ in range(batches)]
+    pipe_eps = batches * cfg.batch_size / (time.perf_counter() - t)
+    opt = cfg.stage_train_config(k).optimizer
+    ts = state.create_train_state(model_cfg, opt, mesh, cfg.mesh.logical_rules)
+    bsh = state.batch_shardings(first, mesh, cfg.mesh.logical_rules)
+    fn = steps.compile_train_step(ts, bsh, cfg.train.loss, opt)
+    st = ts.state
+    for b in held[:3]:  # compile + warm-up
+      st, m = fn(st, state.shard_batch(b, bsh))
+    jax.block_until_ready(m)
+    n = max(len(held) - 3, 1)
+    t = time.perf_counter()
+    for b in held[3 : 3 + n]:
+      st, m = fn(st, state.shard_batch(b, bsh))
+    jax.block_until_ready(m)
+    step_eps = n * cfg.batch_size / (time.perf_counter() - t)
+    rows.append((stage, cfg.lengths[k], t_first, pipe_eps, step_eps))
+    print(
+      f"{stage}: pipeline {pipe_eps:,.0f} ex/s (first batch {t_first:.1f} s), "
+      f"train step {step_eps:,.0f} ex/s, ratio {pipe_eps / step_eps:.1f}x",
+      flush=True,
+    )
+  n_params = sft._count_params(model_cfg)
+  lines = [
+    "",
+    f"### Input pipeline vs train step, {datetime.date.today().isoformat()}",
+    "",
+    f"- command: `{cmd}`",
+    f"- machine: {machine}; load average at the end "
+    f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}",
+    f"- world: {world_dir}; SIDs: {sid_dir}; registration {t_reg:.1f} s",
+    f"- model: the main job's (`configs.sft_config()`): d_model {model_cfg.d_model}, "
+    f"{model_cfg.num_encoder_layers}+{model_cfg.num_decoder_layers} layers, vocab "
+    f"{model_cfg.vocab_size}, {n_params / 1e6:.2f} M params, {jax.device_count()} "
+    f"device(s); batch {cfg.batch_size}; shuffle buffer {cfg.shuffle_buffer} per task",
+    f"- pipeline: `TrainBatches` (the trainer's iterator), {batches} batches timed "
+    "after the first; train step: jitted step on batches held in memory, "
+    "3 warm-up steps, then the rest timed",
+    "",
+    "| stage | (inputs, targets) | first batch (s) | pipeline examples/s | "
+    "train step examples/s | ratio |",
+    "|---|---|---|---|---|---|",
+  ]
+  lines += [
+    f"| {s} | {ln} | {tf:.1f} | {p:,.0f} | {e:,.0f} | {p / e:.1f}x |"
+    for s, ln, tf, p, e in rows
+  ]
+  with open(out, "a") as f:
+    f.write("\n".join(lines) + "\n")
+  print(f"appended to {out}")
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser()
   p.add_argument("--world_dir", default=None)
@@ -81,7 +177,18 @@ def main(argv=None) -> int:
     "--machine",
     default=f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})",
   )
+  p.add_argument("--vs_train_step", action="store_true")
   args = p.parse_args(argv)
+  if args.vs_train_step:
+    if not (args.world_dir and args.sid_dir):
+      p.error("--vs_train_step needs --world_dir and --sid_dir (a real SID artefact)")
+    cmd = "python " + " ".join(
+      [sys.argv[0]] + (argv if argv is not None else sys.argv[1:])
+    )
+    vs_train_step(
+      args.world_dir, args.sid_dir, args.batches, args.out, cmd, args.machine
+    )
+    return 0
   world_dir = _world(args.world_dir)
   t = time.perf_counter()
   if args.sid_dir:

@@ -1,8 +1,10 @@
 """Config factories: the gin-free Python path to every stage's config.
 
 gin binds these functions at the edge (run.py registers them as
-configurables named ``world_config``, ``sids_config`` and ``pipeline_config``);
-tests and notebooks call them directly. No gin import here.
+configurables named ``world_config``, ``sids_config``, ``model_config``,
+``mesh_config``, ``optimizer_config``, ``train_config``, ``sft_config`` and
+``pipeline_config``); tests and notebooks call them directly. Their defaults
+ARE the main job (``python run.py`` with no gin file). No gin import here.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from onesearch_jax import sharding
 from onesearch_jax.pipeline import STAGE_ORDER, PipelineConfig
 from onesearch_jax.world.config import WorldConfig
 
@@ -48,16 +51,164 @@ def sids_config(overrides: dict[str, Any] | None = None):
   return cfg
 
 
+def _replace(cfg, overrides: dict[str, Any] | None, what: str):
+  if not overrides:
+    return cfg
+  names = {f.name for f in dataclasses.fields(cfg)}
+  bad = sorted(set(overrides) - names)
+  if bad:
+    raise ValueError(f"unknown {what} fields {bad}; known: {sorted(names)}")
+  return dataclasses.replace(cfg, **overrides)
+
+
+def model_config(preset: str = "main", overrides: dict[str, Any] | None = None):
+  """The model sizes (``model.configs.model_config``; default: the main job's).
+
+  Args:
+    preset: tiny, main, small or base (``model.configs.MODEL_PRESETS``).
+    overrides: ModelConfig field -> value. vocab_size, sid_ranges,
+      seq_feature_dim and the Q-Former placeholder are set from the data.
+  """
+  from onesearch_jax.model.configs import model_config as make
+
+  return make(preset, overrides)
+
+
+mesh_config = sharding.mesh_config
+
+
+def optimizer_config(**overrides: Any):
+  """The main job's optimizer (AdamW, peak lr 3e-3, 10 warmup steps, cosine
+  to 10%) with OptimizerConfig field overrides; total_steps is set to each
+  SFT stage's steps."""
+  from onesearch_jax.train.optimizers import OptimizerConfig
+
+  base = OptimizerConfig(learning_rate=3e-3, warmup_steps=10, total_steps=1000)
+  return _replace(base, overrides, "OptimizerConfig")
+
+
+def train_config(
+  log_every: int = 10,
+  eval_every: int = 40,
+  seed: int = 0,
+  z_loss: float = 1e-4,
+  label_smoothing: float = 0.0,
+  save_every_steps: int = 50,
+  keep_last: int = 2,
+  async_save: bool = True,
+  peak_flops: float = 0.0,
+  optimizer: Any = None,
+):
+  """Per-stage loop settings (``train.loop.TrainConfig``; num_steps comes
+  from ``sft_config.steps``).
+
+  Args:
+    log_every: a progress line every N steps.
+    eval_every: teacher-forced eval every N steps (0 = never).
+    seed: parameter init and dropout seed (the data seed is seed + stage).
+    z_loss: log(Z)^2 coefficient.
+    label_smoothing: target smoothing.
+    save_every_steps: checkpoint cadence (a killed run redoes at most this
+      many steps).
+    keep_last: checkpoints kept per stage.
+    async_save: write checkpoints in the background.
+    peak_flops: device peak FLOP/s for the MFU column (0 = none).
+    optimizer: an OptimizerConfig (default ``optimizer_config()``).
+  """
+  from onesearch_jax.model.model import LossConfig
+  from onesearch_jax.train.checkpoints import CheckpointConfig
+  from onesearch_jax.train.loop import TrainConfig
+
+  return TrainConfig(
+    num_steps=1,
+    log_every=log_every,
+    eval_every=eval_every,
+    seed=seed,
+    loss=LossConfig(label_smoothing=label_smoothing, z_loss=z_loss),
+    optimizer=optimizer if optimizer is not None else optimizer_config(),
+    checkpoint=CheckpointConfig(
+      save_every_steps=save_every_steps, keep_last=keep_last, async_save=async_save
+    ),
+    peak_flops=peak_flops,
+  )
+
+
+def sft_config(
+  model: Any = None,
+  train: Any = None,
+  mesh: Any = None,
+  steps: tuple[int, int, int] = (80, 80, 160),
+  batch_size: int = 32,
+  lengths: tuple[tuple[int, int], ...] = ((64, 40), (64, 40), (192, 6)),
+  eval_batches: int = 4,
+  eval_batch_size: int = 64,
+  museq: dict[str, Any] | None = None,
+  sentencepiece: dict[str, Any] | None = None,
+  prefix: str = "onesearch",
+  restrict_sid_levels: bool = True,
+  shuffle_buffer: int = 2000,
+):
+  """The SFT schedule (``train.sft.SFTConfig``); defaults: the main job.
+
+  Args:
+    model: a ModelConfig (default ``model_config()``).
+    train: a TrainConfig template (default ``train_config()``).
+    mesh: a MeshConfig (default ``mesh_config()``: data parallel).
+    steps: optimizer steps of stage 1, 2, 3.
+    batch_size: global batch size.
+    lengths: (inputs, targets) tokens per stage; the defaults hold every
+      prompt of the default world (stage 1/2 inputs <= 61, stage 3 / eval
+      <= 182 tokens) and 99% of the text targets.
+    eval_batches: eval_click batches in the teacher-forced eval.
+    eval_batch_size: rows per eval batch.
+    museq: MuSeqConfig field overrides (the Table 6 ablation switches).
+    sentencepiece: SentencePieceConfig field overrides.
+    prefix: seqio task name prefix.
+    restrict_sid_levels: per-level SID softmax.
+    shuffle_buffer: examples per task in the train shuffle buffer (0 = the
+      task's own 10,000; larger shuffles better, costs a slower first batch).
+  """
+  from onesearch_jax.data.museq import MuSeqConfig
+  from onesearch_jax.data.vocab import SentencePieceConfig
+  from onesearch_jax.train.sft import SFTConfig
+
+  return SFTConfig(
+    model=model if model is not None else model_config(),
+    train=train if train is not None else train_config(),
+    mesh=mesh if mesh is not None else mesh_config(),
+    steps=tuple(int(s) for s in steps),
+    batch_size=batch_size,
+    lengths=tuple(tuple(int(v) for v in x) for x in lengths),
+    eval_batches=eval_batches,
+    eval_batch_size=eval_batch_size,
+    museq=_replace(MuSeqConfig(), museq, "MuSeqConfig"),
+    sentencepiece=_replace(SentencePieceConfig(), sentencepiece, "SentencePieceConfig"),
+    prefix=prefix,
+    restrict_sid_levels=restrict_sid_levels,
+    shuffle_buffer=shuffle_buffer,
+  )
+
+
 def pipeline_config(
   world: WorldConfig | None = None,
   sids: Any = None,
   world_dir: str = "",
   stages: tuple[str, ...] = STAGE_ORDER,
+  train: Any = None,
 ) -> PipelineConfig:
-  """The main job's config."""
+  """The main job's config.
+
+  Args:
+    world: the world to simulate (default ``world_config()``).
+    sids: the KHQE BuildConfig (None = default).
+    world_dir: real data in the KuaiSearch schema instead of simulating.
+    stages: a prefix of pipeline.STAGE_ORDER.
+    train: the SFTConfig of the train stage (None = ``sft_config()``).
+  """
   return PipelineConfig(
     world=world if world is not None else world_config(),
     world_dir=world_dir,
     stages=tuple(stages),
     sids=sids,
+    train=train,
   )

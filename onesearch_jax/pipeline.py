@@ -7,9 +7,16 @@ re-run a stage whose marker matches is skipped; a stage whose directory exists
 without a matching marker (killed half-way, or its inputs changed) is redone
 from scratch. That is what makes re-runs resume and batch jobs restartable.
 
-Stages so far: ``world`` (simulate, or validate a real world directory) and
-``sids`` (the KHQE tokenizer). Later issues append training, alignment and
-evaluation stages.
+Stages so far: ``world`` (simulate, or validate a real world directory),
+``sids`` (the KHQE tokenizer) and ``train`` (the SFT stages 1 -> 2 -> 3,
+``train.sft.run_sft``, in ``workdir/train``). Later issues append alignment
+and evaluation stages.
+
+Resumable stages (``train``): the stage also writes ``STAGE.started.json``
+with its inputs hash when it starts. A re-run that finds no finished marker
+but a started marker with the SAME inputs keeps the directory and lets the
+body continue (the trainer resumes from its latest checkpoint at the saved
+data position); different inputs wipe the directory as for any stage.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any
 from onesearch_jax.world.config import WorldConfig
 
 MARKER = "STAGE.json"
+STARTED = "STAGE.started.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,12 +45,14 @@ class PipelineConfig:
   # A directory already in the KuaiSearch schema (real data); "" = simulate.
   world_dir: str = ""
   # Stages to run, in order; a prefix of STAGE_ORDER.
-  stages: tuple[str, ...] = ("world", "sids")
+  stages: tuple[str, ...] = ("world", "sids", "train")
   # KHQE build settings (onesearch_jax.khqe.build.BuildConfig); None = default.
   sids: Any = None
+  # SFT settings (onesearch_jax.train.sft.SFTConfig); None = configs.sft_config().
+  train: Any = None
 
 
-STAGE_ORDER = ("world", "sids")
+STAGE_ORDER = ("world", "sids", "train")
 
 
 def _hash_json(obj: Any) -> str:
@@ -56,9 +66,8 @@ def _config_dict(cfg: Any) -> Any:
   return cfg
 
 
-def read_marker(stage_dir: pathlib.Path) -> dict | None:
-  """The stage marker, or None when the stage has not finished."""
-  path = stage_dir / MARKER
+def read_marker_file(path: pathlib.Path) -> dict | None:
+  """A JSON marker, or None when absent or torn."""
   if not path.exists():
     return None
   try:
@@ -67,10 +76,19 @@ def read_marker(stage_dir: pathlib.Path) -> dict | None:
     return None  # a torn write counts as unfinished
 
 
+def read_marker(stage_dir: pathlib.Path) -> dict | None:
+  """The stage marker, or None when the stage has not finished."""
+  return read_marker_file(stage_dir / MARKER)
+
+
+def _write_json(path: pathlib.Path, obj: dict) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+  tmp.replace(path)
+
+
 def _write_marker(stage_dir: pathlib.Path, marker: dict) -> None:
-  tmp = stage_dir / (MARKER + ".tmp")
-  tmp.write_text(json.dumps(marker, indent=2, sort_keys=True))
-  tmp.replace(stage_dir / MARKER)
+  _write_json(stage_dir / MARKER, marker)
 
 
 @dataclasses.dataclass
@@ -89,6 +107,7 @@ def run_stage(
   log: Callable[[str], None],
   *,
   keep_dir: bool = False,
+  resumable: bool = False,
 ) -> StageResult:
   """Runs ``body(stage_dir)`` unless the marker says it is done for ``inputs``.
 
@@ -100,6 +119,8 @@ def run_stage(
       return an ``output_hash`` that downstream stages key on.
     log: progress printer.
     keep_dir: do not wipe a stale directory (it holds user data).
+    resumable: an unfinished run with the same inputs keeps its directory
+      and the body continues it (see the module docstring).
 
   Returns:
     What happened, with the marker.
@@ -109,12 +130,22 @@ def run_stage(
   if marker is not None and marker.get("inputs_hash") == inputs_hash:
     log(f"[{name}] up to date in {stage_dir} (inputs {inputs_hash[:12]}), skipping")
     return StageResult(name, True, 0.0, marker)
-  if stage_dir.exists() and not keep_dir:
-    why = "inputs changed" if marker else "unfinished earlier run"
+  started = read_marker_file(stage_dir / STARTED) if resumable else None
+  resume = (
+    marker is None and started is not None and started.get("inputs_hash") == inputs_hash
+  )
+  if resume:
+    log(
+      f"[{name}] unfinished earlier run with the same inputs: resuming in {stage_dir}"
+    )
+  elif stage_dir.exists() and not keep_dir:
+    why = "inputs changed" if marker or started else "unfinished earlier run"
     log(f"[{name}] {why}: rebuilding {stage_dir}")
     shutil.rmtree(stage_dir)
   stage_dir.mkdir(parents=True, exist_ok=True)
   (stage_dir / MARKER).unlink(missing_ok=True)
+  if resumable and not resume:
+    _write_json(stage_dir / STARTED, {"stage": name, "inputs_hash": inputs_hash})
   start = time.time()
   out = body(stage_dir)
   seconds = time.time() - start
@@ -195,6 +226,47 @@ def _sids_stage(
   )
 
 
+def _train_stage(
+  cfg: PipelineConfig,
+  workdir: pathlib.Path,
+  world_dir: pathlib.Path,
+  world_hash: str,
+  sids: StageResult,
+  log: Callable[[str], None],
+) -> StageResult:
+  from onesearch_jax import configs
+  from onesearch_jax.train import sft
+
+  sft_cfg = cfg.train if cfg.train is not None else configs.sft_config()
+  sid_hash = sids.marker["output_hash"]
+
+  def body(out: pathlib.Path) -> dict:
+    res = sft.run_sft(
+      world_dir, workdir / "sids", out, sft_cfg, sid_hash=sid_hash, log=log
+    )
+    if not res.finished:
+      raise RuntimeError(f"training stopped before the end: {res.stages}")
+    last = res.stages["stage3"].evals[-1] if res.stages["stage3"].evals else {}
+    return {
+      "output_hash": res.params_hash,
+      "sid_hash": sid_hash,
+      "final_eval": {k: v for k, v in last.items() if k != "kind"},
+    }
+
+  return run_stage(
+    "train",
+    workdir / "train",
+    {
+      "world_hash": world_hash,
+      "sid_hash": sid_hash,
+      "sft": sft.config_to_dict(sft_cfg),
+    },
+    body,
+    log,
+    resumable=True,
+  )
+
+
 def run_pipeline(
   cfg: PipelineConfig,
   workdir: str | pathlib.Path,
@@ -214,6 +286,11 @@ def run_pipeline(
   unknown = [s for s in cfg.stages if s not in STAGE_ORDER]
   if unknown:
     raise ValueError(f"unknown stages {unknown}; known: {STAGE_ORDER}")
+  if tuple(cfg.stages) != STAGE_ORDER[: len(cfg.stages)]:
+    raise ValueError(
+      f"stages {tuple(cfg.stages)} must be a prefix of {STAGE_ORDER} "
+      "(each stage needs the one before it)"
+    )
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.time()
@@ -226,6 +303,16 @@ def run_pipeline(
       cfg, workdir, world_dir, results["world"].marker["output_hash"], log
     )
     log(f"[pipeline] stage 2/{n} sids finished at {time.time() - start:.0f} s")
+  if "train" in cfg.stages:
+    results["train"] = _train_stage(
+      cfg,
+      workdir,
+      world_dir,
+      results["world"].marker["output_hash"],
+      results["sids"],
+      log,
+    )
+    log(f"[pipeline] stage 3/{n} train finished at {time.time() - start:.0f} s")
   log(
     f"[pipeline] all {n} stages done in {time.time() - start:.1f} s; workdir {workdir}"
   )

@@ -78,6 +78,27 @@ class ModelConfig:
     return cls(**kw)
 
   @classmethod
+  def main(cls, **kw) -> ModelConfig:
+    """The main job on 2 CPU cores (minutes): D 64, 2+2 layers, 4 heads, F 256.
+
+    vocab_size, sid_ranges, seq_feature_dim and the Q-Former placeholder are
+    set from the data by train.sft.derive_model_config.
+    """
+    base = dict(
+      vocab_size=32128,
+      d_model=64,
+      num_heads=4,
+      head_dim=16,
+      d_ff=256,
+      num_encoder_layers=2,
+      num_decoder_layers=2,
+      qformer_layers=1,
+      seq_feature_dim=64,
+    )
+    base.update(kw)
+    return cls(**base)
+
+  @classmethod
   def small(cls, **kw) -> ModelConfig:
     """CPU benchmarks and quick runs: D 256, 4+4 layers."""
     base = dict(
@@ -112,7 +133,7 @@ class ModelConfig:
     return cls(**base)
 
 
-MODEL_PRESETS = ("tiny", "small", "base")
+MODEL_PRESETS = ("tiny", "main", "small", "base")
 
 
 def model_config(
@@ -121,7 +142,7 @@ def model_config(
   """Factory for gin: a ModelConfig preset with field overrides.
 
   Args:
-    preset: 'tiny', 'small' or 'base'.
+    preset: 'tiny', 'main', 'small' or 'base'.
     overrides: ModelConfig field -> value (lists become tuples).
   """
   if preset not in MODEL_PRESETS:

@@ -1,58 +1,152 @@
-"""gin/models/*.gin and gin/mesh/*.gin parse and build valid configs."""
+"""Every gin file parses with run.py's registrations; model and mesh files train.
+
+run.py is loaded once by path (it defines absl flags); its
+``register_configurables`` + ``build_config`` are exactly what the CLI does.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import pathlib
+import sys
 
 import jax
+import numpy as np
 import pytest
 
 import gin
 from onesearch_jax import sharding as sh
-from onesearch_jax.model import configs as model_configs
+from onesearch_jax.model.configs import ModelConfig
+from onesearch_jax.model.model import LossConfig
+from onesearch_jax.pipeline import PipelineConfig
+from onesearch_jax.train import optimizers, state, steps, synthetic
+from onesearch_jax.train.sft import SFTConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+GIN_FILES = sorted(
+  p.relative_to(ROOT).as_posix() for p in (ROOT / "gin").rglob("*.gin")
+)
 
 
-def _parse(path: pathlib.Path):
-  """Parses one file with the two factories registered under their gin names."""
+@pytest.fixture(scope="module")
+def run_module():
+  name = "_onesearch_run_cli"
+  if name not in sys.modules:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+  mod = sys.modules[name]
+  made = mod.register_configurables()
+  yield mod, made
   gin.clear_config(clear_constants=True)
+
+
+def _build(run_module, path: str) -> PipelineConfig:
+  mod, made = run_module
+  gin.clear_config(clear_constants=True)
+  gin.add_config_file_search_path(str(ROOT))
   with gin.unlock_config():
-    gin.parse_config_file(str(path), skip_unknown=False)
-  return gin.get_configurable("model_config"), gin.get_configurable("mesh_config")
+    gin.parse_config_files_and_bindings([str(ROOT / path)], [], skip_unknown=False)
+  return mod.build_config(made)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _registered():
-  for fn, name in (
-    (model_configs.model_config, "model_config"),
-    (sh.mesh_config, "mesh_config"),
-  ):
-    try:
-      gin.external_configurable(fn, name)
-    except ValueError:  # already registered by another test in this process
-      pass
-  yield
+def test_there_are_gin_files():
+  assert {"gin/runs/main.gin", "gin/worlds/tiny.gin", "gin/models/main.gin"} <= set(
+    GIN_FILES
+  )
+
+
+@pytest.mark.parametrize("path", GIN_FILES)
+def test_every_gin_file_parses_into_a_pipeline_config(run_module, path):
+  cfg = _build(run_module, path)
+  assert isinstance(cfg, PipelineConfig) and isinstance(cfg.train, SFTConfig)
+  assert isinstance(cfg.train.model, ModelConfig)
+
+
+def test_main_gin_is_the_factory_default(run_module):
+  main = _build(run_module, "gin/runs/main.gin")
   gin.clear_config(clear_constants=True)
+  default = run_module[0].build_config(run_module[1])
+  assert main == default  # `python run.py` == `--gin_file=gin/runs/main.gin`
+  assert main.stages == ("world", "sids", "train")
+  assert main.train.model.d_model == 64 and main.world.n_items == 10_000
+
+
+def test_tiny_gin_shrinks_world_and_training(run_module):
+  cfg = _build(run_module, "gin/worlds/tiny.gin")
+  assert cfg.world.n_items < 2_000 and cfg.train.model.d_model == 32
+  assert sum(cfg.train.steps) <= 60 and cfg.train.batch_size == 16
 
 
 @pytest.mark.parametrize(
-  "name,d_model,layers", [("tiny", 32, 2), ("small", 256, 4), ("base", 768, 6)]
+  "name,d_model,layers",
+  [("tiny", 32, 2), ("main", 64, 2), ("small", 256, 4), ("base", 768, 6)],
 )
-def test_model_gin_files(name, d_model, layers):
-  make, _ = _parse(ROOT / "gin" / "models" / f"{name}.gin")
-  cfg = make()
+def test_model_gin_files(run_module, name, d_model, layers):
+  cfg = _build(run_module, f"gin/models/{name}.gin").train.model
   assert cfg.d_model == d_model and cfg.num_encoder_layers == layers
   assert cfg.num_decoder_layers == layers
   if name == "base":
     assert (cfg.num_heads, cfg.d_ff, cfg.dtype) == (12, 3072, "bfloat16")
 
 
-@pytest.mark.parametrize("name", ["dp", "fsdp", "fsdp_tp"])
-def test_mesh_gin_files_build_a_mesh_on_8_devices(name):
-  _, make = _parse(ROOT / "gin" / "mesh" / f"{name}.gin")
-  cfg = make()
-  assert cfg.rules == name
-  mesh = sh.make_mesh(cfg)
-  assert mesh.size == len(jax.devices()) == 8
+def _two_steps(model_cfg: ModelConfig, mesh_cfg: sh.MeshConfig) -> list[float]:
+  """Two jitted train steps on the mesh; the vocabulary is a small data one."""
+  ranges = synthetic.sid_ranges_for(96, 40, (8, 8, 8, 8, 8))
+  cfg = dataclasses.replace(
+    model_cfg,
+    vocab_size=96,
+    sid_ranges=ranges,
+    emb_placeholder_id=3,
+    seq_feature_dim=8,
+    restrict_sid_levels=True,
+  )
+  opt = optimizers.OptimizerConfig(learning_rate=1e-2, warmup_steps=0, total_steps=10)
+  mesh = sh.make_mesh(mesh_cfg)
+  rules = mesh_cfg.logical_rules
+  ts = state.create_train_state(cfg, opt, mesh, rules)
+  batches = [synthetic.make_batch(cfg, 8, 12, seed=s) for s in (0, 1)]
+  bsh = state.batch_shardings(batches[0], mesh, rules)
+  fn = steps.compile_train_step(ts, bsh, LossConfig(), opt)
+  st, losses = ts.state, []
+  for b in batches:
+    st, m = fn(st, state.shard_batch(b, bsh))
+    losses.append(float(m["loss"]))
+  assert all(np.isfinite(losses))
+  return losses
+
+
+@pytest.fixture()
+def _fast_compile():
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
+# ~20 s each on 2 busy cores: one of each kind stays in the quick set.
+@pytest.mark.parametrize(
+  "name", ["dp", pytest.param("fsdp", marks=pytest.mark.slow),
+           pytest.param("fsdp_tp", marks=pytest.mark.slow)],
+)  # fmt: skip
+def test_mesh_gin_files_train_two_steps_on_8_devices(run_module, name, _fast_compile):
+  sft_cfg = _build(run_module, f"gin/mesh/{name}.gin").train
+  mesh = sh.make_mesh(sft_cfg.mesh)
+  assert sft_cfg.mesh.rules == name and mesh.size == len(jax.devices()) == 8
   assert mesh.axis_names == sh.MESH_AXES
+  tiny = ModelConfig.tiny(qformer_layers=1)
+  _two_steps(tiny, sft_cfg.mesh)
+
+
+@pytest.mark.parametrize(
+  "name", ["tiny", pytest.param("main", marks=pytest.mark.slow),
+           pytest.param("small", marks=pytest.mark.slow),
+           pytest.param("base", marks=pytest.mark.slow)],
+)  # fmt: skip
+def test_model_gin_files_train_two_steps_on_8_devices(run_module, name, _fast_compile):
+  model_cfg = _build(run_module, f"gin/models/{name}.gin").train.model
+  if name == "base":  # bf16 activations; keep CPU memory small
+    model_cfg = dataclasses.replace(model_cfg, dropout_rate=0.0)
+  _two_steps(model_cfg, sh.MeshConfig(shape=(2, 4, 1), rules="fsdp"))

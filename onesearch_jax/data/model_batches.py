@@ -1,0 +1,413 @@
+"""seqio batches -> the model's batch contract: train iterators, eval sets, eval inputs.
+
+The data pipeline (``pipeline.get_batches``) names the dense feature
+``long_seq`` [B, 9, D] with its ``long_seq_mask`` [B, 9] and gives int32 loss
+weights; the model (``model/model.py``) reads ``long_seq_features`` [B, 9, D]
+float32 and float32 weights. ``to_model_batch`` is the ONE place that maps
+one onto the other (the mask is dropped: the ``long_seq_feature``
+preprocessor writes exact zeros where it is 0, which is checked here).
+
+* ``TrainBatches(name, ...)``: the train loop's ``batches(position)``: an
+  iterator of numpy batches starting at batch ``position`` of a seeded,
+  endlessly repeated stage mixture (deterministic skip: the same seed gives
+  the same batch at the same position, so a resumed run sees the examples
+  an uninterrupted one would).
+* ``fixed_batches(name, ...)``: the first N batches of a task in file order
+  (teacher-forced eval sets), optionally weighting only SID targets.
+* ``eval_inputs(...)``: encoder inputs of an eval task with per-row metadata
+  (session_id, user_id, query, target_item_ids) for decoding + item metrics.
+  seqio's feature converter drops string features, so this path does NOT
+  use it: it reads the task's preprocessed examples (which keep the strings)
+  in file order and pads them itself, keeping row i's metadata with row i.
+* ``DataSpec``: what is needed to re-register the tasks of a training run
+  (``write_spec`` / ``register_from_spec``; the one writer and reader of
+  ``data_spec.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from onesearch_jax.data import museq, pipeline, tasks
+from onesearch_jax.data import vocab as vocab_lib
+
+TOKEN_FEATURES = (
+  "encoder_input_tokens",
+  "decoder_input_tokens",
+  "decoder_target_tokens",
+)
+SPEC_FILE = "data_spec.json"
+META_FIELDS = ("session_id", "user_id", "query", "target_item_ids")
+
+
+def to_model_batch(batch: Mapping[str, np.ndarray], *, long_seq: bool) -> dict:
+  """Data-pipeline batch -> the model's batch contract (numpy).
+
+  Args:
+    batch: ``pipeline.get_batches`` output (numpy).
+    long_seq: emit ``long_seq_features`` (the model has a Q-Former); the
+      batch must then carry ``long_seq``.
+
+  Returns:
+    {encoder_input_tokens [B, L] int32, decoder_input_tokens [B, T] int32,
+    decoder_target_tokens [B, T] int32, decoder_loss_weights [B, T] float32,
+    (long_seq_features [B, 9, D] float32)}.
+
+  Raises:
+    KeyError: a feature is missing (names the feature).
+    ValueError: a long-seq row is non-zero where its mask says empty.
+  """
+  missing = [k for k in (*TOKEN_FEATURES, "decoder_loss_weights") if k not in batch]
+  if long_seq and "long_seq" not in batch:
+    missing.append("long_seq")
+  if missing:
+    raise KeyError(f"batch lacks features {missing}; has {sorted(batch)}")
+  out = {k: np.asarray(batch[k], np.int32) for k in TOKEN_FEATURES}
+  out["decoder_loss_weights"] = np.asarray(batch["decoder_loss_weights"], np.float32)
+  if long_seq:
+    feats = np.asarray(batch["long_seq"], np.float32)
+    if "long_seq_mask" in batch:
+      empty = np.asarray(batch["long_seq_mask"]) == 0
+      if np.any(feats[empty] != 0):
+        raise ValueError("long_seq is non-zero in a row whose long_seq_mask is 0")
+    out["long_seq_features"] = feats
+  return out
+
+
+def sid_only_weights(batch: dict, vocabulary: vocab_lib.OneSearchVocabulary) -> dict:
+  """Loss weights kept only on SID target tokens (EOS and text get 0).
+
+  Teacher-forced eval then reports SID token loss / accuracy, not diluted
+  by the always-easy EOS.
+  """
+  ids = np.asarray(batch["decoder_target_tokens"])
+  is_sid = np.zeros(ids.shape, bool)
+  for prefix in ("a", "b", "c", "d"):
+    r = vocabulary.level_range(prefix)
+    is_sid |= (ids >= r.start) & (ids < r.stop)
+  out = dict(batch)
+  out["decoder_loss_weights"] = batch["decoder_loss_weights"] * is_sid
+  return out
+
+
+@dataclasses.dataclass
+class LengthStats:
+  """Rows that filled the encoder / decoder length (possibly truncated)."""
+
+  rows: int = 0
+  full_inputs: int = 0
+  full_targets: int = 0
+
+  def add(self, batch: Mapping[str, np.ndarray]) -> None:
+    self.rows += int(batch["encoder_input_tokens"].shape[0])
+    self.full_inputs += int(np.sum(batch["encoder_input_tokens"][:, -1] != 0))
+    self.full_targets += int(np.sum(batch["decoder_target_tokens"][:, -1] != 0))
+
+  def format(self, lengths: tuple[int, int]) -> str:
+    n = max(self.rows, 1)
+    return (
+      f"{self.full_inputs}/{self.rows} ({self.full_inputs / n:.1%}) rows at the "
+      f"{lengths[0]}-token input limit, {self.full_targets}/{self.rows} "
+      f"({self.full_targets / n:.1%}) at the {lengths[1]}-token target limit "
+      "(these may be truncated)"
+    )
+
+
+class TrainBatches:
+  """``batches(position)`` for the train loop over a task or mixture.
+
+  The mixture is sampled here (``tf.data.Dataset.sample_from_datasets`` with
+  seqio's rates, seeded) rather than by ``seqio.get_dataset`` so that the
+  per-task shuffle buffer is a knob: with seqio's task default (10,000
+  examples per task) the first stage-1 batch of the default world waits for
+  60,000 examples to be preprocessed, a large part of a short CPU run.
+
+  Args:
+    name: registered task or mixture.
+    batch_size: per-host batch size.
+    lengths: (inputs, targets) lengths.
+    long_seq: emit ``long_seq_features`` (see ``to_model_batch``).
+    seed: shuffle / mixture sampling seed (task i shuffles with seed + i).
+    shard_info: this host's shard (None = one host).
+    shuffle_buffer: examples per task in the shuffle buffer (None = the
+      task's own).
+  """
+
+  def __init__(
+    self,
+    name: str,
+    *,
+    batch_size: int,
+    lengths: tuple[int, int],
+    long_seq: bool,
+    seed: int,
+    shard_info: seqio.ShardInfo | None = None,
+    shuffle_buffer: int | None = None,
+  ):
+    self.name = name
+    self.batch_size = batch_size
+    self.lengths = tuple(lengths)
+    self.dense = pipeline.has_long_seq(name)
+    self.long_seq = long_seq
+    if long_seq and not self.dense:
+      raise ValueError(f"{name} has no long_seq feature but long_seq=True")
+    self.seed = seed
+    self.shard_info = shard_info
+    self.shuffle_buffer = shuffle_buffer
+    self.stats = LengthStats()
+
+  def dataset(self) -> tf.data.Dataset:
+    """The endless, seeded, batched tf.data pipeline (data-pipeline names)."""
+    provider = seqio.get_mixture_or_task(self.name)
+    if isinstance(provider, seqio.Mixture):
+      members = list(provider.tasks)
+      rates = [float(provider.get_rate(t)) for t in members]
+    else:
+      members, rates = [provider], [1.0]
+    lengths = pipeline.task_feature_lengths(*self.lengths, self.dense)
+    parts = []
+    for i, task in enumerate(members):
+      ds = task.get_dataset(
+        sequence_length=lengths,
+        split=tasks.TRAIN,
+        shuffle=True,
+        seed=self.seed + i,
+        shard_info=self.shard_info,
+        num_epochs=None,
+        shuffle_buffer_size=self.shuffle_buffer,
+      )
+      parts.append(ds.map(lambda ex: {k: ex[k] for k in lengths}))
+    if len(parts) == 1:
+      ds = parts[0]
+    else:
+      total = sum(rates)
+      ds = tf.data.Dataset.sample_from_datasets(
+        parts, weights=[r / total for r in rates], seed=self.seed
+      )
+    ds = pipeline.feature_converter(self.dense)(ds, lengths)
+    return ds.batch(self.batch_size, drop_remainder=True)
+
+  def __call__(self, position: int) -> Iterator[dict]:
+    """Batches from ``position`` on (0 = the first), endlessly."""
+    if position < 0:
+      raise ValueError(f"data position must be >= 0, got {position}")
+    ds = self.dataset()
+    if position:
+      ds = ds.skip(position)
+    ds = ds.prefetch(4)
+
+    def gen():
+      for raw in ds.as_numpy_iterator():
+        batch = to_model_batch(raw, long_seq=self.long_seq)
+        self.stats.add(batch)
+        yield batch
+
+    return gen()
+
+
+def fixed_batches(
+  name: str,
+  *,
+  batch_size: int,
+  lengths: tuple[int, int],
+  long_seq: bool,
+  num_batches: int,
+  split: str = tasks.TEST,
+  vocabulary: vocab_lib.OneSearchVocabulary | None = None,
+) -> list[dict]:
+  """The first ``num_batches`` full batches of a task in file order.
+
+  Args:
+    name: registered task.
+    batch_size: rows per batch.
+    lengths: (inputs, targets).
+    long_seq: emit ``long_seq_features``.
+    num_batches: at most this many (fewer when the task is smaller; a task
+      with less than one batch raises).
+    split: the task's split.
+    vocabulary: when given, weights are kept on SID targets only
+      (``sid_only_weights``).
+
+  Returns:
+    A list of model batches.
+  """
+  ds = pipeline.get_batches(
+    name,
+    batch_size=batch_size,
+    inputs_length=lengths[0],
+    targets_length=lengths[1],
+    split=split,
+    shuffle=False,
+    num_epochs=1,
+  )
+  out = []
+  for raw in ds.take(num_batches).as_numpy_iterator():
+    b = to_model_batch(raw, long_seq=long_seq)
+    out.append(sid_only_weights(b, vocabulary) if vocabulary is not None else b)
+  if not out:
+    raise ValueError(f"{name}: fewer than {batch_size} examples for one eval batch")
+  return out
+
+
+# ------------------------------------------------------------ eval inputs
+
+
+def _text(v) -> str:
+  return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+
+
+def eval_inputs(
+  registered: tasks.RegisteredTasks,
+  kind: str = "eval_click",
+  batch_size: int = 64,
+  *,
+  inputs_length: int = 256,
+  long_seq: bool = True,
+  shard_info: seqio.ShardInfo | None = None,
+  pad_last: bool = False,
+) -> Iterator[tuple[dict, list[dict]]]:
+  """Encoder inputs of an eval task with row-aligned metadata, in file order.
+
+  Args:
+    registered: from ``tasks.register_tasks`` (or ``register_from_spec``).
+    kind: "eval_click" or "eval_order".
+    batch_size: rows per batch.
+    inputs_length: encoder length L (the prompt is trimmed to L - 1 tokens
+      + EOS, as in training).
+    long_seq: emit ``long_seq_features``.
+    shard_info: this host's shard (None = every example).
+    pad_last: pad the last partial batch with all-zero rows to batch_size
+      (its metadata list then stays shorter than the batch).
+
+  Yields:
+    (batch, metas): batch = {encoder_input_tokens [B, L] int32,
+    (long_seq_features [B, 9, D] float32)}; metas = one dict per real row
+    {session_id, user_id, query: str, target_item_ids: list[str]}, metas[i]
+    describing row i. Every example is yielded exactly once.
+  """
+  if kind not in ("eval_click", "eval_order"):
+    raise ValueError(f"eval kind must be eval_click or eval_order, got {kind!r}")
+  if kind not in registered.tasks:
+    raise ValueError(
+      f"no {kind} task registered ({registered.counts.get(kind, 0)} examples)"
+    )
+  name = registered.tasks[kind]
+  lengths = pipeline.task_feature_lengths(inputs_length, 8, True)
+  ds = seqio.get_mixture_or_task(name).get_dataset(
+    sequence_length=lengths,
+    split=tasks.TEST,
+    shuffle=False,
+    shard_info=shard_info,
+    num_epochs=1,
+  )
+  d = registered.long_seq_dim
+
+  def flush(rows: list[dict]) -> tuple[dict, list[dict]]:
+    n = batch_size if pad_last else len(rows)
+    tokens = np.zeros((n, inputs_length), np.int32)
+    feats = np.zeros((n, pipeline.LONG_SEQ_ROWS, d), np.float32)
+    metas = []
+    for i, ex in enumerate(rows):
+      ids = np.asarray(ex["inputs"], np.int32)[:inputs_length]
+      tokens[i, : ids.size] = ids
+      feats[i] = ex["long_seq"]
+      metas.append(
+        {
+          "session_id": _text(ex["session_id"]),
+          "user_id": _text(ex["user_id"]),
+          "query": _text(ex["query"]),
+          "target_item_ids": [_text(t) for t in ex["target_item_ids"]],
+        }
+      )
+    batch = {"encoder_input_tokens": tokens}
+    if long_seq:
+      batch["long_seq_features"] = feats
+    return batch, metas
+
+  rows: list[dict] = []
+  for ex in ds.as_numpy_iterator():
+    rows.append(ex)
+    if len(rows) == batch_size:
+      yield flush(rows)
+      rows = []
+  if rows:
+    yield flush(rows)
+
+
+# ------------------------------------------------------------ the spec
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """How a training run registered its tasks (``data_spec.json``).
+
+  Attributes:
+    world_dir: the world directory.
+    sid_dir: the SID artefact directory.
+    sid_hash: its content hash (checked when re-registering).
+    vocab_dir: the saved vocabulary.
+    prefix: task name prefix.
+    museq: Mu-Seq settings (``dataclasses.asdict(MuSeqConfig)``).
+    sentencepiece: ``dataclasses.asdict(SentencePieceConfig)``.
+    eval_inputs_length: encoder length of the stage-3 / eval prompts.
+  """
+
+  world_dir: str
+  sid_dir: str
+  sid_hash: str
+  vocab_dir: str
+  prefix: str
+  museq: dict[str, Any]
+  sentencepiece: dict[str, Any]
+  eval_inputs_length: int
+
+
+def write_spec(directory: str | os.PathLike, spec: DataSpec) -> None:
+  """Writes ``directory/data_spec.json``."""
+  path = os.path.join(os.fspath(directory), SPEC_FILE)
+  with open(path + ".tmp", "w") as f:
+    json.dump(dataclasses.asdict(spec), f, indent=2, sort_keys=True)
+  os.replace(path + ".tmp", path)
+
+
+def read_spec(directory: str | os.PathLike) -> DataSpec:
+  """Reads ``directory/data_spec.json`` (clear error naming a missing field)."""
+  path = os.path.join(os.fspath(directory), SPEC_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: missing (not a training output directory?)")
+  with open(path) as f:
+    raw = json.load(f)
+  names = [f.name for f in dataclasses.fields(DataSpec)]
+  missing = [n for n in names if n not in raw]
+  if missing:
+    raise ValueError(f"{path}: fields {missing} are missing")
+  return DataSpec(**{n: raw[n] for n in names})
+
+
+def register_from_spec(spec: DataSpec) -> tasks.RegisteredTasks:
+  """Registers a run's tasks (the saved vocabulary, the same SIDs).
+
+  The training run registers through this function too, so in one process
+  the second call returns the first registration (``register_tasks`` is
+  idempotent for identical arguments).
+  """
+  from onesearch_jax.data.sid_table import SIDTable
+
+  if spec.sid_hash:  # refuses an artefact that changed since training
+    SIDTable.from_artefact(spec.sid_dir, expected_hash=spec.sid_hash)
+  return tasks.register_tasks(
+    spec.world_dir,
+    spec.sid_dir,
+    config=museq.MuSeqConfig(**spec.museq),
+    sp_config=vocab_lib.SentencePieceConfig(**spec.sentencepiece),
+    vocab_dir=spec.vocab_dir,
+    prefix=spec.prefix,
+  )

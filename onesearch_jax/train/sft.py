@@ -1,0 +1,659 @@
+"""The SFT schedule: stage 1 -> 2 -> 3 on the seqio mixtures of a world + SIDs.
+
+``run_sft(world_dir, sid_dir, out_dir, cfg, sid_hash=..., log=print)``
+
+1. registers the tasks (``data.model_batches.register_from_spec``; the
+   vocabulary is saved under ``out_dir/vocab``),
+2. derives the ModelConfig from the vocabulary (``derive_model_config``),
+3. trains ``stage1`` (semantic alignment), ``stage2`` (co-occurrence, its
+   parameters initialised from stage 1) and ``stage3`` (personalised, from
+   stage 2) with ``train.loop.train``; each stage runs its own optimizer
+   schedule (fresh AdamW state, warmup + decay over its own steps) and a
+   teacher-forced eval on the first batches of ``eval_click`` (loss and
+   accuracy over the 5 SID target tokens only),
+4. writes ``out_dir/stage{1,2,3}/checkpoints`` (orbax),
+   ``out_dir/stage{k}/history.jsonl`` (every logged step and eval),
+   ``out_dir/stage{k}/result.json`` (the stage is finished),
+   ``out_dir/history.json``, ``out_dir/training_curves.png``,
+   ``out_dir/model_config.json`` and ``out_dir/sft_config.json``.
+
+Resume: a finished stage (``result.json``) is skipped; an unfinished one
+continues from its latest checkpoint at the saved data position (the loop's
+contract), so a killed run loses at most ``checkpoint.save_every_steps``
+steps and ends with the same parameters as an uninterrupted one.
+
+For evaluation: ``load_trained(out_dir)`` gives the stage-3 model,
+vocabulary and ModelConfig; ``eval_inputs(out_dir, kind, batch_size)`` the
+encoder inputs with per-row session metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import numpy as np
+
+from onesearch_jax import sharding as sh
+from onesearch_jax.data import model_batches, museq
+from onesearch_jax.data import vocab as vocab_lib
+from onesearch_jax.model.configs import ModelConfig
+from onesearch_jax.model.model import LossConfig
+from onesearch_jax.model.transformer import EncoderDecoder
+from onesearch_jax.train import checkpoints, loop, state
+from onesearch_jax.train.optimizers import OptimizerConfig
+
+STAGES = ("stage1", "stage2", "stage3")
+RESULT = "result.json"
+HISTORY = "history.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTConfig:
+  """The three SFT stages.
+
+  Attributes:
+    model: the model sizes; vocab_size, sid_ranges, emb_placeholder_id,
+      num_query_tokens and seq_feature_dim are replaced by the values the
+      vocabulary and SID artefact imply (``derive_model_config``).
+    train: the per-stage loop settings (log/eval cadence, seed, loss,
+      optimizer, checkpoints); num_steps and optimizer.total_steps are set to
+      each stage's steps.
+    mesh: device mesh and sharding rules.
+    steps: optimizer steps of stage 1, 2, 3.
+    batch_size: global batch size (split over hosts, then the data axes).
+    lengths: (inputs, targets) token lengths of stage 1, 2, 3; stage 3's
+      are also the eval set's.
+    eval_batches: batches of eval_click in the teacher-forced eval.
+    eval_batch_size: rows per eval batch.
+    museq: Mu-Seq settings and ablation switches.
+    sentencepiece: the text vocabulary's settings.
+    prefix: seqio task name prefix.
+    restrict_sid_levels: per-level SID softmax (``derive_model_config``).
+    shuffle_buffer: examples per task in the train shuffle buffer (0 = the
+      seqio task's own, 10,000); filling it is the cost of a stage's first
+      batch.
+  """
+
+  model: ModelConfig = ModelConfig()
+  train: loop.TrainConfig = loop.TrainConfig()
+  mesh: sh.MeshConfig = sh.MeshConfig()
+  steps: tuple[int, int, int] = (100, 100, 100)
+  batch_size: int = 32
+  lengths: tuple[tuple[int, int], ...] = ((64, 32), (64, 32), (128, 6))
+  eval_batches: int = 4
+  eval_batch_size: int = 64
+  museq: museq.MuSeqConfig = museq.MuSeqConfig()
+  sentencepiece: vocab_lib.SentencePieceConfig = vocab_lib.SentencePieceConfig()
+  prefix: str = "onesearch"
+  restrict_sid_levels: bool = True
+  shuffle_buffer: int = 2000
+
+  def __post_init__(self):
+    if len(self.steps) != 3 or min(self.steps) <= 0:
+      raise ValueError(f"SFTConfig.steps must be 3 positive ints, got {self.steps}")
+    if len(self.lengths) != 3 or any(len(x) != 2 or min(x) <= 0 for x in self.lengths):
+      raise ValueError(
+        f"SFTConfig.lengths must be 3 (inputs, targets) pairs, got {self.lengths}"
+      )
+    if self.lengths[2][1] < 6:
+      raise ValueError("stage-3 targets length must be >= 6 (5 SID tokens + EOS)")
+    if self.batch_size <= 0 or self.eval_batch_size <= 0 or self.eval_batches < 0:
+      raise ValueError("batch sizes must be > 0 and eval_batches >= 0")
+    warm = self.train.optimizer.warmup_steps
+    if self.train.optimizer.decay in ("cosine", "linear") and warm >= min(self.steps):
+      raise ValueError(
+        f"optimizer.warmup_steps {warm} must be < the shortest stage "
+        f"({min(self.steps)} steps): each stage runs its own schedule"
+      )
+
+  def stage_train_config(self, k: int) -> loop.TrainConfig:
+    """The loop config of stage k (0-based)."""
+    n = self.steps[k]
+    opt = dataclasses.replace(self.train.optimizer, total_steps=n)
+    return dataclasses.replace(self.train, num_steps=n, optimizer=opt)
+
+
+# ------------------------------------------------------------ config io
+
+
+def _tuples(x):
+  return tuple(_tuples(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def config_to_dict(cfg: SFTConfig) -> dict[str, Any]:
+  """JSON-able form (``config_from_dict`` inverts it)."""
+  return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_from_dict(raw: dict[str, Any]) -> SFTConfig:
+  """Inverse of ``config_to_dict``."""
+  t = dict(raw["train"])
+  train = loop.TrainConfig(
+    **{
+      **t,
+      "loss": LossConfig(**t["loss"]),
+      "optimizer": OptimizerConfig(**t["optimizer"]),
+      "checkpoint": checkpoints.CheckpointConfig(**t["checkpoint"]),
+    }
+  )
+  m = raw["mesh"]
+  return SFTConfig(
+    model=ModelConfig(
+      **{**raw["model"], "sid_ranges": _tuples(raw["model"]["sid_ranges"])}
+    ),
+    train=train,
+    mesh=sh.MeshConfig(
+      shape=tuple(m["shape"]), rules=m["rules"], custom_rules=_tuples(m["custom_rules"])
+    ),
+    steps=tuple(raw["steps"]),
+    batch_size=raw["batch_size"],
+    lengths=_tuples(raw["lengths"]),
+    eval_batches=raw["eval_batches"],
+    eval_batch_size=raw["eval_batch_size"],
+    museq=museq.MuSeqConfig(**raw["museq"]),
+    sentencepiece=vocab_lib.SentencePieceConfig(**raw["sentencepiece"]),
+    prefix=raw["prefix"],
+    restrict_sid_levels=raw["restrict_sid_levels"],
+    shuffle_buffer=raw["shuffle_buffer"],
+  )
+
+
+OPQ_SUBSPACES = 2  # SIDs <a><b><c><d><d'>: two OPQ codes share the d range
+
+
+def derive_model_config(
+  base: ModelConfig,
+  vocabulary: vocab_lib.OneSearchVocabulary,
+  config: museq.MuSeqConfig,
+  long_seq_dim: int,
+  *,
+  restrict_sid_levels: bool = True,
+) -> ModelConfig:
+  """The model for this vocabulary and these prompts.
+
+  Args:
+    base: sizes (d_model, layers, ...).
+    vocabulary: gives vocab_size and the 5 SID ranges: a, b, c, d (the first
+      half of the ``d_`` range: the first OPQ code) and d' (the second half:
+      the second OPQ code, offset by opq_codes = 256 in the paper).
+    config: with ``use_long_seq`` the prompts carry ``n_emb_tokens`` [EMB]
+      placeholders, replaced by as many Q-Former outputs (at least one
+      Q-Former layer); without it the Q-Former is off.
+    long_seq_dim: D of the long-seq feature (the SID artefact's centroids).
+    restrict_sid_levels: softmax over the current level's range for SID
+      targets (train loss and decoding).
+
+  Returns:
+    The ModelConfig.
+  """
+  d = vocabulary.level_range("d")
+  if len(d) % OPQ_SUBSPACES:
+    raise ValueError(f"d token range of {len(d)} ids is not {OPQ_SUBSPACES} halves")
+  per = len(d) // OPQ_SUBSPACES
+  ranges = [
+    (vocabulary.level_range(p).start, vocabulary.level_range(p).stop)
+    for p in ("a", "b", "c")
+  ]
+  ranges += [(d.start + j * per, d.start + (j + 1) * per) for j in range(OPQ_SUBSPACES)]
+  kw: dict[str, Any] = dict(
+    vocab_size=vocabulary.vocab_size,
+    sid_ranges=tuple(ranges),
+    seq_feature_dim=int(long_seq_dim),
+    restrict_sid_levels=restrict_sid_levels,
+  )
+  if config.use_long_seq:
+    kw.update(
+      emb_placeholder_id=vocabulary.token_id("[EMB]"),
+      num_query_tokens=config.n_emb_tokens,
+      qformer_layers=max(base.qformer_layers, 1),
+    )
+  else:
+    kw.update(emb_placeholder_id=-1, qformer_layers=0)
+  return dataclasses.replace(base, **kw)
+
+
+# ------------------------------------------------------------ history
+
+
+def _append_history(stage_dir: pathlib.Path, row: dict) -> None:
+  with open(stage_dir / HISTORY, "a") as f:
+    f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def read_history(stage_dir: pathlib.Path) -> tuple[list[dict], list[dict]]:
+  """(train rows, eval rows) of a stage; a resumed run's re-done steps keep
+  only their last entry."""
+  path = pathlib.Path(stage_dir) / HISTORY
+  if not path.exists():
+    return [], []
+  rows: dict[tuple[str, int], dict] = {}
+  for line in path.read_text().splitlines():
+    if line.strip():
+      r = json.loads(line)
+      rows[(r["kind"], int(r["step"]))] = r
+  ordered = sorted(rows.values(), key=lambda r: r["step"])
+  return (
+    [r for r in ordered if r["kind"] == "train"],
+    [r for r in ordered if r["kind"] == "eval"],
+  )
+
+
+def params_hash(ts: state.TrainState) -> str:
+  """sha256 over the model parameters (path-sorted, raw bytes)."""
+  from flax import nnx
+  from jax.experimental import multihost_utils
+
+  model, _ = ts.merge()
+  flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+  h = hashlib.sha256()
+  for path, var in sorted(flat, key=lambda kv: tuple(map(str, kv[0]))):
+    arr = np.asarray(multihost_utils.process_allgather(var[...], tiled=True))
+    h.update("/".join(map(str, path)).encode())
+    h.update(arr.tobytes())
+  return h.hexdigest()
+
+
+def plot_curves(history: dict[str, dict[str, list[dict]]], path: pathlib.Path) -> None:
+  """Train loss and eval SID accuracy over the global step, per stage."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.6))
+  offset = 0
+  for name in STAGES:
+    h = history.get(name)
+    if not h:
+      continue
+    tr, ev = h["train"], h["eval"]
+    if tr:
+      ax_l.plot([offset + r["step"] for r in tr], [r["loss"] for r in tr], label=name)
+    if ev:
+      ax_a.plot(
+        [offset + r["step"] for r in ev],
+        [r["eval_accuracy"] for r in ev],
+        marker="o",
+        label=name,
+      )
+    offset += h.get("steps", tr[-1]["step"] if tr else 0)
+  ax_l.set(xlabel="global step", ylabel="train loss (per token)", title="train loss")
+  ax_a.set(
+    xlabel="global step",
+    ylabel="SID token accuracy",
+    title="eval_click, teacher forced",
+  )
+  for ax in (ax_l, ax_a):
+    ax.grid(alpha=0.3)
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+
+
+# ------------------------------------------------------------ the run
+
+
+@dataclasses.dataclass
+class StageSummary:
+  """One stage of a run."""
+
+  name: str
+  finished: bool
+  steps: int  # optimizer steps reached
+  seconds: float  # wall time of this call (0 when skipped)
+  resumed_from: int | None
+  skipped: bool
+  train: list[dict]
+  evals: list[dict]
+
+
+@dataclasses.dataclass
+class SFTResult:
+  """What ``run_sft`` did."""
+
+  out_dir: pathlib.Path
+  model_cfg: ModelConfig
+  stages: dict[str, StageSummary]
+  params_hash: str  # of the final stage-3 parameters ("" if unfinished)
+  counts: dict[str, int]  # examples per task kind
+  seconds: float
+
+  @property
+  def finished(self) -> bool:
+    return all(s.finished for s in self.stages.values()) and len(self.stages) == 3
+
+
+def _spec(world_dir, sid_dir, out_dir: pathlib.Path, cfg: SFTConfig, sid_hash):
+  return model_batches.DataSpec(
+    world_dir=str(pathlib.Path(world_dir).resolve()),
+    sid_dir=str(pathlib.Path(sid_dir).resolve()),
+    sid_hash=sid_hash,
+    vocab_dir=str((out_dir / "vocab").resolve()),
+    prefix=cfg.prefix,
+    museq=dataclasses.asdict(cfg.museq),
+    sentencepiece=dataclasses.asdict(cfg.sentencepiece),
+    eval_inputs_length=cfg.lengths[2][0],
+  )
+
+
+def _check_config(out_dir: pathlib.Path, cfg: SFTConfig) -> None:
+  path = out_dir / "sft_config.json"
+  want = config_to_dict(cfg)
+  if path.exists():
+    have = json.loads(path.read_text())
+    if have != want:
+      raise ValueError(
+        f"{out_dir} holds a training run with a different SFT config "
+        f"({path}); use a fresh directory (the pipeline rebuilds it for you)"
+      )
+  else:
+    path.write_text(json.dumps(want, indent=2, sort_keys=True))
+
+
+def _progress(name: str, stage_dir: pathlib.Path, total: int, batch_size: int, log):
+  first = [True]
+
+  def log_fn(step: int, m: dict[str, float]) -> None:
+    if "eval_loss" in m:
+      _append_history(stage_dir, {"kind": "eval", **m, "step": step})
+      log(
+        f"[train] {name} eval @ step {step}: SID loss {m['eval_loss']:.3f}, "
+        f"SID token accuracy {m['eval_accuracy']:.3f} "
+        f"({int(m['eval_tokens'])} tokens)"
+      )
+      return
+    _append_history(stage_dir, {"kind": "train", **m, "step": step})
+    note = " (this interval includes compiling)" if first[0] else ""
+    first[0] = False
+    log(
+      f"[train] {name} step {step}/{total}: loss {m['loss']:.3f} "
+      f"acc {m['accuracy']:.3f} lr {m.get('learning_rate', 0):.2e} "
+      f"| {m['steps_per_sec']:.2f} steps/s, "
+      f"{m['steps_per_sec'] * batch_size:.0f} examples/s, "
+      f"ETA {m['eta_sec']:.0f} s{note}"
+    )
+
+  return log_fn
+
+
+def run_sft(
+  world_dir: str | pathlib.Path,
+  sid_dir: str | pathlib.Path,
+  out_dir: str | pathlib.Path,
+  cfg: SFTConfig,
+  *,
+  sid_hash: str = "",
+  log: Callable[[str], None] = print,
+  stop_after: tuple[int, int] | None = None,
+) -> SFTResult:
+  """Runs (or resumes) the SFT stages 1 -> 2 -> 3.
+
+  Args:
+    world_dir: the world directory (KuaiSearch schema).
+    sid_dir: the KHQE SID artefact directory.
+    out_dir: where the vocabulary, checkpoints and history go.
+    cfg: the schedule.
+    sid_hash: the SID artefact's content hash ("" = do not check); stored
+      in every checkpoint and checked on resume.
+    log: progress printer.
+    stop_after: (stage index 0..2, steps) stops that stage after that many
+      steps of this call with a forced checkpoint (simulated preemption, for
+      tests); the run then returns unfinished.
+
+  Returns:
+    SFTResult.
+  """
+  t_run = time.perf_counter()
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  _check_config(out_dir, cfg)
+  spec = _spec(world_dir, sid_dir, out_dir, cfg, sid_hash)
+  t = time.perf_counter()
+  registered = model_batches.register_from_spec(spec)
+  model_batches.write_spec(out_dir, spec)
+  log(
+    f"[train] tasks registered in {time.perf_counter() - t:.1f} s: "
+    + ", ".join(f"{k} {v}" for k, v in registered.counts.items())
+  )
+  if registered.skips:
+    log(f"[train] examples not made (reason: count): {registered.skips}")
+  vocabulary = registered.vocabulary
+  model_cfg = derive_model_config(
+    cfg.model,
+    vocabulary,
+    cfg.museq,
+    registered.long_seq_dim,
+    restrict_sid_levels=cfg.restrict_sid_levels,
+  )
+  (out_dir / "model_config.json").write_text(
+    json.dumps(dataclasses.asdict(model_cfg), indent=2, sort_keys=True)
+  )
+  n_params = _count_params(model_cfg)
+  log(
+    f"[train] model: d_model {model_cfg.d_model}, {model_cfg.num_encoder_layers}+"
+    f"{model_cfg.num_decoder_layers} layers, vocab {model_cfg.vocab_size}, "
+    f"Q-Former {'on' if model_cfg.use_qformer else 'off'}, {n_params / 1e6:.2f} M params"
+  )
+  nproc = jax.process_count()
+  if cfg.batch_size % nproc:
+    raise ValueError(f"batch_size {cfg.batch_size} not divisible by {nproc} hosts")
+  host_batch = cfg.batch_size // nproc
+  shard_info = None
+  if nproc > 1:
+    import seqio
+
+    shard_info = seqio.ShardInfo(jax.process_index(), nproc)
+  eval_set: list[dict] = []
+  if cfg.eval_batches and cfg.train.eval_every:
+    eval_set = model_batches.fixed_batches(
+      registered.tasks["eval_click"],
+      batch_size=cfg.eval_batch_size,
+      lengths=cfg.lengths[2],
+      long_seq=model_cfg.use_qformer,
+      num_batches=cfg.eval_batches,
+      vocabulary=vocabulary,
+    )
+  without_long = [
+    {k: v for k, v in b.items() if k != "long_seq_features"} for b in eval_set
+  ]
+
+  summaries: dict[str, StageSummary] = {}
+  final_hash = ""
+  for k, name in enumerate(STAGES):
+    stage_dir = out_dir / name
+    stage_dir.mkdir(exist_ok=True)
+    train_cfg = cfg.stage_train_config(k)
+    result_path = stage_dir / RESULT
+    if result_path.exists():
+      done = json.loads(result_path.read_text())
+      tr, ev = read_history(stage_dir)
+      summaries[name] = StageSummary(name, True, done["steps"], 0.0, None, True, tr, ev)
+      final_hash = done.get("params_hash", "")
+      log(f"[train] {name} finished earlier ({done['steps']} steps), skipping")
+      continue
+    mixture = registered.mixtures[name]
+    long_seq = k == 2 and model_cfg.use_qformer
+    batches = model_batches.TrainBatches(
+      mixture,
+      batch_size=host_batch,
+      lengths=cfg.lengths[k],
+      long_seq=long_seq,
+      seed=1000 * train_cfg.seed + 10 * k,
+      shard_info=shard_info,
+      shuffle_buffer=cfg.shuffle_buffer or None,
+    )
+    evals = eval_set if long_seq else without_long
+    init_from = out_dir / STAGES[k - 1] / "checkpoints" if k else None
+    log(
+      f"[train] {name}: {train_cfg.num_steps} steps of {mixture}, batch "
+      f"{cfg.batch_size}, lengths {cfg.lengths[k]}"
+      + (f", parameters from {STAGES[k - 1]}" if k else "")
+      + " (compiling...)"
+    )
+    t = time.perf_counter()
+    res = loop.train(
+      model_cfg,
+      train_cfg,
+      cfg.mesh,
+      batches,
+      stage_dir,
+      eval_batches=(lambda e=evals: e) if evals else None,
+      sid_hash=sid_hash,
+      init_from=init_from,
+      stop_after=stop_after[1] if stop_after and stop_after[0] == k else None,
+      log_fn=_progress(name, stage_dir, train_cfg.num_steps, cfg.batch_size, log),
+    )
+    seconds = time.perf_counter() - t
+    if res.resumed_from is not None:
+      log(f"[train] {name} resumed from step {res.resumed_from}")
+    log(f"[train] {name} data: {batches.stats.format(cfg.lengths[k])}")
+    step = res.state.step
+    finished = step >= train_cfg.num_steps
+    tr, ev = read_history(stage_dir)
+    summaries[name] = StageSummary(
+      name, finished, step, seconds, res.resumed_from, False, tr, ev
+    )
+    if not finished:
+      log(f"[train] {name} stopped at step {step}/{train_cfg.num_steps}")
+      break
+    final_hash = params_hash(res.state)
+    result_path.write_text(
+      json.dumps(
+        {
+          "steps": step,
+          "seconds": round(seconds, 2),
+          "params_hash": final_hash,
+          "length_stats": dataclasses.asdict(batches.stats),
+          "last_train": tr[-1] if tr else {},
+          "last_eval": ev[-1] if ev else {},
+        },
+        indent=2,
+        sort_keys=True,
+      )
+    )
+    log(_stage_line(name, tr, ev, seconds))
+  history = {
+    n: {"steps": cfg.steps[i], "train": s.train, "eval": s.evals}
+    for i, (n, s) in enumerate(summaries.items())
+  }
+  (out_dir / "history.json").write_text(json.dumps(history, indent=1, sort_keys=True))
+  plot_curves(history, out_dir / "training_curves.png")
+  result = SFTResult(
+    out_dir=out_dir,
+    model_cfg=model_cfg,
+    stages=summaries,
+    params_hash=final_hash if len(summaries) == 3 else "",
+    counts=dict(registered.counts),
+    seconds=time.perf_counter() - t_run,
+  )
+  if not result.finished:
+    result.params_hash = ""
+  return result
+
+
+def _stage_line(name, tr, ev, seconds) -> str:
+  parts = [f"[train] {name} done in {seconds:.0f} s"]
+  if tr:
+    parts.append(f"train loss {tr[0]['loss']:.3f} -> {tr[-1]['loss']:.3f}")
+  if ev:
+    parts.append(
+      f"eval SID accuracy {ev[0]['eval_accuracy']:.3f} -> {ev[-1]['eval_accuracy']:.3f}"
+    )
+  return "; ".join(parts)
+
+
+def _count_params(cfg: ModelConfig) -> int:
+  from flax import nnx
+
+  with jax.set_mesh(sh.single_device_mesh()), nnx.logical_axis_rules(sh.DP_RULES):
+    abstract = nnx.eval_shape(lambda: EncoderDecoder(cfg, rngs=nnx.Rngs(params=0)))
+  return sum(
+    int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param))
+  )
+
+
+# ------------------------------------------------------------ for evaluation
+
+
+def read_config(out_dir: str | pathlib.Path) -> SFTConfig:
+  """The SFTConfig a run in out_dir used."""
+  path = pathlib.Path(out_dir) / "sft_config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path}: missing (not a training output directory?)")
+  return config_from_dict(json.loads(path.read_text()))
+
+
+def load_trained(
+  out_dir: str | pathlib.Path, stage: str = "stage3"
+) -> tuple[EncoderDecoder, vocab_lib.OneSearchVocabulary, ModelConfig]:
+  """The trained model of a finished stage, on one device.
+
+  Args:
+    out_dir: a ``run_sft`` output directory.
+    stage: which stage's final parameters (default: the last).
+
+  Returns:
+    (model with the stage's final parameters, the vocabulary, the ModelConfig).
+
+  Raises:
+    FileNotFoundError: the stage did not finish.
+  """
+  out_dir = pathlib.Path(out_dir)
+  if stage not in STAGES:
+    raise ValueError(f"stage {stage!r} not in {STAGES}")
+  if not (out_dir / stage / RESULT).exists():
+    raise FileNotFoundError(f"{out_dir / stage}: the stage has not finished")
+  cfg = read_config(out_dir)
+  raw = json.loads((out_dir / "model_config.json").read_text())
+  model_cfg = ModelConfig(**{**raw, "sid_ranges": _tuples(raw["sid_ranges"])})
+  spec = model_batches.read_spec(out_dir)
+  vocabulary = vocab_lib.OneSearchVocabulary.load(spec.vocab_dir)
+  mesh = sh.single_device_mesh()
+  k = STAGES.index(stage)
+  opt = cfg.stage_train_config(k).optimizer
+  ts = state.create_train_state(model_cfg, opt, mesh, sh.DP_RULES, seed=0)
+  ckpt = checkpoints.Checkpointer(out_dir / stage / "checkpoints")
+  try:
+    ts, _ = ckpt.restore(ts)
+  finally:
+    ckpt.close()
+  model, _ = ts.merge()
+  return model, vocabulary, model_cfg
+
+
+def eval_inputs(
+  source: str | pathlib.Path | Any,
+  kind: str = "eval_click",
+  batch_size: int = 64,
+  **kw,
+) -> Iterator[tuple[dict, list[dict]]]:
+  """Encoder inputs + per-row metadata of an eval task (file order).
+
+  Args:
+    source: a ``run_sft`` output directory (its tasks are re-registered with
+      the saved vocabulary; the encoder length is the run's stage-3 one) or a
+      ``tasks.RegisteredTasks``.
+    kind: "eval_click" or "eval_order".
+    batch_size: rows per batch.
+    **kw: ``data.model_batches.eval_inputs`` options (inputs_length,
+      long_seq, shard_info, pad_last).
+
+  Returns:
+    Iterator of (batch, metas); see ``data.model_batches.eval_inputs``.
+  """
+  if isinstance(source, str | pathlib.Path):
+    spec = model_batches.read_spec(source)
+    registered = model_batches.register_from_spec(spec)
+    kw.setdefault("inputs_length", spec.eval_inputs_length)
+    kw.setdefault("long_seq", read_config(source).museq.use_long_seq)
+  else:
+    registered = source
+  return model_batches.eval_inputs(registered, kind, batch_size, **kw)

@@ -1,0 +1,143 @@
+"""Model batches: feature-name adaptation, deterministic skip, eval inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from onesearch_jax.data import model_batches, pipeline
+
+MODEL_KEYS = {
+  "encoder_input_tokens",
+  "decoder_input_tokens",
+  "decoder_target_tokens",
+  "decoder_loss_weights",
+}
+
+
+def _take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def test_data_feature_names_become_the_model_contract(registered):
+  name = registered.mixtures["stage3"]
+  raw = next(
+    pipeline.get_batches(
+      name, batch_size=4, inputs_length=96, targets_length=6
+    ).as_numpy_iterator()
+  )
+  assert {"long_seq", "long_seq_mask"} <= set(raw)  # the data pipeline's names
+  out = model_batches.to_model_batch(raw, long_seq=True)
+  assert set(out) == MODEL_KEYS | {"long_seq_features"}  # model/model.py's names
+  np.testing.assert_array_equal(out["long_seq_features"], raw["long_seq"])
+  assert out["long_seq_features"].dtype == np.float32
+  assert out["decoder_loss_weights"].dtype == np.float32
+  assert set(model_batches.to_model_batch(raw, long_seq=False)) == MODEL_KEYS
+  bad = dict(raw)
+  bad["long_seq_mask"] = np.zeros_like(raw["long_seq_mask"])
+  if np.any(raw["long_seq"] != 0):
+    with pytest.raises(ValueError, match="long_seq_mask"):
+      model_batches.to_model_batch(bad, long_seq=True)
+  with pytest.raises(KeyError, match="long_seq"):
+    model_batches.to_model_batch(
+      {k: v for k, v in raw.items() if k != "long_seq"}, long_seq=True
+    )
+
+
+@pytest.mark.parametrize("stage,long_seq", [("stage1", False), ("stage3", True)])
+def test_skip_to_a_data_position_gives_the_same_batches(registered, stage, long_seq):
+  make = model_batches.TrainBatches(
+    registered.mixtures[stage],
+    batch_size=4,
+    lengths=(96, 24) if stage == "stage1" else (96, 6),
+    long_seq=long_seq,
+    seed=3,
+    shuffle_buffer=64,
+  )
+  full = _take(make(0), 5)
+  later = _take(make(3), 2)
+  for a, b in zip(full[3:], later, strict=True):
+    assert a.keys() == b.keys()
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+  assert ("long_seq_features" in full[0]) == long_seq
+  other = model_batches.TrainBatches(
+    registered.mixtures[stage],
+    batch_size=4,
+    lengths=make.lengths,
+    long_seq=long_seq,
+    seed=4,
+    shuffle_buffer=64,
+  )
+  first = next(other(0))
+  assert not np.array_equal(
+    first["encoder_input_tokens"], full[0]["encoder_input_tokens"]
+  )
+  assert make.stats.rows == 4 * 7
+
+
+def test_sid_only_weights_drop_eos(registered):
+  batch = model_batches.fixed_batches(
+    registered.tasks["eval_click"],
+    batch_size=4,
+    lengths=(96, 6),
+    long_seq=True,
+    num_batches=1,
+    vocabulary=registered.vocabulary,
+  )[0]
+  targets = batch["decoder_target_tokens"]
+  assert np.all(targets[:, 5] == 1)  # EOS after the 5 SID tokens
+  np.testing.assert_array_equal(batch["decoder_loss_weights"][:, :5], 1.0)
+  np.testing.assert_array_equal(batch["decoder_loss_weights"][:, 5], 0.0)
+
+
+def test_eval_inputs_rows_keep_their_metadata(registered, small_world):
+  sessions = {}
+  for line in open(small_world / "recall.jsonl", encoding="utf-8"):
+    r = json.loads(line)
+    sessions[r["session_id"]] = r
+  got = list(
+    model_batches.eval_inputs(registered, "eval_click", batch_size=5, inputs_length=96)
+  )
+  tokens = np.concatenate([b["encoder_input_tokens"] for b, _ in got])
+  feats = np.concatenate([b["long_seq_features"] for b, _ in got])
+  metas = [m for _, ms in got for m in ms]
+  assert len(metas) == tokens.shape[0] == registered.counts["eval_click"]
+  assert all(len(ms) == b["encoder_input_tokens"].shape[0] for b, ms in got)
+  # The same rows, in the same order, as the feature converter's batches.
+  ref = list(
+    pipeline.get_batches(
+      registered.tasks["eval_click"],
+      batch_size=5,
+      inputs_length=96,
+      targets_length=6,
+      split="test",
+      shuffle=False,
+      drop_remainder=False,
+    ).as_numpy_iterator()
+  )
+  np.testing.assert_array_equal(
+    tokens, np.concatenate([b["encoder_input_tokens"] for b in ref])
+  )
+  np.testing.assert_array_equal(feats, np.concatenate([b["long_seq"] for b in ref]))
+  vocab = registered.vocabulary
+  for i, m in enumerate(metas):
+    s = sessions[m["session_id"]]
+    assert s["split"] == "test" and s["user_id"] == m["user_id"]
+    assert m["query"] == s["query"] and m["target_item_ids"] == s["clicked_item_ids"]
+    assert f"query: {m['query']} [SEP]" in vocab.decode(tokens[i].tolist())
+  assert len({m["session_id"] for m in metas}) == len(metas)
+  # pad_last: fixed shapes, metadata only for the real rows.
+  padded = list(
+    model_batches.eval_inputs(
+      registered, "eval_click", batch_size=5, inputs_length=96, pad_last=True
+    )
+  )
+  assert all(b["encoder_input_tokens"].shape == (5, 96) for b, _ in padded)
+  assert [len(ms) for _, ms in padded] == [len(ms) for _, ms in got]
+  last, ms = padded[-1]
+  assert np.all(last["encoder_input_tokens"][len(ms) :] == 0)
+  with pytest.raises(ValueError, match="eval_click or eval_order"):
+    next(model_batches.eval_inputs(registered, "s3_personal"))

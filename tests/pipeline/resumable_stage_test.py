@@ -1,0 +1,73 @@
+"""run_stage(resumable=True): an unfinished run with the same inputs continues."""
+
+from __future__ import annotations
+
+import pytest
+
+from onesearch_jax import pipeline
+
+
+def _body(calls):
+  def body(out):
+    calls.append(sorted(p.name for p in out.iterdir()))
+    (out / "progress").write_text("step 5")
+    if len(calls) == 1:
+      raise KeyboardInterrupt  # killed half-way
+    return {"output_hash": "h"}
+
+  return body
+
+
+@pytest.mark.parametrize("resumable", [True, False])
+def test_killed_stage_resumes_only_when_resumable(tmp_path, resumable):
+  calls: list[list[str]] = []
+  logs: list[str] = []
+  stage = tmp_path / "train"
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.run_stage(
+      "train", stage, {"a": 1}, _body(calls), logs.append, resumable=resumable
+    )
+  assert pipeline.read_marker(stage) is None
+  assert (stage / pipeline.STARTED).exists() == resumable
+  res = pipeline.run_stage(
+    "train", stage, {"a": 1}, _body(calls), logs.append, resumable=resumable
+  )
+  assert not res.skipped and res.marker["output_hash"] == "h"
+  if resumable:  # the body found its earlier progress
+    assert "progress" in calls[1] and any("resuming" in x for x in logs)
+  else:  # wiped and redone from scratch
+    assert calls[1] == [] and any("unfinished earlier run" in x for x in logs)
+  again = pipeline.run_stage(
+    "train", stage, {"a": 1}, _body(calls), logs.append, resumable=resumable
+  )
+  assert again.skipped and len(calls) == 2
+
+
+def test_changed_inputs_wipe_an_unfinished_resumable_stage(tmp_path):
+  calls: list[list[str]] = []
+  logs: list[str] = []
+  stage = tmp_path / "train"
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.run_stage(
+      "train", stage, {"a": 1}, _body(calls), logs.append, resumable=True
+    )
+  res = pipeline.run_stage(
+    "train", stage, {"a": 2}, _body(calls), logs.append, resumable=True
+  )
+  assert not res.skipped
+  assert calls[1] == [pipeline.STARTED]  # the old progress is gone
+  assert any("inputs changed" in x for x in logs)
+  # ... and a finished stage whose inputs change is rebuilt as well.
+  logs.clear()
+  pipeline.run_stage(
+    "train", stage, {"a": 3}, _body([[], []]), logs.append, resumable=True
+  )
+  assert any("inputs changed" in x for x in logs)
+
+
+def test_stages_must_be_a_prefix(tmp_path):
+  from onesearch_jax import configs
+
+  cfg = configs.pipeline_config(stages=("world", "train"))
+  with pytest.raises(ValueError, match="prefix"):
+    pipeline.run_pipeline(cfg, tmp_path)

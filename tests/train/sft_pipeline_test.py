@@ -1,0 +1,46 @@
+"""The pipeline's train stage: a killed run resumes, a finished one is skipped."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from onesearch_jax import pipeline
+from onesearch_jax.train import sft
+
+
+@pytest.mark.slow
+def test_train_stage_resumes_then_skips(
+  sft_world, sft_sids, tmp_path, tiny_sft_config, monkeypatch, fast_compile
+):
+  sid_dir, sid_hash = sft_sids
+  shutil.copytree(sid_dir, tmp_path / "sids")
+  sids = pipeline.StageResult("sids", True, 0.0, {"output_hash": sid_hash})
+  cfg = pipeline.PipelineConfig(train=tiny_sft_config(steps=(2, 2, 2)))
+  logs: list[str] = []
+
+  def run(*a):
+    return pipeline._train_stage(cfg, tmp_path, sft_world, "world-hash", sids, *a)
+
+  real = sft.run_sft
+  monkeypatch.setattr(
+    sft, "run_sft", lambda *a, **kw: real(*a, **kw, stop_after=(1, 1))
+  )  # preempted after stage 2's first step
+  with pytest.raises(RuntimeError, match="stopped before the end"):
+    run(logs.append)
+  stage_dir = tmp_path / "train"
+  assert pipeline.read_marker(stage_dir) is None
+  assert (stage_dir / "stage1" / sft.RESULT).exists()
+  monkeypatch.setattr(sft, "run_sft", real)
+  logs.clear()
+  res = run(logs.append)
+  assert not res.skipped
+  assert any("resuming" in x for x in logs)
+  assert any("stage1 finished earlier" in x for x in logs)
+  assert any("stage2 resumed from step 1" in x for x in logs)
+  assert res.marker["sid_hash"] == sid_hash and len(res.marker["output_hash"]) == 64
+  assert 0.0 <= res.marker["final_eval"]["eval_accuracy"] <= 1.0
+  logs.clear()
+  again = run(logs.append)
+  assert again.skipped and again.marker == res.marker

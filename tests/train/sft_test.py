@@ -1,0 +1,201 @@
+"""SFT stages 1 -> 2 -> 3: hand-off, resume, artefacts, load_trained, eval_inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from onesearch_jax import sharding as sh
+from onesearch_jax.data import model_batches
+from onesearch_jax.data.sid_table import SIDTable
+from onesearch_jax.model import model as model_lib
+from onesearch_jax.model.configs import ModelConfig
+from onesearch_jax.train import checkpoints, sft, state
+
+# Every test here shares one tiny 3-stage SFT run (sft_run): ~1-5 min of
+# compiling on 2 busy cores, so the module is in the slow set.
+pytestmark = pytest.mark.slow
+
+
+def _params(model) -> list[np.ndarray]:
+  return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+
+
+def _restorer(out_dir):
+  """stage, step -> (parameters, meta) of that saved step (one device).
+
+  One TrainState serves every stage: the stages' optimizers differ only in
+  their schedule, not in the state's structure.
+  """
+  cfg = sft.read_config(out_dir)
+  raw = json.loads((out_dir / "model_config.json").read_text())
+  model_cfg = ModelConfig(**{**raw, "sid_ranges": tuple(map(tuple, raw["sid_ranges"]))})
+  opt = cfg.stage_train_config(0).optimizer
+  ts = state.create_train_state(
+    model_cfg, opt, sh.single_device_mesh(), sh.DP_RULES, seed=0
+  )
+
+  def restore(stage, step):
+    ckpt = checkpoints.Checkpointer(out_dir / stage / "checkpoints")
+    got, meta = ckpt.restore(ts, step=step)
+    ckpt.close()
+    return _params(got.merge()[0]), meta
+
+  return restore
+
+
+def test_three_stages_chain_and_write_their_artefacts(sft_run):
+  res, lines = sft_run
+  out = res.out_dir
+  assert res.finished and len(res.params_hash) == 64
+  for name, n in zip(sft.STAGES, (3, 3, 4), strict=True):
+    s = res.stages[name]
+    assert s.finished and s.steps == n and not s.skipped
+    assert [r["step"] for r in s.train] == list(range(1, n + 1))
+    assert [r["step"] for r in s.evals] == list(range(2, n + 1, 2))
+    assert all(r["sid_level_violations"] == 0 for r in s.train)
+    assert (out / name / sft.RESULT).exists()
+    ckpt = checkpoints.Checkpointer(out / name / "checkpoints")
+    assert ckpt.latest_step() == n
+    ckpt.close()
+  hist = json.loads((out / "history.json").read_text())
+  assert set(hist) == set(sft.STAGES)
+  assert (out / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+  assert any(
+    "stage3 step 4/4: loss" in x and "steps/s" in x and "ETA" in x for x in lines
+  )
+  # Stage 2 starts from stage 1's final parameters: its first step runs at
+  # lr 0 (warmup from 0), so its step-1 checkpoint equals stage 1's last.
+  assert res.stages["stage2"].train[0]["learning_rate"] == 0.0
+  restore = _restorer(out)
+  p1, _ = restore("stage1", 3)
+  p2, meta = restore("stage2", 1)
+  assert meta["data_position"] == 1
+  for a, b in zip(p1, p2, strict=True):
+    np.testing.assert_array_equal(a, b)
+  p3, _ = restore("stage3", 1)
+  p2_end, _ = restore("stage2", 3)
+  for a, b in zip(p2_end, p3, strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_model_config_matches_the_vocabulary(sft_run, sft_sids):
+  res, _ = sft_run
+  _, vocab, cfg = sft.load_trained(res.out_dir)
+  assert cfg.vocab_size == vocab.vocab_size
+  assert cfg.emb_placeholder_id == vocab.token_id("[EMB]")
+  assert cfg.num_query_tokens == 3 and cfg.use_qformer
+  table = SIDTable.from_artefact(sft_sids[0])
+  assert cfg.seq_feature_dim == table.dim
+  # Every item's 5 SID tokens fall in their own level's range.
+  for item in table.item_ids:
+    ids = vocab.encode(table.item_sid(item))
+    assert len(ids) == 5
+    for level, i in enumerate(ids):
+      lo, hi = cfg.sid_ranges[level]
+      assert lo <= i < hi, (item, level, i, cfg.sid_ranges)
+
+
+def test_load_trained_reproduces_the_last_eval(sft_run):
+  res, _ = sft_run
+  model, vocab, cfg = sft.load_trained(res.out_dir)
+  spec = model_batches.read_spec(res.out_dir)
+  reg = model_batches.register_from_spec(spec)
+  run_cfg = sft.read_config(res.out_dir)
+  batches = model_batches.fixed_batches(
+    reg.tasks["eval_click"],
+    batch_size=run_cfg.eval_batch_size,
+    lengths=run_cfg.lengths[2],
+    long_seq=True,
+    num_batches=run_cfg.eval_batches,
+    vocabulary=vocab,
+  )
+  sums = model_lib.metric_sums(model, batches[0], run_cfg.train.loss)
+  acc = float(sums["correct_sum"] / sums["weight_sum"])
+  loss = float(sums["loss_sum"] / sums["weight_sum"])
+  last = res.stages["stage3"].evals[-1]
+  assert float(sums["weight_sum"]) == last["eval_tokens"] == 8 * 5  # SID tokens only
+  np.testing.assert_allclose(acc, last["eval_accuracy"], atol=1e-6)
+  np.testing.assert_allclose(loss, last["eval_loss"], rtol=1e-4)
+  # The hash of the loaded parameters is the run's.
+  ts = state.create_train_state(
+    cfg,
+    run_cfg.stage_train_config(2).optimizer,
+    sh.single_device_mesh(),
+    sh.DP_RULES,
+  )
+  _, opt = ts.merge()
+  ts = state.with_state(ts, nnx.state((model, opt)))
+  assert sft.params_hash(ts) == res.params_hash
+
+
+def test_killed_run_resumes_to_the_same_parameters(sft_run, tmp_path, tiny_sft_config):
+  """Stage 3 stopped after 2 steps, then re-run: same data, same params."""
+  full, _ = sft_run
+  out = tmp_path / "resumed"
+  shutil.copytree(full.out_dir, out)
+  shutil.rmtree(out / "stage3")
+  spec = model_batches.read_spec(full.out_dir)
+  lines: list[str] = []
+  part = sft.run_sft(
+    spec.world_dir,
+    spec.sid_dir,
+    out,
+    tiny_sft_config(),
+    sid_hash=spec.sid_hash,
+    log=lines.append,
+    stop_after=(2, 2),
+  )
+  assert not part.finished and part.params_hash == ""
+  assert part.stages["stage1"].skipped and part.stages["stage2"].skipped
+  assert part.stages["stage3"].steps == 2
+  assert not (out / "stage3" / sft.RESULT).exists()
+  rest = sft.run_sft(
+    spec.world_dir, spec.sid_dir, out, tiny_sft_config(), sid_hash=spec.sid_hash,
+    log=lines.append,
+  )  # fmt: skip
+  assert rest.finished and rest.stages["stage3"].resumed_from == 2
+  assert rest.params_hash == full.params_hash  # bitwise-identical parameters
+  # The resumed half saw the uninterrupted run's batches 3 and 4: same losses.
+  want = [r["loss"] for r in full.stages["stage3"].train]
+  got = [r["loss"] for r in rest.stages["stage3"].train]
+  assert got == want
+  with pytest.raises(ValueError, match="different SFT config"):
+    sft.run_sft(
+      spec.world_dir, spec.sid_dir, out, tiny_sft_config(steps=(3, 3, 5)),
+      sid_hash=spec.sid_hash, log=lines.append,
+    )  # fmt: skip
+  with pytest.raises(ValueError, match="SID artefact"):
+    shutil.rmtree(out / "stage3" / "checkpoints" / "4")  # resume from step 3
+    (out / "stage3" / sft.RESULT).unlink()
+    sft.run_sft(
+      spec.world_dir, spec.sid_dir, out, tiny_sft_config(), sid_hash="",
+      log=lines.append,
+    )  # fmt: skip
+
+
+def test_eval_inputs_from_the_output_dir(sft_run, sft_world):
+  res, _ = sft_run
+  rows = {}
+  for line in open(sft_world / "recall.jsonl", encoding="utf-8"):
+    r = json.loads(line)
+    rows[r["session_id"]] = r
+  n = 0
+  _, vocab, _ = sft.load_trained(res.out_dir)
+  for batch, metas in sft.eval_inputs(res.out_dir, "eval_click", batch_size=16):
+    assert batch["encoder_input_tokens"].shape[1] == 96
+    assert batch["long_seq_features"].shape[1:] == (9, 8)
+    assert len(metas) == batch["encoder_input_tokens"].shape[0]
+    for i, m in enumerate(metas):
+      r = rows[m["session_id"]]
+      assert r["split"] == "test" and r["user_id"] == m["user_id"]
+      assert m["target_item_ids"] == r["clicked_item_ids"]
+      text = vocab.decode(batch["encoder_input_tokens"][i].tolist())
+      assert f"query: {m['query']} [SEP]" in text and m["query"] == r["query"]
+    n += len(metas)
+  assert n == res.counts["eval_click"] > 0
