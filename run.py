@@ -7,6 +7,8 @@ r"""onesearch_jax command line (absl + gin).
   python run.py --mode=train                      # world -> sids -> SFT 1, 2, 3
   python run.py --mode=train --gin_file=gin/models/small.gin \
       --gin_bindings="sft_config.steps=(500, 500, 1000)"
+  python run.py --mode=eval                       # ... -> eval/results.md
+  python run.py --mode=infer --requests=req.jsonl --infer_output=out.jsonl
   python run.py --mode=validate --world_dir=/path/to/kuaisearch   # real data
 
 gin binds only at this edge: the library takes frozen dataclass configs.
@@ -23,12 +25,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-MODES = ("main", "world", "build_sids", "train", "validate")
+MODES = ("main", "world", "build_sids", "train", "eval", "infer", "validate")
 # What each pipeline mode runs (a prefix of pipeline.STAGE_ORDER).
 MODE_STAGES = {
   "world": ("world",),
   "build_sids": ("world", "sids"),
   "train": ("world", "sids", "train"),
+  "eval": ("world", "sids", "train", "eval"),
 }
 # gin name -> factory in onesearch_jax.configs (the only gin registrations).
 CONFIGURABLES = (
@@ -39,6 +42,7 @@ CONFIGURABLES = (
   "optimizer_config",
   "train_config",
   "sft_config",
+  "eval_config",
   "pipeline_config",
 )
 
@@ -55,6 +59,14 @@ flags.DEFINE_string(
   "",
   "A directory in the KuaiSearch schema to use instead of simulating a world.",
 )
+
+flags.DEFINE_string(
+  "requests", "", "--mode=infer: JSONL/TSV requests (user_id, query[, time_index])."
+)
+flags.DEFINE_string(
+  "infer_output", "", "--mode=infer: output JSONL (default WORKDIR/infer.jsonl)."
+)
+flags.DEFINE_integer("top_k", 20, "--mode=infer: items per request.")
 
 
 def register_configurables() -> dict:
@@ -84,7 +96,10 @@ def build_config(made: dict):
     mesh=made["mesh_config"](),
   )
   return made["pipeline_config"](
-    world=made["world_config"](), sids=made["sids_config"](), train=sft
+    world=made["world_config"](),
+    sids=made["sids_config"](),
+    train=sft,
+    eval=made["eval_config"](),
   )
 
 
@@ -113,7 +128,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   gin, made = _parse_gin()
-  from onesearch_jax import pipeline
+  # TensorFlow (seqio's tf.data) must not take an accelerator from JAX.
+  import tensorflow as tf
+
+  tf.config.set_visible_devices([], "GPU")
+  from onesearch_jax import distributed, pipeline
+
+  distributed.maybe_initialize()  # no-op on one host
 
   workdir = pathlib.Path(FLAGS.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +154,26 @@ def main(argv):
       raise app.UsageError("--mode=validate needs --world_dir")
     world = reader.load_world(FLAGS.world_dir)
     log(f"{world.counts}\n{world.report.format()}")
+    return 0
+  if FLAGS.mode == "infer":
+    from onesearch_jax import infer
+
+    if not FLAGS.requests:
+      raise app.UsageError("--mode=infer needs --requests=FILE")
+    pipeline.run_pipeline(
+      dataclasses.replace(cfg, stages=MODE_STAGES["train"]), workdir, log=log
+    )
+    world_dir = FLAGS.world_dir or str(workdir / "world")
+    infer.infer(
+      workdir,
+      world_dir,
+      FLAGS.requests,
+      FLAGS.infer_output or str(workdir / "infer.jsonl"),
+      beam_size=cfg.eval.beam_size,
+      top_k=FLAGS.top_k,
+      batch_size=cfg.eval.batch_size,
+      log=log,
+    )
     return 0
   if FLAGS.mode in MODE_STAGES:
     cfg = dataclasses.replace(cfg, stages=MODE_STAGES[FLAGS.mode])

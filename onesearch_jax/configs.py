@@ -2,7 +2,7 @@
 
 gin binds these functions at the edge (run.py registers them as
 configurables named ``world_config``, ``sids_config``, ``model_config``,
-``mesh_config``, ``optimizer_config``, ``train_config``, ``sft_config`` and
+``mesh_config``, ``optimizer_config``, ``train_config``, ``sft_config``, ``eval_config`` and
 ``pipeline_config``); tests and notebooks call them directly. Their defaults
 ARE the main job (``python run.py`` with no gin file). No gin import here.
 """
@@ -189,12 +189,34 @@ def sft_config(
   )
 
 
+def eval_config(
+  beam_size: int = 350,
+  batch_size: int = 32,
+  ks: tuple[int, ...] = (10, 50, 350),
+  k_max: int = 350,
+  baselines: tuple[str, ...] = ("bm25", "dense", "mca"),
+  exact_rows: int = 8,
+):
+  """The eval stage (``eval.config.EvalConfig``); defaults: the main job."""
+  from onesearch_jax.eval.config import EvalConfig
+
+  return EvalConfig(
+    beam_size=beam_size,
+    batch_size=batch_size,
+    ks=tuple(ks),
+    k_max=k_max,
+    baselines=tuple(baselines),
+    exact_rows=exact_rows,
+  )
+
+
 def pipeline_config(
   world: WorldConfig | None = None,
   sids: Any = None,
   world_dir: str = "",
   stages: tuple[str, ...] = STAGE_ORDER,
   train: Any = None,
+  eval: Any = None,
 ) -> PipelineConfig:
   """The main job's config.
 
@@ -204,6 +226,7 @@ def pipeline_config(
     world_dir: real data in the KuaiSearch schema instead of simulating.
     stages: a prefix of pipeline.STAGE_ORDER.
     train: the SFTConfig of the train stage (None = ``sft_config()``).
+    eval: the EvalConfig of the eval stage (None = ``eval_config()``).
   """
   return PipelineConfig(
     world=world if world is not None else world_config(),
@@ -211,4 +234,5 @@ def pipeline_config(
     stages=tuple(stages),
     sids=sids,
     train=train,
+    eval=eval if eval is not None else eval_config(),
   )

@@ -45,14 +45,16 @@ class PipelineConfig:
   # A directory already in the KuaiSearch schema (real data); "" = simulate.
   world_dir: str = ""
   # Stages to run, in order; a prefix of STAGE_ORDER.
-  stages: tuple[str, ...] = ("world", "sids", "train")
+  stages: tuple[str, ...] = ("world", "sids", "train", "eval")
   # KHQE build settings (onesearch_jax.khqe.build.BuildConfig); None = default.
   sids: Any = None
   # SFT settings (onesearch_jax.train.sft.SFTConfig); None = configs.sft_config().
   train: Any = None
+  # Eval settings (onesearch_jax.eval.config.EvalConfig); None = defaults.
+  eval: Any = None
 
 
-STAGE_ORDER = ("world", "sids", "train")
+STAGE_ORDER = ("world", "sids", "train", "eval")
 
 
 def _hash_json(obj: Any) -> str:
@@ -267,6 +269,162 @@ def _train_stage(
   )
 
 
+def _eval_stage(
+  cfg: PipelineConfig,
+  workdir: pathlib.Path,
+  world_dir: pathlib.Path,
+  sids: StageResult,
+  train: StageResult,
+  log: Callable[[str], None],
+) -> StageResult:
+  """Trie beam search of the trained model + the baselines on the test split.
+
+  Writes workdir/eval/{results.md, results.json, hr_curve.png}.
+  """
+  from onesearch_jax.eval.config import EvalConfig
+
+  eval_cfg = cfg.eval if cfg.eval is not None else EvalConfig()
+
+  def body(out: pathlib.Path) -> dict:
+    results = evaluate_workdir(workdir, world_dir, eval_cfg, log=log)
+    from onesearch_jax.eval import evaluate
+
+    files = evaluate.write_results(results, out)
+    log(f"[eval] results ({out / evaluate.RESULTS_MD} has every metric and slice):")
+    log(evaluate.summary_table(results))
+    blob = pathlib.Path(files["json"]).read_bytes()
+    return {"output_hash": hashlib.sha256(blob).hexdigest(), "files": files}
+
+  return run_stage(
+    "eval",
+    workdir / "eval",
+    {
+      "sid_hash": sids.marker["output_hash"],
+      "model_hash": train.marker["output_hash"],
+      "eval": _config_dict(eval_cfg),
+    },
+    body,
+    log,
+  )
+
+
+def evaluate_workdir(
+  workdir: pathlib.Path,
+  world_dir: pathlib.Path,
+  eval_cfg: Any,
+  *,
+  log: Callable[[str], None] = print,
+) -> dict:
+  """Results of the trained model (workdir/train) and the baselines.
+
+  Args:
+    workdir: holds sids/ (the SID artefact) and train/ (a finished SFT run).
+    world_dir: the world the SIDs were built from.
+    eval_cfg: an eval.config.EvalConfig.
+    log: progress printer.
+
+  Returns:
+    ``eval.evaluate.evaluate_rankings`` results for "onesearch" and the
+    configured baselines.
+  """
+  from onesearch_jax.eval import evaluate
+
+  eval_set, rankings, diag = rank_workdir(workdir, world_dir, eval_cfg, log=log)
+  return evaluate.evaluate_rankings(
+    eval_set, rankings, ks=eval_cfg.ks, diagnostics={"onesearch": diag}
+  )
+
+
+def rank_workdir(
+  workdir: pathlib.Path,
+  world_dir: pathlib.Path,
+  eval_cfg: Any,
+  *,
+  log: Callable[[str], None] = print,
+) -> tuple[Any, dict, dict]:
+  """The eval set and every system's item ranking of it.
+
+  Returns:
+    (eval.examples.EvalSet, name -> [E, k_max] int32 item rows ("onesearch"
+    first, then the baselines), the model's beam diagnostics).
+  """
+  import numpy as np
+
+  from onesearch_jax import decoding
+  from onesearch_jax.eval import evaluate, examples, generative
+  from onesearch_jax.eval.sid_items import SidItemIndex
+  from onesearch_jax.khqe import artefact
+  from onesearch_jax.train import sft
+
+  sid_dir = workdir / "sids"
+  train_dir = workdir / "train"
+  art = artefact.load(sid_dir)
+  eval_set = examples.build_eval_set(
+    world_dir, sid_items=art.item_ids, sid_queries=art.query_texts
+  )
+  log(
+    f"[eval] eval set: {int(eval_set.has_click.sum())} click, "
+    f"{int(eval_set.has_order.sum())} order sessions; skipped {dict(eval_set.skips)}"
+  )
+  baselines = {}
+  if eval_cfg.baselines:
+    baselines = evaluate.run_baselines(
+      world_dir,
+      sid_dir,
+      eval_set=eval_set,
+      k_max=eval_cfg.k_max,
+      systems=eval_cfg.baselines,
+      progress=log,
+    )
+  model, _, model_cfg = sft.load_trained(train_dir)
+  offsets = tuple(r[0] for r in model_cfg.sid_ranges)
+  sizes = tuple(r[1] - r[0] for r in model_cfg.sid_ranges)
+  codes = np.asarray(art.item_codes)
+  trie = decoding.build_trie(
+    codes,
+    sizes,
+    offsets,
+    dense_levels=decoding.choose_dense_levels(sizes, num_items=len(codes)),
+  )
+  log(
+    f"[eval] trie: {trie.num_sids} SIDs of {trie.num_items} items, "
+    f"{trie.bytes_per_item:.1f} B/item, built in {trie.build_seconds:.2f} s; "
+    f"beam {eval_cfg.beam_size}"
+  )
+  searcher = decoding.make_beam_search(model, trie, beam_size=eval_cfg.beam_size)
+
+  def inputs(kind):
+    return sft.eval_inputs(
+      train_dir, f"eval_{kind}", batch_size=eval_cfg.batch_size, pad_last=True
+    )
+
+  per_set = {}
+  for kind in examples.KINDS:
+    if not eval_set.rows_of(kind).size:
+      log(f"[eval] no {kind} sessions in the test split")
+      continue
+    beams = generative.decode_set(searcher, inputs(kind), progress=log, name=kind)
+    per_set[kind] = beams
+    n = beams.sid_index.shape[0]
+    log(
+      f"[eval] decoded {n} {kind} queries in {beams.seconds:.1f} s "
+      f"({n / max(beams.seconds, 1e-9):.1f} queries/s)"
+    )
+  index = SidItemIndex.from_artefact(art)
+  rows, _, diag = generative.rank_eval_set(eval_set, per_set, index, eval_cfg.k_max)
+  if eval_cfg.exact_rows and "click" in per_set:
+    batch, metas = next(iter(inputs("click")))
+    diag["beam_recall"] = generative.beam_recall_vs_exact(
+      model, searcher, batch, decoding.unique_sids(codes), offsets,
+      min(eval_cfg.exact_rows, len(metas)),
+    )  # fmt: skip
+    log(
+      f"[eval] beam recall vs the exhaustive top-{eval_cfg.beam_size} "
+      f"({min(eval_cfg.exact_rows, len(metas))} queries): {diag['beam_recall']:.4f}"
+    )
+  return eval_set, {"onesearch": rows, **baselines}, diag
+
+
 def run_pipeline(
   cfg: PipelineConfig,
   workdir: str | pathlib.Path,
@@ -313,6 +471,11 @@ def run_pipeline(
       log,
     )
     log(f"[pipeline] stage 3/{n} train finished at {time.time() - start:.0f} s")
+  if "eval" in cfg.stages:
+    results["eval"] = _eval_stage(
+      cfg, workdir, world_dir, results["sids"], results["train"], log
+    )
+    log(f"[pipeline] stage 4/{n} eval finished at {time.time() - start:.0f} s")
   log(
     f"[pipeline] all {n} stages done in {time.time() - start:.1f} s; workdir {workdir}"
   )

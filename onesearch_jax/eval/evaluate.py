@@ -250,6 +250,21 @@ def results_markdown(results: Mapping) -> str:
   return "\n".join(lines) + "\n"
 
 
+def summary_table(results: Mapping) -> str:
+  """A compact Markdown table for the terminal: per system, HR@K and MRR@K at
+  the smallest and largest K, and graded NDCG at the smallest K, per set."""
+  ks = results["ks"]
+  lo, hi = min(ks), max(ks)
+  cols = [f"hr@{lo}", f"hr@{hi}", f"mrr@{lo}", f"gndcg@{lo}"]
+  kinds = [k for k in examples.KINDS if results["sets"].get(k)]
+  header = ["system"] + [f"{k} {_metric_label(m)}" for k in kinds for m in cols]
+  rows = [
+    [name] + [s[k]["all"][m] for k in kinds for m in cols]
+    for name, s in results["systems"].items()
+  ]
+  return "\n".join(_table(header, rows))
+
+
 def _metric_label(m: str) -> str:
   name, k = m.split("@")
   return f"{_LABEL[name]}@{k}"

@@ -47,6 +47,7 @@ from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.model.model import LossConfig
 from onesearch_jax.model.transformer import EncoderDecoder
 from onesearch_jax.train import checkpoints, loop, state
+from onesearch_jax.train import summaries as summaries_lib
 from onesearch_jax.train.optimizers import OptimizerConfig
 
 STAGES = ("stage1", "stage2", "stage3")
@@ -499,18 +500,26 @@ def run_sft(
       + " (compiling...)"
     )
     t = time.perf_counter()
-    res = loop.train(
-      model_cfg,
-      train_cfg,
-      cfg.mesh,
-      batches,
-      stage_dir,
-      eval_batches=(lambda e=evals: e) if evals else None,
-      sid_hash=sid_hash,
-      init_from=init_from,
-      stop_after=stop_after[1] if stop_after and stop_after[0] == k else None,
-      log_fn=_progress(name, stage_dir, train_cfg.num_steps, cfg.batch_size, log),
-    )
+    # TensorBoard scalars per stage (train/* and eval/* tags; process 0 only).
+    writer = summaries_lib.SummaryWriter(stage_dir / "tensorboard")
+    try:
+      res = loop.train(
+        model_cfg,
+        train_cfg,
+        cfg.mesh,
+        batches,
+        stage_dir,
+        eval_batches=(lambda e=evals: e) if evals else None,
+        sid_hash=sid_hash,
+        init_from=init_from,
+        stop_after=stop_after[1] if stop_after and stop_after[0] == k else None,
+        log_fn=summaries_lib.fan_out(
+          _progress(name, stage_dir, train_cfg.num_steps, cfg.batch_size, log),
+          writer,
+        ),
+      )
+    finally:
+      writer.close()
     seconds = time.perf_counter() - t
     if res.resumed_from is not None:
       log(f"[train] {name} resumed from step {res.resumed_from}")

@@ -70,7 +70,8 @@ def test_main_gin_is_the_factory_default(run_module):
   gin.clear_config(clear_constants=True)
   default = run_module[0].build_config(run_module[1])
   assert main == default  # `python run.py` == `--gin_file=gin/runs/main.gin`
-  assert main.stages == ("world", "sids", "train")
+  assert main.stages == ("world", "sids", "train", "eval")
+  assert main.eval.beam_size == 350 and main.eval.ks == (10, 50, 350)
   assert main.train.model.d_model == 64 and main.world.n_items == 10_000
 
 
