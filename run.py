@@ -7,6 +7,7 @@ r"""onesearch_jax command line (absl + gin).
   python run.py --mode=train                      # world -> sids -> SFT 1, 2, 3
   python run.py --mode=train --gin_file=gin/models/small.gin \
       --gin_bindings="sft_config.steps=(500, 500, 1000)"
+  python run.py --mode=pars                       # ... -> pars/ (RM + PARS 1, 2)
   python run.py --mode=eval                       # ... -> eval/results.md
   python run.py --mode=infer --requests=req.jsonl --infer_output=out.jsonl
   python run.py --mode=validate --world_dir=/path/to/kuaisearch   # real data
@@ -25,13 +26,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-MODES = ("main", "world", "build_sids", "train", "eval", "infer", "validate")
-# What each pipeline mode runs (a prefix of pipeline.STAGE_ORDER).
+MODES = ("main", "world", "build_sids", "train", "pars", "eval", "infer", "validate")
+# What each pipeline mode runs (pipeline.check_stages validates a list).
 MODE_STAGES = {
   "world": ("world",),
   "build_sids": ("world", "sids"),
   "train": ("world", "sids", "train"),
-  "eval": ("world", "sids", "train", "eval"),
+  "pars": ("world", "sids", "train", "pars"),
+  "eval": ("world", "sids", "train", "pars", "eval"),
 }
 # gin name -> factory in onesearch_jax.configs (the only gin registrations).
 CONFIGURABLES = (
@@ -42,6 +44,7 @@ CONFIGURABLES = (
   "optimizer_config",
   "train_config",
   "sft_config",
+  "pars_config",
   "eval_config",
   "pipeline_config",
 )
@@ -100,6 +103,7 @@ def build_config(made: dict):
     sids=made["sids_config"](),
     train=sft,
     eval=made["eval_config"](),
+    pars=made["pars_config"](),
   )
 
 

@@ -2,8 +2,8 @@
 
 gin binds these functions at the edge (run.py registers them as
 configurables named ``world_config``, ``sids_config``, ``model_config``,
-``mesh_config``, ``optimizer_config``, ``train_config``, ``sft_config``, ``eval_config`` and
-``pipeline_config``); tests and notebooks call them directly. Their defaults
+``mesh_config``, ``optimizer_config``, ``train_config``, ``sft_config``, ``pars_config``,
+``eval_config`` and ``pipeline_config``); tests and notebooks call them directly. Their defaults
 ARE the main job (``python run.py`` with no gin file). No gin import here.
 """
 
@@ -210,6 +210,87 @@ def eval_config(
   )
 
 
+def pars_config(
+  rm_steps: int = 600,
+  phase1_sessions: int = 64,
+  generate_beam: int = 16,
+  generate_batch: int = 32,
+  num_negatives: int = 3,
+  steps: tuple[int, int] = (20, 20),
+  batch_size: int = 16,
+  learning_rate: float = 3e-4,
+  warmup_steps: int = 5,
+  beta: float = 1.0,
+  sft_weight: float = 0.0,
+  run_phase1: bool = True,
+  run_phase2: bool = True,
+  rerank: bool = True,
+  rerank_label_relevance: bool = False,
+  seed: int = 0,
+):
+  """The pars stage (``pars.stage.StageConfig``); defaults: the main job,
+  sized to a minute or two on 2 CPU cores.
+
+  Args:
+    rm_steps: reward-model training steps (512 impressions each).
+    phase1_sessions: train sessions whose generated lists phase 1 re-ranks.
+    generate_beam: W of phase 1's trie beam search.
+    generate_batch: sessions per phase-1 beam-search call (one compiled shape).
+    num_negatives: K rejected items per listwise example.
+    steps: optimizer steps of phase 1 and phase 2.
+    batch_size: listwise examples per step.
+    learning_rate: peak lr of both phases (constant after warmup).
+    warmup_steps: linear warmup steps.
+    beta: the S-DPO temperature.
+    sft_weight: weight of the optional SFT term on the chosen item.
+    run_phase1, run_phase2: which phases run.
+    rerank: add the RM re-rank row ("onesearch+pars2+rm") to the eval.
+    rerank_label_relevance: S_rel from relevance labels in that row (leaks
+      the eval's graded-NDCG labels).
+    seed: RM, example sampling and phase seeds.
+  """
+  from onesearch_jax.pars import listwise, phases, reward_model, run, stage
+  from onesearch_jax.train.checkpoints import CheckpointConfig
+  from onesearch_jax.train.optimizers import OptimizerConfig
+
+  def phase(n: int, k: int) -> listwise.ListwiseTrainConfig:
+    return listwise.ListwiseTrainConfig(
+      num_steps=int(n),
+      log_every=max(1, min(10, int(n))),
+      seed=seed + k,
+      loss=listwise.ListwiseConfig(beta=beta, sft_weight=sft_weight),
+      optimizer=OptimizerConfig(
+        learning_rate=learning_rate,
+        warmup_steps=warmup_steps,
+        total_steps=max(int(n), 1),
+        decay="constant",
+      ),
+      checkpoint=CheckpointConfig(save_every_steps=max(int(n), 1), keep_last=1),
+    )
+
+  if len(steps) != 2:
+    raise ValueError(f"pars_config.steps must be (phase1, phase2): {steps}")
+  return stage.StageConfig(
+    pars=run.ParsConfig(
+      reward_model=reward_model.RewardModelConfig(num_steps=rm_steps, seed=seed),
+      data=phases.PhaseDataConfig(
+        num_negatives=num_negatives,
+        phase1_sessions=phase1_sessions,
+        generate_batch=generate_batch,
+        seed=seed,
+      ),
+      phase1=phase(steps[0], 1),
+      phase2=phase(steps[1], 2),
+      batch_size=batch_size,
+      run_phase1=run_phase1,
+      run_phase2=run_phase2,
+    ),
+    generate_beam=generate_beam,
+    rerank=rerank,
+    rerank_label_relevance=rerank_label_relevance,
+  )
+
+
 def pipeline_config(
   world: WorldConfig | None = None,
   sids: Any = None,
@@ -217,6 +298,7 @@ def pipeline_config(
   stages: tuple[str, ...] = STAGE_ORDER,
   train: Any = None,
   eval: Any = None,
+  pars: Any = None,
 ) -> PipelineConfig:
   """The main job's config.
 
@@ -224,9 +306,11 @@ def pipeline_config(
     world: the world to simulate (default ``world_config()``).
     sids: the KHQE BuildConfig (None = default).
     world_dir: real data in the KuaiSearch schema instead of simulating.
-    stages: a prefix of pipeline.STAGE_ORDER.
+    stages: stages in pipeline.STAGE_ORDER order with their STAGE_NEEDS
+      (e.g. without "pars": the eval has the SFT row only).
     train: the SFTConfig of the train stage (None = ``sft_config()``).
     eval: the EvalConfig of the eval stage (None = ``eval_config()``).
+    pars: the pars stage's StageConfig (None = ``pars_config()``).
   """
   return PipelineConfig(
     world=world if world is not None else world_config(),
@@ -235,4 +319,5 @@ def pipeline_config(
     sids=sids,
     train=train,
     eval=eval if eval is not None else eval_config(),
+    pars=pars if pars is not None else pars_config(),
   )

@@ -7,12 +7,15 @@ re-run a stage whose marker matches is skipped; a stage whose directory exists
 without a matching marker (killed half-way, or its inputs changed) is redone
 from scratch. That is what makes re-runs resume and batch jobs restartable.
 
-Stages so far: ``world`` (simulate, or validate a real world directory),
-``sids`` (the KHQE tokenizer) and ``train`` (the SFT stages 1 -> 2 -> 3,
-``train.sft.run_sft``, in ``workdir/train``). Later issues append alignment
-and evaluation stages.
+Stages: ``world`` (simulate, or validate a real world directory), ``sids``
+(the KHQE tokenizer), ``train`` (the SFT stages 1 -> 2 -> 3,
+``train.sft.run_sft``, in ``workdir/train``), ``pars`` (reward model +
+listwise alignment phases 1 and 2, ``pars.stage.run_stage``, in
+``workdir/pars``) and ``eval`` (every generative variant and the baselines on
+the test split, ``workdir/eval``). A stage list may skip a stage that no later
+listed stage needs (``STAGE_NEEDS``), e.g. ("world", "sids", "train", "eval").
 
-Resumable stages (``train``): the stage also writes ``STAGE.started.json``
+Resumable stages (``train``, ``pars``): the stage also writes ``STAGE.started.json``
 with its inputs hash when it starts. A re-run that finds no finished marker
 but a started marker with the SAME inputs keeps the directory and lets the
 body continue (the trainer resumes from its latest checkpoint at the saved
@@ -27,7 +30,7 @@ import json
 import pathlib
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from onesearch_jax.world.config import WorldConfig
@@ -44,17 +47,46 @@ class PipelineConfig:
   world: WorldConfig = dataclasses.field(default_factory=WorldConfig.default)
   # A directory already in the KuaiSearch schema (real data); "" = simulate.
   world_dir: str = ""
-  # Stages to run, in order; a prefix of STAGE_ORDER.
-  stages: tuple[str, ...] = ("world", "sids", "train", "eval")
+  # Stages to run, in STAGE_ORDER order, each with its STAGE_NEEDS.
+  stages: tuple[str, ...] = ("world", "sids", "train", "pars", "eval")
   # KHQE build settings (onesearch_jax.khqe.build.BuildConfig); None = default.
   sids: Any = None
   # SFT settings (onesearch_jax.train.sft.SFTConfig); None = configs.sft_config().
   train: Any = None
   # Eval settings (onesearch_jax.eval.config.EvalConfig); None = defaults.
   eval: Any = None
+  # PARS settings (onesearch_jax.pars.stage.StageConfig); None = configs.pars_config().
+  pars: Any = None
 
 
-STAGE_ORDER = ("world", "sids", "train", "eval")
+STAGE_ORDER = ("world", "sids", "train", "pars", "eval")
+# The stages each stage reads (they must be in the same stage list).
+STAGE_NEEDS = {
+  "world": (),
+  "sids": ("world",),
+  "train": ("world", "sids"),
+  "pars": ("world", "sids", "train"),
+  "eval": ("world", "sids", "train"),
+}
+
+
+def check_stages(stages: tuple[str, ...]) -> None:
+  """Raises unless `stages` are known, unique, in STAGE_ORDER order, start
+  with "world" and contain every stage's STAGE_NEEDS."""
+  stages = tuple(stages)
+  unknown = [s for s in stages if s not in STAGE_ORDER]
+  if unknown:
+    raise ValueError(f"unknown stages {unknown}; known: {STAGE_ORDER}")
+  if len(set(stages)) != len(stages):
+    raise ValueError(f"stages {stages} repeat a stage")
+  if list(stages) != sorted(stages, key=STAGE_ORDER.index):
+    raise ValueError(f"stages {stages} must be in the order of {STAGE_ORDER}")
+  if not stages or stages[0] != "world":
+    raise ValueError(f"stages {stages} must start with 'world'")
+  for s in stages:
+    missing = [n for n in STAGE_NEEDS[s] if n not in stages]
+    if missing:
+      raise ValueError(f"stage {s!r} needs {missing} in the stage list {stages}")
 
 
 def _hash_json(obj: Any) -> str:
@@ -269,7 +301,7 @@ def _train_stage(
   )
 
 
-def _eval_stage(
+def _pars_stage(
   cfg: PipelineConfig,
   workdir: pathlib.Path,
   world_dir: pathlib.Path,
@@ -277,16 +309,57 @@ def _eval_stage(
   train: StageResult,
   log: Callable[[str], None],
 ) -> StageResult:
-  """Trie beam search of the trained model + the baselines on the test split.
+  """Reward model + PARS phases 1 and 2 on the SFT model -> workdir/pars."""
+  from onesearch_jax import configs
+  from onesearch_jax.pars import stage as pars_stage
+
+  pars_cfg = cfg.pars if cfg.pars is not None else configs.pars_config()
+
+  def body(out: pathlib.Path) -> dict:
+    return pars_stage.run_stage(
+      world_dir, workdir / "sids", workdir / "train", out, pars_cfg, log=log
+    )
+
+  return run_stage(
+    "pars",
+    workdir / "pars",
+    {
+      "sid_hash": sids.marker["output_hash"],
+      "model_hash": train.marker["output_hash"],
+      "pars": pars_stage.config_to_dict(pars_cfg),
+    },
+    body,
+    log,
+    resumable=True,
+  )
+
+
+def _eval_stage(
+  cfg: PipelineConfig,
+  workdir: pathlib.Path,
+  world_dir: pathlib.Path,
+  sids: StageResult,
+  train: StageResult,
+  pars: StageResult | None,
+  log: Callable[[str], None],
+) -> StageResult:
+  """Trie beam search of every generative variant + the baselines on the test
+  split: "onesearch" (SFT stage 3) and, when the pars stage ran,
+  "onesearch+pars1", "onesearch+pars2" and "onesearch+pars2+rm" (the RM
+  re-rank of pars2's beams).
 
   Writes workdir/eval/{results.md, results.json, hr_curve.png}.
   """
+  from onesearch_jax import configs
   from onesearch_jax.eval.config import EvalConfig
 
   eval_cfg = cfg.eval if cfg.eval is not None else EvalConfig()
+  pars_cfg = None
+  if pars is not None:
+    pars_cfg = cfg.pars if cfg.pars is not None else configs.pars_config()
 
   def body(out: pathlib.Path) -> dict:
-    results = evaluate_workdir(workdir, world_dir, eval_cfg, log=log)
+    results = evaluate_workdir(workdir, world_dir, eval_cfg, pars=pars_cfg, log=log)
     from onesearch_jax.eval import evaluate
 
     files = evaluate.write_results(results, out)
@@ -295,17 +368,16 @@ def _eval_stage(
     blob = pathlib.Path(files["json"]).read_bytes()
     return {"output_hash": hashlib.sha256(blob).hexdigest(), "files": files}
 
-  return run_stage(
-    "eval",
-    workdir / "eval",
-    {
-      "sid_hash": sids.marker["output_hash"],
-      "model_hash": train.marker["output_hash"],
-      "eval": _config_dict(eval_cfg),
-    },
-    body,
-    log,
-  )
+  inputs = {
+    "sid_hash": sids.marker["output_hash"],
+    "model_hash": train.marker["output_hash"],
+    "eval": _config_dict(eval_cfg),
+  }
+  if pars is not None:
+    inputs["pars_hash"] = pars.marker["output_hash"]
+    inputs["pars_phases"] = pars.marker.get("phases", [])
+    inputs["rerank"] = [pars_cfg.rerank, pars_cfg.rerank_label_relevance]
+  return run_stage("eval", workdir / "eval", inputs, body, log)
 
 
 def evaluate_workdir(
@@ -313,26 +385,81 @@ def evaluate_workdir(
   world_dir: pathlib.Path,
   eval_cfg: Any,
   *,
+  pars: Any = None,
   log: Callable[[str], None] = print,
 ) -> dict:
-  """Results of the trained model (workdir/train) and the baselines.
+  """Results of the trained model(s) and the baselines.
 
   Args:
-    workdir: holds sids/ (the SID artefact) and train/ (a finished SFT run).
+    workdir: holds sids/ (the SID artefact), train/ (a finished SFT run) and,
+      with `pars`, pars/ (a finished pars stage).
     world_dir: the world the SIDs were built from.
     eval_cfg: an eval.config.EvalConfig.
+    pars: the pars stage's StageConfig (None: SFT model only).
     log: progress printer.
 
   Returns:
-    ``eval.evaluate.evaluate_rankings`` results for "onesearch" and the
-    configured baselines.
+    ``eval.evaluate.evaluate_rankings`` results for every generative variant
+    ("onesearch", "onesearch+pars1", "onesearch+pars2", "onesearch+pars2+rm")
+    and the configured baselines.
   """
   from onesearch_jax.eval import evaluate
 
-  eval_set, rankings, diag = rank_workdir(workdir, world_dir, eval_cfg, log=log)
-  return evaluate.evaluate_rankings(
-    eval_set, rankings, ks=eval_cfg.ks, diagnostics={"onesearch": diag}
+  models, rerankers = workdir_models(workdir, world_dir, pars, log=log)
+  eval_set, rankings, diags = rank_workdir(
+    workdir, world_dir, eval_cfg, models=models, rerankers=rerankers, log=log
   )
+  return evaluate.evaluate_rankings(
+    eval_set, rankings, ks=eval_cfg.ks, diagnostics=diags
+  )
+
+
+def workdir_models(
+  workdir: pathlib.Path,
+  world_dir: pathlib.Path,
+  pars: Any = None,
+  *,
+  log: Callable[[str], None] = print,
+) -> tuple[list[tuple[str, Any]], list[tuple[str, str, Callable]]]:
+  """The generative variants of a workdir, for ``rank_workdir``.
+
+  Returns:
+    ([(name, EncoderDecoder)]: "onesearch" and each PARS phase with a
+    checkpoint, [(name, source name, beam re-ranker)]: "onesearch+pars2+rm"
+    when pars.rerank and pars2 exists).
+  """
+  from onesearch_jax.train import sft
+
+  model, _, model_cfg = sft.load_trained(workdir / "train")
+  models: list[tuple[str, Any]] = [("onesearch", model)]
+  rerankers: list[tuple[str, str, Callable]] = []
+  if pars is None:
+    return models, rerankers
+  import numpy as np
+
+  from onesearch_jax import decoding
+  from onesearch_jax.khqe import artefact
+  from onesearch_jax.pars import stage as pars_stage
+
+  pars_dir = workdir / "pars"
+  phases = pars_stage.existing_phases(pars_dir)
+  for phase in phases:
+    models.append(
+      (
+        f"onesearch+{phase}",
+        pars_stage.load_phase_model(pars_dir, phase, pars, model_cfg),
+      )
+    )
+  if pars.rerank and phases:
+    last = f"onesearch+{phases[-1]}"
+    unique = decoding.unique_sids(
+      np.asarray(artefact.load(workdir / "sids").item_codes)
+    )
+    fn = pars_stage.beam_reranker(
+      world_dir, workdir / "sids", pars_dir, pars, model_cfg, unique, log=log
+    )
+    rerankers.append((f"{last}+rm", last, fn))
+  return models, rerankers
 
 
 def rank_workdir(
@@ -340,20 +467,39 @@ def rank_workdir(
   world_dir: pathlib.Path,
   eval_cfg: Any,
   *,
+  models: Sequence[tuple[str, Any]] | None = None,
+  rerankers: Sequence[tuple[str, str, Callable]] = (),
   log: Callable[[str], None] = print,
 ) -> tuple[Any, dict, dict]:
   """The eval set and every system's item ranking of it.
 
+  One beam search is compiled (for the first model) and every further model
+  is swapped in as state (same shapes: no recompile).
+
+  Args:
+    workdir: holds sids/ and train/ (a finished SFT run).
+    world_dir: the world.
+    eval_cfg: an eval.config.EvalConfig (one for every row).
+    models: (name, EncoderDecoder) pairs of one architecture; None = the SFT
+      stage-3 model as "onesearch".
+    rerankers: (name, source model name, fn) with fn(session_ids,
+      sid_index [n, W], scores [n, W]) -> (sid_index, scores) re-ordered; a
+      row ranked from the source model's beams.
+    log: progress printer.
+
   Returns:
-    (eval.examples.EvalSet, name -> [E, k_max] int32 item rows ("onesearch"
-    first, then the baselines), the model's beam diagnostics).
+    (eval.examples.EvalSet, name -> [E, k_max] int32 item rows (the models,
+    the re-ranked rows, then the baselines), name -> beam diagnostics of each
+    generative row; "beam_recall" only for the first model).
   """
   import numpy as np
+  from flax import nnx
 
   from onesearch_jax import decoding
   from onesearch_jax.eval import evaluate, examples, generative
   from onesearch_jax.eval.sid_items import SidItemIndex
   from onesearch_jax.khqe import artefact
+  from onesearch_jax.pars.stage import catalogue_trie, read_model_config
   from onesearch_jax.train import sft
 
   sid_dir = workdir / "sids"
@@ -376,53 +522,73 @@ def rank_workdir(
       systems=eval_cfg.baselines,
       progress=log,
     )
-  model, _, model_cfg = sft.load_trained(train_dir)
-  offsets = tuple(r[0] for r in model_cfg.sid_ranges)
-  sizes = tuple(r[1] - r[0] for r in model_cfg.sid_ranges)
+  if models is None:
+    models = [("onesearch", sft.load_trained(train_dir)[0])]
+  models = list(models)
+  names = [n for n, _ in models] + [n for n, _, _ in rerankers]
+  if not models or len(set(names)) != len(names) or set(names) & set(baselines):
+    raise ValueError(f"rank_workdir: model names {names} empty or not unique")
   codes = np.asarray(art.item_codes)
-  trie = decoding.build_trie(
-    codes,
-    sizes,
-    offsets,
-    dense_levels=decoding.choose_dense_levels(sizes, num_items=len(codes)),
-  )
+  model_cfg = read_model_config(train_dir)
+  trie = catalogue_trie(codes, model_cfg)
+  offsets = tuple(r[0] for r in model_cfg.sid_ranges)
   log(
     f"[eval] trie: {trie.num_sids} SIDs of {trie.num_items} items, "
     f"{trie.bytes_per_item:.1f} B/item, built in {trie.build_seconds:.2f} s; "
     f"beam {eval_cfg.beam_size}"
   )
-  searcher = decoding.make_beam_search(model, trie, beam_size=eval_cfg.beam_size)
+  searcher = decoding.make_beam_search(models[0][1], trie, beam_size=eval_cfg.beam_size)
 
   def inputs(kind):
     return sft.eval_inputs(
       train_dir, f"eval_{kind}", batch_size=eval_cfg.batch_size, pad_last=True
     )
 
-  per_set = {}
-  for kind in examples.KINDS:
-    if not eval_set.rows_of(kind).size:
-      log(f"[eval] no {kind} sessions in the test split")
-      continue
-    beams = generative.decode_set(searcher, inputs(kind), progress=log, name=kind)
-    per_set[kind] = beams
-    n = beams.sid_index.shape[0]
-    log(
-      f"[eval] decoded {n} {kind} queries in {beams.seconds:.1f} s "
-      f"({n / max(beams.seconds, 1e-9):.1f} queries/s)"
-    )
   index = SidItemIndex.from_artefact(art)
-  rows, _, diag = generative.rank_eval_set(eval_set, per_set, index, eval_cfg.k_max)
-  if eval_cfg.exact_rows and "click" in per_set:
-    batch, metas = next(iter(inputs("click")))
-    diag["beam_recall"] = generative.beam_recall_vs_exact(
-      model, searcher, batch, decoding.unique_sids(codes), offsets,
-      min(eval_cfg.exact_rows, len(metas)),
-    )  # fmt: skip
-    log(
-      f"[eval] beam recall vs the exhaustive top-{eval_cfg.beam_size} "
-      f"({min(eval_cfg.exact_rows, len(metas))} queries): {diag['beam_recall']:.4f}"
+  rankings: dict[str, np.ndarray] = {}
+  diags: dict[str, dict] = {}
+  beams_of: dict[str, dict] = {}
+  for k, (name, model) in enumerate(models):
+    if k:
+      searcher.state = nnx.state(model)
+    per_set = {}
+    for kind in examples.KINDS:
+      if not eval_set.rows_of(kind).size:
+        log(f"[eval] no {kind} sessions in the test split")
+        continue
+      beams = generative.decode_set(searcher, inputs(kind), progress=log, name=kind)
+      per_set[kind] = beams
+      n = beams.sid_index.shape[0]
+      log(
+        f"[eval] {name}: decoded {n} {kind} queries in {beams.seconds:.1f} s "
+        f"({n / max(beams.seconds, 1e-9):.1f} queries/s)"
+      )
+    beams_of[name] = per_set
+    rankings[name], _, diags[name] = generative.rank_eval_set(
+      eval_set, per_set, index, eval_cfg.k_max
     )
-  return eval_set, {"onesearch": rows, **baselines}, diag
+    if k == 0 and eval_cfg.exact_rows and "click" in per_set:
+      batch, metas = next(iter(inputs("click")))
+      m = min(eval_cfg.exact_rows, len(metas))
+      diags[name]["beam_recall"] = generative.beam_recall_vs_exact(
+        model, searcher, batch, decoding.unique_sids(codes), offsets, m
+      )
+      log(
+        f"[eval] beam recall vs the exhaustive top-{eval_cfg.beam_size} "
+        f"({m} queries): {diags[name]['beam_recall']:.4f}"
+      )
+  for name, source, fn in rerankers:
+    if source not in beams_of:
+      raise ValueError(f"rank_workdir: re-ranker {name!r} source {source!r} unknown")
+    per_set = {}
+    for kind, beams in beams_of[source].items():
+      sid_index, scores = fn(beams.session_ids, beams.sid_index, beams.scores)
+      per_set[kind] = dataclasses.replace(beams, sid_index=sid_index, scores=scores)
+    rankings[name], _, diags[name] = generative.rank_eval_set(
+      eval_set, per_set, index, eval_cfg.k_max
+    )
+    log(f"[eval] {name}: re-ranked the beams of {source}")
+  return eval_set, {**rankings, **baselines}, diags
 
 
 def run_pipeline(
@@ -441,14 +607,7 @@ def run_pipeline(
   Returns:
     stage name -> StageResult.
   """
-  unknown = [s for s in cfg.stages if s not in STAGE_ORDER]
-  if unknown:
-    raise ValueError(f"unknown stages {unknown}; known: {STAGE_ORDER}")
-  if tuple(cfg.stages) != STAGE_ORDER[: len(cfg.stages)]:
-    raise ValueError(
-      f"stages {tuple(cfg.stages)} must be a prefix of {STAGE_ORDER} "
-      "(each stage needs the one before it)"
-    )
+  check_stages(tuple(cfg.stages))
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.time()
@@ -460,7 +619,9 @@ def run_pipeline(
     results["sids"] = _sids_stage(
       cfg, workdir, world_dir, results["world"].marker["output_hash"], log
     )
-    log(f"[pipeline] stage 2/{n} sids finished at {time.time() - start:.0f} s")
+    log(
+      f"[pipeline] stage {len(results)}/{n} sids finished at {time.time() - start:.0f} s"
+    )
   if "train" in cfg.stages:
     results["train"] = _train_stage(
       cfg,
@@ -470,12 +631,24 @@ def run_pipeline(
       results["sids"],
       log,
     )
-    log(f"[pipeline] stage 3/{n} train finished at {time.time() - start:.0f} s")
-  if "eval" in cfg.stages:
-    results["eval"] = _eval_stage(
+    log(
+      f"[pipeline] stage {len(results)}/{n} train finished at {time.time() - start:.0f} s"
+    )
+  if "pars" in cfg.stages:
+    results["pars"] = _pars_stage(
       cfg, workdir, world_dir, results["sids"], results["train"], log
     )
-    log(f"[pipeline] stage 4/{n} eval finished at {time.time() - start:.0f} s")
+    log(
+      f"[pipeline] stage {len(results)}/{n} pars finished at {time.time() - start:.0f} s"
+    )
+  if "eval" in cfg.stages:
+    results["eval"] = _eval_stage(
+      cfg, workdir, world_dir, results["sids"], results["train"],
+      results.get("pars"), log,
+    )  # fmt: skip
+    log(
+      f"[pipeline] stage {len(results)}/{n} eval finished at {time.time() - start:.0f} s"
+    )
   log(
     f"[pipeline] all {n} stages done in {time.time() - start:.1f} s; workdir {workdir}"
   )

@@ -496,6 +496,9 @@ def train_reward_model(
     "rel_grade": jnp.asarray(relevance.grade),
   }
   rel_weight = cfg.rel_weight if rel_rows.size else 0.0
+  if relevance.item.size == 0:  # no labels (e.g. real data): one dummy row, weight 0
+    for k in ("rel_codes", "rel_valid", "rel_words", "rel_item", "rel_grade"):
+      d[k] = jnp.zeros((1,) + d[k].shape[1:], d[k].dtype)
 
   def step(state, dctx, d, idx, ridx):
     model, optimizer = nnx.merge(graphdef, state)

@@ -70,7 +70,8 @@ def test_main_gin_is_the_factory_default(run_module):
   gin.clear_config(clear_constants=True)
   default = run_module[0].build_config(run_module[1])
   assert main == default  # `python run.py` == `--gin_file=gin/runs/main.gin`
-  assert main.stages == ("world", "sids", "train", "eval")
+  assert main.stages == ("world", "sids", "train", "pars", "eval")
+  assert main.pars.pars.phase1.num_steps == 20 and main.pars.generate_beam == 16
   assert main.eval.beam_size == 350 and main.eval.ks == (10, 50, 350)
   assert main.train.model.d_model == 64 and main.world.n_items == 10_000
 
@@ -79,6 +80,8 @@ def test_tiny_gin_shrinks_world_and_training(run_module):
   cfg = _build(run_module, "gin/worlds/tiny.gin")
   assert cfg.world.n_items < 2_000 and cfg.train.model.d_model == 32
   assert sum(cfg.train.steps) <= 60 and cfg.train.batch_size == 16
+  assert cfg.pars.pars.reward_model.num_steps <= 100
+  assert cfg.pars.pars.phase1.num_steps + cfg.pars.pars.phase2.num_steps <= 10
 
 
 @pytest.mark.parametrize(
