@@ -345,8 +345,8 @@ def _eval_stage(
 ) -> StageResult:
   """Trie beam search of every generative variant + the baselines on the test
   split: "onesearch" (SFT stage 3) and, when the pars stage ran,
-  "onesearch+pars1", "onesearch+pars2" and "onesearch+pars2+rm" (the RM
-  re-rank of pars2's beams).
+  "onesearch+pars1", "onesearch+pars2", "onesearch+rm" and
+  "onesearch+pars2+rm" (the RM re-rank of the SFT / pars2 beams).
 
   Writes workdir/eval/{results.md, results.json, hr_curve.png}.
   """
@@ -376,7 +376,13 @@ def _eval_stage(
   if pars is not None:
     inputs["pars_hash"] = pars.marker["output_hash"]
     inputs["pars_phases"] = pars.marker.get("phases", [])
-    inputs["rerank"] = [pars_cfg.rerank, pars_cfg.rerank_label_relevance]
+    phases = pars.marker.get("phases", [])
+    inputs["rerank_rows"] = (
+      ["onesearch+rm"] + [f"onesearch+{p}+rm" for p in phases[-1:]]
+      if pars_cfg.rerank
+      else []
+    )
+    inputs["rerank_label_relevance"] = pars_cfg.rerank_label_relevance
   return run_stage("eval", workdir / "eval", inputs, body, log)
 
 
@@ -400,8 +406,8 @@ def evaluate_workdir(
 
   Returns:
     ``eval.evaluate.evaluate_rankings`` results for every generative variant
-    ("onesearch", "onesearch+pars1", "onesearch+pars2", "onesearch+pars2+rm")
-    and the configured baselines.
+    ("onesearch", "onesearch+pars1", "onesearch+pars2", "onesearch+rm",
+    "onesearch+pars2+rm") and the configured baselines.
   """
   from onesearch_jax.eval import evaluate
 
@@ -425,8 +431,9 @@ def workdir_models(
 
   Returns:
     ([(name, EncoderDecoder)]: "onesearch" and each PARS phase with a
-    checkpoint, [(name, source name, beam re-ranker)]: "onesearch+pars2+rm"
-    when pars.rerank and pars2 exists).
+    checkpoint, [(name, source name, beam re-ranker)]: with pars.rerank,
+    "onesearch+rm" (the RM re-rank of the SFT beams) and
+    "onesearch+pars2+rm" (of the last phase's beams)).
   """
   from onesearch_jax.train import sft
 
@@ -450,15 +457,16 @@ def workdir_models(
         pars_stage.load_phase_model(pars_dir, phase, pars, model_cfg),
       )
     )
-  if pars.rerank and phases:
-    last = f"onesearch+{phases[-1]}"
+  if pars.rerank:
     unique = decoding.unique_sids(
       np.asarray(artefact.load(workdir / "sids").item_codes)
     )
     fn = pars_stage.beam_reranker(
       world_dir, workdir / "sids", pars_dir, pars, model_cfg, unique, log=log
     )
-    rerankers.append((f"{last}+rm", last, fn))
+    # The RM re-rank alone (SFT beams) and on the last aligned model's beams.
+    sources = ["onesearch"] + ([f"onesearch+{phases[-1]}"] if phases else [])
+    rerankers += [(f"{src}+rm", src, fn) for src in sources]
   return models, rerankers
 
 

@@ -40,8 +40,9 @@ def ranked(workdir, sft_world):
 
 @pytest.mark.slow
 def test_eval_stage_ranks_with_valid_unique_beams(ranked):
-  eval_set, rankings, diag = ranked
-  assert set(rankings) == {"onesearch", "bm25"}
+  eval_set, rankings, diags = ranked
+  assert set(rankings) == {"onesearch", "bm25"} and set(diags) == {"onesearch"}
+  diag = diags["onesearch"]
   rows = rankings["onesearch"]
   assert rows.shape == (len(eval_set), CFG.k_max)
   covered = eval_set.has_click | eval_set.has_order

@@ -23,7 +23,9 @@ PARS = configs.pars_config(
   rm_steps=30, phase1_sessions=16, generate_beam=8, generate_batch=8,
   steps=(2, 2), batch_size=8, learning_rate=1e-3, warmup_steps=1,
 )  # fmt: skip
-VARIANTS = ("onesearch", "onesearch+pars1", "onesearch+pars2", "onesearch+pars2+rm")
+VARIANTS = (
+  "onesearch", "onesearch+pars1", "onesearch+pars2", "onesearch+rm", "onesearch+pars2+rm"
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +102,10 @@ def test_rm_rerank_permutes_beams_by_r_score(staged, sft_world):
   wd, *_ = staged
   models, rerankers = pipeline.workdir_models(wd, sft_world, PARS, log=lambda _: None)
   assert [n for n, _ in models] == list(VARIANTS[:3])
-  ((name, source, fn),) = rerankers
-  assert (name, source) == ("onesearch+pars2+rm", "onesearch+pars2")
+  assert [(n, src) for n, src, _ in rerankers] == [
+    ("onesearch+rm", "onesearch"), ("onesearch+pars2+rm", "onesearch+pars2")
+  ]  # fmt: skip
+  fn = rerankers[1][2]
   sessions = sorted(fn.reranker.session_index)[:6]
   rng = np.random.default_rng(0)
   u = fn.unique_codes.shape[0]
