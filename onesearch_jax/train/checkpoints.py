@@ -198,8 +198,15 @@ class Checkpointer:
     dst_dir = self.directory.parent / f"{self.directory.name}_corrupt"
     dst = dst_dir / f"{step}-{int(time.time())}"
     if jax.process_index() == 0 and src.exists():
-      dst_dir.mkdir(parents=True, exist_ok=True)
-      src.rename(dst)
+      try:
+        dst_dir.mkdir(parents=True, exist_ok=True)
+        src.rename(dst)
+      except Exception as e:
+        raise CheckpointCorruptError(
+          f"checkpoint {src} is unreadable and could not be moved to {dst} "
+          f"({type(e).__name__}: {_first_line(e)}); move or delete it by hand "
+          "and rerun (training would otherwise fail to save that step again)"
+        ) from e
       log.warning("moved unreadable checkpoint %s to %s", src, dst)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"quarantine checkpoint {step}")

@@ -201,10 +201,15 @@ def test_restore_skips_each_kind_of_damage(reference, fresh, tmp_path, damage):
   ts, meta = ckpt.restore(fresh)
   assert ts.step == 4 and meta == {"data_position": 4, "sid_hash": "h"}
   assert ckpt.all_steps() == [3, 4]
-  with pytest.raises(checkpoints.CheckpointCorruptError):  # explicit: no fallback
-    shutil.copytree(ref_dir / "checkpoints" / "5", tmp_path / "c" / "5")
-    damage(tmp_path / "c" / "5")
-    ckpt._manager.reload()
+  moved = list((tmp_path / "c_corrupt").iterdir())
+  assert [p.name.split("-")[0] for p in moved] == ["5"]
+  ckpt.close()
+
+  # An explicit step never falls back.
+  shutil.copytree(ref_dir / "checkpoints" / "5", tmp_path / "c" / "5")
+  damage(tmp_path / "c" / "5")
+  ckpt = checkpoints.Checkpointer(tmp_path / "c")
+  with pytest.raises(checkpoints.CheckpointCorruptError, match="c/5: "):
     ckpt.restore(fresh, step=5)
   ckpt.close()
 
