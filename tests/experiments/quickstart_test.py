@@ -63,7 +63,9 @@ def test_ipynb_cells_equal_the_py_cells():
 
 
 def test_percent_parser_on_a_hand_written_file():
-  text = "# ---\n# jupyter: x\n# ---\n\n# %% [markdown]\n# # T\n#\n# a\n\n# %%\nx = 1\n\n"
+  text = (
+    "# ---\n# jupyter: x\n# ---\n\n# %% [markdown]\n# # T\n#\n# a\n\n# %%\nx = 1\n\n"
+  )
   assert percent_cells(text) == [("markdown", "# T\n\na"), ("code", "x = 1")]
 
 
@@ -97,7 +99,8 @@ def test_quickstart_runs_and_searches(
     for x in (sft_world / "items.jsonl").read_text().splitlines()
   }
   users = {
-    json.loads(x)["user_id"] for x in (sft_world / "users.jsonl").read_text().split()
+    json.loads(x)["user_id"]
+    for x in (sft_world / "users.jsonl").read_text().splitlines()
   }
   known, cold = ns["known"], ns["cold"]
   assert known.request.user_id in users
