@@ -128,3 +128,8 @@ def test_quickstart_runs_and_searches(
   # search() is Searcher.search: the same request ranks the same items again
   again = ns["searcher"].search(q, user_id=known.request.user_id, k=10)
   assert again.items == known.items
+  # batches are chunked by batch_size (1 here) and keep the request order
+  both = ns["searcher"].search_batch([cold.request, known.request], top_k=10)
+  assert [r.items for r in both] == [cold.items, known.items]
+  with pytest.raises(ValueError, match="top_k"):
+    ns["searcher"].search_batch([known.request], top_k=0)
