@@ -242,7 +242,7 @@ def _sids_stage(
   world_hash: str,
   log: Callable[[str], None],
 ) -> StageResult:
-  from onesearch_jax.khqe import build
+  from onesearch_jax.khqe import artefact, build
 
   build_cfg = cfg.sids if cfg.sids is not None else build.BuildConfig()
 
@@ -254,7 +254,13 @@ def _sids_stage(
   return run_stage(
     "sids",
     workdir / "sids",
-    {"world_hash": world_hash, "sids": _config_dict(build_cfg)},
+    # The artefact schema is an input too: a workdir built by an older
+    # khqe (other files hashed, other OPQ) is rebuilt, not silently reused.
+    {
+      "world_hash": world_hash,
+      "sids": _config_dict(build_cfg),
+      "artefact_schema": artefact.SCHEMA_VERSION,
+    },
     body,
     log,
   )

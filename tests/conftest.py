@@ -12,6 +12,7 @@ if "--xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import importlib.util  # noqa: E402
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
@@ -45,3 +46,21 @@ def tiny_world_dir(tmp_path_factory) -> pathlib.Path:
 def zh_world_dir() -> pathlib.Path:
   """Hand-written Chinese rows in the KuaiSearch schema (tests/testdata)."""
   return pathlib.Path(__file__).resolve().parent / "testdata" / "kuaisearch_zh"
+
+
+def _load_sft_fixtures():
+  path = pathlib.Path(__file__).resolve().parent / "train" / "sft_fixtures.py"
+  spec = importlib.util.spec_from_file_location("_sft_fixtures", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+# The tiny SFT run and its inputs (tests/train/sft_fixtures.py), session-wide:
+# tests/train and tests/experiments share one training run.
+_sft = _load_sft_fixtures()
+tiny_sft_config = _sft.tiny_sft_config
+fast_compile = _sft.fast_compile
+sft_world = _sft.sft_world
+sft_sids = _sft.sft_sids
+sft_run = _sft.sft_run

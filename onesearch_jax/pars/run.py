@@ -78,7 +78,8 @@ def load_params_from(directory: str | os.PathLike) -> Callable:
 
   def load(ts: state_lib.TrainState) -> state_lib.TrainState:
     ckpt = checkpoints.Checkpointer(directory)
-    restored, _ = ckpt.restore(ts)
+    # The newest step exactly (no fallback to an older one if it is damaged).
+    restored, _ = ckpt.restore(ts, step=ckpt.latest_step())
     ckpt.close()
     model, _ = restored.merge()
     _, opt = ts.merge()

@@ -5,6 +5,12 @@ is s. `batches(position)` must return an iterator starting at that batch
 (the data pipeline's deterministic skip), which makes a resumed run see the
 same examples as an uninterrupted one. The checkpoint meta also stores the
 SID artefact hash; resuming against a different SID artefact is an error.
+
+Failure handling (docs/RELIABILITY.md): a non-finite loss, z-loss or
+gradient norm stops the run with NonFiniteMetricsError before that state is
+checkpointed (each step's metrics are checked on the host one step late, so
+the check does not stall the device, and always before a save); an
+unreadable newest checkpoint is skipped for the previous one on resume.
 """
 
 from __future__ import annotations
@@ -50,6 +56,59 @@ class TrainConfig:
       raise ValueError("num_steps, log_every must be > 0 and eval_every >= 0")
 
 
+FINITE_METRICS = ("loss", "z_loss", "grad_norm")  # must stay finite every step
+
+
+class NonFiniteMetricsError(FloatingPointError):
+  """A train step produced a NaN/Inf loss, z-loss or gradient norm."""
+
+  def __init__(self, message: str, step: int, metrics: dict[str, float]):
+    super().__init__(message)
+    self.step = step  # the optimizer step whose metrics were bad
+    self.metrics = metrics  # the non-finite ones
+
+
+def _check_finite(
+  step: int,
+  position: int,
+  metrics: Mapping[str, Any],
+  ckpt: checkpoints.Checkpointer,
+  train_cfg: TrainConfig,
+) -> None:
+  """Raises NonFiniteMetricsError if a FINITE_METRICS value of `step` is not finite.
+
+  Args:
+    step: the step (1-based optimizer count after the update) of `metrics`.
+    position: data position of the batch that step consumed.
+    metrics: the step's device metrics.
+    ckpt: the run's checkpointer (for the message).
+    train_cfg: the stage config (for the message).
+  """
+  keys = [k for k in FINITE_METRICS if k in metrics]
+  vals = jax.device_get({k: metrics[k] for k in keys})
+  bad = {k: float(vals[k]) for k in keys if not np.isfinite(vals[k])}
+  if not bad:
+    return
+  last = ckpt.latest_step()
+  where = (
+    f"the last checkpoint is step {last} in {ckpt.directory}, and rerunning "
+    "resumes from it"
+    if last is not None
+    else f"there is no checkpoint in {ckpt.directory} yet"
+  )
+  listed = ", ".join(f"{k}={v}" for k, v in bad.items())
+  raise NonFiniteMetricsError(
+    f"training stopped at step {step}: non-finite {listed} (from the batch at "
+    f"data position {position}). The state after this step was not saved; "
+    f"{where}. Hints: lower the learning rate (optimizer.learning_rate = "
+    f"{train_cfg.optimizer.learning_rate}), lengthen warmup or keep gradient "
+    f"clipping on (clip_norm = {train_cfg.optimizer.clip_norm}); check the data "
+    "at that position for huge or NaN/Inf values (features, loss weights).",
+    step,
+    bad,
+  )
+
+
 def train_config(**overrides: Any) -> TrainConfig:
   """Factory for gin: TrainConfig with keyword overrides."""
   return TrainConfig(**overrides)
@@ -89,8 +148,10 @@ def _check_sid_hash(meta, sid_hash, where):
 
 def _params_from(ts, source: checkpoints.Checkpointer, sid_hash: str):
   """Fresh optimizer (new schedule, step 0) with parameters from `source`."""
-  restored, meta = source.restore(ts)
-  source.close()
+  try:  # the stage's final step exactly: no fallback to an older one
+    restored, meta = source.restore(ts, step=source.latest_step())
+  finally:
+    source.close()
   _check_sid_hash(meta, sid_hash, source.directory)
   model, _ = restored.merge()
   _, fresh_opt = ts.merge()
@@ -163,44 +224,57 @@ def train(
   history, evals, st = [], [], ts.state
   t0, last_step, pending = time.perf_counter(), start, first
   step = start
-  while step < train_cfg.num_steps:
-    batch = pending if pending is not None else next(it, None)
-    pending = None
-    if batch is None:
-      log.warning("data ran out at position %d (step %d)", position, step)
-      break
-    st, metrics = train_fn(st, state.shard_batch(batch, bsh))
-    step += 1
-    position += 1
-    if step % train_cfg.log_every == 0 or step == train_cfg.num_steps:
-      host = steps.metrics_to_host(metrics)
-      dt = time.perf_counter() - t0
-      n = step - last_step
-      host.update(
-        step=step, steps_per_sec=n / dt, tokens_per_sec=host["tokens"] * n / dt
-      )
-      if train_cfg.peak_flops > 0:
-        host["mfu"] = flops * n / dt / train_cfg.peak_flops
-      host["eta_sec"] = (train_cfg.num_steps - step) * dt / n
-      history.append(host)
-      if log_fn:
-        log_fn(step, host)
-      t0, last_step = time.perf_counter(), step
-    if eval_fn and train_cfg.eval_every and step % train_cfg.eval_every == 0:
-      ev = _eval(eval_fn, st, eval_batches(), bsh)
-      ev["step"] = step
-      evals.append(ev)
-      if log_fn:
-        log_fn(step, ev)
-    stopping = stop_after is not None and step - start >= stop_after
-    meta = {"data_position": position, "sid_hash": sid_hash}
-    ckpt.save(
-      step,
-      state.with_state(ts, st),
-      meta,
-      force=stopping or step == train_cfg.num_steps,
-    )
-    if stopping:
-      break
-  ckpt.close()
+  unchecked = None  # (step, data position, device metrics) not yet checked
+
+  def check():
+    nonlocal unchecked
+    if unchecked is not None:
+      _check_finite(*unchecked, ckpt, train_cfg)
+      unchecked = None
+
+  try:
+    while step < train_cfg.num_steps:
+      batch = pending if pending is not None else next(it, None)
+      pending = None
+      if batch is None:
+        log.warning("data ran out at position %d (step %d)", position, step)
+        break
+      st, metrics = train_fn(st, state.shard_batch(batch, bsh))
+      check()  # the previous step's metrics, while this step runs
+      unchecked = (step + 1, position, metrics)
+      step += 1
+      position += 1
+      if step % train_cfg.log_every == 0 or step == train_cfg.num_steps:
+        check()
+        host = steps.metrics_to_host(metrics)
+        dt = time.perf_counter() - t0
+        n = step - last_step
+        host.update(
+          step=step, steps_per_sec=n / dt, tokens_per_sec=host["tokens"] * n / dt
+        )
+        if train_cfg.peak_flops > 0:
+          host["mfu"] = flops * n / dt / train_cfg.peak_flops
+        host["eta_sec"] = (train_cfg.num_steps - step) * dt / n
+        history.append(host)
+        if log_fn:
+          log_fn(step, host)
+        t0, last_step = time.perf_counter(), step
+      if eval_fn and train_cfg.eval_every and step % train_cfg.eval_every == 0:
+        check()
+        ev = _eval(eval_fn, st, eval_batches(), bsh)
+        ev["step"] = step
+        evals.append(ev)
+        if log_fn:
+          log_fn(step, ev)
+      stopping = stop_after is not None and step - start >= stop_after
+      force = stopping or step == train_cfg.num_steps
+      if force or ckpt.should_save(step):
+        check()  # never checkpoint a non-finite state
+        meta = {"data_position": position, "sid_hash": sid_hash}
+        ckpt.save(step, state.with_state(ts, st), meta, force=force)
+      if stopping:
+        break
+    check()
+  finally:
+    ckpt.close()  # finishes pending async saves of good states
   return TrainResult(state.with_state(ts, st), history, evals, resumed_from)

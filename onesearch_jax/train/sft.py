@@ -631,7 +631,9 @@ def load_trained(
   ts = state.create_train_state(model_cfg, opt, mesh, sh.DP_RULES, seed=0)
   ckpt = checkpoints.Checkpointer(out_dir / stage / "checkpoints")
   try:
-    ts, _ = ckpt.restore(ts)
+    # Exactly the stage's final step: a damaged final checkpoint is an
+    # error here, never a silent fallback to an earlier step.
+    ts, _ = ckpt.restore(ts, step=cfg.steps[k])
   finally:
     ckpt.close()
   model, _ = ts.merge()

@@ -1,5 +1,9 @@
-"""Fixtures of the SFT tests: the data tests' small world, a SID artefact
+"""The shared tiny-SFT fixtures: the data tests' small world, a SID artefact
 for it, and one short SFT run (tiny model, a few steps per stage).
+
+Not a conftest: tests/conftest.py re-exports these fixtures, so that every
+test directory (tests/train, tests/experiments) shares ONE session-scoped
+training run instead of one per directory.
 
 The world comes from tests/data/conftest.py's ``write_world`` (loaded by
 path: pytest runs in importlib mode, so the test directories are not
