@@ -513,7 +513,7 @@ def rank_workdir(
   from onesearch_jax.eval import evaluate, examples, generative
   from onesearch_jax.eval.sid_items import SidItemIndex
   from onesearch_jax.khqe import artefact
-  from onesearch_jax.pars.stage import catalogue_trie, read_model_config
+  from onesearch_jax.pars.stage import read_model_config
   from onesearch_jax.train import sft
 
   sid_dir = workdir / "sids"
@@ -544,7 +544,7 @@ def rank_workdir(
     raise ValueError(f"rank_workdir: model names {names} empty or not unique")
   codes = np.asarray(art.item_codes)
   model_cfg = read_model_config(train_dir)
-  trie = catalogue_trie(codes, model_cfg)
+  trie = decoding.catalogue_trie(codes, model_cfg.sid_ranges)
   offsets = tuple(r[0] for r in model_cfg.sid_ranges)
   log(
     f"[eval] trie: {trie.num_sids} SIDs of {trie.num_items} items, "

@@ -119,16 +119,8 @@ class Searcher:
       sft.read_config(train_dir).museq,
       inputs_length=spec.eval_inputs_length,
     )
-    ranges = self.model_config.sid_ranges
-    offsets = tuple(r[0] for r in ranges)
-    sizes = tuple(r[1] - r[0] for r in ranges)
     codes = np.asarray(art.item_codes)
-    self.trie = decoding.build_trie(
-      codes,
-      sizes,
-      offsets,
-      dense_levels=decoding.choose_dense_levels(sizes, num_items=len(codes)),
-    )
+    self.trie = decoding.catalogue_trie(codes, self.model_config.sid_ranges)
     self.searcher = decoding.make_beam_search(
       self.model, self.trie, beam_size=self.beam_size
     )

@@ -10,6 +10,7 @@ from onesearch_jax.decoding.exhaustive import score_all_sids
 from onesearch_jax.decoding.trie import (
   TrieIndex,
   build_trie,
+  catalogue_trie,
   choose_dense_levels,
   lookup_sid_index,
   trie_unique_codes,
@@ -22,6 +23,7 @@ __all__ = [
   "TrieIndex",
   "beam_search",
   "build_trie",
+  "catalogue_trie",
   "choose_dense_levels",
   "lookup_sid_index",
   "make_beam_search",

@@ -380,3 +380,28 @@ def lookup_sid_index(trie_or_unique_codes, codes) -> jax.Array | np.ndarray:
   pos_c = np.clip(pos, 0, max(len(keys) - 1, 0))
   hit = (pos < len(keys)) & np.all(unique[pos_c] == flat, axis=1)
   return np.where(hit, pos, -1).astype(np.int32).reshape(q.shape[:-1])
+
+
+def catalogue_trie(
+  item_codes: np.ndarray, sid_ranges: Sequence[tuple[int, int]]
+) -> TrieIndex:
+  """The decoding trie of a catalogue for a model's SID token layout.
+
+  Args:
+    item_codes: [N, S] level-local codes (the SID artefact's item codes).
+    sid_ranges: (S,) [start, end) vocabulary range per SID position
+      (``ModelConfig.sid_ranges``): start = the token offset of code 0,
+      end - start = the level size.
+
+  Returns:
+    ``build_trie`` with dense levels chosen by ``choose_dense_levels``.
+  """
+  offsets = tuple(int(r[0]) for r in sid_ranges)
+  sizes = tuple(int(r[1]) - int(r[0]) for r in sid_ranges)
+  codes = np.asarray(item_codes)
+  return build_trie(
+    codes,
+    sizes,
+    offsets,
+    dense_levels=choose_dense_levels(sizes, num_items=len(codes)),
+  )

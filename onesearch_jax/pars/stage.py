@@ -116,21 +116,6 @@ def session_prompter(world_dir, sid_table, train_dir: pathlib.Path):
   )
 
 
-def catalogue_trie(item_codes: np.ndarray, model_cfg):
-  """The decoding trie of the catalogue (as the eval stage builds it)."""
-  from onesearch_jax import decoding
-
-  offsets = tuple(r[0] for r in model_cfg.sid_ranges)
-  sizes = tuple(r[1] - r[0] for r in model_cfg.sid_ranges)
-  codes = np.asarray(item_codes)
-  return decoding.build_trie(
-    codes,
-    sizes,
-    offsets,
-    dense_levels=decoding.choose_dense_levels(sizes, num_items=len(codes)),
-  )
-
-
 class TrieGenerator:
   """A PARS generate_fn: (model, prompts) -> (tokens [B, W, S], scores [B, W]).
 
@@ -186,6 +171,7 @@ def run_stage(
      SFT), "phases": names with a checkpoint, "reward_model": RM metrics,
      "examples": per-phase example counts}.
   """
+  from onesearch_jax import decoding
   from onesearch_jax.data.sid_table import SIDTable
   from onesearch_jax.train import sft
 
@@ -198,7 +184,7 @@ def run_stage(
 
   def generate_fn(model, prompts):
     if "gen" not in holder:  # built lazily: a resumed run may never generate
-      trie = catalogue_trie(table.item_codes, pcfg.model)
+      trie = decoding.catalogue_trie(table.item_codes, pcfg.model.sid_ranges)
       holder["gen"] = TrieGenerator(
         model, trie, cfg.generate_beam, pcfg.data.generate_batch, mesh, rules
       )

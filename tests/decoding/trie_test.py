@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from onesearch_jax import decoding
 from onesearch_jax.decoding import trie as trie_lib
 
 
@@ -141,3 +142,15 @@ def test_choose_dense_levels_keeps_dense_tables_within_budget():
   t = trie_lib.build_trie(codes, (8, 8, 8), (0, 8, 16), dense_levels=d)
   dense_bytes = sum(x.nbytes for x in t.dense_child)
   assert d == 2 and dense_bytes / 3000 <= 0.2
+
+
+def test_catalogue_trie_uses_the_model_token_layout():
+  codes = np.array([[0, 1, 2], [0, 1, 3], [2, 0, 0]])
+  ranges = ((10, 13), (13, 15), (20, 24))
+  trie = decoding.catalogue_trie(codes, ranges)
+  want = decoding.build_trie(codes, (3, 2, 4), (10, 13, 20))
+  assert trie.level_sizes == want.level_sizes == (3, 2, 4)
+  assert trie.token_offsets == (10, 13, 20)
+  assert trie.num_sids == 3 and trie.num_items == 3
+  inverse = np.unique(codes, axis=0, return_inverse=True)[1].reshape(-1)
+  np.testing.assert_array_equal(decoding.lookup_sid_index(trie, codes), inverse)
