@@ -103,6 +103,14 @@ class BuildConfig:
   # world (0.57 -> 0.40) while per-(L1, L2) groups raise it; its codebook holds
   # k1*k2*k3 centroids (fine at the scaled sizes; 2^31 at the paper's sizes).
   l3_parent_mode: str = "parent_ab"
+  # The variant whose codes become the artefact's SIDs (the tokenizer
+  # ablation trains one model per variant). Without OPQ the SIDs are the 3
+  # RQ codes <a><b><c>; with it 3 + opq_subspaces codes.
+  final_variant: str = FINAL_VARIANT
+  # QuantizerConfig fields set on top of the sizes scaled to the data (used
+  # when `quantizer` is None), e.g. {"opq_subspaces": 4} (the Table 7 OPQ
+  # depth ablation) or {"levels": (64, 16, 16)}.
+  quantizer_overrides: Mapping[str, Any] | None = None
   precomputed: PrecomputedEmbeddings | None = None  # skip vocab + encoder
   save_embeddings: bool = False  # also write raw/fused .npy under out_dir/embeddings
 
@@ -110,6 +118,16 @@ class BuildConfig:
     unknown = [v for v in self.variants if v not in _VARIANT_SPEC]
     if unknown:
       raise ValueError(f"unknown variants {unknown}; expected a subset of {VARIANTS}")
+    if self.final_variant not in _VARIANT_SPEC:
+      raise ValueError(f"final_variant {self.final_variant!r} is not one of {VARIANTS}")
+    if self.quantizer_overrides:
+      names = {f.name for f in dataclasses.fields(quantizer_lib.QuantizerConfig)}
+      bad = sorted(set(self.quantizer_overrides) - names)
+      if bad:
+        raise ValueError(
+          f"quantizer_overrides: unknown QuantizerConfig fields {bad}; known: "
+          f"{sorted(names)}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,12 +411,15 @@ def build_sids(
 
   # --- quantise every variant
   n_q = len(queries)
-  base = config.quantizer or quantizer_lib.QuantizerConfig.scaled(n_q + len(item_ids))
+  base = config.quantizer or quantizer_lib.QuantizerConfig.scaled(
+    n_q + len(item_ids), **dict(config.quantizer_overrides or {})
+  )
   joint = {
     False: np.concatenate([query_raw, item_raw]),
     True: np.concatenate([query_fused, item_fused]),
   }
-  variants = [v for v in VARIANTS if v in config.variants or v == FINAL_VARIANT]
+  final_name = config.final_variant
+  variants = [v for v in VARIANTS if v in config.variants or v == final_name]
   metrics: dict[str, dict[str, float]] = {}
   report_in: dict[str, Any] = {}
   final = final_codes = None
@@ -418,7 +439,7 @@ def build_sids(
     errors = quantizer_lib.mean_errors(joint[use_kw][n_q:], sq[n_q:])
     metrics[name] = {**sid_metrics.cur_icr(item_codes, qcfg.levels), **errors}
     report_in[name] = (item_codes, qcfg.levels, errors)
-    if name == FINAL_VARIANT:
+    if name == final_name:
       final, final_codes = quant, codes
     m = metrics[name]
     clock.done(
@@ -452,7 +473,7 @@ def build_sids(
       "config": dataclasses.asdict(config.keywords),
       "match_rates": match_rates,
     },
-    "variant": FINAL_VARIANT,
+    "variant": final_name,
     "metrics": metrics,
     "popularity": "train impressions + clicks + purchases",
   }

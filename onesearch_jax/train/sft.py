@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import pathlib
 import time
 from collections.abc import Callable, Iterator
@@ -103,8 +104,9 @@ class SFTConfig:
       raise ValueError(
         f"SFTConfig.lengths must be 3 (inputs, targets) pairs, got {self.lengths}"
       )
-    if self.lengths[2][1] < 6:
-      raise ValueError("stage-3 targets length must be >= 6 (5 SID tokens + EOS)")
+    if self.lengths[2][1] < 4:
+      # run_sft checks the artefact's SID width (3 + opq_subspaces) + EOS.
+      raise ValueError("stage-3 targets length must be >= 4 (a 3-token SID + EOS)")
     if self.batch_size <= 0 or self.eval_batch_size <= 0 or self.eval_batches < 0:
       raise ValueError("batch sizes must be > 0 and eval_batches >= 0")
     warm = self.train.optimizer.warmup_steps
@@ -166,7 +168,16 @@ def config_from_dict(raw: dict[str, Any]) -> SFTConfig:
   )
 
 
-OPQ_SUBSPACES = 2  # SIDs <a><b><c><d><d'>: two OPQ codes share the d range
+OPQ_SUBSPACES = 2  # the paper's SIDs <a><b><c><d><d'>: two OPQ codes share d_
+
+
+def artefact_opq_subspaces(sid_dir: str | os.PathLike) -> int:
+  """OPQ codes per SID of a KHQE artefact (its quantizer's opq_subspaces)."""
+  path = pathlib.Path(sid_dir) / "config.json"
+  try:
+    return int(json.loads(path.read_text())["quantizer"]["opq_subspaces"])
+  except (OSError, KeyError, ValueError) as e:
+    raise ValueError(f"{path}: no quantizer.opq_subspaces ({e})") from e
 
 
 def derive_model_config(
@@ -176,33 +187,35 @@ def derive_model_config(
   long_seq_dim: int,
   *,
   restrict_sid_levels: bool = True,
+  n_opq: int = OPQ_SUBSPACES,
 ) -> ModelConfig:
   """The model for this vocabulary and these prompts.
 
   Args:
     base: sizes (d_model, layers, ...).
-    vocabulary: gives vocab_size and the 5 SID ranges: a, b, c, d (the first
-      half of the ``d_`` range: the first OPQ code) and d' (the second half:
-      the second OPQ code, offset by opq_codes = 256 in the paper).
+    vocabulary: gives vocab_size and the SID ranges: a, b, c, then one per
+      OPQ code, each an equal slice of the ``d_`` range (the paper's 5-token
+      SIDs: d = the first half, d' = the second, offset by opq_codes = 256).
     config: with ``use_long_seq`` the prompts carry ``n_emb_tokens`` [EMB]
       placeholders, replaced by as many Q-Former outputs (at least one
       Q-Former layer); without it the Q-Former is off.
     long_seq_dim: D of the long-seq feature (the SID artefact's centroids).
     restrict_sid_levels: softmax over the current level's range for SID
       targets (train loss and decoding).
+    n_opq: OPQ codes per SID (the artefact's opq_subspaces; 0 = 3-token SIDs).
 
   Returns:
     The ModelConfig.
   """
   d = vocabulary.level_range("d")
-  if len(d) % OPQ_SUBSPACES:
-    raise ValueError(f"d token range of {len(d)} ids is not {OPQ_SUBSPACES} halves")
-  per = len(d) // OPQ_SUBSPACES
+  if (n_opq == 0) != (len(d) == 0) or (n_opq and len(d) % n_opq):
+    raise ValueError(f"d token range of {len(d)} ids does not hold {n_opq} OPQ codes")
+  per = len(d) // max(n_opq, 1)
   ranges = [
     (vocabulary.level_range(p).start, vocabulary.level_range(p).stop)
     for p in ("a", "b", "c")
   ]
-  ranges += [(d.start + j * per, d.start + (j + 1) * per) for j in range(OPQ_SUBSPACES)]
+  ranges += [(d.start + j * per, d.start + (j + 1) * per) for j in range(n_opq)]
   kw: dict[str, Any] = dict(
     vocab_size=vocabulary.vocab_size,
     sid_ranges=tuple(ranges),
@@ -415,6 +428,12 @@ def run_sft(
   t_run = time.perf_counter()
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
+  n_opq = artefact_opq_subspaces(sid_dir)
+  if cfg.lengths[2][1] < 3 + n_opq + 1:
+    raise ValueError(
+      f"SFTConfig.lengths[2] targets length {cfg.lengths[2][1]} cannot hold the "
+      f"{3 + n_opq}-token SIDs of {sid_dir} plus EOS"
+    )
   _check_config(out_dir, cfg)
   spec = _spec(world_dir, sid_dir, out_dir, cfg, sid_hash)
   t = time.perf_counter()
@@ -433,6 +452,7 @@ def run_sft(
     cfg.museq,
     registered.long_seq_dim,
     restrict_sid_levels=cfg.restrict_sid_levels,
+    n_opq=n_opq,
   )
   (out_dir / "model_config.json").write_text(
     json.dumps(dataclasses.asdict(model_cfg), indent=2, sort_keys=True)

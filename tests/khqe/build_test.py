@@ -15,6 +15,7 @@ from onesearch_jax.khqe import (
   embeddings_io,
   encoder,
   quantizer,
+  sid_metrics,
   text_vocab,
 )
 from onesearch_jax.world import reader
@@ -223,3 +224,54 @@ def test_same_build_gives_same_hash(zh_build, zh_world_dir, tmp_path):
 def test_unknown_variant_is_rejected():
   with pytest.raises(ValueError, match="unknown variants"):
     build.BuildConfig(variants=("rq_plain", "+magic"))
+
+
+def test_bad_final_variant_and_quantizer_overrides_are_rejected():
+  with pytest.raises(ValueError, match="final_variant '\\+magic'"):
+    build.BuildConfig(final_variant="+magic")
+  with pytest.raises(ValueError, match=r"unknown QuantizerConfig fields \['depth'\]"):
+    build.BuildConfig(quantizer_overrides={"depth": 4})
+
+
+@pytest.mark.slow
+def test_final_variant_and_opq_depth_set_the_artefact_sids(tiny_world_dir, tmp_path):
+  """The tokenizer / OPQ-depth ablations: the artefact holds the chosen
+  variant's codes (3 RQ codes without OPQ, 3 + s with s OPQ codes), and its
+  reported ICR is that of those codes."""
+  world = reader.load_world(tiny_world_dir)
+  items = [r["item_id"] for r in world.items]
+  queries = build._distinct_queries(world)
+  rng = np.random.default_rng(1)
+  d = 16
+  for name, ids in (("i", items), ("q", queries)):
+    embeddings_io.save_embeddings(
+      tmp_path / f"{name}.npy",
+      tmp_path / f"{name}.txt",
+      ids,
+      rng.normal(size=(len(ids), d)),
+    )
+  pre = build.PrecomputedEmbeddings(
+    *(str(tmp_path / f) for f in ("i.npy", "i.txt", "q.npy", "q.txt"))
+  )
+  scaled = {"levels": (32, 8, 8), "opq_codes": 64, "n_iter": 5, "opq_iter": 5}
+  for final, opq, width in (("rq_plain", 2, 3), ("+opq", 4, 7)):
+    cfg = build.BuildConfig(
+      precomputed=pre,
+      variants=(final,),
+      final_variant=final,
+      quantizer_overrides={**scaled, "opq_subspaces": opq},
+    )
+    out = tmp_path / f"out_{final}_{opq}"
+    summary = build.build_sids(tiny_world_dir, out, cfg)
+    art = artefact.load(out, summary.content_hash)
+    assert art.item_codes.shape == (len(items), width), (final, opq)
+    assert art.metadata["variant"] == final
+    assert list(summary.metrics) == [final]
+    want = sid_metrics.cur_icr(art.item_codes, (32, 8, 8))["ICR"]
+    assert summary.metrics[final]["ICR"] == pytest.approx(want)
+    sids = art.item_sids()
+    assert all(s.count("<") == width for s in sids)
+    if width > 3:
+      # The j-th OPQ code is offset by j * opq_codes in the shared d_ range.
+      last = int(sids[0].rsplit("<d_", 1)[1][:-1])
+      assert (width - 4) * 64 <= last < (width - 3) * 64

@@ -1,0 +1,306 @@
+r"""Runs one paper-table ablation: every variant gin file of an experiment folder.
+
+  python experiments/ablate.py --experiment=tokenizer          # Tables 2/3
+  python experiments/ablate.py --experiment=opq_depth          # Table 7
+  python experiments/ablate.py --experiment=museq              # Table 6
+  python experiments/ablate.py --experiment=pars               # Table 5 rows
+  python experiments/ablate.py --experiment=museq --variants=full,no_seq_short
+  python experiments/ablate.py --experiment=tokenizer --collect_only
+
+An experiment is a folder ``experiments/<name>/`` holding one gin file per
+variant, ``<NN>_<variant>.gin``, run in file-name order. Each gin file
+includes ``gin/runs/main.gin`` (the main job) and changes only what the
+variant ablates, so every row differs from the main job in one switch.
+
+Each variant runs ``run.py`` in its own workdir ``<root>/<name>/<variant>``
+(a subprocess: its own gin state and XLA flags). Before a variant's first run
+its workdir is seeded with hard links to the first variant's finished stage
+directories (world/, sids/, train/, pars/ and the XLA cache): a stage whose
+inputs are unchanged is then skipped by the pipeline's stage markers, and a
+stage whose inputs differ is rebuilt from scratch (markers hash the
+configs), so seeding never changes a result, it only saves time. Re-running
+resumes: finished variants are skipped stage by stage.
+
+At the end (and after every variant) the rows are collected into
+``<root>/<name>/results.{md,json}``: the SID utilisation of the variant's
+artefact (ICR, CUR at L1xL2 and in total, SID length) and the item-level
+metrics of every generative system of its eval (HR/Recall/MRR@10 and
+HR/MRR@350 on the click and order test sets), the relative change of HR@350
+against the first variant, then the baselines once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "experiments"
+# Stage directories a later variant may reuse (the pipeline re-checks them).
+SEEDED = ("world", "world_check", "sids", "train", "pars", "jax_cache")
+BASELINES = ("bm25", "dense", "mca")
+# (results key, column title) of the metrics table.
+COLUMNS = (
+  ("click/hr@10", "click HR@10"),
+  ("click/recall@10", "click R@10"),
+  ("click/mrr@10", "click MRR@10"),
+  ("click/hr@350", "click HR@350"),
+  ("order/hr@10", "order HR@10"),
+  ("order/hr@350", "order HR@350"),
+  ("order/mrr@350", "order MRR@350"),
+)
+SID_COLUMNS = (
+  ("sid_len", "SID len"),
+  ("ICR", "ICR"),
+  ("CUR_L1xL2", "CUR L1xL2"),
+  ("CUR_Total", "CUR total"),
+)
+
+
+def variant_files(experiment: str | os.PathLike) -> list[pathlib.Path]:
+  """The experiment's variant gin files, in run order.
+
+  Args:
+    experiment: a folder name under experiments/ or a path to one.
+  """
+  folder = pathlib.Path(experiment)
+  if not folder.is_dir():
+    folder = EXPERIMENTS / str(experiment)
+  files = sorted(folder.glob("*.gin"))
+  if not files:
+    raise ValueError(f"{folder}: no variant gin files (<NN>_<variant>.gin)")
+  return files
+
+
+def variant_name(path: pathlib.Path) -> str:
+  """``03_no_seq_short.gin`` -> ``no_seq_short``."""
+  stem = path.stem
+  head, _, rest = stem.partition("_")
+  return rest if head.isdigit() and rest else stem
+
+
+def seed_workdir(source: pathlib.Path, target: pathlib.Path) -> list[str]:
+  """Hard-links the finished stage directories of `source` into a new `target`.
+
+  Only stages with a finished marker (``STAGE.json``) and the XLA cache are
+  linked; nothing happens when `target` already exists (a resumed variant).
+
+  Returns:
+    The linked directory names.
+  """
+  if target.exists() or not source.is_dir():
+    return []
+  target.mkdir(parents=True)
+  linked = []
+  for name in SEEDED:
+    src = source / name
+    if not src.is_dir() or (name != "jax_cache" and not (src / "STAGE.json").exists()):
+      continue
+    for path in sorted(src.rglob("*")):
+      dst = target / name / path.relative_to(src)
+      if path.is_dir():
+        dst.mkdir(parents=True, exist_ok=True)
+      else:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+          os.link(path, dst)
+        except OSError:  # another filesystem: copy
+          dst.write_bytes(path.read_bytes())
+    linked.append(name)
+  return linked
+
+
+def _get(tree: dict, key: str):
+  node = tree
+  for part in key.split("/"):
+    if not isinstance(node, dict) or part not in node:
+      return None
+    node = node[part]
+  return node
+
+
+def variant_row(workdir: pathlib.Path) -> dict:
+  """What one finished variant measured.
+
+  Returns:
+    {"sids": {sid_len, ICR, CUR_L1xL2, CUR_Total, sid_variant}, "systems":
+    {system: {column key: value}}, "seconds": {stage: s}}; missing parts
+    (a stage not run yet) are absent.
+  """
+  row: dict = {"sids": {}, "systems": {}, "seconds": {}}
+  for stage in ("world", "sids", "train", "pars", "eval"):
+    marker = workdir / stage / "STAGE.json"
+    if marker.exists():
+      row["seconds"][stage] = json.loads(marker.read_text()).get("seconds")
+  sids_marker = workdir / "sids" / "STAGE.json"
+  if sids_marker.exists():
+    metrics = json.loads(sids_marker.read_text())["metrics"]
+    cfg = json.loads((workdir / "sids" / "config.json").read_text())
+    final = cfg.get("metadata", {}).get("variant", "+opq")
+    m = metrics.get(final, {})
+    row["sids"] = {
+      "sid_variant": final,
+      "sid_len": 3 + int(cfg["quantizer"]["opq_subspaces"]),
+      **{k: m.get(k) for k in ("ICR", "CUR_L1xL2", "CUR_Total")},
+    }
+  results = workdir / "eval" / "results.json"
+  if results.exists():
+    systems = json.loads(results.read_text())["systems"]
+    for name, res in systems.items():
+      row["systems"][name] = {
+        key: _get(res, key.replace("/", "/all/", 1)) for key, _ in COLUMNS
+      }
+  return row
+
+
+def _fmt(v) -> str:
+  if v is None:
+    return "-"
+  if isinstance(v, float):
+    return f"{v:.4f}"
+  return str(v)
+
+
+def results_table(rows: dict[str, dict]) -> tuple[str, list[dict]]:
+  """The Markdown table of an experiment and its rows as records.
+
+  Args:
+    rows: variant -> ``variant_row`` (in run order; the first is the
+      reference of the relative HR@350 change).
+
+  Returns:
+    (Markdown, records): one record per (variant, generative system) with
+    the SID and metric columns and ``d_click_hr350`` / ``d_order_hr350``
+    (relative change vs the first variant's "onesearch"), then one per
+    baseline (from the first variant that ran it).
+  """
+  records: list[dict] = []
+  ref = None
+  for row in rows.values():
+    ref = row["systems"].get("onesearch")
+    if ref:
+      break
+  seen_baselines = set()
+  for variant, row in rows.items():
+    for system, vals in row["systems"].items():
+      if system in BASELINES:
+        if system in seen_baselines:
+          continue
+        seen_baselines.add(system)
+        rec = {"variant": "(baseline)", "system": system, **vals}
+      else:
+        rec = {"variant": variant, "system": system, **row["sids"], **vals}
+        for kind in ("click", "order"):
+          base = (ref or {}).get(f"{kind}/hr@350")
+          v = vals.get(f"{kind}/hr@350")
+          rec[f"d_{kind}_hr350"] = (v / base - 1.0) if base and v is not None else None
+      records.append(rec)
+    if not row["systems"]:
+      records.append({"variant": variant, "system": "(not evaluated)", **row["sids"]})
+  records.sort(key=lambda r: r["variant"] == "(baseline)")
+  cols = (
+    [("variant", "variant"), ("system", "system")]
+    + list(SID_COLUMNS)
+    + list(COLUMNS)
+    + [("d_click_hr350", "Δ click HR@350"), ("d_order_hr350", "Δ order HR@350")]
+  )
+  lines = [
+    "| " + " | ".join(title for _, title in cols) + " |",
+    "|" + "---|" * len(cols),
+  ]
+  for rec in records:
+    cells = []
+    for key, _ in cols:
+      v = rec.get(key)
+      if key.startswith("d_") and v is not None:
+        cells.append(f"{100 * v:+.1f}%")
+      else:
+        cells.append(_fmt(v))
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines), records
+
+
+def collect(root: pathlib.Path, names: Sequence[str]) -> str:
+  """Writes ``root/results.{md,json}`` from the variant workdirs; returns the
+  Markdown table."""
+  rows = {n: variant_row(root / n) for n in names if (root / n).is_dir()}
+  table, records = results_table(rows)
+  seconds = {n: r["seconds"] for n, r in rows.items()}
+  (root / "results.json").write_text(
+    json.dumps({"rows": records, "stage_seconds": seconds}, indent=2, sort_keys=True)
+  )
+  (root / "results.md").write_text(table + "\n")
+  return table
+
+
+def run_variant(
+  gin_file: pathlib.Path,
+  workdir: pathlib.Path,
+  extra_gin_files: Sequence[str] = (),
+  extra_bindings: Sequence[str] = (),
+) -> None:
+  """``run.py`` for one variant (a subprocess; raises on failure)."""
+  cmd = [sys.executable, str(REPO / "run.py"), f"--workdir={workdir}"]
+  cmd += [f"--gin_file={gin_file}"] + [f"--gin_file={g}" for g in extra_gin_files]
+  cmd += [f"--gin_bindings={b}" for b in extra_bindings]
+  print("$ " + " ".join(cmd), flush=True)
+  env = dict(
+    os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+  )
+  subprocess.run(cmd, check=True, cwd=REPO, env=env)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--experiment", required=True, help="folder under experiments/")
+  parser.add_argument("--root", default="exp_workdir", help="workdirs go to ROOT/NAME/")
+  parser.add_argument("--variants", default="", help="comma list (default: all)")
+  parser.add_argument(
+    "--gin_file", action="append", default=[], help="extra gin file after each variant"
+  )
+  parser.add_argument(
+    "--gin_bindings", action="append", default=[], help="extra binding for each variant"
+  )
+  parser.add_argument("--collect_only", action="store_true", help="only the table")
+  args = parser.parse_args(argv)
+
+  files = variant_files(args.experiment)
+  names = [variant_name(f) for f in files]
+  if len(set(names)) != len(names):
+    raise ValueError(f"{args.experiment}: variant names repeat: {names}")
+  chosen = [v for v in args.variants.split(",") if v]
+  unknown = sorted(set(chosen) - set(names))
+  if unknown:
+    raise ValueError(f"--variants {unknown} not in {args.experiment}: {names}")
+  root = pathlib.Path(args.root) / pathlib.Path(args.experiment).name
+  root.mkdir(parents=True, exist_ok=True)
+  todo = [
+    (f, n) for f, n in zip(files, names, strict=True) if not chosen or n in chosen
+  ]
+  if not args.collect_only:
+    start = time.time()
+    for k, (gin_file, name) in enumerate(todo):
+      workdir = root / name
+      linked = seed_workdir(root / names[0], workdir) if name != names[0] else []
+      print(
+        f"[ablate] {args.experiment}: variant {k + 1}/{len(todo)} {name} "
+        f"(at {time.time() - start:.0f} s)"
+        + (f"; seeded {', '.join(linked)} from {names[0]}" if linked else ""),
+        flush=True,
+      )
+      run_variant(gin_file, workdir, args.gin_file, args.gin_bindings)
+      collect(root, names)
+    print(f"[ablate] {len(todo)} variants done in {time.time() - start:.0f} s")
+  table = collect(root, names)
+  print(f"[ablate] {root / 'results.md'}:\n{table}", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

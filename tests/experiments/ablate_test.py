@@ -1,0 +1,243 @@
+"""experiments/ablate.py and the paper-table ablation gin files.
+
+Every variant gin file must build a PipelineConfig that differs from the main
+job (gin/runs/main.gin) in exactly the switches the variant names, so each
+table row changes one thing. The runner's seeding and table code are checked
+on hand-made workdirs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import pathlib
+import sys
+
+import pytest
+
+import gin
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+EXPERIMENTS = ("tokenizer", "opq_depth", "museq", "pars")
+NO_PARS = {"stages": ("world", "sids", "train", "eval")}
+NO_BASELINES = {"eval.baselines": ()}
+
+
+def _load(name: str, path: pathlib.Path):
+  if name not in sys.modules:
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+  return sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def ablate():
+  return _load("_onesearch_ablate", ROOT / "experiments" / "ablate.py")
+
+
+@pytest.fixture(scope="module")
+def run_module():
+  mod = _load("_onesearch_run_cli", ROOT / "run.py")
+  made = mod.register_configurables()
+  yield mod, made
+  gin.clear_config(clear_constants=True)
+
+
+def _build(run_module, path: pathlib.Path):
+  mod, made = run_module
+  gin.clear_config(clear_constants=True)
+  gin.add_config_file_search_path(str(ROOT))
+  with gin.unlock_config():
+    gin.parse_config_files_and_bindings([str(path)], [], skip_unknown=False)
+  return mod.build_config(made)
+
+
+def _leaves(obj, prefix=""):
+  """Dotted path -> leaf value of a (nested) dataclass / dict."""
+  if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+  if isinstance(obj, dict) and obj:
+    out = {}
+    for k, v in obj.items():
+      out.update(_leaves(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: obj}
+
+
+def _diff(a, b) -> dict:
+  la, lb = _leaves(a), _leaves(b)
+  return {k: lb.get(k) for k in sorted(set(la) | set(lb)) if la.get(k) != lb.get(k)}
+
+
+# variant file -> the fields (dotted PipelineConfig paths) it must change.
+EXPECTED = {
+  "tokenizer/00_rq_plain.gin": {
+    **NO_PARS,
+    "sids.final_variant": "rq_plain",
+    "sids.variants": ("rq_plain",),
+  },
+  "tokenizer/01_keywords.gin": {
+    **NO_PARS,
+    **NO_BASELINES,
+    "sids.final_variant": "+keywords",
+    "sids.variants": ("+keywords",),
+  },
+  "tokenizer/02_l3_parent.gin": {
+    **NO_PARS,
+    **NO_BASELINES,
+    "sids.final_variant": "+l3_parent",
+    "sids.variants": ("+l3_parent",),
+  },
+  "tokenizer/03_opq.gin": {**NO_PARS, **NO_BASELINES, "sids.variants": ("+opq",)},
+  "opq_depth/00_opq2.gin": {
+    **NO_PARS,
+    "sids.variants": ("+opq",),
+    "sids.quantizer_overrides.opq_subspaces": 2,
+  },
+  "opq_depth/01_opq1.gin": {
+    **NO_PARS,
+    **NO_BASELINES,
+    "sids.variants": ("+opq",),
+    "sids.quantizer_overrides.opq_subspaces": 1,
+  },
+  "opq_depth/02_opq4.gin": {
+    **NO_PARS,
+    **NO_BASELINES,
+    "sids.variants": ("+opq",),
+    "sids.quantizer_overrides.opq_subspaces": 4,
+    "train.lengths": ((64, 40), (64, 40), (192, 8)),
+  },
+  "opq_depth/03_opq8.gin": {
+    **NO_PARS,
+    **NO_BASELINES,
+    "sids.variants": ("+opq",),
+    "sids.quantizer_overrides.opq_subspaces": 8,
+    "train.lengths": ((64, 40), (64, 40), (192, 12)),
+  },
+  "museq/00_full.gin": {**NO_PARS},
+  "museq/01_hashed_user_id.gin": {
+    **NO_PARS,
+    **NO_BASELINES,
+    "train.museq.user_id": "hashed",
+  },
+  "museq/02_no_seq_short.gin": {
+    **NO_PARS,
+    **NO_BASELINES,
+    "train.museq.use_seq_short": False,
+  },
+  "museq/03_no_long_seq.gin": {
+    **NO_PARS,
+    **NO_BASELINES,
+    "train.museq.use_long_seq": False,
+  },
+  "museq/04_no_sliding_window.gin": {
+    **NO_PARS,
+    **NO_BASELINES,
+    "train.museq.sliding_window": False,
+  },
+  "pars/00_main.gin": {},
+  "pars/01_sft_term.gin": {
+    **NO_BASELINES,
+    **{f"pars.pars.phase{k}.loss.sft_weight": 1.0 for k in (1, 2)},
+  },
+  "pars/02_gentle.gin": {
+    **NO_BASELINES,
+    **{f"pars.pars.phase{k}.loss.beta": 0.5 for k in (1, 2)},
+    **{f"pars.pars.phase{k}.optimizer.learning_rate": 1e-4 for k in (1, 2)},
+  },
+}
+
+
+def test_every_variant_file_is_listed():
+  found = {
+    p.relative_to(ROOT / "experiments").as_posix()
+    for e in EXPERIMENTS
+    for p in (ROOT / "experiments" / e).glob("*.gin")
+  }
+  assert found == set(EXPECTED)
+
+
+def test_variants_change_only_their_switch(run_module):
+  main = _build(run_module, ROOT / "gin" / "runs" / "main.gin")
+  for rel, want in EXPECTED.items():
+    cfg = _build(run_module, ROOT / "experiments" / rel)
+    assert _diff(main, cfg) == want, rel
+
+
+def test_variant_files_and_names(ablate, tmp_path):
+  for name in ("02_b.gin", "00_a.gin", "01_no_x.gin", "notes.txt"):
+    (tmp_path / name).write_text("")
+  files = ablate.variant_files(tmp_path)
+  assert [f.name for f in files] == ["00_a.gin", "01_no_x.gin", "02_b.gin"]
+  assert [ablate.variant_name(f) for f in files] == ["a", "no_x", "b"]
+  assert ablate.variant_name(pathlib.Path("plain.gin")) == "plain"
+  with pytest.raises(ValueError, match="no variant gin files"):
+    ablate.variant_files(tmp_path / "empty_dir_that_is_missing")
+
+
+def test_seed_workdir_links_finished_stages_only(ablate, tmp_path):
+  src = tmp_path / "a"
+  (src / "world").mkdir(parents=True)
+  (src / "world" / "STAGE.json").write_text("{}")
+  (src / "world" / "items.jsonl").write_text("x\n")
+  (src / "sids" / "sub").mkdir(parents=True)  # unfinished: no marker
+  (src / "sids" / "sub" / "f").write_text("y")
+  (src / "jax_cache").mkdir()
+  (src / "jax_cache" / "prog").write_text("z")
+  (src / "eval").mkdir()
+  (src / "eval" / "STAGE.json").write_text("{}")  # never seeded
+  dst = tmp_path / "b"
+  assert ablate.seed_workdir(src, dst) == ["world", "jax_cache"]
+  assert (dst / "world" / "items.jsonl").read_text() == "x\n"
+  assert (
+    os.stat(dst / "world" / "items.jsonl").st_ino
+    == os.stat(src / "world" / "items.jsonl").st_ino
+  )
+  assert not (dst / "sids").exists() and not (dst / "eval").exists()
+  assert ablate.seed_workdir(src, dst) == []  # an existing workdir is left alone
+
+
+def _workdir(root: pathlib.Path, name: str, hr350: dict, *, opq=2, icr=0.9, base=True):
+  wd = root / name
+  (wd / "sids").mkdir(parents=True)
+  (wd / "eval").mkdir()
+  (wd / "sids" / "STAGE.json").write_text(
+    json.dumps({"seconds": 1.5, "metrics": {"+opq": {"ICR": icr, "CUR_Total": 0.1}}})
+  )
+  (wd / "sids" / "config.json").write_text(
+    json.dumps({"quantizer": {"opq_subspaces": opq}, "metadata": {"variant": "+opq"}})
+  )
+
+  def res(v):
+    return {k: {"all": {"hr@350": v, "hr@10": v / 2, "mrr@10": 0.01}} for k in hr350}
+
+  systems = {"onesearch": {kind: res(v)[kind] for kind, v in hr350.items()}}
+  if base:
+    systems["bm25"] = {kind: res(0.5)[kind] for kind in hr350}
+  (wd / "eval" / "results.json").write_text(json.dumps({"systems": systems}))
+
+
+def test_results_table_relative_change_and_baselines_once(ablate, tmp_path):
+  _workdir(tmp_path, "full", {"click": 0.40, "order": 0.20})
+  _workdir(tmp_path, "no_x", {"click": 0.30, "order": 0.25}, opq=0, icr=0.5)
+  table = ablate.collect(tmp_path, ["full", "no_x", "missing"])
+  recs = json.loads((tmp_path / "results.json").read_text())["rows"]
+  by = {(r["variant"], r["system"]): r for r in recs}
+  assert set(by) == {
+    ("full", "onesearch"),
+    ("no_x", "onesearch"),
+    ("(baseline)", "bm25"),
+  }
+  assert by[("no_x", "onesearch")]["d_click_hr350"] == pytest.approx(0.30 / 0.40 - 1)
+  assert by[("no_x", "onesearch")]["d_order_hr350"] == pytest.approx(0.25 / 0.20 - 1)
+  assert by[("full", "onesearch")]["d_click_hr350"] == pytest.approx(0.0)
+  assert by[("no_x", "onesearch")]["sid_len"] == 3
+  assert by[("full", "onesearch")]["sid_len"] == 5
+  assert by[("no_x", "onesearch")]["ICR"] == 0.5
+  assert [r["system"] for r in recs][-1] == "bm25"  # baselines last
+  assert "-25.0%" in table and "+25.0%" in table
+  assert (tmp_path / "results.md").read_text().strip() == table.strip()
