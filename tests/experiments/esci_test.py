@@ -127,8 +127,11 @@ def _random_hr(n_items: int, n_targets: int, k: int) -> float:
   return 1.0 - math.comb(n_items - n_targets, k) / math.comb(n_items, k)
 
 
-@pytest.mark.slow
-def test_esci_run_end_to_end_tiny(esci_csv, csv_truth, tmp_path, capfd):
+@pytest.mark.slow  # ~90-120 s on 2 shared CPU cores: two run.py processes
+def test_esci_run_end_to_end_tiny(esci_csv, csv_truth, tmp_path, capfd, monkeypatch):
+  # run.py runs in a subprocess: one CPU device there (conftest's 8 fake
+  # devices only slow its compiles down).
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
   root = tmp_path / "run"
   args = ["--root", str(root), "--csv", str(esci_csv)]
   args += ["--gin_file", str(ESCI_DIR / "esci_tiny.gin")]
