@@ -42,11 +42,22 @@ def world_config(
 
 
 def sids_config(overrides: dict[str, Any] | None = None):
-  """The KHQE BuildConfig with field overrides."""
+  """The KHQE BuildConfig with field overrides.
+
+  Args:
+    overrides: BuildConfig field -> value; a dict value for a field that
+      holds a dataclass overrides that dataclass's fields (gin can bind
+      ``{'train': {'steps': 50}}`` but cannot construct an EncoderTrainConfig).
+  """
   from onesearch_jax.khqe.build import BuildConfig
 
   cfg = BuildConfig()
   if overrides:
+    overrides = dict(overrides)
+    for name, value in overrides.items():
+      current = getattr(cfg, name, None)
+      if isinstance(value, dict) and dataclasses.is_dataclass(current):
+        overrides[name] = _replace(current, value, type(current).__name__)
     cfg = dataclasses.replace(cfg, **overrides)
   return cfg
 

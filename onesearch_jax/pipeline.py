@@ -213,10 +213,16 @@ def _world_stage(
       return {"output_hash": reader.content_hash(files), "world_dir": str(world_dir)}
 
     # The marker of a real world lives in the workdir, never in the user's data.
+    # Its inputs include each table's size and mtime, so a rewritten world is
+    # validated (and hashed) again rather than trusted from the old marker.
+    stamps = {
+      p.name: [p.stat().st_size, p.stat().st_mtime_ns]
+      for p in sorted(world_dir.glob("*.jsonl"))
+    }
     result = run_stage(
       "world",
       workdir / "world_check",
-      {"world_dir": str(world_dir.resolve())},
+      {"world_dir": str(world_dir.resolve()), "files": stamps},
       validate,
       log,
     )

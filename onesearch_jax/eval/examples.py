@@ -2,8 +2,10 @@
 
 One row per test-split session that has at least one clicked or purchased
 item (rows in the order ``data.museq.MuSeqIndex`` uses: by (time_index,
-session_id)). A row carries both target sets: the click set is the rows with
-``has_click`` and targets ``click_targets``; the order set the rows with
+session_id)); the other test sessions are counted in
+``skips["test_session_without_target"]``. A row carries both target sets:
+the click set is the rows with ``has_click`` and targets ``click_targets``;
+the order set the rows with
 ``has_order`` and targets ``order_targets``. These are exactly the sessions
 and targets of ``data.tasks``' ``eval_click`` / ``eval_order`` examples
 (targets = every clicked / purchased item that has a SID, in log order), so a
@@ -270,6 +272,7 @@ def build_eval_set(
         keep.append(i)
       targets[kind] = keep
     if not targets["click"] and not targets["order"]:
+      skips["test_session_without_target"] += 1
       continue
     if query_ok is not None and r["query"] not in query_ok:
       skips["session_query_without_sid"] += 1
