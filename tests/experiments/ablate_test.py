@@ -241,3 +241,44 @@ def test_results_table_relative_change_and_baselines_once(ablate, tmp_path):
   assert [r["system"] for r in recs][-1] == "bm25"  # baselines last
   assert "-25.0%" in table and "+25.0%" in table
   assert (tmp_path / "results.md").read_text().strip() == table.strip()
+
+
+@pytest.mark.slow
+def test_ablate_runs_variants_seeds_and_resumes(ablate, tmp_path, capfd):
+  """Two tiny variants (world + sids only): the second reuses the first's
+  world through seeding, builds its own SIDs, and the table has both rows
+  (re-running is the pipeline's own resume, tested in tests/pipeline)."""
+  exp = tmp_path / "toy"
+  exp.mkdir()
+  common = (
+    "include 'gin/worlds/tiny.gin'\n"
+    "pipeline_config.stages = ('world', 'sids')\n"
+    "sids_config.overrides = {'train': {'steps': 10, 'log_every': 10}, "
+    "'variants': (), 'final_variant': '%s', "
+    "'quantizer_overrides': {'n_iter': 3, 'opq_iter': 2}}\n"
+  )
+  (exp / "00_opq.gin").write_text(common % "+opq")
+  (exp / "01_plain.gin").write_text(common % "rq_plain")
+  root = tmp_path / "root"
+  assert ablate.main([f"--experiment={exp}", f"--root={root}"]) == 0
+  out = capfd.readouterr().out
+  assert "seeded world, sids, jax_cache from opq" in out
+  assert "[sids] inputs changed: rebuilding" in out  # the other tokenizer
+  assert out.count("[world] up to date") == 1  # the seeded variant
+  recs = json.loads((root / "toy" / "results.json").read_text())["rows"]
+  by = {r["variant"]: r for r in recs}
+  assert set(by) == {"opq", "plain"}
+  assert by["opq"]["sid_len"] == 5 and by["plain"]["sid_len"] == 3
+  assert by["opq"]["system"] == by["plain"]["system"] == "(not evaluated)"
+  for r in recs:  # reported ICR = the artefact's own codes
+    from onesearch_jax.khqe import artefact, sid_metrics
+
+    art = artefact.load(root / "toy" / r["variant"] / "sids")
+    levels = tuple(art.quantizer.config.levels)
+    assert r["ICR"] == pytest.approx(sid_metrics.cur_icr(art.item_codes, levels)["ICR"])
+  # --collect_only rebuilds the same table without running anything.
+  table = (root / "toy" / "results.md").read_text()
+  (root / "toy" / "results.md").unlink()
+  assert ablate.main([f"--experiment={exp}", f"--root={root}", "--collect_only"]) == 0
+  assert "$ " not in capfd.readouterr().out
+  assert (root / "toy" / "results.md").read_text() == table
