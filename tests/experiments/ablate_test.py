@@ -20,7 +20,7 @@ import pytest
 import gin
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-EXPERIMENTS = ("tokenizer", "opq_depth", "museq", "pars")
+EXPERIMENTS = ("tokenizer", "opq_depth", "museq", "pars", "seeds")
 NO_PARS = {"stages": ("world", "sids", "train", "eval")}
 NO_BASELINES = {"eval.baselines": ()}
 
@@ -140,6 +140,9 @@ EXPECTED = {
     "train.museq.sliding_window": False,
   },
   "pars/00_main.gin": {},
+  "seeds/00_seed0.gin": {**NO_PARS},
+  "seeds/01_seed1.gin": {**NO_PARS, **NO_BASELINES, "train.train.seed": 1},
+  "seeds/02_seed2.gin": {**NO_PARS, **NO_BASELINES, "train.train.seed": 2},
   "pars/01_sft_term.gin": {
     **NO_BASELINES,
     **{f"pars.pars.phase{k}.loss.sft_weight": 1.0 for k in (1, 2)},
