@@ -519,7 +519,6 @@ def rank_workdir(
   from onesearch_jax.eval import evaluate, examples, generative
   from onesearch_jax.eval.sid_items import SidItemIndex
   from onesearch_jax.khqe import artefact
-  from onesearch_jax.pars.stage import read_model_config
   from onesearch_jax.train import sft
 
   sid_dir = workdir / "sids"
@@ -549,7 +548,7 @@ def rank_workdir(
   if not models or len(set(names)) != len(names) or set(names) & set(baselines):
     raise ValueError(f"rank_workdir: model names {names} empty or not unique")
   codes = np.asarray(art.item_codes)
-  model_cfg = read_model_config(train_dir)
+  model_cfg = sft.read_model_config(train_dir)
   trie = decoding.catalogue_trie(codes, model_cfg.sid_ranges)
   offsets = tuple(r[0] for r in model_cfg.sid_ranges)
   log(

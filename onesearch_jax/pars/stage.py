@@ -82,20 +82,8 @@ def trained_pars_config(
 
   sft_cfg = sft.read_config(train_dir)
   return dataclasses.replace(
-    cfg.pars, model=read_model_config(train_dir), mesh=sft_cfg.mesh
+    cfg.pars, model=sft.read_model_config(train_dir), mesh=sft_cfg.mesh
   )
-
-
-def read_model_config(train_dir: pathlib.Path):
-  """The ModelConfig a finished SFT run trained (``model_config.json``)."""
-  from onesearch_jax.model.configs import ModelConfig
-
-  path = pathlib.Path(train_dir) / "model_config.json"
-  if not path.exists():
-    raise FileNotFoundError(f"{path}: missing (not a training output directory?)")
-  raw = json.loads(path.read_text())
-  ranges = tuple(tuple(int(v) for v in r) for r in raw["sid_ranges"])
-  return ModelConfig(**{**raw, "sid_ranges": ranges})
 
 
 def session_prompter(world_dir, sid_table, train_dir: pathlib.Path):

@@ -620,6 +620,15 @@ def read_config(out_dir: str | pathlib.Path) -> SFTConfig:
   return config_from_dict(json.loads(path.read_text()))
 
 
+def read_model_config(out_dir: str | os.PathLike) -> ModelConfig:
+  """The ModelConfig a training run derived (``out_dir/model_config.json``)."""
+  path = pathlib.Path(out_dir) / "model_config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path}: missing (not a training output directory?)")
+  raw = json.loads(path.read_text())
+  return ModelConfig(**{**raw, "sid_ranges": _tuples(raw["sid_ranges"])})
+
+
 def load_trained(
   out_dir: str | pathlib.Path, stage: str = "stage3"
 ) -> tuple[EncoderDecoder, vocab_lib.OneSearchVocabulary, ModelConfig]:
@@ -641,8 +650,7 @@ def load_trained(
   if not (out_dir / stage / RESULT).exists():
     raise FileNotFoundError(f"{out_dir / stage}: the stage has not finished")
   cfg = read_config(out_dir)
-  raw = json.loads((out_dir / "model_config.json").read_text())
-  model_cfg = ModelConfig(**{**raw, "sid_ranges": _tuples(raw["sid_ranges"])})
+  model_cfg = read_model_config(out_dir)
   spec = model_batches.read_spec(out_dir)
   vocabulary = vocab_lib.OneSearchVocabulary.load(spec.vocab_dir)
   mesh = sh.single_device_mesh()

@@ -58,7 +58,7 @@ def test_pars_stage_writes_aligned_checkpoints_and_skips_on_rerun(staged):
   assert first.marker["phases"] == ["pars1", "pars2"]
   assert first.marker["examples"]["pars1"] > 0 and first.marker["examples"]["pars2"] > 0
   assert any("[pars] up to date" in line for line in lines)
-  model_cfg = pars_stage.read_model_config(wd / "train")
+  model_cfg = sft.read_model_config(wd / "train")
   sft_model, _, _ = sft.load_trained(wd / "train")
   base = _params(sft_model)
   models = {
