@@ -141,7 +141,9 @@ def variant_row(workdir: pathlib.Path) -> dict:
   sids_marker = workdir / "sids" / "STAGE.json"
   if sids_marker.exists():
     metrics = json.loads(sids_marker.read_text())["metrics"]
-    cfg = json.loads((workdir / "sids" / "config.json").read_text())
+    from onesearch_jax.khqe import artefact
+
+    cfg = artefact.read_config(workdir / "sids")
     final = cfg.get("metadata", {}).get("variant", "+opq")
     m = metrics.get(final, {})
     row["sids"] = {

@@ -360,6 +360,15 @@ def _codes(rows: list[dict], width: int, path: pathlib.Path) -> np.ndarray:
   return np.asarray([r["codes"] for r in rows], np.int32).reshape(len(rows), width)
 
 
+def read_config(directory: str | os.PathLike) -> dict:
+  """An artefact's ``config.json`` without loading it or checking its hash:
+  {"quantizer": QuantizerConfig fields, "metadata": {... "variant": the
+  build variant of the SIDs ...}} (cheap: what later stages need to size
+  themselves, e.g. ``quantizer.opq_subspaces``)."""
+  path = pathlib.Path(directory) / "config.json"
+  return json.loads(path.read_text(encoding="utf-8"))
+
+
 def load(directory: str | os.PathLike, expected_hash: str | None = None) -> SIDArtefact:
   """Reads an artefact after verifying its hashes (see ``check_hash``).
 
@@ -372,7 +381,7 @@ def load(directory: str | os.PathLike, expected_hash: str | None = None) -> SIDA
   """
   root = pathlib.Path(directory)
   check_hash(root, expected_hash)
-  cfg = json.loads((root / "config.json").read_text(encoding="utf-8"))
+  cfg = read_config(root)
   config = quantizer_lib.QuantizerConfig(**cfg["quantizer"])
   with np.load(root / "codebooks.npz") as z:
     arrays = {k: z[k] for k in z.files}

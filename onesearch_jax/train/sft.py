@@ -173,10 +173,12 @@ OPQ_SUBSPACES = 2  # the paper's SIDs <a><b><c><d><d'>: two OPQ codes share d_
 
 def artefact_opq_subspaces(sid_dir: str | os.PathLike) -> int:
   """OPQ codes per SID of a KHQE artefact (its quantizer's opq_subspaces)."""
-  path = pathlib.Path(sid_dir) / "config.json"
+  from onesearch_jax.khqe import artefact
+
   try:
-    return int(json.loads(path.read_text())["quantizer"]["opq_subspaces"])
+    return int(artefact.read_config(sid_dir)["quantizer"]["opq_subspaces"])
   except (OSError, KeyError, ValueError) as e:
+    path = pathlib.Path(sid_dir) / "config.json"
     raise ValueError(f"{path}: no quantizer.opq_subspaces ({e})") from e
 
 
