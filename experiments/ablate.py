@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -102,18 +103,16 @@ def seed_workdir(source: pathlib.Path, target: pathlib.Path) -> list[str]:
     src = source / name
     if not src.is_dir() or (name != "jax_cache" and not (src / "STAGE.json").exists()):
       continue
-    for path in sorted(src.rglob("*")):
-      dst = target / name / path.relative_to(src)
-      if path.is_dir():
-        dst.mkdir(parents=True, exist_ok=True)
-      else:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-          os.link(path, dst)
-        except OSError:  # another filesystem: copy
-          dst.write_bytes(path.read_bytes())
+    shutil.copytree(src, target / name, copy_function=_link_or_copy)
     linked.append(name)
   return linked
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+  try:
+    os.link(src, dst)
+  except OSError:  # another filesystem: copy
+    shutil.copy2(src, dst)
 
 
 def _get(tree: dict, key: str):
