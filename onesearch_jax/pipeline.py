@@ -386,13 +386,11 @@ def _eval_stage(
     "eval": _config_dict(eval_cfg),
   }
   if pars is not None:
-    inputs["pars_hash"] = pars.marker["output_hash"]
-    inputs["pars_phases"] = pars.marker.get("phases", [])
     phases = pars.marker.get("phases", [])
+    inputs["pars_hash"] = pars.marker["output_hash"]
+    inputs["pars_phases"] = phases
     inputs["rerank_rows"] = (
-      ["onesearch+rm"] + [f"onesearch+{p}+rm" for p in phases[-1:]]
-      if pars_cfg.rerank
-      else []
+      [f"{src}+rm" for src in _rerank_sources(phases)] if pars_cfg.rerank else []
     )
     inputs["rerank_label_relevance"] = pars_cfg.rerank_label_relevance
   return run_stage("eval", workdir / "eval", inputs, body, log)
@@ -476,10 +474,14 @@ def workdir_models(
     fn = pars_stage.beam_reranker(
       world_dir, workdir / "sids", pars_dir, pars, model_cfg, unique, log=log
     )
-    # The RM re-rank alone (SFT beams) and on the last aligned model's beams.
-    sources = ["onesearch"] + ([f"onesearch+{phases[-1]}"] if phases else [])
-    rerankers += [(f"{src}+rm", src, fn) for src in sources]
+    rerankers += [(f"{src}+rm", src, fn) for src in _rerank_sources(phases)]
   return models, rerankers
+
+
+def _rerank_sources(phases: Sequence[str]) -> list[str]:
+  """The rows whose beams the RM re-ranks: the SFT model's alone, and the
+  last aligned phase's (the eval rows "<source>+rm")."""
+  return ["onesearch"] + [f"onesearch+{p}" for p in list(phases)[-1:]]
 
 
 def rank_workdir(
