@@ -52,14 +52,13 @@ def sids_config(overrides: dict[str, Any] | None = None):
   from onesearch_jax.khqe.build import BuildConfig
 
   cfg = BuildConfig()
-  if overrides:
+  if overrides:  # a dataclass field given as a dict: its own fields
     overrides = dict(overrides)
     for name, value in overrides.items():
       current = getattr(cfg, name, None)
       if isinstance(value, dict) and dataclasses.is_dataclass(current):
         overrides[name] = _replace(current, value, type(current).__name__)
-    cfg = dataclasses.replace(cfg, **overrides)
-  return cfg
+  return _replace(cfg, overrides, "BuildConfig")
 
 
 def _replace(cfg, overrides: dict[str, Any] | None, what: str):

@@ -46,8 +46,8 @@ def ensure_world(csv_path: str | os.PathLike, world_dir: pathlib.Path) -> str:
   """Writes the ESCI world unless ``world_dir`` already holds it.
 
   Returns:
-    "kept" (the manifest names the same source CSV hash and every file
-    hash matches) or "written".
+    "kept" (the manifest names the same source CSV hash and
+    ``reader.check_manifest`` finds every file intact) or "written".
   """
   manifest_path = world_dir / "manifest.json"
   if manifest_path.is_file():
@@ -55,13 +55,13 @@ def ensure_world(csv_path: str | os.PathLike, world_dir: pathlib.Path) -> str:
     same_src = manifest.get("source") == "esci" and manifest.get("config", {}).get(
       "src_sha256"
     ) == reader.file_sha256(csv_path)
-    files = manifest.get("files", {})
-    intact = bool(files) and all(
-      (world_dir / name).is_file() and reader.file_sha256(world_dir / name) == sha
-      for name, sha in files.items()
-    )
-    if same_src and intact:
-      return "kept"
+    if same_src and manifest.get("files"):
+      try:
+        intact = not reader.check_manifest(world_dir)
+      except reader.SchemaError:
+        intact = False
+      if intact:
+        return "kept"
   esci.write_esci_world(csv_path, world_dir)
   return "written"
 

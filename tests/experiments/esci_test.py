@@ -95,6 +95,8 @@ def test_sids_config_overrides_nested_dataclass_fields():
   assert cfg.train.batch_size == default.train.batch_size  # the rest kept
   with pytest.raises(ValueError, match="EncoderTrainConfig fields \\['nope'\\]"):
     configs.sids_config({"train": {"nope": 1}})
+  with pytest.raises(ValueError, match="unknown BuildConfig fields \\['nope'\\]"):
+    configs.sids_config({"nope": 1})
 
 
 def test_world_stage_revalidates_a_rewritten_world_dir(esci_csv, tmp_path):
