@@ -13,8 +13,10 @@ Steps (each reported through `progress` with its wall time):
        rq_plain    raw embeddings, global L3, no OPQ
        +keywords   fused embeddings, global L3, no OPQ
        +l3_parent  fused, per-L2-parent L3 (official --balanced 2), no OPQ
-       +opq        fused, parent L3, OPQ on the L3 residual (the final SIDs);
+       +opq        fused, parent L3, OPQ on the L3 residual (the default SIDs);
      the codes are the fit's own (``quantizer.fit_encode``, no re-encoding);
+     ``BuildConfig.final_variant`` picks the variant whose codes become the
+     artefact's SIDs (the tokenizer ablation);
   5. write the report (report.write_report) and the final artefact
      (artefact.SIDArtefact) into ``out_dir``. The artefact's content hash
      covers the tokenizer files too (``text_encoder/``, ``keywords.tsv``,
@@ -90,7 +92,7 @@ class BuildConfig:
     keywords_lib.KeywordConfig()
   )  # dictionary mining
   quantizer: quantizer_lib.QuantizerConfig | None = None  # None: scaled to the data
-  variants: tuple[str, ...] = VARIANTS  # report variants; FINAL_VARIANT always runs
+  variants: tuple[str, ...] = VARIANTS  # report variants; final_variant always runs
   item_text_fields: tuple[str, ...] = (  # fields joined into the item text
     "item_title",
     "brand_name",
