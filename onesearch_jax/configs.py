@@ -20,7 +20,10 @@ WORLD_PRESETS = ("tiny", "default", "large")
 
 
 def world_config(
-  preset: str = "default", seed: int = 0, overrides: dict[str, Any] | None = None
+  preset: str = "default",
+  seed: int = 0,
+  overrides: dict[str, Any] | None = None,
+  eval_day: str = "test",
 ) -> WorldConfig:
   """A WorldConfig preset with field overrides.
 
@@ -28,10 +31,13 @@ def world_config(
     preset: tiny (CI, seconds), default (the main job) or large (>= 1M items).
     seed: the world's seed; the same seed writes identical files.
     overrides: WorldConfig field -> value.
+    eval_day: "test" (the last day is the eval split) or "validation" (the
+      last day is dropped and the day before is the eval split: recipe
+      selection never sees the test day).
   """
   if preset not in WORLD_PRESETS:
     raise ValueError(f"world preset {preset!r} not in {WORLD_PRESETS}")
-  cfg = getattr(WorldConfig, preset)(seed=seed)
+  cfg = dataclasses.replace(getattr(WorldConfig, preset)(seed=seed), eval_day=eval_day)
   if overrides:
     names = {f.name for f in dataclasses.fields(cfg)}
     bad = sorted(set(overrides) - names)
@@ -157,6 +163,9 @@ def sft_config(
   prefix: str = "onesearch",
   restrict_sid_levels: bool = True,
   shuffle_buffer: int = 2000,
+  stage_tasks: Any = ((), (), ()),
+  schedule: str = "per_stage",
+  sid_init: bool = False,
 ):
   """The SFT schedule (``train.sft.SFTConfig``); defaults: the main job.
 
@@ -177,6 +186,10 @@ def sft_config(
     restrict_sid_levels: per-level SID softmax.
     shuffle_buffer: examples per task in the train shuffle buffer (0 = the
       task's own 10,000; larger shuffles better, costs a slower first batch).
+    stage_tasks: per stage ((task kind, rate multiplier), ...); () = the
+      stage's seqio mixture (``train.sft.SFTConfig.stage_tasks``).
+    schedule: "per_stage" or "continuous" learning-rate schedule.
+    sid_init: SID embeddings from the KHQE codebooks (``train.sid_init``).
   """
   from onesearch_jax.data.museq import MuSeqConfig
   from onesearch_jax.data.vocab import SentencePieceConfig
@@ -196,6 +209,9 @@ def sft_config(
     prefix=prefix,
     restrict_sid_levels=restrict_sid_levels,
     shuffle_buffer=shuffle_buffer,
+    stage_tasks=tuple(tuple((str(k), float(r)) for k, r in e) for e in stage_tasks),
+    schedule=schedule,
+    sid_init=sid_init,
   )
 
 

@@ -131,7 +131,12 @@ class TrainBatches:
   60,000 examples to be preprocessed, a large part of a short CPU run.
 
   Args:
-    name: registered task or mixture.
+    name: registered task or mixture, or a list of (registered task, rate)
+      members sampled with probability proportional to their rates. Such a
+      list may mix tasks with and without the dense long-seq feature (e.g.
+      indexing replay in stage 3): members without it get exact zeros
+      [9, long_seq_dim] and an all-zero mask (their prompts have no [EMB]
+      slot, so the Q-Former output is not used for them).
     batch_size: per-host batch size.
     lengths: (inputs, targets) lengths.
     long_seq: emit ``long_seq_features`` (see ``to_model_batch``).
@@ -139,11 +144,13 @@ class TrainBatches:
     shard_info: this host's shard (None = one host).
     shuffle_buffer: examples per task in the shuffle buffer (None = the
       task's own).
+    long_seq_dim: D of the dense feature (needed when ``name`` is a member
+      list that mixes dense and plain tasks).
   """
 
   def __init__(
     self,
-    name: str,
+    name: str | list[tuple[str, float]],
     *,
     batch_size: int,
     lengths: tuple[int, int],
@@ -151,11 +158,25 @@ class TrainBatches:
     seed: int,
     shard_info: seqio.ShardInfo | None = None,
     shuffle_buffer: int | None = None,
+    long_seq_dim: int = 0,
   ):
     self.name = name
     self.batch_size = batch_size
     self.lengths = tuple(lengths)
-    self.dense = pipeline.has_long_seq(name)
+    if isinstance(name, str):
+      self.members = None
+      self.dense = pipeline.has_long_seq(name)
+    else:
+      self.members = [(str(n), float(r)) for n, r in name]
+      if not self.members or min(r for _, r in self.members) <= 0:
+        raise ValueError(f"TrainBatches: members need positive rates, got {name}")
+      dense = [pipeline.has_long_seq(n) for n, _ in self.members]
+      self.dense = any(dense)
+      if self.dense and not all(dense) and long_seq_dim <= 0:
+        raise ValueError(
+          "TrainBatches: mixing dense and plain tasks needs long_seq_dim"
+        )
+    self.long_seq_dim = long_seq_dim
     self.long_seq = long_seq
     if long_seq and not self.dense:
       raise ValueError(f"{name} has no long_seq feature but long_seq=True")
@@ -166,17 +187,31 @@ class TrainBatches:
 
   def dataset(self) -> tf.data.Dataset:
     """The endless, seeded, batched tf.data pipeline (data-pipeline names)."""
-    provider = seqio.get_mixture_or_task(self.name)
-    if isinstance(provider, seqio.Mixture):
-      members = list(provider.tasks)
-      rates = [float(provider.get_rate(t)) for t in members]
+    if self.members is not None:
+      members = [seqio.get_mixture_or_task(n) for n, _ in self.members]
+      rates = [r for _, r in self.members]
     else:
-      members, rates = [provider], [1.0]
+      provider = seqio.get_mixture_or_task(self.name)
+      if isinstance(provider, seqio.Mixture):
+        members = list(provider.tasks)
+        rates = [float(provider.get_rate(t)) for t in members]
+      else:
+        members, rates = [provider], [1.0]
     lengths = pipeline.task_feature_lengths(*self.lengths, self.dense)
+    plain = pipeline.task_feature_lengths(*self.lengths, False)
+    rows, dim = pipeline.LONG_SEQ_ROWS, self.long_seq_dim
+
+    def zeros(ex):
+      return {
+        **ex,
+        "long_seq": tf.zeros([rows, dim], tf.float32),
+        "long_seq_mask": tf.zeros([rows], tf.int32),
+      }
+
     parts = []
     for i, task in enumerate(members):
       ds = task.get_dataset(
-        sequence_length=lengths,
+        sequence_length=lengths if "long_seq" in task.output_features else plain,
         split=tasks.TRAIN,
         shuffle=True,
         seed=self.seed + i,
@@ -184,6 +219,8 @@ class TrainBatches:
         num_epochs=None,
         shuffle_buffer_size=self.shuffle_buffer,
       )
+      if self.dense and "long_seq" not in task.output_features:
+        ds = ds.map(zeros)
       parts.append(ds.map(lambda ex: {k: ex[k] for k in lengths}))
     if len(parts) == 1:
       ds = parts[0]

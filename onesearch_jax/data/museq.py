@@ -73,10 +73,17 @@ class MuSeqConfig:
   long_reduce: str = "sum"  # per-level centroid "sum" (paper) or "mean"
   n_emb_tokens: int = 3  # [EMB] placeholders (Q-Former outputs N_M)
   window_rate: float = 1.0  # mixture rate multiplier of the window task
+  # Prompt labels: "tokens" = one special token per segment label and task
+  # (data/prompts.py, ~40% shorter stage-3 prompts), "words" = English labels.
+  prompt_style: str = "tokens"
 
   def __post_init__(self):
     if self.user_id not in USER_ID_MODES:
       raise ValueError(f"user_id must be one of {USER_ID_MODES}, got {self.user_id!r}")
+    if self.prompt_style not in ("tokens", "words"):
+      raise ValueError(
+        f"prompt_style must be 'tokens' or 'words', got {self.prompt_style!r}"
+      )
     if self.long_reduce not in LONG_REDUCE:
       raise ValueError(f"long_reduce must be one of {LONG_REDUCE}")
     if self.rsu_category_level not in (1, 2, 3):

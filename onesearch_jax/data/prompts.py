@@ -86,8 +86,63 @@ STAGE2 = {
 }
 
 
+# The same tasks with one special token per segment label and per task
+# ("tokens" style, the default): the English labels above cost about 60 of
+# the ~150 stage-3 prompt tokens (the small sentencepiece model splits them
+# into near-characters) and carry nothing the model needs; the task marker
+# at the end says what to generate, so tasks with the same input segment
+# (query -> its SID vs query -> a clicked title) stay distinct.
+STAGE1_TOKENS = {
+  "query_to_sid": Template("[BOS][Q]{query}[GEN_QID]", "{sid}"),
+  "sid_to_query": Template("[BOS][QID]{sid}[GEN_Q]", "{query}"),
+  "title_to_sid": Template("[BOS][TITLE]{title}[GEN_IID]", "{sid}"),
+  "sid_to_title": Template("[BOS][IID]{sid}[GEN_TITLE]", "{title}"),
+  "text_to_category": Template("[BOS][TEXT]{text}[GEN_CAT]", "{category}"),
+  "sid_to_category": Template("[BOS][IID]{sid}[GEN_CAT]", "{category}"),
+}
+STAGE2_TOKENS = {
+  "query_to_title": Template("[BOS][Q]{query}[GEN_TITLE]", "{title}"),
+  "title_to_query": Template("[BOS][TITLE]{title}[GEN_Q]", "{query}"),
+  "sidq_to_sidi": Template("[BOS][QID]{sid_q}[GEN_IID]", "{sid_i}"),
+  "sidi_to_sidq": Template("[BOS][IID]{sid_i}[GEN_QID]", "{sid_q}"),
+  "query_to_sidi": Template("[BOS][Q]{query}[QID]{sid_q}[GEN_IID]", "{sid_i}"),
+}
+STAGE2["query_to_sidi"] = Template(
+  "[BOS] query: {query} [SEP] query id: {sid_q} [SEP] give the id of a clicked "
+  "item: [EOS]",
+  "{sid_i}",
+)
+PROMPT_STYLES = ("tokens", "words")
+
+
+def stage1_templates(config: MuSeqConfig) -> dict[str, Template]:
+  """Stage-1 templates of the configured prompt style."""
+  return dict(STAGE1_TOKENS if config.prompt_style == "tokens" else STAGE1)
+
+
+def stage2_templates(config: MuSeqConfig) -> dict[str, Template]:
+  """Stage-2 templates of the configured prompt style."""
+  return dict(STAGE2_TOKENS if config.prompt_style == "tokens" else STAGE2)
+
+
 def stage3_template(config: MuSeqConfig) -> Template:
-  """The personalised prompt, with the segments the ablations keep."""
+  """The personalised prompt, with the segments the ablations keep.
+
+  "tokens" style: ``[BOS][UID]uid[Q]query[QID]SID_q[RQ]q1[SEP]q2..[RC]SIDs
+  [LT][EMB]..[PF]profile[GEN_IID]``; "words" style: the English labels.
+  """
+  if config.prompt_style == "tokens":
+    parts = []
+    if config.user_id != "none":
+      parts.append("[UID]{uid}")
+    parts += ["[Q]{query}", "[QID]{sid_q}", "[RQ]{seq_q}"]
+    if config.use_seq_short:
+      parts.append("[RC]{seq_short}")
+    if config.use_long_seq:
+      parts.append("[LT]" + "[EMB]" * config.n_emb_tokens)
+    if config.use_profile:
+      parts.append("[PF]{profile}")
+    return Template("[BOS]" + "".join(parts) + "[GEN_IID]", "{target}")
   parts = []
   if config.user_id != "none":
     parts.append("user id: {uid}")
@@ -139,12 +194,14 @@ def stage3_fields(
       f.uid_codes[c:], table.opq_codes
     )
   rows = table.item_row
+  words = config.prompt_style == "words"
   return {
     "uid": uid,
     "query": query,
     "sid_q": table.query_sid(query) if query in table.query_row else EMPTY,
-    "seq_q": LIST_SEP.join(f.seq_q) or EMPTY,
-    "seq_short": " ".join(table.item_sid(i) for i in f.seq_short) or EMPTY,
+    "seq_q": (LIST_SEP if words else "[SEP]").join(f.seq_q) or EMPTY,
+    "seq_short": (" " if words else "").join(table.item_sid(i) for i in f.seq_short)
+    or EMPTY,
     "profile": f.profile,
     "long_click": [rows[i] for i in f.long_click],
     "long_order": [rows[i] for i in f.long_order],
@@ -155,7 +212,7 @@ def stage3_fields(
 def template_words() -> list[str]:
   """Every literal text of every template (sentencepiece training text)."""
   templates = list(STAGE1.values()) + list(STAGE2.values())
-  templates.append(stage3_template(MuSeqConfig()))
+  templates.append(stage3_template(MuSeqConfig(prompt_style="words")))
   out = []
   for t in templates:
     for text in (t.inputs, t.targets):

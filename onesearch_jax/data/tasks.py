@@ -14,7 +14,8 @@ Stage 1 (semantic alignment), split "train":
 Stage 2 (co-occurrence), split "train", one example per distinct (query,
   clicked item) pair of the train split:
   ``{p}_s2_query_to_title``, ``{p}_s2_title_to_query``, ``{p}_s2_sidq_to_sidi``,
-  ``{p}_s2_sidi_to_sidq``.
+  ``{p}_s2_sidi_to_sidq``, ``{p}_s2_query_to_sidi`` (query text + SID_q ->
+  clicked item SID).
 Stage 3 (personalised), split "train": ``{p}_s3_personal`` (one example per
   clicked item of a train session) and ``{p}_s3_window`` (sliding-window
   samples, ``museq.MuSeqIndex.window_examples``; absent when
@@ -228,7 +229,13 @@ def build_corpus(
     }
     for q, i in sorted(pairs)
   ]
-  for kind in ("query_to_title", "title_to_query", "sidq_to_sidi", "sidi_to_sidq"):
+  for kind in (
+    "query_to_title",
+    "title_to_query",
+    "sidq_to_sidi",
+    "sidi_to_sidq",
+    "query_to_sidi",
+  ):
     columns[f"s2_{kind}"] = _cols(s2)
   # Stage 3 and eval.
   index = build_index(world, table, config)
@@ -400,8 +407,8 @@ def register_tasks(
     if vocab_dir is not None:
       vocabulary.save(vocab_dir)
 
-  templates = {f"s1_{k}": t for k, t in prompts.STAGE1.items()}
-  templates.update({f"s2_{k}": t for k, t in prompts.STAGE2.items()})
+  templates = {f"s1_{k}": t for k, t in prompts.stage1_templates(config).items()}
+  templates.update({f"s2_{k}": t for k, t in prompts.stage2_templates(config).items()})
   s3 = prompts.stage3_template(config)
   for kind in ("s3_personal", "s3_window", "eval_click", "eval_order"):
     templates[kind] = s3

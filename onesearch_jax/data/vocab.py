@@ -5,7 +5,9 @@ Id layout (``VocabLayout``), contiguous ranges in this order:
   [0, P)                     sentencepiece pieces: pad 0, eos 1, unk 2, then
                              the learnt pieces and the 256 byte-fallback pieces
   specials                   ``[BOS] [SEP] [EOS] [EMB]`` (segment markers and
-                             the Q-Former embedding placeholder)
+                             the Q-Former embedding placeholder), then the
+                             compact prompts' segment labels ``[Q] [QID] ...``
+                             and task markers ``[GEN_IID] ...``
   ``<a_0>..<a_{k1-1}>``      level-1 SID tokens
   ``<b_0>..<b_{k2-1}>``      level-2
   ``<c_0>..<c_{k3-1}>``      level-3 (local code)
@@ -40,11 +42,34 @@ import seqio
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-SPECIALS = ("[BOS]", "[SEP]", "[EOS]", "[EMB]")
+# Segment markers, the Q-Former placeholder, then the compact prompts'
+# one-token segment labels and task markers (data/prompts.py, "tokens" style).
+SPECIALS = (
+  "[BOS]",
+  "[SEP]",
+  "[EOS]",
+  "[EMB]",
+  "[UID]",
+  "[Q]",
+  "[QID]",
+  "[IID]",
+  "[TITLE]",
+  "[TEXT]",
+  "[RQ]",
+  "[RC]",
+  "[LT]",
+  "[PF]",
+  "[GEN_QID]",
+  "[GEN_IID]",
+  "[GEN_Q]",
+  "[GEN_TITLE]",
+  "[GEN_CAT]",
+)
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
-_TOKEN_RE = re.compile(r"(<[abcdu]_\d+>|\[BOS\]|\[SEP\]|\[EOS\]|\[EMB\])")
+_SPECIAL_ALT = "|".join(re.escape(t) for t in SPECIALS)
+_TOKEN_RE = re.compile(rf"(<[abcdu]_\d+>|{_SPECIAL_ALT})")
 # The same pattern for tf.strings.regex_replace (RE2 syntax).
-_TOKEN_RE2 = r"(<[abcdu]_[0-9]+>|\[BOS\]|\[SEP\]|\[EOS\]|\[EMB\])"
+_TOKEN_RE2 = "(<[abcdu]_[0-9]+>|" + "|".join(re.escape(t) for t in SPECIALS) + ")"
 _SPLIT = "\x1f"  # unit separator: never produced by the prompts
 
 

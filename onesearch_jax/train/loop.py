@@ -170,6 +170,7 @@ def train(
   init_from: str | pathlib.Path | None = None,
   stop_after: int | None = None,
   log_fn: Callable[[int, dict[str, float]], None] | None = None,
+  init_params: Callable[[Any], None] | None = None,
 ) -> TrainResult:
   """Trains one stage, resuming from `workdir`'s latest checkpoint.
 
@@ -188,6 +189,9 @@ def train(
     stop_after: stop (with a forced checkpoint) after this many steps of
       this call - simulates preemption in tests.
     log_fn: called with (step, metrics) every log_every steps.
+    init_params: edits a freshly initialised model in place (e.g. SID
+      embeddings from the codebooks); used only when the run neither
+      resumes nor starts from `init_from`.
 
   Returns:
     TrainResult.
@@ -208,6 +212,10 @@ def train(
     position = int(meta.get("data_position", 0))
   elif init_from is not None:
     ts = _params_from(ts, checkpoints.Checkpointer(init_from), sid_hash)
+  elif init_params is not None:
+    model, opt = ts.merge()
+    init_params(model)
+    ts = state.with_state(ts, nnx.state((model, opt)))
   start = ts.step
   it = batches(position)
   first = next(it)

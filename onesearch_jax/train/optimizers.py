@@ -27,6 +27,9 @@ class OptimizerConfig:
   b2: float = 0.999  # AdamW beta2 (Adafactor uses its own decay)
   eps: float = 1e-8  # AdamW epsilon
   clip_norm: float = 1.0  # global-norm clipping; 0 disables
+  # The schedule is evaluated at (optimizer step + step_offset): a later SFT
+  # stage continues one schedule over all stages instead of re-warming.
+  step_offset: int = 0
 
   def __post_init__(self):
     if self.name not in OPTIMIZERS:
@@ -43,6 +46,8 @@ class OptimizerConfig:
       )
     if self.clip_norm < 0 or self.weight_decay < 0:
       raise ValueError("clip_norm and weight_decay must be >= 0")
+    if self.step_offset < 0:
+      raise ValueError(f"step_offset must be >= 0, got {self.step_offset}")
 
 
 def optimizer_config(**overrides: Any) -> OptimizerConfig:
@@ -51,7 +56,15 @@ def optimizer_config(**overrides: Any) -> OptimizerConfig:
 
 
 def make_schedule(cfg: OptimizerConfig) -> optax.Schedule:
-  """Linear warmup to cfg.learning_rate, then the configured decay."""
+  """Linear warmup to cfg.learning_rate, then the configured decay, at
+  step + cfg.step_offset."""
+  base = _base_schedule(cfg)
+  if not cfg.step_offset:
+    return base
+  return lambda step: base(step + cfg.step_offset)
+
+
+def _base_schedule(cfg: OptimizerConfig) -> optax.Schedule:
   peak = cfg.learning_rate
   warm = cfg.warmup_steps
   end = peak * cfg.end_lr_fraction

@@ -48,6 +48,7 @@ from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.model.model import LossConfig
 from onesearch_jax.model.transformer import EncoderDecoder
 from onesearch_jax.train import checkpoints, loop, state
+from onesearch_jax.train import sid_init as sid_init_lib
 from onesearch_jax.train import summaries as summaries_lib
 from onesearch_jax.train.optimizers import OptimizerConfig
 
@@ -81,6 +82,17 @@ class SFTConfig:
     shuffle_buffer: examples per task in the train shuffle buffer (0 = the
       seqio task's own, 10,000); filling it is the cost of a stage's first
       batch.
+    stage_tasks: per stage, ((task kind, rate multiplier), ...): the stage
+      samples each task with probability proportional to multiplier x its
+      number of examples (examples-proportional, as seqio's mixtures); a
+      kind of another stage may be listed (e.g. indexing replay of
+      "s1_title_to_sid" in stage 3). An empty tuple for a stage = its seqio
+      mixture ``{prefix}_stage{k}`` (every task of the stage at rate 1).
+    schedule: "per_stage" (each stage warms up and decays over its own
+      steps) or "continuous" (one warmup + decay over the sum of the steps,
+      later stages continue it: no re-warming).
+    sid_init: initialise the SID token embeddings (and logits columns) from
+      the KHQE codebooks before stage 1 (``train.sid_init``).
   """
 
   model: ModelConfig = ModelConfig()
@@ -96,8 +108,21 @@ class SFTConfig:
   prefix: str = "onesearch"
   restrict_sid_levels: bool = True
   shuffle_buffer: int = 2000
+  stage_tasks: tuple[tuple[tuple[str, float], ...], ...] = ((), (), ())
+  schedule: str = "per_stage"
+  sid_init: bool = False
 
   def __post_init__(self):
+    if len(self.stage_tasks) != 3:
+      raise ValueError(f"SFTConfig.stage_tasks needs 3 entries, got {self.stage_tasks}")
+    for entry in self.stage_tasks:
+      for kind, rate in entry:
+        if not isinstance(kind, str) or not float(rate) > 0:
+          raise ValueError(f"SFTConfig.stage_tasks: bad (kind, rate) {(kind, rate)}")
+    if self.schedule not in ("per_stage", "continuous"):
+      raise ValueError(
+        f"SFTConfig.schedule must be 'per_stage' or 'continuous', got {self.schedule!r}"
+      )
     if len(self.steps) != 3 or min(self.steps) <= 0:
       raise ValueError(f"SFTConfig.steps must be 3 positive ints, got {self.steps}")
     if len(self.lengths) != 3 or any(len(x) != 2 or min(x) <= 0 for x in self.lengths):
@@ -110,16 +135,24 @@ class SFTConfig:
     if self.batch_size <= 0 or self.eval_batch_size <= 0 or self.eval_batches < 0:
       raise ValueError("batch sizes must be > 0 and eval_batches >= 0")
     warm = self.train.optimizer.warmup_steps
-    if self.train.optimizer.decay in ("cosine", "linear") and warm >= min(self.steps):
+    shortest = sum(self.steps) if self.schedule == "continuous" else min(self.steps)
+    if self.train.optimizer.decay in ("cosine", "linear") and warm >= shortest:
       raise ValueError(
-        f"optimizer.warmup_steps {warm} must be < the shortest stage "
-        f"({min(self.steps)} steps): each stage runs its own schedule"
+        f"optimizer.warmup_steps {warm} must be < {shortest} steps "
+        f"(schedule {self.schedule})"
       )
 
   def stage_train_config(self, k: int) -> loop.TrainConfig:
     """The loop config of stage k (0-based)."""
     n = self.steps[k]
-    opt = dataclasses.replace(self.train.optimizer, total_steps=n)
+    if self.schedule == "continuous":
+      opt = dataclasses.replace(
+        self.train.optimizer,
+        total_steps=sum(self.steps),
+        step_offset=sum(self.steps[:k]),
+      )
+    else:
+      opt = dataclasses.replace(self.train.optimizer, total_steps=n)
     return dataclasses.replace(self.train, num_steps=n, optimizer=opt)
 
 
@@ -165,6 +198,9 @@ def config_from_dict(raw: dict[str, Any]) -> SFTConfig:
     prefix=raw["prefix"],
     restrict_sid_levels=raw["restrict_sid_levels"],
     shuffle_buffer=raw["shuffle_buffer"],
+    stage_tasks=_tuples(raw.get("stage_tasks", ((), (), ()))),
+    schedule=raw.get("schedule", "per_stage"),
+    sid_init=raw.get("sid_init", False),
   )
 
 
@@ -502,10 +538,11 @@ def run_sft(
       final_hash = done.get("params_hash", "")
       log(f"[train] {name} finished earlier ({done['steps']} steps), skipping")
       continue
-    mixture = registered.mixtures[name]
+    mixture = stage_members(cfg, k, registered)
     long_seq = k == 2 and model_cfg.use_qformer
     batches = model_batches.TrainBatches(
       mixture,
+      long_seq_dim=registered.long_seq_dim,
       batch_size=host_batch,
       lengths=cfg.lengths[k],
       long_seq=long_seq,
@@ -516,7 +553,7 @@ def run_sft(
     evals = eval_set if long_seq else without_long
     init_from = out_dir / STAGES[k - 1] / "checkpoints" if k else None
     log(
-      f"[train] {name}: {train_cfg.num_steps} steps of {mixture}, batch "
+      f"[train] {name}: {train_cfg.num_steps} steps of {_describe(mixture)}, batch "
       f"{cfg.batch_size}, lengths {cfg.lengths[k]}"
       + (f", parameters from {STAGES[k - 1]}" if k else "")
       + " (compiling...)"
@@ -535,6 +572,11 @@ def run_sft(
         sid_hash=sid_hash,
         init_from=init_from,
         stop_after=stop_after[1] if stop_after and stop_after[0] == k else None,
+        init_params=(
+          sid_init_lib.codebook_init(sid_dir, model_cfg)
+          if cfg.sid_init and k == 0
+          else None
+        ),
         log_fn=summaries_lib.fan_out(
           _progress(name, stage_dir, train_cfg.num_steps, cfg.batch_size, log),
           writer,
@@ -588,6 +630,34 @@ def run_sft(
   if not result.finished:
     result.params_hash = ""
   return result
+
+
+def stage_members(cfg: SFTConfig, k: int, registered) -> str | list[tuple[str, float]]:
+  """What stage k samples: its seqio mixture name, or the (task, rate) list
+  of ``cfg.stage_tasks[k]`` (rate = multiplier x the task's examples).
+
+  Raises:
+    ValueError: a listed kind is unknown or has no examples.
+  """
+  entry = cfg.stage_tasks[k]
+  if not entry:
+    return registered.mixtures[STAGES[k]]
+  out = []
+  for kind, mult in entry:
+    if kind not in registered.tasks:
+      raise ValueError(
+        f"SFTConfig.stage_tasks[{k}]: task kind {kind!r} has no examples or does "
+        f"not exist; registered: {sorted(registered.tasks)}"
+      )
+    out.append((registered.tasks[kind], float(mult) * registered.counts[kind]))
+  return out
+
+
+def _describe(mixture) -> str:
+  if isinstance(mixture, str):
+    return mixture
+  total = sum(r for _, r in mixture)
+  return ", ".join(f"{n} {r / total:.0%}" for n, r in mixture)
 
 
 def _stage_line(name, tr, ev, seconds) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+EVAL_DAYS = ("test", "validation")
+
 
 @dataclasses.dataclass(frozen=True)
 class WorldConfig:
@@ -14,6 +16,11 @@ class WorldConfig:
   n_items: int = 10_000  # items in the catalogue (incl. cold-start items)
   n_users: int = 2_000  # users (incl. cold-start users)
   n_days: int = 14  # days of log; the last day is the test split
+  # "test": the last day is the test split (the main job). "validation": the
+  # last day's sessions are dropped and the day before it becomes the
+  # "test" split, so recipes are chosen on a day carved from the training
+  # days and the real test day is never looked at (days before are identical).
+  eval_day: str = "test"
   sessions_per_user_day: float = 1.5  # mean search sessions per active user-day
   n_l1: int = 0  # level-1 categories used: the first n of the lexicon (0 = all 12)
   brands_per_l1: int = 20  # brands in each level-1 category
@@ -53,6 +60,10 @@ class WorldConfig:
   def __post_init__(self):
     if self.n_days < 2:
       raise ValueError(f"n_days must be >= 2 (train + test day), got {self.n_days}")
+    if self.eval_day not in EVAL_DAYS:
+      raise ValueError(f"eval_day must be one of {EVAL_DAYS}, got {self.eval_day!r}")
+    if self.eval_day == "validation" and self.n_days < 3:
+      raise ValueError("eval_day='validation' needs n_days >= 3")
     if self.n_items < 50 or self.n_users < 10:
       raise ValueError("n_items must be >= 50 and n_users >= 10")
     if not 0 <= self.n_l1 <= 12:

@@ -31,6 +31,25 @@ EXTRAS = {
 }
 
 
+def _validation_split(write: Callable[[dict], None], n_days: int):
+  """Wraps a row writer for ``eval_day="validation"``: rows of the last day
+  (the test day) are dropped, rows of the day before are relabelled "test".
+
+  The simulation itself is unchanged (it runs day by day), so every earlier
+  row is identical to the ``eval_day="test"`` world's.
+  """
+  val_day = n_days - 2
+
+  def wrapped(row: dict) -> None:
+    if row["split"] == "test":
+      return
+    if int(row["time_index"]) // sessions_lib.SECONDS_PER_DAY == val_day:
+      row = {**row, "split": "test"}
+    write(row)
+
+  return wrapped
+
+
 def write_world(
   config: WorldConfig,
   out_dir: str | os.PathLike,
@@ -88,8 +107,12 @@ def write_world(
     writer_lib.JsonlWriter(out / "recall.jsonl") as w_recall,
     writer_lib.JsonlWriter(out / "ranking.jsonl") as w_ranking,
   ):
+    write_recall, write_ranking = w_recall.write, w_ranking.write
+    if config.eval_day == "validation":
+      write_recall = _validation_split(write_recall, config.n_days)
+      write_ranking = _validation_split(write_ranking, config.n_days)
     query_log = sessions_lib.simulate(
-      config, catalog, pop, rng_sessions, w_recall.write, w_ranking.write, say
+      config, catalog, pop, rng_sessions, write_recall, write_ranking, say
     )
   files["recall.jsonl"], counts["recall"] = w_recall.sha256, w_recall.rows
   files["ranking.jsonl"], counts["ranking"] = w_ranking.sha256, w_ranking.rows

@@ -10,9 +10,7 @@ def test_inspect_prints_decoded_examples(small_world, capsys):
   out = capsys.readouterr().out
   assert "synthetic SID table" in out
   assert out.count("--- example") == 2
-  assert (
-    "inputs : [BOS] user id: " in out and "give the appropriate item id: [EOS]" in out
-  )
+  assert "inputs : [BOS][UID]" in out and "[GEN_IID]" in out
   assert "targets: <a_" in out and "target_item_ids: ['i" in out
   assert "long_seq: [9, D] norms" in out
 

@@ -127,7 +127,7 @@ def test_eval_inputs_rows_keep_their_metadata(registered, small_world):
     s = sessions[m["session_id"]]
     assert s["split"] == "test" and s["user_id"] == m["user_id"]
     assert m["query"] == s["query"] and m["target_item_ids"] == s["clicked_item_ids"]
-    assert f"query: {m['query']} [SEP]" in vocab.decode(tokens[i].tolist())
+    assert f"[Q]{m['query']}[QID]" in vocab.decode(tokens[i].tolist())
   assert len({m["session_id"] for m in metas}) == len(metas)
   # pad_last: fixed shapes, metadata only for the real rows.
   padded = list(
@@ -141,3 +141,47 @@ def test_eval_inputs_rows_keep_their_metadata(registered, small_world):
   assert np.all(last["encoder_input_tokens"][len(ms) :] == 0)
   with pytest.raises(ValueError, match="eval_click or eval_order"):
     next(model_batches.eval_inputs(registered, "s3_personal"))
+
+
+def test_member_list_mixes_plain_and_dense_tasks(registered):
+  """Indexing replay in stage 3: a plain task mixed with a dense one gets
+  exact-zero long-seq features; both tasks appear about at their rates."""
+  vocab = registered.vocabulary
+  title, personal = registered.tasks["s1_title_to_sid"], registered.tasks["s3_personal"]
+  make = model_batches.TrainBatches(
+    [(title, 1.0), (personal, 1.0)],
+    batch_size=8,
+    lengths=(96, 6),
+    long_seq=True,
+    seed=0,
+    shuffle_buffer=16,
+    long_seq_dim=registered.long_seq_dim,
+  )
+  batches = _take(make(0), 10)
+  rows = {"title": 0, "personal": 0}
+  for b in batches:
+    assert b["long_seq_features"].shape == (8, 9, registered.long_seq_dim)
+    for tokens, feats in zip(
+      b["encoder_input_tokens"], b["long_seq_features"], strict=True
+    ):
+      if tokens[1] == vocab.token_id("[TITLE]"):
+        rows["title"] += 1
+        assert not feats.any()
+      else:
+        assert tokens[1] in (vocab.token_id("[UID]"), vocab.token_id("[Q]"))
+        rows["personal"] += 1
+  assert rows["title"] > 10 and rows["personal"] > 10
+  # The same position gives the same batches (resume contract).
+  again = _take(make(4), 2)
+  np.testing.assert_array_equal(
+    again[0]["encoder_input_tokens"], batches[4]["encoder_input_tokens"]
+  )
+  with pytest.raises(ValueError, match="long_seq_dim"):
+    model_batches.TrainBatches(
+      [(title, 1.0), (personal, 1.0)], batch_size=8, lengths=(96, 6),
+      long_seq=True, seed=0,
+    )  # fmt: skip
+  with pytest.raises(ValueError, match="positive rates"):
+    model_batches.TrainBatches(
+      [(title, 0.0)], batch_size=8, lengths=(96, 6), long_seq=False, seed=0
+    )

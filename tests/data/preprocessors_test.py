@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import seqio
 import tensorflow as tf
 
@@ -36,34 +37,62 @@ def test_render_prompt_cjk_fields():
   assert ex["targets"].numpy().decode() == "服饰内衣/女装/连衣裙"
 
 
-def test_stage3_template_ablations():
-  full = prompts.stage3_template(museq.MuSeqConfig()).inputs
-  for seg in (
-    "user id: {uid}",
-    "recently clicked items: {seq_short}",
-    "[EMB][EMB][EMB]",
-    "user: {profile}",
-  ):
+@pytest.mark.parametrize("style", ["tokens", "words"])
+def test_stage3_template_ablations(style):
+  def template(**kw):
+    return prompts.stage3_template(museq.MuSeqConfig(prompt_style=style, **kw)).inputs
+
+  full = template()
+  segments = {
+    "words": (
+      "user id: {uid}",
+      "recently clicked items: {seq_short}",
+      "[EMB][EMB][EMB]",
+      "user: {profile}",
+    ),
+    "tokens": ("[UID]{uid}", "[RC]{seq_short}", "[LT][EMB][EMB][EMB]", "[PF]{profile}"),
+  }[style]
+  for seg in segments:
     assert seg in full
-  assert full.startswith("[BOS] ") and full.endswith(" [EOS]")
-  assert (
-    "{uid}" not in prompts.stage3_template(museq.MuSeqConfig(user_id="none")).inputs
-  )
-  assert (
-    "{seq_short}"
-    not in prompts.stage3_template(museq.MuSeqConfig(use_seq_short=False)).inputs
-  )
-  assert (
-    "[EMB]" not in prompts.stage3_template(museq.MuSeqConfig(use_long_seq=False)).inputs
-  )
-  assert (
-    prompts.stage3_template(museq.MuSeqConfig(n_emb_tokens=1)).inputs.count("[EMB]")
-    == 1
-  )
+  if style == "words":
+    assert full.startswith("[BOS] ") and full.endswith(" [EOS]")
+  else:  # one special token per label, the task marker last, no spaces
+    assert full.startswith("[BOS][UID]") and full.endswith("[GEN_IID]")
+    assert " " not in full
+  assert "{uid}" not in template(user_id="none")
+  assert "{seq_short}" not in template(use_seq_short=False)
+  assert "[EMB]" not in template(use_long_seq=False)
+  assert template(n_emb_tokens=1).count("[EMB]") == 1
   # Formal SPEC order: uid, q, SID_q, Seq_q, Seq_short, Seq_long_emb, U.
   keys = ["{uid}", "{query}", "{sid_q}", "{seq_q}", "{seq_short}", "[EMB]", "{profile}"]
   pos = [full.index(k) for k in keys]
   assert pos == sorted(pos)
+
+
+def test_token_style_templates_use_only_special_labels():
+  """Every literal of a "tokens" template is a run of vocabulary specials, and
+  the two styles define the same tasks with the same fields."""
+  import re
+
+  from onesearch_jax.data import vocab as vocab_lib
+
+  tok = museq.MuSeqConfig(prompt_style="tokens")
+  words = museq.MuSeqConfig(prompt_style="words")
+  pairs = [
+    (prompts.stage1_templates(tok), prompts.stage1_templates(words)),
+    (prompts.stage2_templates(tok), prompts.stage2_templates(words)),
+  ]
+  specials = "|".join(re.escape(t) for t in vocab_lib.SPECIALS)
+  for t_map, w_map in pairs:
+    assert t_map.keys() == w_map.keys()
+    for kind in t_map:
+      assert set(t_map[kind].fields) == set(w_map[kind].fields), kind
+      literal = re.sub(r"\{[a-z_]+\}", "", t_map[kind].inputs)
+      assert re.fullmatch(f"(?:{specials})+", literal), (kind, literal)
+  # Tasks that read the same input segment differ in their task marker.
+  s1, s2 = pairs[0][0], pairs[1][0]
+  assert s1["query_to_sid"].inputs != s2["query_to_title"].inputs
+  assert s1["sid_to_title"].inputs != s1["sid_to_category"].inputs
 
 
 def _long_ds(rows):

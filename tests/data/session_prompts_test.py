@@ -14,7 +14,7 @@ from onesearch_jax.data import inspect, museq, pipeline, tasks, world_source
 from onesearch_jax.data import session_prompts as sp
 from onesearch_jax.data import vocab as vocab_lib
 
-L = 160  # about half the tiny world's eval prompts are longer (trimmed)
+L = 80  # some of the tiny world's eval prompts are longer (trimmed)
 _SID_RE = re.compile(r"<[abcd]_\d+>")
 
 
@@ -151,9 +151,9 @@ def test_unknown_user_is_cold_start(setup):
   top = sorted(clicks, key=lambda i: (-clicks[i], i))[:5][::-1]  # least first
   req = sp.Request("no-such-user", query, t)
   text = prompter.prompt_text(req)
-  assert "recently clicked items: " + " ".join(table.item_sid(i) for i in top) in text
-  assert "recent queries: none" in text and "user: unknown [SEP]" in text
-  assert "user id: none" not in text  # the default sequence gives a uid
+  assert "[RC]" + "".join(table.item_sid(i) for i in top) + "[LT]" in text
+  assert "[RQ]none[RC]" in text and "[PF]unknown[GEN_IID]" in text
+  assert "[UID]none" not in text  # the default sequence gives a uid
   got = prompter.for_requests([req], with_mask=True)
   tokens = got["encoder_input_tokens"][0]
   n = int((tokens != 0).sum())
@@ -186,8 +186,8 @@ def test_unknown_query_of_a_known_user(setup):
   known = sp.Request(s.user_id, s.query, s.time)
   new = sp.Request(s.user_id, "brand new query 123", s.time)
   want = prompter.prompt_text(known).replace(
-    f"query: {s.query} [SEP] query id: {table.query_sid(s.query)}",
-    "query: brand new query 123 [SEP] query id: none",
+    f"[Q]{s.query}[QID]{table.query_sid(s.query)}",
+    "[Q]brand new query 123[QID]none",
   )
   assert prompter.prompt_text(new) == want
   a, b = prompter.for_requests([known, new], with_mask=True)["long_seq_mask"]
@@ -209,9 +209,7 @@ def test_request_time_none_sees_the_whole_log(setup):
   assert prompter.prompt_text(req) == prompter.prompt_text(
     sp.Request(user, "x", prompter.end_time)
   )
-  assert "recent queries: " + " ; ".join(queries) + " [SEP]" in prompter.prompt_text(
-    req
-  )
+  assert "[RQ]" + "[SEP]".join(queries) + "[RC]" in prompter.prompt_text(req)
 
 
 def test_errors_and_empty_batch(setup):

@@ -38,6 +38,7 @@ def test_registers_every_task_and_mixture(registered):
     "s2_title_to_query",
     "s2_sidq_to_sidi",
     "s2_sidi_to_sidq",
+    "s2_query_to_sidi",
     "s3_personal",
     "s3_window",
     "eval_click",
@@ -85,6 +86,7 @@ def test_counts_against_brute_force(small_world, small_table, registered):
   assert c["s1_query_to_sid"] == len({r["query"] for r in train})
   pairs = {(r["query"], i) for r in train for i in r["clicked_item_ids"]}
   assert c["s2_query_to_title"] == len(pairs) == c["s2_sidi_to_sidq"]
+  assert c["s2_query_to_sidi"] == len(pairs)
   assert c["s3_personal"] == sum(len(r["clicked_item_ids"]) for r in train)
   assert c["eval_click"] == sum(1 for r in test if r["clicked_item_ids"])
   assert c["eval_order"] == sum(1 for r in test if r["purchased_item_ids"])
@@ -96,9 +98,10 @@ def test_examples_decode_to_rendered_prompts(small_world, small_table, registere
     world_source.read_world(small_world), small_table, museq.MuSeqConfig()
   )
   v = registered.vocabulary
-  templates = {f"s1_{k}": t for k, t in prompts.STAGE1.items()}
-  templates.update({f"s2_{k}": t for k, t in prompts.STAGE2.items()})
-  s3 = prompts.stage3_template(museq.MuSeqConfig())
+  cfg = museq.MuSeqConfig()
+  templates = {f"s1_{k}": t for k, t in prompts.stage1_templates(cfg).items()}
+  templates.update({f"s2_{k}": t for k, t in prompts.stage2_templates(cfg).items()})
+  s3 = prompts.stage3_template(cfg)
   for kind, name in registered.tasks.items():
     split = "test" if kind.startswith("eval") else "train"
     t = templates.get(kind, s3)

@@ -21,6 +21,7 @@ TEXTS = [
 LAYOUT = vocab_lib.VocabLayout(levels=(8, 4, 4), d_range=32, user_buckets=3)
 SAMPLES = [
   "[BOS] query: 红色连衣裙 [SEP] query id: <a_3><b_1><c_0><d_5><d_20> [EOS]",
+  "[BOS][UID]<a_1><b_0>[Q]红色连衣裙[QID]<a_3><b_1>[RQ]a[SEP]b[LT][EMB][PF]x[GEN_IID]",
   "<a_7><b_3><c_3><d_0><d_31>",
   "  two  spaces and tabs\t, full-width ，。！",
   "unseen chars: 龘 ☃ é and emoji 🙂",
@@ -82,6 +83,21 @@ def test_sid_tokens_encode_to_exactly_their_ids():
 def test_python_round_trip(text):
   v = _vocab()
   assert v.decode(v.encode(text)) == text
+
+
+def test_prompt_specials_encode_to_one_id_each():
+  v = _vocab()
+  text = "[BOS][Q]red dress[QID]<a_3><b_1><c_0><d_5><d_20>[GEN_IID]"
+  ids = v.encode(text)
+  assert ids[0] == v.token_id("[BOS]") and ids[1] == v.token_id("[Q]")
+  assert ids[-1] == v.token_id("[GEN_IID]")
+  assert ids[-7] == v.token_id("[QID]")
+  assert v.decode(ids) == text
+  # [GEN_Q] and [GEN_QID] are different tokens (no prefix confusion).
+  assert v.encode("[GEN_Q][GEN_QID]") == [
+    v.token_id("[GEN_Q]"),
+    v.token_id("[GEN_QID]"),
+  ]
 
 
 def test_out_of_range_tokens_are_text():

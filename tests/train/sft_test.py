@@ -196,6 +196,6 @@ def test_eval_inputs_from_the_output_dir(sft_run, sft_world):
       assert r["split"] == "test" and r["user_id"] == m["user_id"]
       assert m["target_item_ids"] == r["clicked_item_ids"]
       text = vocab.decode(batch["encoder_input_tokens"][i].tolist())
-      assert f"query: {m['query']} [SEP]" in text and m["query"] == r["query"]
+      assert f"[Q]{m['query']}[QID]" in text and m["query"] == r["query"]
     n += len(metas)
   assert n == res.counts["eval_click"] > 0

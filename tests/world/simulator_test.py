@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import pathlib
@@ -262,3 +263,25 @@ def test_ranking_negative_sampling_keeps_all_clicks(tmp_path):
   assert sum(r["is_clicked"] for r in ranking) == n_clicks
   kept_neg = sum(1 - r["is_clicked"] for r in ranking) / (n_imp - n_clicks)
   assert 0.18 < kept_neg < 0.32
+
+
+def test_validation_day_is_carved_from_the_training_days(tmp_path, tiny_world_dir):
+  """eval_day='validation': the test day is gone, the day before is the eval
+  split, and every earlier row is byte-identical to the normal world's."""
+  cfg = WorldConfig.tiny(seed=0)
+  val = tmp_path / "val"
+  simulator.write_world(dataclasses.replace(cfg, eval_day="validation"), val)
+  day = 86_400
+  for name in ("recall.jsonl", "ranking.jsonl"):
+    full = [json.loads(x) for x in (tiny_world_dir / name).read_text().splitlines()]
+    got = [json.loads(x) for x in (val / name).read_text().splitlines()]
+    last, held = cfg.n_days - 1, cfg.n_days - 2
+    assert all(r["time_index"] // day < last for r in got)
+    assert {r["split"] for r in got if r["time_index"] // day == held} == {"test"}
+    assert {r["split"] for r in got if r["time_index"] // day < held} == {"train"}
+    want = [r for r in full if r["time_index"] // day < last]
+    assert [{**r, "split": "x"} for r in got] == [{**r, "split": "x"} for r in want]
+  for name in ("items.jsonl", "users.jsonl"):
+    assert (val / name).read_bytes() == (tiny_world_dir / name).read_bytes()
+  with pytest.raises(ValueError, match="eval_day"):
+    WorldConfig(eval_day="dev")

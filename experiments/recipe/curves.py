@@ -1,0 +1,260 @@
+"""Learning curves of an SFT recipe on the VALIDATION day (never the test day).
+
+One run = one recipe (gin files / bindings on top of gin/runs/main.gin) and
+one training seed:
+
+1. ``ROOT/base``: the world with ``eval_day='validation'`` (the test day is
+   dropped, the last training day becomes the eval split) and its SIDs, built
+   once and shared by every run (hard links);
+2. ``ROOT/<name>_s<seed>``: ``run.py --mode=train`` with every
+   ``--save_every`` step checkpointed and kept;
+3. every kept checkpoint (the end of stages 1 and 2 and every checkpoint of
+   stage 3) is decoded with the trie beam search (beam ``--beam``) on the
+   validation day's click sessions; click HR@10 / MRR@10 against examples
+   seen and training seconds go to ``ROOT/<name>_s<seed>/curve.json``.
+
+``--collect`` prints a table of every finished run under ROOT and writes
+``ROOT/curves.png`` (one line per recipe, seeds as separate lines).
+
+  python experiments/recipe/curves.py --root=/tmp/rc --name=base --seed=0
+  python experiments/recipe/curves.py --root=/tmp/rc --name=lr6 --seed=0 \
+      --gin_bindings="optimizer_config.learning_rate=6e-3"
+  python experiments/recipe/curves.py --root=/tmp/rc --collect
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from experiments import ablate  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("root", "/tmp/recipe_curves", "Experiment root.")
+flags.DEFINE_string("name", "", "Recipe name (the run dir is NAME_sSEED).")
+flags.DEFINE_integer("seed", 0, "Training seed (train_config.seed).")
+flags.DEFINE_multi_string("gin_file", [], "Extra gin files after gin/runs/main.gin.")
+flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings.")
+flags.DEFINE_multi_string(
+  "world_bindings", [], "Bindings of the shared base world (e.g. world seed)."
+)
+flags.DEFINE_integer("save_every", 100, "Checkpoint (= curve point) cadence in steps.")
+flags.DEFINE_integer("beam", 32, "Beam size of the curve decode.")
+flags.DEFINE_integer("max_queries", 0, "Decode at most this many queries (0 = all).")
+flags.DEFINE_bool("collect", False, "Print the table of every run under --root.")
+
+VALIDATION = "world_config.eval_day = 'validation'"
+
+
+def _run(args: list[str], log: pathlib.Path) -> None:
+  env = dict(
+    os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+  )
+  cmd = [sys.executable, str(REPO / "run.py"), *args]
+  print("$", " ".join(cmd), flush=True)
+  with open(log, "w") as f:
+    rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+  if rc:
+    raise SystemExit(f"command failed (rc {rc}); log: {log}")
+
+
+def ensure_base(root: pathlib.Path) -> pathlib.Path:
+  base = root / "base"
+  if (base / "sids" / "STAGE.json").exists():
+    return base
+  base.mkdir(parents=True, exist_ok=True)
+  args = ["--mode=build_sids", f"--workdir={base}", "--gin_file=gin/runs/main.gin"]
+  args += [f"--gin_bindings={b}" for b in [VALIDATION, *FLAGS.world_bindings]]
+  _run(args, root / "base.log")
+  return base
+
+
+def train(root: pathlib.Path, base: pathlib.Path, run_dir: pathlib.Path) -> None:
+  if (run_dir / "train" / "STAGE.json").exists():
+    return
+  ablate.seed_workdir(base, run_dir)
+  args = ["--mode=train", f"--workdir={run_dir}", "--gin_file=gin/runs/main.gin"]
+  args += [f"--gin_file={g}" for g in FLAGS.gin_file]
+  binds = [
+    VALIDATION,
+    *FLAGS.world_bindings,
+    *FLAGS.gin_bindings,
+    f"train_config.seed = {FLAGS.seed}",
+    f"train_config.save_every_steps = {FLAGS.save_every}",
+    "train_config.keep_last = 1000",
+    "train_config.async_save = False",
+  ]
+  args += [f"--gin_bindings={b}" for b in binds]
+  t = time.time()
+  _run(args, run_dir / "train.log")
+  print(f"trained in {time.time() - t:.0f} s", flush=True)
+
+
+def _stage_seconds(stage_dir: pathlib.Path) -> dict[int, float]:
+  """Training seconds at each logged step (sum of interval / rate)."""
+  from onesearch_jax.train import sft
+
+  tr, _ = sft.read_history(stage_dir)
+  out, total, last = {0: 0.0}, 0.0, 0
+  for r in tr:
+    total += (r["step"] - last) / max(r["steps_per_sec"], 1e-9)
+    last = r["step"]
+    out[r["step"]] = total
+  return out
+
+
+def _seconds_at(table: dict[int, float], step: int) -> float:
+  best = max((s for s in table if s <= step), default=0)
+  return table[best]
+
+
+def curve(run_dir: pathlib.Path) -> list[dict]:
+  """Decodes every kept checkpoint; returns the curve points."""
+  import numpy as np
+  from flax import nnx
+
+  from onesearch_jax import decoding
+  from onesearch_jax import sharding as sh
+  from onesearch_jax.eval import evaluate, examples, generative
+  from onesearch_jax.eval.sid_items import SidItemIndex
+  from onesearch_jax.khqe import artefact
+  from onesearch_jax.train import checkpoints, sft, state
+
+  train_dir = run_dir / "train"
+  cfg = sft.read_config(train_dir)
+  model_cfg = sft.read_model_config(train_dir)
+  art = artefact.load(run_dir / "sids")
+  world_dir = run_dir / "world"
+  eval_set = examples.build_eval_set(
+    world_dir, sid_items=art.item_ids, sid_queries=art.query_texts
+  )
+  index = SidItemIndex.from_artefact(art)
+  trie = decoding.catalogue_trie(np.asarray(art.item_codes), model_cfg.sid_ranges)
+  batches = list(sft.eval_inputs(train_dir, "eval_click", batch_size=32, pad_last=True))
+  if FLAGS.max_queries:
+    batches = batches[: max(1, FLAGS.max_queries // 32)]
+  n_rows = sum(len(m) for _, m in batches)
+  mesh = sh.single_device_mesh()
+  points, searcher = [], None
+  examples_before, seconds_before = 0, 0.0
+  for k, name in enumerate(sft.STAGES):
+    stage_dir = train_dir / name
+    secs = _stage_seconds(stage_dir)
+    ckpt = checkpoints.Checkpointer(stage_dir / "checkpoints")
+    steps = ckpt.all_steps()
+    if k < 2:
+      steps = [s for s in steps if s == cfg.steps[k]]
+    opt = cfg.stage_train_config(k).optimizer
+    for step in steps:
+      ts = state.create_train_state(model_cfg, opt, mesh, sh.DP_RULES, seed=0)
+      ts, _ = ckpt.restore(ts, step=step)
+      model, _ = ts.merge()
+      if searcher is None:
+        searcher = decoding.make_beam_search(model, trie, beam_size=FLAGS.beam)
+      else:
+        searcher.state = nnx.state(model)
+      t = time.time()
+      beams = generative.decode_set(searcher, iter(batches))
+      rows_click = evaluate.ranking_from_beams(
+        index, beams.sid_index, eval_set, FLAGS.beam
+      )[0]
+      full = np.full((len(eval_set), rows_click.shape[1]), -1, np.int32)
+      full[eval_set.rows_of("click")[:n_rows]] = rows_click
+      mask = np.zeros(len(eval_set), bool)
+      mask[eval_set.rows_of("click")[:n_rows]] = True
+      res = _click_metrics(eval_set, full, mask)
+      pt = {
+        "stage": name,
+        "step": step,
+        "examples": examples_before + step * cfg.batch_size,
+        "train_seconds": round(seconds_before + _seconds_at(secs, step), 1),
+        "hr@10": res[0],
+        "mrr@10": res[1],
+        "queries": n_rows,
+        "decode_seconds": round(time.time() - t, 1),
+      }
+      print(json.dumps(pt), flush=True)
+      points.append(pt)
+    ckpt.close()
+    examples_before += cfg.steps[k] * cfg.batch_size
+    seconds_before += _seconds_at(secs, cfg.steps[k])
+  return points
+
+
+def _click_metrics(eval_set, rows, mask) -> tuple[float, float]:
+  """Click HR@10 and MRR@10 (item level) over the masked rows."""
+  import numpy as np
+
+  targets = eval_set.targets("click")
+  hits, rr = [], []
+  for r in np.nonzero(mask)[0]:
+    want = set(int(t) for t in targets[r] if t >= 0)
+    top = [int(i) for i in rows[r, :10]]
+    ranks = [j for j, i in enumerate(top) if i in want]
+    hits.append(1.0 if ranks else 0.0)
+    rr.append(1.0 / (ranks[0] + 1) if ranks else 0.0)
+  return float(np.mean(hits)), float(np.mean(rr))
+
+
+def collect(root: pathlib.Path) -> str:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  runs = {}
+  for path in sorted(root.glob("*/curve.json")):
+    runs[path.parent.name] = json.loads(path.read_text())
+  lines = [
+    "| run | examples | train s | click HR@10 | click MRR@10 |",
+    "|---|---|---|---|---|",
+  ]
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  for name, pts in runs.items():
+    last = pts[-1]
+    lines.append(
+      f"| {name} | {last['examples']} | {last['train_seconds']:.0f} | "
+      f"{last['hr@10']:.4f} | {last['mrr@10']:.4f} |"
+    )
+    for ax, x in zip(axes, ("examples", "train_seconds"), strict=True):
+      ax.plot([p[x] for p in pts], [p["hr@10"] for p in pts], marker=".", label=name)
+  for ax, x in zip(
+    axes, ("examples seen", "training seconds (2 CPU cores)"), strict=True
+  ):
+    ax.set(xlabel=x, ylabel="validation-day click HR@10")
+    ax.grid(alpha=0.3)
+  axes[1].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(root / "curves.png", dpi=80)
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  root = pathlib.Path(FLAGS.root)
+  root.mkdir(parents=True, exist_ok=True)
+  if FLAGS.collect:
+    print(collect(root))
+    return 0
+  if not FLAGS.name:
+    raise app.UsageError("--name is required (or --collect)")
+  base = ensure_base(root)
+  run_dir = root / f"{FLAGS.name}_s{FLAGS.seed}"
+  train(root, base, run_dir)
+  points = curve(run_dir)
+  (run_dir / "curve.json").write_text(json.dumps(points, indent=1))
+  print(collect(root))
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)
