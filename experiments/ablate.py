@@ -45,7 +45,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 # Stage directories a later variant may reuse (the pipeline re-checks them).
 SEEDED = ("world", "world_check", "sids", "train", "pars", "jax_cache")
-BASELINES = ("bm25", "dense", "mca")
+BASELINES = ("bm25", "dense", "mca", "sidq_pop", "query_memory")
 # (results key, column title) of the metrics table.
 COLUMNS = (
   ("click/hr@10", "click HR@10"),

@@ -220,7 +220,7 @@ def eval_config(
   batch_size: int = 32,
   ks: tuple[int, ...] = (10, 50, 350),
   k_max: int = 350,
-  baselines: tuple[str, ...] = ("bm25", "dense", "mca"),
+  baselines: tuple[str, ...] = ("bm25", "dense", "mca", "sidq_pop", "query_memory"),
   exact_rows: int = 8,
 ):
   """The eval stage (``eval.config.EvalConfig``); defaults: the main job."""

@@ -360,7 +360,8 @@ def _eval_stage(
   "onesearch+pars1", "onesearch+pars2", "onesearch+rm" and
   "onesearch+pars2+rm" (the RM re-rank of the SFT / pars2 beams).
 
-  Writes workdir/eval/{results.md, results.json, hr_curve.png}.
+  Writes workdir/eval/{results.md, results.json, hr_curve.png} and
+  examples.md (a few test-day searches of "onesearch", also printed).
   """
   from onesearch_jax import configs
   from onesearch_jax.eval.config import EvalConfig
@@ -371,12 +372,22 @@ def _eval_stage(
     pars_cfg = cfg.pars if cfg.pars is not None else configs.pars_config()
 
   def body(out: pathlib.Path) -> dict:
-    results = evaluate_workdir(workdir, world_dir, eval_cfg, pars=pars_cfg, log=log)
-    from onesearch_jax.eval import evaluate
+    from onesearch_jax.eval import evaluate, searches
+    from onesearch_jax.world import reader
 
+    eval_set, rankings, results = _score_workdir(
+      workdir, world_dir, eval_cfg, pars=pars_cfg, log=log
+    )
     files = evaluate.write_results(results, out)
     log(f"[eval] results ({out / evaluate.RESULTS_MD} has every metric and slice):")
     log(evaluate.summary_table(results))
+    items = [row for _, row in reader.iter_rows(world_dir / "items.jsonl", "items")]
+    shown = searches.example_searches(eval_set, rankings, items)
+    if shown:
+      (out / searches.EXAMPLES_MD).write_text(shown, encoding="utf-8")
+      files["examples"] = str(out / searches.EXAMPLES_MD)
+      log(f"[eval] example searches (also in {files['examples']}):")
+      log(shown)
     blob = pathlib.Path(files["json"]).read_bytes()
     return {"output_hash": hashlib.sha256(blob).hexdigest(), "files": files}
 
@@ -419,15 +430,28 @@ def evaluate_workdir(
     ("onesearch", "onesearch+pars1", "onesearch+pars2", "onesearch+rm",
     "onesearch+pars2+rm") and the configured baselines.
   """
+  return _score_workdir(workdir, world_dir, eval_cfg, pars=pars, log=log)[2]
+
+
+def _score_workdir(
+  workdir: pathlib.Path,
+  world_dir: pathlib.Path,
+  eval_cfg: Any,
+  *,
+  pars: Any = None,
+  log: Callable[[str], None] = print,
+) -> tuple[Any, dict, dict]:
+  """``evaluate_workdir`` with its inputs: (eval set, rankings, results)."""
   from onesearch_jax.eval import evaluate
 
   models, rerankers = workdir_models(workdir, world_dir, pars, log=log)
   eval_set, rankings, diags = rank_workdir(
     workdir, world_dir, eval_cfg, models=models, rerankers=rerankers, log=log
   )
-  return evaluate.evaluate_rankings(
+  results = evaluate.evaluate_rankings(
     eval_set, rankings, ks=eval_cfg.ks, diagnostics=diags
   )
+  return eval_set, rankings, results
 
 
 def workdir_models(
@@ -670,7 +694,20 @@ def run_pipeline(
     log(
       f"[pipeline] stage {len(results)}/{n} eval finished at {time.time() - start:.0f} s"
     )
-  log(
-    f"[pipeline] all {n} stages done in {time.time() - start:.1f} s; workdir {workdir}"
-  )
+  total = time.time() - start
+  log(f"[pipeline] all {n} stages done in {total:.1f} s; workdir {workdir}")
+  for line in stage_times(results, total):
+    log(f"[pipeline] {line}")
   return results
+
+
+def stage_times(results: dict[str, StageResult], total: float) -> list[str]:
+  """One line per stage, its wall seconds (from ``run_stage``) or "skipped
+  (done earlier)", then the total wall time of the run."""
+  width = max([len(name) for name in results] + [5])
+  lines = ["stage times:"]
+  for name, res in results.items():
+    took = "skipped (done earlier)" if res.skipped else f"{res.seconds:8.1f} s"
+    lines.append(f"  {name:<{width}} {took}")
+  lines.append(f"  {'total':<{width}} {total:8.1f} s")
+  return lines

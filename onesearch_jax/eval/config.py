@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from onesearch_jax.eval import baselines as baselines_lib
 from onesearch_jax.eval import metrics
 
 
@@ -18,7 +19,8 @@ class EvalConfig:
     batch_size: queries per beam-search call (fixed shape, compiled once).
     ks: the K of HR/Recall/MRR/NDCG@K.
     k_max: ranking length kept per system (>= max(ks)).
-    baselines: which of BM25 / dense / MCA to run beside the model.
+    baselines: which of ``eval.baselines.NAMES`` (bm25, dense, mca,
+      sidq_pop, query_memory) to run beside the model.
     exact_rows: eval queries whose exhaustive top-W (every catalogue SID
       scored by teacher forcing) measures the beam-search error; 0 = skip.
   """
@@ -27,7 +29,7 @@ class EvalConfig:
   batch_size: int = 32
   ks: tuple[int, ...] = metrics.DEFAULT_KS
   k_max: int = 350
-  baselines: tuple[str, ...] = ("bm25", "dense", "mca")
+  baselines: tuple[str, ...] = ("bm25", "dense", "mca", "sidq_pop", "query_memory")
   exact_rows: int = 8
 
   def __post_init__(self):
@@ -40,6 +42,6 @@ class EvalConfig:
       raise ValueError(
         f"EvalConfig: ks {self.ks} must be > 0 and <= k_max {self.k_max}"
       )
-    bad = sorted(set(self.baselines) - {"bm25", "dense", "mca"})
+    bad = sorted(set(self.baselines) - set(baselines_lib.NAMES))
     if bad:
       raise ValueError(f"EvalConfig: unknown baselines {bad}")

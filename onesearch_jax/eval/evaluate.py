@@ -1,5 +1,5 @@
 """Score rankings on the eval set, write results.{md,json} + an HR@K plot,
-and run the three baselines end to end.
+and run the baselines (BM25, dense, MCA, sidq_pop, query_memory) end to end.
 
 API for the pipeline's eval stage::
 
@@ -24,15 +24,18 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from onesearch_jax.eval import examples, metrics
+from onesearch_jax.eval import baselines as baselines_lib
+from onesearch_jax.eval import examples, metrics, sensitivity
 from onesearch_jax.eval import sid_items as sid_items_lib
 from onesearch_jax.eval.baselines import bm25 as bm25_lib
 from onesearch_jax.eval.baselines import dense as dense_lib
 from onesearch_jax.eval.baselines import mca as mca_lib
+from onesearch_jax.eval.baselines import rules as rules_lib
 
 DEFAULT_K_MAX = 350
-BASELINES = ("bm25", "dense", "mca")
+BASELINES = baselines_lib.NAMES
 RESULTS_MD, RESULTS_JSON, HR_PNG = "results.md", "results.json", "hr_curve.png"
+QSENS = f"qsens@{sensitivity.K}"
 
 
 def slice_groups(eval_set: examples.EvalSet, kind: str) -> dict[str, np.ndarray]:
@@ -135,9 +138,12 @@ def evaluate_rankings(
     across_processes: sum over JAX processes (each passing its own rows).
 
   Returns:
-    {"ks", "k_max", "sets": {kind: n}, "skips", "slice_config",
+    {"ks", "k_max", "sets": {kind: n}, "skips", "query_sensitivity":
+     {"k", "queries", "pairs", "seed"},
      "systems": {name: {"click": {group: {...}}, "order": {...},
-                        "diagnostics": {...}}}}.
+                        "qsens@10": float, "diagnostics": {...}}}}.
+    ``qsens@10`` (``eval.sensitivity``): mean top-10 overlap over pairs of
+    click queries of different level-1 categories (NaN without pairs).
   """
   ks = tuple(int(k) for k in ks)
   out = {
@@ -190,6 +196,10 @@ def evaluate_rankings(
       sys_out["diagnostics"] = dict(diagnostics[name])
     out["systems"][name] = sys_out
   out["k_max"] = k_max
+  info, qsens = sensitivity.query_sensitivity(eval_set, rankings)
+  out["query_sensitivity"] = info
+  for name, v in qsens.items():
+    out["systems"][name][QSENS] = v
   return out
 
 
@@ -220,11 +230,21 @@ def results_markdown(results: Mapping) -> str:
   lines += [f"Test sets: {sets}. Ranking length K_max = {results['k_max']}."]
   if results.get("skips"):
     lines += [f"Left out: {results['skips']}."]
+  qs = results.get("query_sensitivity")
+  if qs:
+    lines += [
+      f"{QSENS} (last column): mean top-{qs['k']} overlap over {qs['pairs']} "
+      f"pairs of the {qs['queries']} distinct click queries whose level-1 "
+      "categories differ (0 = the ranking follows the query, 1 = query-blind)."
+    ]
   lines += ["", "## All test sessions", ""]
   header = ["system"] + [f"{k} {_metric_label(m)}" for k in kinds for m in names]
+  header += [QSENS]
   rows = []
   for sys_name, s in results["systems"].items():
-    rows.append([sys_name] + [s[k]["all"][m] for k in kinds for m in names])
+    rows.append(
+      [sys_name] + [s[k]["all"][m] for k in kinds for m in names] + [s.get(QSENS)]
+    )
   lines += _table(header, rows)
   for kind in kinds:
     lines += ["", f"## Slices, {kind} set", ""]
@@ -252,14 +272,16 @@ def results_markdown(results: Mapping) -> str:
 
 def summary_table(results: Mapping) -> str:
   """A compact Markdown table for the terminal: per system, HR@K and MRR@K at
-  the smallest and largest K, and graded NDCG at the smallest K, per set."""
+  the smallest and largest K, and graded NDCG at the smallest K, per set; then
+  the query sensitivity (``qsens@10``, lower = more query-specific)."""
   ks = results["ks"]
   lo, hi = min(ks), max(ks)
   cols = [f"hr@{lo}", f"hr@{hi}", f"mrr@{lo}", f"gndcg@{lo}"]
   kinds = [k for k in examples.KINDS if results["sets"].get(k)]
   header = ["system"] + [f"{k} {_metric_label(m)}" for k in kinds for m in cols]
+  header += [QSENS]
   rows = [
-    [name] + [s[k]["all"][m] for k in kinds for m in cols]
+    [name] + [s[k]["all"][m] for k in kinds for m in cols] + [s.get(QSENS)]
     for name, s in results["systems"].items()
   ]
   return "\n".join(_table(header, rows))
@@ -355,12 +377,13 @@ def run_baselines(
   progress: Callable[[str], None] | None = print,
   timings: dict | None = None,
 ) -> dict[str, np.ndarray]:
-  """Rankings of the BM25, dense and MCA baselines on the eval set.
+  """Rankings of the BM25, dense, MCA, sidq_pop and query_memory baselines.
 
   Args:
     world_dir: the world directory (or its ``examples.read_eval_tables``).
     sid_dir: the SID artefact directory (its text encoder embeds queries and
-      items for the dense channel).
+      items for the dense channel; its item and query codes give the rules'
+      level-1 clusters).
     eval_set: the set to rank (None: ``build_eval_set(world_dir)``).
     k_max: ranking length.
     systems: which of BASELINES to run.
@@ -438,5 +461,16 @@ def run_baselines(
     ]
     out["mca"] = cascade.rank(eval_sessions, k_max)
     done(f"mca (ranker log loss {ranker.losses[0]:.4f} -> {ranker.losses[-1]:.4f})", t)
+  rules = [s for s in rules_lib.NAMES if s in systems]
+  if rules:
+    from onesearch_jax.khqe import artefact
+
+    t = time.perf_counter()
+    rule_ranker = rules_lib.from_artefact(
+      artefact.load(sid_dir), item_ids, tables.recall
+    )
+    for s in rules:
+      out[s] = rule_ranker.rank(s, queries, k_max)
+    done(" + ".join(rules), t)
   times["total"] = time.perf_counter() - t0
   return out

@@ -75,6 +75,8 @@ class EvalSet:
     click_item_slice, order_item_slice: [E] str in COLD_WARM.
     train_query_counts: query -> train sessions (the slice source).
     skips: reason -> count of things left out (reported, never silent).
+    item_categories: N level-1 category ids of the items (the query
+      sensitivity pairs, ``eval.sensitivity``); () when unknown.
   """
 
   item_ids: tuple[str, ...]
@@ -94,6 +96,7 @@ class EvalSet:
   order_item_slice: np.ndarray
   train_query_counts: Mapping[str, int]
   skips: Mapping[str, int]
+  item_categories: tuple[str, ...] = ()
 
   def __len__(self) -> int:
     return len(self.queries)
@@ -312,4 +315,5 @@ def build_eval_set(
     order_item_slice=np.asarray(cols["order_item_slice"], dtype=object).astype(str),
     train_query_counts=dict(train_q),
     skips={k: v for k, v in sorted(skips.items()) if v},
+    item_categories=tuple(str(r.get("category_level1_id") or "") for r in world.items),
   )

@@ -117,13 +117,16 @@ def test_run_baselines_end_to_end_tiny_world(tiny_world_dir, tmp_path):
   rankings = evaluate.run_baselines(
     tiny_world_dir, sid_dir, eval_set=es, k_max=100, progress=None, timings=timings
   )
-  assert set(rankings) == {"bm25", "dense", "mca"}
+  assert set(rankings) == {"bm25", "dense", "mca", "sidq_pop", "query_memory"}
   for r in rankings.values():
     assert r.shape == (len(es), 100) and r.dtype == np.int32
   res = evaluate.evaluate_rankings(es, rankings, ks=(10, 100))
   for name in rankings:
     hr = res["systems"][name]["click"]["all"]["hr@100"]
     assert 0.1 < hr <= 1.0, (name, hr)
+  # Text and cluster rankings follow the query: far from query-blind.
+  assert res["systems"]["bm25"]["qsens@10"] < 0.2
+  assert res["systems"]["sidq_pop"]["qsens@10"] < 0.5
   loss0, loss1 = timings["mca_train_logloss"]
   assert loss1 < loss0
   paths = evaluate.write_results(res, tmp_path / "eval")

@@ -16,6 +16,9 @@ def test_world_stage_runs_then_resumes_then_rebuilds(tmp_path):
   )
   first = pipeline.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
   assert not first.skipped
+  assert logs[-3] == "[pipeline] stage times:"
+  assert logs[-2] == f"[pipeline]   world {first.seconds:8.1f} s"
+  assert logs[-1].startswith("[pipeline]   total ") and logs[-1].endswith(" s")
   manifest = json.loads((tmp_path / "world" / "manifest.json").read_text())
   assert first.marker["output_hash"] == manifest["content_hash"]
   assert any(line.startswith("items ") for line in logs)  # statistics printed
@@ -24,6 +27,7 @@ def test_world_stage_runs_then_resumes_then_rebuilds(tmp_path):
   again = pipeline.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
   assert again.skipped and again.marker == first.marker
   assert any("up to date" in line for line in logs)
+  assert logs[-2] == "[pipeline]   world skipped (done earlier)"
 
   # A killed run (no marker) is redone from scratch, not trusted.
   (tmp_path / "world" / pipeline.MARKER).unlink()
@@ -38,6 +42,19 @@ def test_world_stage_runs_then_resumes_then_rebuilds(tmp_path):
   other = pipeline.run_pipeline(cfg2, tmp_path, log=logs.append)["world"]
   assert not other.skipped
   assert other.marker["output_hash"] != first.marker["output_hash"]
+
+
+def test_stage_times_lines():
+  res = {
+    "world": pipeline.StageResult("world", True, 0.0, {}),
+    "train": pipeline.StageResult("train", False, 132.04, {}),
+  }
+  assert pipeline.stage_times(res, 140.0) == [
+    "stage times:",
+    "  world skipped (done earlier)",
+    "  train    132.0 s",
+    "  total    140.0 s",
+  ]
 
 
 def test_unknown_world_override_is_refused():

@@ -29,7 +29,12 @@ def workdir(sft_run, sft_sids, tmp_path_factory) -> pathlib.Path:
 
 
 CFG = EvalConfig(
-  beam_size=12, batch_size=8, ks=(1, 5, 10), k_max=12, baselines=("bm25",), exact_rows=3
+  beam_size=12,
+  batch_size=8,
+  ks=(1, 5, 10),
+  k_max=12,
+  baselines=("bm25", "sidq_pop", "query_memory"),
+  exact_rows=3,
 )
 
 
@@ -41,7 +46,8 @@ def ranked(workdir, sft_world):
 @pytest.mark.slow
 def test_eval_stage_ranks_with_valid_unique_beams(ranked):
   eval_set, rankings, diags = ranked
-  assert set(rankings) == {"onesearch", "bm25"} and set(diags) == {"onesearch"}
+  assert set(rankings) == {"onesearch", "bm25", "sidq_pop", "query_memory"}
+  assert set(diags) == {"onesearch"}
   diag = diags["onesearch"]
   rows = rankings["onesearch"]
   assert rows.shape == (len(eval_set), CFG.k_max)
@@ -56,7 +62,14 @@ def test_eval_stage_ranks_with_valid_unique_beams(ranked):
     assert len(set(items.tolist())) == len(items)  # no item twice
   res = evaluate.evaluate_rankings(eval_set, rankings, ks=CFG.ks)
   md = evaluate.results_markdown(res)
-  assert "onesearch" in md and "bm25" in md
+  assert "onesearch" in md and "bm25" in md and "| query_memory |" in md
+  for name in rankings:
+    assert 0.0 <= res["systems"][name]["qsens@10"] <= 1.0
+  # Rules rank whole clusters, then the catalogue: full rows, no repeats.
+  for name in ("sidq_pop", "query_memory"):
+    r = rankings[name]
+    assert (r >= 0).all() or len(eval_set.item_ids) < CFG.k_max
+    assert all(len(set(x.tolist())) == len(x) for x in r)
 
 
 @pytest.mark.slow
