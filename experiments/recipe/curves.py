@@ -51,6 +51,9 @@ flags.DEFINE_integer("save_every", 100, "Checkpoint (= curve point) cadence in s
 flags.DEFINE_integer("beam", 32, "Beam size of the curve decode.")
 flags.DEFINE_integer("max_queries", 0, "Decode at most this many queries (0 = all).")
 flags.DEFINE_bool("collect", False, "Print the table of every run under --root.")
+flags.DEFINE_string(
+  "plot", "", "--collect: write the plot here (default ROOT/curves.png)."
+)
 
 VALIDATION = "world_config.eval_day = 'validation'"
 
@@ -205,28 +208,49 @@ def _click_metrics(eval_set, rows, mask) -> tuple[float, float]:
   return float(np.mean(hits)), float(np.mean(rr))
 
 
-def collect(root: pathlib.Path) -> str:
+def collect(root: pathlib.Path, out_png: pathlib.Path | None = None) -> str:
+  """A markdown table (one row per recipe: seeds, final validation HR@10 /
+  MRR@10 as mean and min-max over seeds) and the curves plot (one colour per
+  recipe, one line per seed) of every finished run under root."""
+  import collections
+
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  import numpy as np
 
-  runs = {}
-  for path in sorted(root.glob("*/curve.json")):
-    runs[path.parent.name] = json.loads(path.read_text())
+  runs: dict[str, dict[int, list[dict]]] = collections.defaultdict(dict)
+  for path in sorted(root.glob("*_s*/curve.json")):
+    name, _, seed = path.parent.name.rpartition("_s")
+    runs[name][int(seed)] = json.loads(path.read_text())
   lines = [
-    "| run | examples | train s | click HR@10 | click MRR@10 |",
-    "|---|---|---|---|---|",
+    "| recipe | seeds | examples | train s (mean) | val click HR@10 mean (min-max) "
+    "| val click MRR@10 mean (min-max) |",
+    "|---|---|---|---|---|---|",
   ]
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  for name, pts in runs.items():
-    last = pts[-1]
+  colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  for c, (name, seeds) in enumerate(sorted(runs.items())):
+    last = [pts[-1] for pts in seeds.values()]
+    hr = np.array([p["hr@10"] for p in last])
+    mrr = np.array([p["mrr@10"] for p in last])
+    secs = np.mean([p["train_seconds"] for p in last])
     lines.append(
-      f"| {name} | {last['examples']} | {last['train_seconds']:.0f} | "
-      f"{last['hr@10']:.4f} | {last['mrr@10']:.4f} |"
+      f"| {name} | {', '.join(map(str, sorted(seeds)))} | {last[0]['examples']} | "
+      f"{secs:.0f} | {hr.mean():.4f} ({hr.min():.4f}-{hr.max():.4f}) | "
+      f"{mrr.mean():.4f} ({mrr.min():.4f}-{mrr.max():.4f}) |"
     )
-    for ax, x in zip(axes, ("examples", "train_seconds"), strict=True):
-      ax.plot([p[x] for p in pts], [p["hr@10"] for p in pts], marker=".", label=name)
+    for i, (_seed, pts) in enumerate(sorted(seeds.items())):
+      for ax, x in zip(axes, ("examples", "train_seconds"), strict=True):
+        ax.plot(
+          [p[x] for p in pts],
+          [p["hr@10"] for p in pts],
+          marker=".",
+          color=colours[c % len(colours)],
+          alpha=0.9,
+          label=name if i == 0 else None,
+        )
   for ax, x in zip(
     axes, ("examples seen", "training seconds (2 CPU cores)"), strict=True
   ):
@@ -234,7 +258,8 @@ def collect(root: pathlib.Path) -> str:
     ax.grid(alpha=0.3)
   axes[1].legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(root / "curves.png", dpi=80)
+  fig.savefig(out_png or root / "curves.png", dpi=80)
+  plt.close(fig)
   return "\n".join(lines)
 
 
@@ -243,7 +268,7 @@ def main(argv):
   root = pathlib.Path(FLAGS.root)
   root.mkdir(parents=True, exist_ok=True)
   if FLAGS.collect:
-    print(collect(root))
+    print(collect(root, pathlib.Path(FLAGS.plot) if FLAGS.plot else None))
     return 0
   if not FLAGS.name:
     raise app.UsageError("--name is required (or --collect)")
