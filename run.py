@@ -7,7 +7,7 @@ r"""onesearch_jax command line (absl + gin).
   python run.py --mode=train                      # world -> sids -> SFT 1, 2, 3
   python run.py --mode=train --gin_file=gin/models/small.gin \
       --gin_bindings="sft_config.steps=(500, 500, 1000)"
-  python run.py --mode=pars                       # ... -> pars/ (RM + PARS 1, 2)
+  python run.py --mode=pars                       # ... -> pars/ (RM + PARS 1, 2; not in the main job)
   python run.py --mode=eval                       # ... -> eval/results.md
   python run.py --mode=infer --requests=req.jsonl --infer_output=out.jsonl
   python run.py --mode=validate --world_dir=/path/to/kuaisearch   # real data
@@ -33,7 +33,7 @@ MODE_STAGES = {
   "build_sids": ("world", "sids"),
   "train": ("world", "sids", "train"),
   "pars": ("world", "sids", "train", "pars"),
-  "eval": ("world", "sids", "train", "pars", "eval"),
+  "eval": ("world", "sids", "train", "eval"),
 }
 # gin name -> factory in onesearch_jax.configs (the only gin registrations).
 CONFIGURABLES = (
