@@ -13,7 +13,7 @@ import dataclasses
 from typing import Any
 
 from onesearch_jax import sharding
-from onesearch_jax.pipeline import STAGE_ORDER, PipelineConfig
+from onesearch_jax.pipeline import PipelineConfig
 from onesearch_jax.world.config import WorldConfig
 
 WORLD_PRESETS = ("tiny", "default", "large")

@@ -71,7 +71,10 @@ cfg = configs.pipeline_config(
   stages=("world", "sids", "train", "eval"),
   train=configs.sft_config(
     train=configs.train_config(
-      log_every=50, eval_every=0, save_every_steps=200, optimizer=configs.optimizer_config()
+      log_every=50,
+      eval_every=0,
+      save_every_steps=200,
+      optimizer=configs.optimizer_config(),
     ),
     steps=(50, 50, 800),
     eval_batches=1,
