@@ -21,7 +21,10 @@ import gin
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXPERIMENTS = ("tokenizer", "opq_depth", "museq", "pars", "seeds")
-NO_PARS = {"stages": ("world", "sids", "train", "eval")}
+# The main job's stage list has no pars stage, so the variants that spell it
+# out change nothing there; the pars experiment adds the stage.
+NO_PARS: dict = {}
+WITH_PARS = {"stages": ("world", "sids", "train", "pars", "eval")}
 NO_BASELINES = {"eval.baselines": ()}
 
 
@@ -139,15 +142,17 @@ EXPECTED = {
     **NO_BASELINES,
     "train.museq.sliding_window": False,
   },
-  "pars/00_main.gin": {},
+  "pars/00_main.gin": {**WITH_PARS},
   "seeds/00_seed0.gin": {**NO_PARS},
   "seeds/01_seed1.gin": {**NO_PARS, **NO_BASELINES, "train.train.seed": 1},
   "seeds/02_seed2.gin": {**NO_PARS, **NO_BASELINES, "train.train.seed": 2},
   "pars/01_sft_term.gin": {
+    **WITH_PARS,
     **NO_BASELINES,
     **{f"pars.pars.phase{k}.loss.sft_weight": 1.0 for k in (1, 2)},
   },
   "pars/02_gentle.gin": {
+    **WITH_PARS,
     **NO_BASELINES,
     **{f"pars.pars.phase{k}.loss.beta": 0.5 for k in (1, 2)},
     **{f"pars.pars.phase{k}.optimizer.learning_rate": 1e-4 for k in (1, 2)},
