@@ -125,36 +125,56 @@ def stage2_templates(config: MuSeqConfig) -> dict[str, Template]:
   return dict(STAGE2_TOKENS if config.prompt_style == "tokens" else STAGE2)
 
 
+# Stage-3 segment labels per style: segment -> label, and how the prompt is
+# opened, joined and closed.
+_STAGE3_LABELS = {
+  "tokens": {
+    "uid": "[UID]",
+    "query": "[Q]",
+    "sid_q": "[QID]",
+    "seq_q": "[RQ]",
+    "seq_short": "[RC]",
+    "long": "[LT]",
+    "profile": "[PF]",
+  },
+  "words": {
+    "uid": "user id: ",
+    "query": "query: ",
+    "sid_q": "query id: ",
+    "seq_q": "recent queries: ",
+    "seq_short": "recently clicked items: ",
+    "long": "long-term behaviour: ",
+    "profile": "user: ",
+  },
+}
+_STAGE3_FRAME = {  # (open, join, close)
+  "tokens": ("[BOS]", "", "[GEN_IID]"),
+  "words": ("[BOS] ", " [SEP] ", " [SEP] give the appropriate item id: [EOS]"),
+}
+
+
 def stage3_template(config: MuSeqConfig) -> Template:
   """The personalised prompt, with the segments the ablations keep.
 
   "tokens" style: ``[BOS][UID]uid[Q]query[QID]SID_q[RQ]q1[SEP]q2..[RC]SIDs
-  [LT][EMB]..[PF]profile[GEN_IID]``; "words" style: the English labels.
+  [LT][EMB]..[PF]profile[GEN_IID]``; "words" style: the English labels,
+  segments joined by ``[SEP]``, the official prompt's instruction last.
   """
-  if config.prompt_style == "tokens":
-    parts = []
-    if config.user_id != "none":
-      parts.append("[UID]{uid}")
-    parts += ["[Q]{query}", "[QID]{sid_q}", "[RQ]{seq_q}"]
-    if config.use_seq_short:
-      parts.append("[RC]{seq_short}")
-    if config.use_long_seq:
-      parts.append("[LT]" + "[EMB]" * config.n_emb_tokens)
-    if config.use_profile:
-      parts.append("[PF]{profile}")
-    return Template("[BOS]" + "".join(parts) + "[GEN_IID]", "{target}")
+  label = _STAGE3_LABELS[config.prompt_style]
+  keep = {
+    "uid": config.user_id != "none",
+    "seq_short": config.use_seq_short,
+    "long": config.use_long_seq,
+    "profile": config.use_profile,
+  }
   parts = []
-  if config.user_id != "none":
-    parts.append("user id: {uid}")
-  parts += ["query: {query}", "query id: {sid_q}", "recent queries: {seq_q}"]
-  if config.use_seq_short:
-    parts.append("recently clicked items: {seq_short}")
-  if config.use_long_seq:
-    parts.append("long-term behaviour: " + "[EMB]" * config.n_emb_tokens)
-  if config.use_profile:
-    parts.append("user: {profile}")
-  parts.append("give the appropriate item id:")
-  return Template("[BOS] " + " [SEP] ".join(parts) + " [EOS]", "{target}")
+  for seg in ("uid", "query", "sid_q", "seq_q", "seq_short", "long", "profile"):
+    if not keep.get(seg, True):
+      continue
+    body = "[EMB]" * config.n_emb_tokens if seg == "long" else "{" + seg + "}"
+    parts.append(label[seg] + body)
+  opening, join, close = _STAGE3_FRAME[config.prompt_style]
+  return Template(opening + join.join(parts) + close, "{target}")
 
 
 def stage3_fields(
