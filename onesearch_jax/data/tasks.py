@@ -53,6 +53,25 @@ from onesearch_jax.data import vocab as vocab_lib
 from onesearch_jax.data.sid_table import SIDTable
 
 TRAIN, TEST = "train", "test"
+# Every task kind register_tasks can make (a kind with no examples, or one
+# an ablation switches off, is not registered).
+TASK_KINDS = (
+  "s1_query_to_sid",
+  "s1_sid_to_query",
+  "s1_title_to_sid",
+  "s1_sid_to_title",
+  "s1_text_to_category",
+  "s1_sid_to_category",
+  "s2_query_to_title",
+  "s2_title_to_query",
+  "s2_sidq_to_sidi",
+  "s2_sidi_to_sidq",
+  "s2_query_to_sidi",
+  "s3_personal",
+  "s3_window",
+  "eval_click",
+  "eval_order",
+)
 SHUFFLE_BUFFER = 10_000
 
 

@@ -43,6 +43,7 @@ import numpy as np
 
 from onesearch_jax import sharding as sh
 from onesearch_jax.data import model_batches, museq
+from onesearch_jax.data import tasks as tasks_lib
 from onesearch_jax.data import vocab as vocab_lib
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.model.model import LossConfig
@@ -538,7 +539,7 @@ def run_sft(
       final_hash = done.get("params_hash", "")
       log(f"[train] {name} finished earlier ({done['steps']} steps), skipping")
       continue
-    mixture = stage_members(cfg, k, registered)
+    mixture = stage_members(cfg, k, registered, log)
     long_seq = k == 2 and model_cfg.use_qformer
     batches = model_batches.TrainBatches(
       mixture,
@@ -632,24 +633,36 @@ def run_sft(
   return result
 
 
-def stage_members(cfg: SFTConfig, k: int, registered) -> str | list[tuple[str, float]]:
+def stage_members(
+  cfg: SFTConfig, k: int, registered, log: Callable[[str], None] | None = None
+) -> str | list[tuple[str, float]]:
   """What stage k samples: its seqio mixture name, or the (task, rate) list
   of ``cfg.stage_tasks[k]`` (rate = multiplier x the task's examples).
 
+  A listed kind with no examples (e.g. ``s3_window`` under the
+  ``sliding_window=False`` ablation) is left out and reported through `log`.
+
   Raises:
-    ValueError: a listed kind is unknown or has no examples.
+    ValueError: a listed kind is unknown, or no listed kind has examples.
   """
   entry = cfg.stage_tasks[k]
   if not entry:
     return registered.mixtures[STAGES[k]]
-  out = []
+  out, empty = [], []
   for kind, mult in entry:
-    if kind not in registered.tasks:
+    if kind not in tasks_lib.TASK_KINDS or kind.startswith("eval_"):
       raise ValueError(
-        f"SFTConfig.stage_tasks[{k}]: task kind {kind!r} has no examples or does "
-        f"not exist; registered: {sorted(registered.tasks)}"
+        f"SFTConfig.stage_tasks[{k}]: unknown training task kind {kind!r}; "
+        f"known: {[t for t in tasks_lib.TASK_KINDS if not t.startswith('eval_')]}"
       )
+    if kind not in registered.tasks:
+      empty.append(kind)
+      continue
     out.append((registered.tasks[kind], float(mult) * registered.counts[kind]))
+  if empty and log is not None:
+    log(f"[train] {STAGES[k]}: no examples for {empty}; sampling the other tasks")
+  if not out:
+    raise ValueError(f"SFTConfig.stage_tasks[{k}]: none of {entry} has examples")
   return out
 
 

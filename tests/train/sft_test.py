@@ -199,3 +199,40 @@ def test_eval_inputs_from_the_output_dir(sft_run, sft_world):
       assert f"[Q]{m['query']}[QID]" in text and m["query"] == r["query"]
     n += len(metas)
   assert n == res.counts["eval_click"] > 0
+
+
+def test_stage_members_rates_and_missing_kinds():
+  """Rates are multiplier x example count; a kind an ablation switched off is
+  left out with a note; unknown kinds and empty stages are errors."""
+  import dataclasses
+  import types
+
+  from onesearch_jax.train import sft as sft_lib
+
+  reg = types.SimpleNamespace(
+    tasks={"s3_personal": "p_s3_personal", "s1_title_to_sid": "p_s1_title_to_sid"},
+    counts={"s3_personal": 100, "s1_title_to_sid": 40},
+    mixtures={"stage3": "p_stage3"},
+  )
+  cfg = sft_lib.SFTConfig(
+    schedule="continuous",
+    stage_tasks=(
+      (),
+      (("s1_title_to_sid", 1.0),),
+      (("s3_personal", 1.0), ("s3_window", 1.0), ("s1_title_to_sid", 0.5)),
+    ),
+  )
+  notes = []
+  got = sft_lib.stage_members(cfg, 2, reg, notes.append)
+  assert got == [("p_s3_personal", 100.0), ("p_s1_title_to_sid", 20.0)]
+  assert notes and "s3_window" in notes[0]
+  assert (
+    sft_lib.stage_members(cfg, 0, types.SimpleNamespace(mixtures={"stage1": "m1"}))
+    == "m1"
+  )
+  bad = dataclasses.replace(cfg, stage_tasks=((), (("s9_nope", 1.0),), ()))
+  with pytest.raises(ValueError, match="unknown training task kind"):
+    sft_lib.stage_members(bad, 1, reg)
+  empty = dataclasses.replace(cfg, stage_tasks=((), (("s3_window", 1.0),), ()))
+  with pytest.raises(ValueError, match="none of"):
+    sft_lib.stage_members(empty, 1, reg)
