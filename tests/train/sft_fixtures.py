@@ -82,6 +82,10 @@ def _tiny_sft_config(**kw):
     eval_batches=1,
     eval_batch_size=8,
     sentencepiece={"vocab_size": 300},
+    # Each stage warms up from lr 0, so stage 2's first step keeps stage 1's
+    # final parameters (test_three_stages_chain...); the main job's
+    # continuous schedule is tested in tests/train/optimizers_test.py.
+    schedule="per_stage",
   )
   args.update(kw)
   return configs.sft_config(**args)
