@@ -248,14 +248,9 @@ def build_corpus(
     }
     for q, i in sorted(pairs)
   ]
-  for kind in (
-    "query_to_title",
-    "title_to_query",
-    "sidq_to_sidi",
-    "sidi_to_sidq",
-    "query_to_sidi",
-  ):
-    columns[f"s2_{kind}"] = _cols(s2)
+  for kind in TASK_KINDS:
+    if kind.startswith("s2_"):
+      columns[kind] = _cols(s2)
   # Stage 3 and eval.
   index = build_index(world, table, config)
 
