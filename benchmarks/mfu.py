@@ -2,7 +2,7 @@
 
   JAX_PLATFORMS=cpu python benchmarks/mfu.py [--preset=small]
       [--shapes=64x128x6,128x128x6,32x128x64] [--steps=5] [--dropout=0.1,0.0]
-      [--peak_n=2048] [--prng=unsafe_rbg] [--json=/tmp/mfu.json]
+      [--peak_n=2048] [--prng=unsafe_rbg] [--vocab_size=2446] [--json=/tmp/mfu.json]
 
 Run it WITHOUT --xla_force_host_platform_device_count: one CPU device that
 owns every core (the same device the peak matmul runs on). Each shape is
@@ -122,6 +122,12 @@ def main(argv=None) -> int:
   p.add_argument("--shapes", default="64x128x6,128x128x6,32x128x64")
   p.add_argument("--dropout", default="0.1,0.0", help="comma list of rates")
   p.add_argument("--dtype", default="float32", help="model compute dtype")
+  p.add_argument(
+    "--vocab_size",
+    type=int,
+    default=0,
+    help="override the preset's vocabulary (0 = preset; the main job's is 2446)",
+  )
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--peak_n", type=int, default=2048)
   p.add_argument("--json", default="", help="write the rows here")
@@ -163,7 +169,10 @@ def main(argv=None) -> int:
   rows = []
   for b, enc_len, dec_len in shapes:
     for rate in rates:
-      cfg = model_config(args.preset, {"dropout_rate": rate, "dtype": args.dtype})
+      over = {"dropout_rate": rate, "dtype": args.dtype}
+      if args.vocab_size:
+        over["vocab_size"] = args.vocab_size
+      cfg = model_config(args.preset, over)
       flops = train_flops_per_batch(cfg, b, enc_len, dec_len)
       t = time_train_step(cfg, b, enc_len, dec_len, args.steps, probe)
       # Per step: achieved FLOP/s over the better of the two bracketing probes.

@@ -163,7 +163,7 @@ def sft_config(
   model: Any = None,
   train: Any = None,
   mesh: Any = None,
-  steps: tuple[int, int, int] = (100, 100, 1600),
+  steps: tuple[int, int, int] = (100, 100, 2100),
   batch_size: int = 32,
   lengths: tuple[tuple[int, int], ...] = ((48, 6), (48, 6), (112, 6)),
   eval_batches: int = 4,
