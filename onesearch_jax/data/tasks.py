@@ -72,6 +72,8 @@ TASK_KINDS = (
   "eval_click",
   "eval_order",
 )
+# The kinds a training stage may sample (the eval_* kinds are eval-only).
+TRAIN_TASK_KINDS = tuple(k for k in TASK_KINDS if not k.startswith("eval_"))
 SHUFFLE_BUFFER = 10_000
 
 

@@ -650,10 +650,10 @@ def stage_members(
     return registered.mixtures[STAGES[k]]
   out, empty = [], []
   for kind, mult in entry:
-    if kind not in tasks_lib.TASK_KINDS or kind.startswith("eval_"):
+    if kind not in tasks_lib.TRAIN_TASK_KINDS:
       raise ValueError(
         f"SFTConfig.stage_tasks[{k}]: unknown training task kind {kind!r}; "
-        f"known: {[t for t in tasks_lib.TASK_KINDS if not t.startswith('eval_')]}"
+        f"known: {list(tasks_lib.TRAIN_TASK_KINDS)}"
       )
     if kind not in registered.tasks:
       empty.append(kind)
