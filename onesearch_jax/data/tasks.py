@@ -17,9 +17,14 @@ Stage 2 (co-occurrence), split "train", one example per distinct (query,
   ``{p}_s2_sidi_to_sidq``, ``{p}_s2_query_to_sidi`` (query text + SID_q ->
   clicked item SID).
 Stage 3 (personalised), split "train": ``{p}_s3_personal`` (one example per
-  clicked item of a train session) and ``{p}_s3_window`` (sliding-window
+  clicked item of a train session), ``{p}_s3_window`` (sliding-window
   samples, ``museq.MuSeqIndex.window_examples``; absent when
-  ``config.sliding_window`` is False).
+  ``config.sliding_window`` is False) and ``{p}_s3_query`` (the
+  ``s3_personal`` examples with the user segments blanked: uid, Seq_q,
+  Seq_short and profile "none", no long-term items; the stage-3 prompt of a
+  cold-start user). ``s3_query`` is context dropout: it teaches the query's
+  own click distribution in the stage-3 prompt; the stage mixtures only
+  sample it where ``SFTConfig.stage_tasks`` names it.
 Eval, split "test": ``{p}_eval_click`` / ``{p}_eval_order``: one example per
   test session with a click / purchase, carrying "user_id", "session_id",
   "query" and "target_item_ids" (all clicked / purchased items) for item-level
@@ -69,11 +74,15 @@ TASK_KINDS = (
   "s2_query_to_sidi",
   "s3_personal",
   "s3_window",
+  "s3_query",
   "eval_click",
   "eval_order",
 )
 # The kinds a training stage may sample (the eval_* kinds are eval-only).
 TRAIN_TASK_KINDS = tuple(k for k in TASK_KINDS if not k.startswith("eval_"))
+# Augmentation kinds left out of the registered ``{p}_stage*`` mixtures (an
+# SFT recipe samples them only where ``SFTConfig.stage_tasks`` names them).
+AUGMENT_KINDS = ("s3_query",)
 SHUFFLE_BUFFER = 10_000
 
 
@@ -150,6 +159,16 @@ def _stage3_row(
       target_item_ids=list(ex.targets),
     )
   return row
+
+
+def _without_user(row: dict[str, Any]) -> dict[str, Any]:
+  """A stage-3 row with its user segments blanked (the ``s3_query`` kind)."""
+  out = dict(row)
+  for k in ("uid", "seq_q", "seq_short", "profile"):
+    out[k] = prompts.EMPTY
+  for k in ("long_click", "long_order", "long_rsu"):
+    out[k] = []
+  return out
 
 
 def build_index(
@@ -265,7 +284,9 @@ def build_corpus(
       out.append(_stage3_row(ex, table, config, eval_row))
     return out
 
-  columns["s3_personal"] = _cols(rows_of(index.train_examples(), False, "s3"))
+  s3_rows = rows_of(index.train_examples(), False, "s3")
+  columns["s3_personal"] = _cols(s3_rows)
+  columns["s3_query"] = _cols([_without_user(r) for r in s3_rows])
   if config.sliding_window:
     columns["s3_window"] = _cols(rows_of(index.window_examples(), False, "s3_window"))
   for kind in ("click", "order"):
@@ -426,7 +447,7 @@ def register_tasks(
   templates = {f"s1_{k}": t for k, t in prompts.stage1_templates(config).items()}
   templates.update({f"s2_{k}": t for k, t in prompts.stage2_templates(config).items()})
   s3 = prompts.stage3_template(config)
-  for kind in ("s3_personal", "s3_window", "eval_click", "eval_order"):
+  for kind in ("s3_personal", "s3_window", "s3_query", "eval_click", "eval_order"):
     templates[kind] = s3
   d = sid_table.dim
   tasks, counts = {}, {}
@@ -469,7 +490,7 @@ def register_tasks(
   for stage in ("s1", "s2", "s3"):
     members = []
     for kind, name in tasks.items():
-      if not kind.startswith(stage + "_") or kind not in tasks:
+      if not kind.startswith(stage + "_") or kind in AUGMENT_KINDS:
         continue
       rate = float(counts[kind])
       if kind == "s3_window":

@@ -41,6 +41,7 @@ def test_registers_every_task_and_mixture(registered):
     "s2_query_to_sidi",
     "s3_personal",
     "s3_window",
+    "s3_query",
     "eval_click",
     "eval_order",
   }
@@ -51,7 +52,7 @@ def test_registers_every_task_and_mixture(registered):
     mix = seqio.get_mixture_or_task(mname)
     for task in mix.tasks:
       kind = task.name.removeprefix("test_small_")
-      assert kind.startswith("s" + stage[-1])
+      assert kind.startswith("s" + stage[-1]) and kind not in tasks.AUGMENT_KINDS
       assert mix.get_rate(task) == registered.counts[kind]
 
 
@@ -91,6 +92,27 @@ def test_counts_against_brute_force(small_world, small_table, registered):
   assert c["eval_click"] == sum(1 for r in test if r["clicked_item_ids"])
   assert c["eval_order"] == sum(1 for r in test if r["purchased_item_ids"])
   assert c["s3_window"] > 0
+  assert c["s3_query"] == c["s3_personal"]
+
+
+def test_s3_query_rows_are_personal_rows_without_user(small_world, small_table):
+  corpus = tasks.build_corpus(
+    world_source.read_world(small_world), small_table, museq.MuSeqConfig()
+  )
+  personal, query = corpus.columns["s3_personal"], corpus.columns["s3_query"]
+  assert set(personal) == set(query)
+  user_text = {"uid", "seq_q", "seq_short", "profile"}
+  user_rows = {"long_click", "long_order", "long_rsu"}
+  for k in personal:
+    if k in user_text:
+      assert set(query[k]) == {prompts.EMPTY}
+    elif k in user_rows:
+      assert all(v == [] for v in query[k])
+    else:  # query, SID_q and the target are the personal row's
+      assert query[k] == personal[k], k
+  # The blanked segments were not blank in the personal rows.
+  for k in user_text | user_rows:
+    assert any(v not in (prompts.EMPTY, []) for v in personal[k]), k
 
 
 def test_examples_decode_to_rendered_prompts(small_world, small_table, registered):
