@@ -65,9 +65,10 @@ class SFTConfig:
   and gin/runs/main.gin reproduce.
 
   Attributes:
-    model: the model sizes (default: the "main" preset); vocab_size, sid_ranges, emb_placeholder_id,
-      num_query_tokens and seq_feature_dim are replaced by the values the
-      vocabulary and SID artefact imply (``derive_model_config``).
+    model: the model sizes (default: the "main" preset); vocab_size,
+      sid_ranges, emb_placeholder_id, num_query_tokens and seq_feature_dim
+      are replaced by the values the vocabulary and SID artefact imply
+      (``derive_model_config``).
     train: the per-stage loop settings (log/eval cadence, seed, loss,
       optimizer, checkpoints); num_steps (1 here, a placeholder) and
       optimizer.total_steps are set to each stage's steps.
