@@ -7,7 +7,11 @@ tuples restored from their type hints); ``json_hash(obj)`` is the sha256 a
 stage marker records for its inputs.
 
 The JSON form and the hash are on-disk formats: a stage whose inputs hash
-changes is re-run when an old workdir is resumed, so neither may change.
+changes is re-run when an old workdir is resumed, so neither may change
+(tests/config_io_test.py pins them). Hashing ``to_dict(cfg)`` equals hashing
+``dataclasses.asdict(cfg)`` (what the world, sids and eval markers hashed
+before) as long as every dict in a config has str keys: JSON turns int keys
+into strings, which sort differently.
 """
 
 from __future__ import annotations
