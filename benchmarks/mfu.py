@@ -91,7 +91,7 @@ def time_train_step(
   """
   mesh = sh.single_device_mesh()
   rules = sh.DP_RULES
-  opt = OptimizerConfig(warmup_steps=10, total_steps=1000)
+  opt = OptimizerConfig(learning_rate=1e-3, warmup_steps=10, total_steps=1000)
   ts = state.create_train_state(cfg, opt, mesh, rules)
   batch = make_batch(cfg, b, enc_len, dec_len)
   bsh = state.batch_shardings(batch, mesh, rules)

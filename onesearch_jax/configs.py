@@ -5,6 +5,16 @@ configurables named ``world_config``, ``sids_config``, ``model_config``,
 ``mesh_config``, ``optimizer_config``, ``train_config``, ``sft_config``, ``pars_config``,
 ``eval_config`` and ``pipeline_config``); tests and notebooks call them directly. Their defaults
 ARE the main job (``python run.py`` with no gin file). No gin import here.
+
+The numbers live in the dataclasses (their defaults are the main job's); an
+argument left at None here means "the dataclass default". What a factory
+fills itself (tests/configs_defaults_test.py holds each factory equal to its
+dataclass): ``world_config`` and ``model_config`` pick a preset ("default",
+"main": the main job's; PipelineConfig.world and SFTConfig.model default to
+them), ``train_config`` sets num_steps = 1 (a placeholder: each SFT stage sets
+its own, as SFTConfig.train does) and ``pars_config`` derives each phase's
+log_every, optimizer.total_steps and checkpoint.save_every_steps from its
+steps (equal to ListwiseTrainConfig's defaults at the default steps).
 """
 
 from __future__ import annotations
@@ -21,23 +31,25 @@ WORLD_PRESETS = ("tiny", "default", "large")
 
 def world_config(
   preset: str = "default",
-  seed: int = 0,
+  seed: int | None = None,
   overrides: dict[str, Any] | None = None,
-  eval_day: str = "test",
+  eval_day: str | None = None,
 ) -> WorldConfig:
   """A WorldConfig preset with field overrides.
 
   Args:
     preset: tiny (CI, seconds), default (the main job) or large (>= 1M items).
-    seed: the world's seed; the same seed writes identical files.
+    seed: the world's seed; the same seed writes identical files (None:
+      the preset's).
     overrides: WorldConfig field -> value.
     eval_day: "test" (the last day is the eval split) or "validation" (the
       last day is dropped and the day before is the eval split: recipe
-      selection never sees the test day).
+      selection never sees the test day); None: the preset's.
   """
   if preset not in WORLD_PRESETS:
     raise ValueError(f"world preset {preset!r} not in {WORLD_PRESETS}")
-  cfg = dataclasses.replace(getattr(WorldConfig, preset)(seed=seed), eval_day=eval_day)
+  cfg = getattr(WorldConfig, preset)()
+  cfg = _replace(cfg, _given(seed=seed, eval_day=eval_day), "WorldConfig")
   if overrides:
     names = {f.name for f in dataclasses.fields(cfg)}
     bad = sorted(set(overrides) - names)
@@ -94,29 +106,33 @@ mesh_config = sharding.mesh_config
 
 
 def optimizer_config(**overrides: Any):
-  """The main job's optimizer (AdamW, peak lr 3e-3, 10 warmup steps, cosine
-  to 10%) with OptimizerConfig field overrides; total_steps is set to each
-  SFT stage's steps."""
+  """The main job's optimizer (``train.optimizers.OptimizerConfig()``: AdamW,
+  peak lr 3e-3, 10 warmup steps, cosine to 10%) with OptimizerConfig field
+  overrides; total_steps is set to each SFT stage's steps."""
   from onesearch_jax.train.optimizers import OptimizerConfig
 
-  base = OptimizerConfig(learning_rate=3e-3, warmup_steps=10, total_steps=1000)
-  return _replace(base, overrides, "OptimizerConfig")
+  return _replace(OptimizerConfig(), overrides, "OptimizerConfig")
+
+
+def _given(**values: Any) -> dict[str, Any]:
+  """The arguments a caller gave (not None): the overrides of a default."""
+  return {k: v for k, v in values.items() if v is not None}
 
 
 def train_config(
-  log_every: int = 10,
-  eval_every: int = 200,
-  seed: int = 0,
-  z_loss: float = 1e-4,
-  label_smoothing: float = 0.0,
-  save_every_steps: int = 200,
-  keep_last: int = 2,
-  async_save: bool = True,
-  peak_flops: float = 0.0,
+  log_every: int | None = None,
+  eval_every: int | None = None,
+  seed: int | None = None,
+  z_loss: float | None = None,
+  label_smoothing: float | None = None,
+  save_every_steps: int | None = None,
+  keep_last: int | None = None,
+  async_save: bool | None = None,
+  peak_flops: float | None = None,
   optimizer: Any = None,
 ):
   """Per-stage loop settings (``train.loop.TrainConfig``; num_steps comes
-  from ``sft_config.steps``).
+  from ``sft_config.steps``). None = the dataclass default (the main job's).
 
   Args:
     log_every: a progress line every N steps.
@@ -131,27 +147,32 @@ def train_config(
     peak_flops: device peak FLOP/s for the MFU column (0 = none).
     optimizer: an OptimizerConfig (default ``optimizer_config()``).
   """
-  from onesearch_jax.model.model import LossConfig
-  from onesearch_jax.train.checkpoints import CheckpointConfig
   from onesearch_jax.train.loop import TrainConfig
 
-  return TrainConfig(
-    num_steps=1,
-    log_every=log_every,
-    eval_every=eval_every,
-    seed=seed,
-    loss=LossConfig(label_smoothing=label_smoothing, z_loss=z_loss),
-    optimizer=optimizer if optimizer is not None else optimizer_config(),
-    checkpoint=CheckpointConfig(
-      save_every_steps=save_every_steps, keep_last=keep_last, async_save=async_save
+  base = TrainConfig(num_steps=1)  # a placeholder: each stage sets its steps
+  loss = _given(label_smoothing=label_smoothing, z_loss=z_loss)
+  ckpt = _given(
+    save_every_steps=save_every_steps, keep_last=keep_last, async_save=async_save
+  )
+  return _replace(
+    base,
+    _given(
+      log_every=log_every,
+      eval_every=eval_every,
+      seed=seed,
+      peak_flops=peak_flops,
+      optimizer=optimizer,
+      loss=_replace(base.loss, loss, "LossConfig"),
+      checkpoint=_replace(base.checkpoint, ckpt, "CheckpointConfig"),
     ),
-    peak_flops=peak_flops,
+    "TrainConfig",
   )
 
 
 # The main job's SFT task lists (docs/TRAINING.md, "The recipe"): SID targets
 # only; stage 2 adds query -> clicked-item SID pairs; title -> SID indexing is
 # replayed in stages 2 and 3 (rate = multiplier x the task's example count).
+# train.sft.SFTConfig.stage_tasks defaults to it.
 MAIN_STAGE_TASKS = (
   (("s1_title_to_sid", 1.0), ("s1_query_to_sid", 1.0)),
   (("s2_query_to_sidi", 1.0), ("s2_sidq_to_sidi", 1.0), ("s1_title_to_sid", 0.5)),
@@ -163,21 +184,22 @@ def sft_config(
   model: Any = None,
   train: Any = None,
   mesh: Any = None,
-  steps: tuple[int, int, int] = (100, 100, 2100),
-  batch_size: int = 32,
-  lengths: tuple[tuple[int, int], ...] = ((48, 6), (48, 6), (112, 6)),
-  eval_batches: int = 4,
-  eval_batch_size: int = 64,
+  steps: tuple[int, int, int] | None = None,
+  batch_size: int | None = None,
+  lengths: tuple[tuple[int, int], ...] | None = None,
+  eval_batches: int | None = None,
+  eval_batch_size: int | None = None,
   museq: dict[str, Any] | None = None,
   sentencepiece: dict[str, Any] | None = None,
-  prefix: str = "onesearch",
-  restrict_sid_levels: bool = True,
-  shuffle_buffer: int = 2000,
-  stage_tasks: Any = MAIN_STAGE_TASKS,
-  schedule: str = "continuous",
-  sid_init: bool = False,
+  prefix: str | None = None,
+  restrict_sid_levels: bool | None = None,
+  shuffle_buffer: int | None = None,
+  stage_tasks: Any = None,
+  schedule: str | None = None,
+  sid_init: bool | None = None,
 ):
-  """The SFT schedule (``train.sft.SFTConfig``); defaults: the main job.
+  """The SFT schedule (``train.sft.SFTConfig``); None = the dataclass
+  default (the main job's).
 
   Args:
     model: a ModelConfig (default ``model_config()``).
@@ -199,75 +221,82 @@ def sft_config(
     shuffle_buffer: examples per task in the train shuffle buffer (0 = the
       task's own 10,000; larger shuffles better, costs a slower first batch).
     stage_tasks: per stage ((task kind, rate multiplier), ...); () = the
-      stage's seqio mixture (``train.sft.SFTConfig.stage_tasks``).
+      stage's seqio mixture (``train.sft.SFTConfig.stage_tasks``; default
+      ``MAIN_STAGE_TASKS``).
     schedule: "per_stage" or "continuous" learning-rate schedule.
     sid_init: SID embeddings from the KHQE codebooks (``train.sid_init``).
   """
-  from onesearch_jax.data.museq import MuSeqConfig
-  from onesearch_jax.data.vocab import SentencePieceConfig
   from onesearch_jax.train.sft import SFTConfig
 
-  return SFTConfig(
-    model=model if model is not None else model_config(),
-    train=train if train is not None else train_config(),
-    mesh=mesh if mesh is not None else mesh_config(),
-    steps=tuple(int(s) for s in steps),
+  base = SFTConfig()
+  given = _given(
+    model=model,
+    train=train,
+    mesh=mesh,
+    steps=None if steps is None else tuple(int(s) for s in steps),
     batch_size=batch_size,
-    lengths=tuple(tuple(int(v) for v in x) for x in lengths),
+    lengths=None
+    if lengths is None
+    else tuple(tuple(int(v) for v in x) for x in lengths),
     eval_batches=eval_batches,
     eval_batch_size=eval_batch_size,
-    museq=_replace(MuSeqConfig(), museq, "MuSeqConfig"),
-    sentencepiece=_replace(SentencePieceConfig(), sentencepiece, "SentencePieceConfig"),
+    museq=_replace(base.museq, museq, "MuSeqConfig"),
+    sentencepiece=_replace(base.sentencepiece, sentencepiece, "SentencePieceConfig"),
     prefix=prefix,
     restrict_sid_levels=restrict_sid_levels,
     shuffle_buffer=shuffle_buffer,
-    stage_tasks=tuple(tuple((str(k), float(r)) for k, r in e) for e in stage_tasks),
+    stage_tasks=None
+    if stage_tasks is None
+    else tuple(tuple((str(k), float(r)) for k, r in e) for e in stage_tasks),
     schedule=schedule,
     sid_init=sid_init,
   )
+  return _replace(base, given, "SFTConfig")
 
 
 def eval_config(
-  beam_size: int = 350,
-  batch_size: int = 32,
-  ks: tuple[int, ...] = (10, 50, 350),
-  k_max: int = 350,
-  baselines: tuple[str, ...] = ("bm25", "dense", "mca", "sidq_pop", "query_memory"),
-  exact_rows: int = 8,
+  beam_size: int | None = None,
+  batch_size: int | None = None,
+  ks: tuple[int, ...] | None = None,
+  k_max: int | None = None,
+  baselines: tuple[str, ...] | None = None,
+  exact_rows: int | None = None,
 ):
-  """The eval stage (``eval.config.EvalConfig``); defaults: the main job."""
+  """The eval stage (``eval.config.EvalConfig``); None = the dataclass
+  default (the main job's)."""
   from onesearch_jax.eval.config import EvalConfig
 
-  return EvalConfig(
+  given = _given(
     beam_size=beam_size,
     batch_size=batch_size,
-    ks=tuple(ks),
+    ks=None if ks is None else tuple(ks),
     k_max=k_max,
-    baselines=tuple(baselines),
+    baselines=None if baselines is None else tuple(baselines),
     exact_rows=exact_rows,
   )
+  return _replace(EvalConfig(), given, "EvalConfig")
 
 
 def pars_config(
-  rm_steps: int = 600,
-  phase1_sessions: int = 64,
-  generate_beam: int = 16,
-  generate_batch: int = 32,
-  num_negatives: int = 3,
-  steps: tuple[int, int] = (20, 20),
-  batch_size: int = 16,
-  learning_rate: float = 3e-4,
-  warmup_steps: int = 5,
-  beta: float = 1.0,
-  sft_weight: float = 0.0,
-  run_phase1: bool = True,
-  run_phase2: bool = True,
-  rerank: bool = True,
-  rerank_label_relevance: bool = False,
-  seed: int = 0,
+  rm_steps: int | None = None,
+  phase1_sessions: int | None = None,
+  generate_beam: int | None = None,
+  generate_batch: int | None = None,
+  num_negatives: int | None = None,
+  steps: tuple[int, int] | None = None,
+  batch_size: int | None = None,
+  learning_rate: float | None = None,
+  warmup_steps: int | None = None,
+  beta: float | None = None,
+  sft_weight: float | None = None,
+  run_phase1: bool | None = None,
+  run_phase2: bool | None = None,
+  rerank: bool | None = None,
+  rerank_label_relevance: bool | None = None,
+  seed: int | None = None,
 ):
-  """The pars stage (``pars.stage.StageConfig``); defaults: the main job,
-  sized to a minute or two on 2 CPU cores.
+  """The pars stage (``pars.stage.StageConfig``); None = the dataclass
+  default (the main job's, sized to a minute or two on 2 CPU cores).
 
   Args:
     rm_steps: reward-model training steps (512 impressions each).
@@ -285,63 +314,84 @@ def pars_config(
     rerank: add the RM re-rank row ("onesearch+pars2+rm") to the eval.
     rerank_label_relevance: S_rel from relevance labels in that row (leaks
       the eval's graded-NDCG labels).
-    seed: RM, example sampling and phase seeds.
+    seed: RM, example sampling and phase seeds (phase k: seed + k).
   """
-  from onesearch_jax.pars import listwise, phases, reward_model, run, stage
-  from onesearch_jax.train.checkpoints import CheckpointConfig
-  from onesearch_jax.train.optimizers import OptimizerConfig
+  from onesearch_jax.pars import stage
 
-  def phase(n: int, k: int) -> listwise.ListwiseTrainConfig:
-    return listwise.ListwiseTrainConfig(
-      num_steps=int(n),
-      log_every=max(1, min(10, int(n))),
-      seed=seed + k,
-      loss=listwise.ListwiseConfig(beta=beta, sft_weight=sft_weight),
-      optimizer=OptimizerConfig(
-        learning_rate=learning_rate,
-        warmup_steps=warmup_steps,
-        total_steps=max(int(n), 1),
-        decay="constant",
-      ),
-      checkpoint=CheckpointConfig(save_every_steps=max(int(n), 1), keep_last=1),
-    )
-
+  base = stage.StageConfig()
+  pars = base.pars
+  if steps is None:
+    steps = (pars.phase1.num_steps, pars.phase2.num_steps)
   if len(steps) != 2:
     raise ValueError(f"pars_config.steps must be (phase1, phase2): {steps}")
-  return stage.StageConfig(
-    pars=run.ParsConfig(
-      reward_model=reward_model.RewardModelConfig(num_steps=rm_steps, seed=seed),
-      data=phases.PhaseDataConfig(
-        num_negatives=num_negatives,
-        phase1_sessions=phase1_sessions,
-        generate_batch=generate_batch,
-        seed=seed,
+
+  def phase(cfg, n: int, k: int):
+    n = int(n)
+    opt = _given(learning_rate=learning_rate, warmup_steps=warmup_steps)
+    return _replace(
+      cfg,
+      _given(
+        num_steps=n,
+        log_every=max(1, min(10, n)),
+        seed=None if seed is None else seed + k,
+        loss=_replace(
+          cfg.loss, _given(beta=beta, sft_weight=sft_weight), "ListwiseConfig"
+        ),
+        optimizer=_replace(
+          cfg.optimizer, {**opt, "total_steps": max(n, 1)}, "OptimizerConfig"
+        ),
+        checkpoint=dataclasses.replace(cfg.checkpoint, save_every_steps=max(n, 1)),
       ),
-      phase1=phase(steps[0], 1),
-      phase2=phase(steps[1], 2),
-      batch_size=batch_size,
-      run_phase1=run_phase1,
-      run_phase2=run_phase2,
+      "ListwiseTrainConfig",
+    )
+
+  data = _given(
+    num_negatives=num_negatives,
+    phase1_sessions=phase1_sessions,
+    generate_batch=generate_batch,
+    seed=seed,
+  )
+  rm = _given(num_steps=rm_steps, seed=seed)
+  return _replace(
+    base,
+    _given(
+      pars=_replace(
+        pars,
+        _given(
+          reward_model=_replace(pars.reward_model, rm, "RewardModelConfig"),
+          data=_replace(pars.data, data, "PhaseDataConfig"),
+          phase1=phase(pars.phase1, steps[0], 1),
+          phase2=phase(pars.phase2, steps[1], 2),
+          batch_size=batch_size,
+          run_phase1=run_phase1,
+          run_phase2=run_phase2,
+        ),
+        "ParsConfig",
+      ),
+      generate_beam=generate_beam,
+      rerank=rerank,
+      rerank_label_relevance=rerank_label_relevance,
     ),
-    generate_beam=generate_beam,
-    rerank=rerank,
-    rerank_label_relevance=rerank_label_relevance,
+    "StageConfig",
   )
 
 
 def pipeline_config(
   world: WorldConfig | None = None,
   sids: Any = None,
-  world_dir: str = "",
-  stages: tuple[str, ...] = ("world", "sids", "train", "eval"),
+  world_dir: str | None = None,
+  stages: tuple[str, ...] | None = None,
   train: Any = None,
   eval: Any = None,
   pars: Any = None,
 ) -> PipelineConfig:
-  """The main job's config.
+  """The main job's config (``pipeline.PipelineConfig``; None = its default,
+  except eval and pars, which this fills with ``eval_config()`` and
+  ``pars_config()``: the objects the stages would use for None).
 
   Args:
-    world: the world to simulate (default ``world_config()``).
+    world: the world to simulate (default ``world_config()``, the
+      dataclass's).
     sids: the KHQE BuildConfig (None = default).
     world_dir: real data in the KuaiSearch schema instead of simulating.
     stages: stages in pipeline.STAGE_ORDER order with their STAGE_NEEDS
@@ -350,12 +400,13 @@ def pipeline_config(
     eval: the EvalConfig of the eval stage (None = ``eval_config()``).
     pars: the pars stage's StageConfig (None = ``pars_config()``).
   """
-  return PipelineConfig(
-    world=world if world is not None else world_config(),
+  given = _given(
+    world=world,
     world_dir=world_dir,
-    stages=tuple(stages),
+    stages=None if stages is None else tuple(stages),
     sids=sids,
     train=train,
     eval=eval if eval is not None else eval_config(),
     pars=pars if pars is not None else pars_config(),
   )
+  return PipelineConfig(**given)

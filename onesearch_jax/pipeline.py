@@ -31,9 +31,17 @@ import pathlib
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from onesearch_jax.config_io import json_hash as _hash_json
+from onesearch_jax.config_io import to_dict as _config_dict
 from onesearch_jax.world.config import WorldConfig
+
+if TYPE_CHECKING:  # heavy imports (jax, seqio); pipeline stays light to import
+  from onesearch_jax.eval.config import EvalConfig
+  from onesearch_jax.khqe.build import BuildConfig
+  from onesearch_jax.pars.stage import StageConfig
+  from onesearch_jax.train.sft import SFTConfig
 
 MARKER = "STAGE.json"
 STARTED = "STAGE.started.json"
@@ -48,15 +56,16 @@ class PipelineConfig:
   # A directory already in the KuaiSearch schema (real data); "" = simulate.
   world_dir: str = ""
   # Stages to run, in STAGE_ORDER order, each with its STAGE_NEEDS.
-  stages: tuple[str, ...] = ("world", "sids", "train", "pars", "eval")
-  # KHQE build settings (onesearch_jax.khqe.build.BuildConfig); None = default.
-  sids: Any = None
-  # SFT settings (onesearch_jax.train.sft.SFTConfig); None = configs.sft_config().
-  train: Any = None
-  # Eval settings (onesearch_jax.eval.config.EvalConfig); None = defaults.
-  eval: Any = None
-  # PARS settings (onesearch_jax.pars.stage.StageConfig); None = configs.pars_config().
-  pars: Any = None
+  # The main job's: pars is left out (gin/runs/main.gin says why).
+  stages: tuple[str, ...] = ("world", "sids", "train", "eval")
+  # KHQE build settings; None = BuildConfig().
+  sids: BuildConfig | None = None
+  # SFT settings; None = configs.sft_config() (== SFTConfig()).
+  train: SFTConfig | None = None
+  # Eval settings; None = EvalConfig().
+  eval: EvalConfig | None = None
+  # PARS settings; None = configs.pars_config() (== StageConfig()).
+  pars: StageConfig | None = None
 
 
 STAGE_ORDER = ("world", "sids", "train", "pars", "eval")
@@ -87,17 +96,6 @@ def check_stages(stages: tuple[str, ...]) -> None:
     missing = [n for n in STAGE_NEEDS[s] if n not in stages]
     if missing:
       raise ValueError(f"stage {s!r} needs {missing} in the stage list {stages}")
-
-
-def _hash_json(obj: Any) -> str:
-  blob = json.dumps(obj, sort_keys=True, default=repr).encode()
-  return hashlib.sha256(blob).hexdigest()
-
-
-def _config_dict(cfg: Any) -> Any:
-  if dataclasses.is_dataclass(cfg):
-    return dataclasses.asdict(cfg)
-  return cfg
 
 
 def read_marker_file(path: pathlib.Path) -> dict | None:

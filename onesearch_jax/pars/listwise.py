@@ -234,17 +234,18 @@ def objective(
 
 @dataclasses.dataclass(frozen=True)
 class ListwiseTrainConfig:
-  """One PARS phase."""
+  """One PARS phase; the defaults are a main-job phase (``configs.pars_config``
+  sets log_every, total_steps and save_every_steps from num_steps)."""
 
-  num_steps: int = 200
-  log_every: int = 20
+  num_steps: int = 20
+  log_every: int = 10
   seed: int = 0
   loss: ListwiseConfig = ListwiseConfig()
   optimizer: OptimizerConfig = OptimizerConfig(
-    learning_rate=1e-4, warmup_steps=10, total_steps=200, decay="constant"
+    learning_rate=3e-4, warmup_steps=5, total_steps=20, decay="constant"
   )
   checkpoint: checkpoints.CheckpointConfig = checkpoints.CheckpointConfig(
-    save_every_steps=100, keep_last=2
+    save_every_steps=20, keep_last=1
   )
 
   def __post_init__(self):

@@ -49,7 +49,7 @@ class PhaseDataConfig:
 
   num_negatives: int = 3  # K rejected per example
   max_positives: int = 2  # phase 2: examples per session at most
-  phase1_sessions: int = 256  # phase 1: sampled train sessions
+  phase1_sessions: int = 64  # phase 1: sampled train sessions
   generate_batch: int = 32  # phase 1: sessions per generate_fn call
   seed: int = 0
 

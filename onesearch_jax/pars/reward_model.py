@@ -65,7 +65,7 @@ class RewardModelConfig:
   batch_size: int = 512  # impressions per step
   rel_batch_size: int = 128  # relevance rows per step
   rel_weight: float = 1.0  # weight of the relevance loss
-  num_steps: int = 1500
+  num_steps: int = 600  # the main job's (configs.pars_config rm_steps)
   eval_batch: int = 8192  # rows per jitted predict call
   seed: int = 0
 

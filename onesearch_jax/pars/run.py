@@ -45,7 +45,8 @@ from onesearch_jax.world import reader
 
 @dataclasses.dataclass(frozen=True)
 class ParsConfig:
-  """Everything run_pars needs besides the injected callables."""
+  """Everything run_pars needs besides the injected callables; the defaults
+  are the main job's (``configs.pars_config()``)."""
 
   model: ModelConfig = ModelConfig()
   mesh: sh.MeshConfig = sh.MeshConfig()
@@ -53,8 +54,8 @@ class ParsConfig:
   reward_model: rm_lib.RewardModelConfig = rm_lib.RewardModelConfig()
   r_score: rm_lib.RScoreConfig = rm_lib.RScoreConfig()
   data: phases.PhaseDataConfig = phases.PhaseDataConfig()
-  phase1: listwise.ListwiseTrainConfig = listwise.ListwiseTrainConfig()
-  phase2: listwise.ListwiseTrainConfig = listwise.ListwiseTrainConfig()
+  phase1: listwise.ListwiseTrainConfig = listwise.ListwiseTrainConfig(seed=1)
+  phase2: listwise.ListwiseTrainConfig = listwise.ListwiseTrainConfig(seed=2)
   batch_size: int = 16  # listwise examples per step (multiple of the batch mesh)
   run_phase1: bool = True
   run_phase2: bool = True

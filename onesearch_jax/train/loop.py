@@ -40,15 +40,18 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """One training stage."""
+  """One training stage; the defaults besides num_steps are the main job's
+  per-stage SFT loop (``train.sft.SFTConfig.train``)."""
 
   num_steps: int = 1000  # total optimizer steps of this stage
-  log_every: int = 50  # host metrics every N steps
-  eval_every: int = 0  # teacher-forced eval every N steps; 0 = never
+  log_every: int = 10  # host metrics every N steps
+  eval_every: int = 200  # teacher-forced eval every N steps; 0 = never
   seed: int = 0  # parameter init and dropout seed
   loss: LossConfig = LossConfig()
   optimizer: OptimizerConfig = OptimizerConfig()
-  checkpoint: checkpoints.CheckpointConfig = checkpoints.CheckpointConfig()
+  checkpoint: checkpoints.CheckpointConfig = checkpoints.CheckpointConfig(
+    save_every_steps=200, keep_last=2
+  )
   peak_flops: float = 0.0  # device peak FLOP/s (all devices) for MFU; 0 = skip
 
   def __post_init__(self):

@@ -14,13 +14,15 @@ DECAYS = ("cosine", "linear", "constant", "rsqrt")
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-  """Optimizer, schedule and clipping."""
+  """Optimizer, schedule and clipping; the defaults are the main job's SFT
+  optimizer (AdamW, peak lr 3e-3, 10 warmup steps, cosine to 10%; each SFT
+  stage sets total_steps)."""
 
   name: str = "adamw"  # 'adamw' or 'adafactor'
-  learning_rate: float = 1e-3  # peak learning rate
-  warmup_steps: int = 100  # linear warmup from 0 to the peak
+  learning_rate: float = 3e-3  # peak learning rate
+  warmup_steps: int = 10  # linear warmup from 0 to the peak
   decay: str = "cosine"  # 'cosine', 'linear', 'constant' or 'rsqrt' after warmup
-  total_steps: int = 10_000  # warmup + decay length (cosine/linear)
+  total_steps: int = 1000  # warmup + decay length (cosine/linear)
   end_lr_fraction: float = 0.1  # final lr = peak * this (cosine/linear)
   weight_decay: float = 0.01  # decoupled, on >= 2-D parameters only
   b1: float = 0.9  # AdamW beta1

@@ -41,17 +41,17 @@ from typing import Any
 import jax
 import numpy as np
 
+from onesearch_jax import config_io
 from onesearch_jax import sharding as sh
+from onesearch_jax.configs import MAIN_STAGE_TASKS
 from onesearch_jax.data import model_batches, museq
 from onesearch_jax.data import tasks as tasks_lib
 from onesearch_jax.data import vocab as vocab_lib
 from onesearch_jax.model.configs import ModelConfig
-from onesearch_jax.model.model import LossConfig
 from onesearch_jax.model.transformer import EncoderDecoder
 from onesearch_jax.train import checkpoints, loop, state
 from onesearch_jax.train import sid_init as sid_init_lib
 from onesearch_jax.train import summaries as summaries_lib
-from onesearch_jax.train.optimizers import OptimizerConfig
 
 STAGES = ("stage1", "stage2", "stage3")
 RESULT = "result.json"
@@ -60,15 +60,18 @@ HISTORY = "history.jsonl"
 
 @dataclasses.dataclass(frozen=True)
 class SFTConfig:
-  """The three SFT stages.
+  """The three SFT stages; the defaults are the main job's schedule (the
+  data-efficient recipe of docs/TRAINING.md), which ``configs.sft_config()``
+  and gin/runs/main.gin reproduce.
 
   Attributes:
-    model: the model sizes; vocab_size, sid_ranges, emb_placeholder_id,
-      num_query_tokens and seq_feature_dim are replaced by the values the
-      vocabulary and SID artefact imply (``derive_model_config``).
+    model: the model sizes (default: the "main" preset); vocab_size,
+      sid_ranges, emb_placeholder_id, num_query_tokens and seq_feature_dim
+      are replaced by the values the vocabulary and SID artefact imply
+      (``derive_model_config``).
     train: the per-stage loop settings (log/eval cadence, seed, loss,
-      optimizer, checkpoints); num_steps and optimizer.total_steps are set to
-      each stage's steps.
+      optimizer, checkpoints); num_steps (1 here, a placeholder) and
+      optimizer.total_steps are set to each stage's steps.
     mesh: device mesh and sharding rules.
     steps: optimizer steps of stage 1, 2, 3.
     batch_size: global batch size (split over hosts, then the data axes).
@@ -96,12 +99,15 @@ class SFTConfig:
       the KHQE codebooks before stage 1 (``train.sid_init``).
   """
 
-  model: ModelConfig = ModelConfig()
-  train: loop.TrainConfig = loop.TrainConfig()
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig.main)
+  train: loop.TrainConfig = loop.TrainConfig(num_steps=1)
   mesh: sh.MeshConfig = sh.MeshConfig()
-  steps: tuple[int, int, int] = (100, 100, 100)
+  steps: tuple[int, int, int] = (100, 100, 2100)
   batch_size: int = 32
-  lengths: tuple[tuple[int, int], ...] = ((64, 32), (64, 32), (128, 6))
+  # Hold every prompt of the default world with one-token labels (stage 1/2
+  # inputs <= 42, stage 3 / eval <= 108 tokens) and the 5-token SID + EOS
+  # targets; text targets need more: ((64, 40), (64, 40), (192, 6)).
+  lengths: tuple[tuple[int, int], ...] = ((48, 6), (48, 6), (112, 6))
   eval_batches: int = 4
   eval_batch_size: int = 64
   museq: museq.MuSeqConfig = museq.MuSeqConfig()
@@ -109,8 +115,8 @@ class SFTConfig:
   prefix: str = "onesearch"
   restrict_sid_levels: bool = True
   shuffle_buffer: int = 2000
-  stage_tasks: tuple[tuple[tuple[str, float], ...], ...] = ((), (), ())
-  schedule: str = "per_stage"
+  stage_tasks: tuple[tuple[tuple[str, float], ...], ...] = MAIN_STAGE_TASKS
+  schedule: str = "continuous"
   sid_init: bool = False
 
   def __post_init__(self):
@@ -160,49 +166,22 @@ class SFTConfig:
 # ------------------------------------------------------------ config io
 
 
-def _tuples(x):
-  return tuple(_tuples(v) for v in x) if isinstance(x, list | tuple) else x
+# What an sft_config.json written before these fields existed ran with.
+_ABSENT_IN_OLD_FILES = {
+  "stage_tasks": ((), (), ()),
+  "schedule": "per_stage",
+  "sid_init": False,
+}
 
 
 def config_to_dict(cfg: SFTConfig) -> dict[str, Any]:
   """JSON-able form (``config_from_dict`` inverts it)."""
-  return json.loads(json.dumps(dataclasses.asdict(cfg)))
+  return config_io.to_dict(cfg)
 
 
 def config_from_dict(raw: dict[str, Any]) -> SFTConfig:
   """Inverse of ``config_to_dict``."""
-  t = dict(raw["train"])
-  train = loop.TrainConfig(
-    **{
-      **t,
-      "loss": LossConfig(**t["loss"]),
-      "optimizer": OptimizerConfig(**t["optimizer"]),
-      "checkpoint": checkpoints.CheckpointConfig(**t["checkpoint"]),
-    }
-  )
-  m = raw["mesh"]
-  return SFTConfig(
-    model=ModelConfig(
-      **{**raw["model"], "sid_ranges": _tuples(raw["model"]["sid_ranges"])}
-    ),
-    train=train,
-    mesh=sh.MeshConfig(
-      shape=tuple(m["shape"]), rules=m["rules"], custom_rules=_tuples(m["custom_rules"])
-    ),
-    steps=tuple(raw["steps"]),
-    batch_size=raw["batch_size"],
-    lengths=_tuples(raw["lengths"]),
-    eval_batches=raw["eval_batches"],
-    eval_batch_size=raw["eval_batch_size"],
-    museq=museq.MuSeqConfig(**raw["museq"]),
-    sentencepiece=vocab_lib.SentencePieceConfig(**raw["sentencepiece"]),
-    prefix=raw["prefix"],
-    restrict_sid_levels=raw["restrict_sid_levels"],
-    shuffle_buffer=raw["shuffle_buffer"],
-    stage_tasks=_tuples(raw.get("stage_tasks", ((), (), ()))),
-    schedule=raw.get("schedule", "per_stage"),
-    sid_init=raw.get("sid_init", False),
-  )
+  return config_io.from_dict(SFTConfig, raw, absent=_ABSENT_IN_OLD_FILES)
 
 
 OPQ_SUBSPACES = 2  # the paper's SIDs <a><b><c><d><d'>: two OPQ codes share d_
@@ -711,7 +690,7 @@ def read_model_config(out_dir: str | os.PathLike) -> ModelConfig:
   if not path.exists():
     raise FileNotFoundError(f"{path}: missing (not a training output directory?)")
   raw = json.loads(path.read_text())
-  return ModelConfig(**{**raw, "sid_ranges": _tuples(raw["sid_ranges"])})
+  return config_io.from_dict(ModelConfig, raw)
 
 
 def load_trained(

@@ -49,7 +49,9 @@ def _worker(args) -> None:
   train_cfg = loop.TrainConfig(
     num_steps=args.steps,
     log_every=1,
-    optimizer=optimizers.OptimizerConfig(warmup_steps=1, total_steps=args.steps),
+    optimizer=optimizers.OptimizerConfig(
+      learning_rate=1e-3, warmup_steps=1, total_steps=args.steps
+    ),
     checkpoint=checkpoints.CheckpointConfig(
       save_every_steps=1, keep_last=2, async_save=True
     ),

@@ -11,7 +11,7 @@ from flax import nnx
 from onesearch_jax import sharding as sh
 from onesearch_jax.model import ModelConfig
 from onesearch_jax.pars import listwise, rewards
-from onesearch_jax.train import optimizers, state, synthetic
+from onesearch_jax.train import checkpoints, optimizers, state, synthetic
 
 SID_RANGES = synthetic.sid_ranges_for(64, 24, (8, 8, 8, 8, 8))
 CFG = ModelConfig.tiny(
@@ -220,6 +220,7 @@ def test_train_phase_resumes_exactly(tmp_path):
     optimizer=optimizers.OptimizerConfig(
       learning_rate=3e-3, warmup_steps=1, total_steps=50, decay="constant"
     ),
+    checkpoint=checkpoints.CheckpointConfig(save_every_steps=100, keep_last=2),
   )  # fmt: skip
   batches = [_batch(seed=s) for s in range(4)]
 

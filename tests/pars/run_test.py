@@ -13,7 +13,7 @@ from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.model import ModelConfig
 from onesearch_jax.pars import listwise, phases, reward_model, run
 from onesearch_jax.pars.sid_tokens import SidCodec
-from onesearch_jax.train import optimizers, synthetic
+from onesearch_jax.train import checkpoints, optimizers, synthetic
 from onesearch_jax.world import reader
 
 LEVELS, OPQ = (16, 8, 8), 16
@@ -52,6 +52,7 @@ def test_run_pars_end_to_end_and_resume(tiny_world_dir, tmp_path):
     num_steps=3, log_every=1, loss=listwise.ListwiseConfig(beta=0.5, sft_weight=0.1),
     optimizer=optimizers.OptimizerConfig(learning_rate=1e-3, warmup_steps=1,
                                          total_steps=10, decay="constant"),
+    checkpoint=checkpoints.CheckpointConfig(save_every_steps=100, keep_last=2),
   )  # fmt: skip
   cfg = run.ParsConfig(
     model=ModelConfig.tiny(vocab_size=96, sid_ranges=SID_RANGES, qformer_layers=0,

@@ -12,7 +12,7 @@ from onesearch_jax.train import aot, optimizers, state, synthetic
 
 SID_RANGES = synthetic.sid_ranges_for(64, 24, (8, 8, 8, 8, 8))
 TINY = ModelConfig.tiny(sid_ranges=SID_RANGES, emb_placeholder_id=3)
-OPT = optimizers.OptimizerConfig(warmup_steps=1, total_steps=10)
+OPT = optimizers.OptimizerConfig(learning_rate=1e-3, warmup_steps=1, total_steps=10)
 
 
 def _device0_bytes(tree):

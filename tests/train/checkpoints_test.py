@@ -14,7 +14,7 @@ SID_RANGES = synthetic.sid_ranges_for(64, 24, (8, 8, 8, 8, 8))
 CFG = ModelConfig.tiny(
   sid_ranges=SID_RANGES, emb_placeholder_id=3, dropout_rate=0.1, qformer_layers=1
 )
-OPT = optimizers.OptimizerConfig(warmup_steps=1, total_steps=10)
+OPT = optimizers.OptimizerConfig(learning_rate=1e-3, warmup_steps=1, total_steps=10)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import pathlib
+import re
 import sys
 
 import jax
@@ -17,8 +18,11 @@ import pytest
 
 import gin
 from onesearch_jax import sharding as sh
+from onesearch_jax.eval.config import EvalConfig
+from onesearch_jax.khqe.build import BuildConfig
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.model.model import LossConfig
+from onesearch_jax.pars.stage import StageConfig
 from onesearch_jax.pipeline import PipelineConfig
 from onesearch_jax.train import optimizers, state, steps, synthetic
 from onesearch_jax.train.sft import SFTConfig
@@ -75,6 +79,65 @@ def test_main_gin_is_the_factory_default(run_module):
   assert main.pars.pars.phase1.num_steps == 20 and main.pars.generate_beam == 16
   assert main.eval.beam_size == 350 and main.eval.ks == (10, 50, 350)
   assert main.train.model.d_model == 64 and main.world.n_items == 10_000
+
+
+def test_main_gin_is_the_dataclass_defaults(run_module):
+  """gin/runs/main.gin spells the main job out; the values are the dataclass
+  defaults (one default per setting)."""
+  main = _build(run_module, "gin/runs/main.gin")
+  assert main == PipelineConfig(
+    sids=BuildConfig(), train=SFTConfig(), eval=EvalConfig(), pars=StageConfig()
+  )
+
+
+def _dataclass_default(selector: str, param: str):
+  """The dataclass default a main.gin factory binding stands for."""
+  sft, pars = SFTConfig(), StageConfig()
+  if selector in ("sft_config", "eval_config", "pipeline_config"):
+    obj = {
+      "sft_config": sft,
+      "eval_config": EvalConfig(),
+      "pipeline_config": PipelineConfig(),
+    }
+    return getattr(obj[selector], param)
+  if selector == "train_config":
+    names = {f.name for f in dataclasses.fields(sft.train.checkpoint)}
+    return getattr(sft.train.checkpoint if param in names else sft.train, param)
+  if selector == "optimizer_config":
+    return getattr(sft.train.optimizer, param)
+  assert selector == "pars_config", selector
+  p = pars.pars
+  return {
+    "rm_steps": p.reward_model.num_steps,
+    "phase1_sessions": p.data.phase1_sessions,
+    "generate_batch": p.data.generate_batch,
+    "num_negatives": p.data.num_negatives,
+    "steps": (p.phase1.num_steps, p.phase2.num_steps),
+    "batch_size": p.batch_size,
+    "learning_rate": p.phase1.optimizer.learning_rate,
+    "warmup_steps": p.phase1.optimizer.warmup_steps,
+    "beta": p.phase1.loss.beta,
+    "run_phase1": p.run_phase1,
+    "run_phase2": p.run_phase2,
+    "generate_beam": pars.generate_beam,
+    "rerank": pars.rerank,
+    "rerank_label_relevance": pars.rerank_label_relevance,
+  }[param]
+
+
+def _tuples(x):
+  return tuple(_tuples(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def test_every_main_gin_binding_is_its_dataclass_default(run_module):
+  text = (ROOT / "gin/runs/main.gin").read_text()
+  bindings = re.findall(r"^(\w+)\.(\w+) =", text, flags=re.M)
+  assert len(bindings) >= 30  # main.gin spells the main job out
+  _build(run_module, "gin/runs/main.gin")
+  for selector, param in bindings:
+    value = gin.query_parameter(f"{selector}.{param}")
+    want = _dataclass_default(selector, param)
+    assert _tuples(value) == want, f"gin/runs/main.gin {selector}.{param}"
 
 
 def test_tiny_gin_shrinks_world_and_training(run_module):

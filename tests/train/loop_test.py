@@ -21,7 +21,9 @@ TRAIN = loop.TrainConfig(
   log_every=1,
   eval_every=2,
   loss=LossConfig(),
-  optimizer=optimizers.OptimizerConfig(warmup_steps=1, total_steps=10),
+  optimizer=optimizers.OptimizerConfig(
+    learning_rate=1e-3, warmup_steps=1, total_steps=10
+  ),
   checkpoint=checkpoints.CheckpointConfig(
     save_every_steps=2, keep_last=2, async_save=False
   ),

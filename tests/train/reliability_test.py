@@ -24,7 +24,7 @@ CFG = ModelConfig.tiny(
   sid_ranges=SID_RANGES, emb_placeholder_id=3, dropout_rate=0.1, qformer_layers=1
 )
 MESH = sh.MeshConfig(shape=(2, 4, 1), rules="fsdp")
-OPT = optimizers.OptimizerConfig(warmup_steps=1, total_steps=10)
+OPT = optimizers.OptimizerConfig(learning_rate=1e-3, warmup_steps=1, total_steps=10)
 STEPS = 5
 TRAIN = loop.TrainConfig(
   num_steps=STEPS,

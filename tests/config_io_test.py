@@ -1,0 +1,160 @@
+"""config_io: the JSON form and hash of configs stay what the stage markers of
+existing workdirs recorded, and from_dict inverts to_dict."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import pytest
+
+from onesearch_jax import config_io, configs
+from onesearch_jax import sharding as sh
+from onesearch_jax.eval.config import EvalConfig
+from onesearch_jax.khqe.build import BuildConfig, PrecomputedEmbeddings
+from onesearch_jax.pars import stage as pars_stage
+from onesearch_jax.train import sft
+from onesearch_jax.world.config import WorldConfig
+
+# The stage tasks of the main job when the hashes below were recorded.
+STAGE_TASKS = (
+  (("s1_title_to_sid", 1.0), ("s1_query_to_sid", 1.0)),
+  (("s2_query_to_sidi", 1.0), ("s2_sidq_to_sidi", 1.0), ("s1_title_to_sid", 0.5)),
+  (("s3_personal", 1.0), ("s3_window", 1.0), ("s1_title_to_sid", 0.2)),
+)
+
+# sha256 of the main job's stage inputs, computed by the code before
+# config_io (pipeline._hash_json of dataclasses.asdict / sft.config_to_dict /
+# pars.stage.config_to_dict). A change here re-runs the stage in every
+# existing workdir: change a default deliberately, then update the pin.
+PINNED = {
+  "world": "0fddbf86e03244159f1de20e0e44a2cac8a6bc6babfe7a1178beadc6e5f3c621",
+  "sids": "744715abbc95d4a0d366a888d77ec85a096646e96afe60070cc869ad47aea492",
+  "sft": "3fc3407bf9277b36580e751c614cae40b676424a2fa821647f3c88411840d86a",
+  "pars": "af622df31bee43eea84c632f412923de7f1614f1d2e94ce9da3fadac31f86320",
+  "eval": "18074b1c285f187bf3774235c4fa0291cfd2315c1dd22d8ec48b4c904eed4184",
+}
+
+
+def _old_hash(obj) -> str:
+  """pipeline._hash_json before config_io."""
+  blob = json.dumps(obj, sort_keys=True, default=repr).encode()
+  return hashlib.sha256(blob).hexdigest()
+
+
+def _old_config_dict(cfg):
+  """pipeline._config_dict before config_io (no JSON round trip)."""
+  return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+
+
+def _main_inputs() -> dict:
+  """What the main job's stage markers hash, the new way."""
+  return {
+    "world": {"world": config_io.to_dict(configs.world_config())},
+    "sids": config_io.to_dict(configs.sids_config()),
+    "sft": sft.config_to_dict(configs.sft_config(stage_tasks=STAGE_TASKS)),
+    "pars": pars_stage.config_to_dict(configs.pars_config()),
+    "eval": config_io.to_dict(configs.eval_config()),
+  }
+
+
+def test_main_job_stage_input_hashes_are_pinned():
+  got = {k: config_io.json_hash(v) for k, v in _main_inputs().items()}
+  assert got == PINNED
+
+
+@pytest.mark.parametrize(
+  "cfg",
+  [
+    WorldConfig.tiny(seed=3),
+    WorldConfig.default(),
+    BuildConfig(),
+    BuildConfig(
+      quantizer_overrides={"opq_subspaces": 4, "levels": (64, 16, 16)},
+      precomputed=PrecomputedEmbeddings("a.npy", "a.txt", "q.npy", "q.txt"),
+    ),
+    EvalConfig(beam_size=8, ks=(1, 2), k_max=8, baselines=("bm25",)),
+    configs.eval_config(),
+  ],
+  ids=lambda c: type(c).__name__,
+)
+def test_hash_equals_the_old_asdict_hash(cfg):
+  assert config_io.json_hash(config_io.to_dict(cfg)) == _old_hash(_old_config_dict(cfg))
+  assert config_io.json_hash({"x": config_io.to_dict(cfg)}) == _old_hash(
+    {"x": _old_config_dict(cfg)}
+  )
+
+
+def test_sft_and_pars_dicts_equal_the_old_ones():
+  cfg = configs.sft_config(steps=(3, 4, 5), museq={"use_profile": False})
+  assert sft.config_to_dict(cfg) == json.loads(json.dumps(dataclasses.asdict(cfg)))
+  pars = configs.pars_config(seed=4, steps=(2, 3))
+  want = json.loads(json.dumps(dataclasses.asdict(pars), default=repr))
+  assert pars_stage.config_to_dict(pars) == want
+
+
+def test_to_dict_is_json_with_lists_and_repr():
+  d = config_io.to_dict(EvalConfig(ks=(1, 5), k_max=5))
+  assert d["ks"] == [1, 5] and json.loads(json.dumps(d)) == d
+  assert config_io.to_dict({"a": (1, 2), "b": object}) == {
+    "a": [1, 2],
+    "b": repr(object),
+  }
+
+
+@pytest.mark.parametrize(
+  "cls,cfg",
+  [
+    (sft.SFTConfig, sft.SFTConfig()),
+    (
+      sft.SFTConfig,
+      configs.sft_config(
+        model=configs.model_config("tiny", {"sid_ranges": ((10, 12), (12, 14))}),
+        mesh=sh.MeshConfig(
+          shape=(1, -1, 1), rules="fsdp", custom_rules=sh.FSDP_TP_RULES
+        ),
+        steps=(11, 12, 30),
+        stage_tasks=((), (("s2_query_to_sidi", 2.0),), ()),
+        schedule="per_stage",
+        museq={"use_profile": False},
+      ),
+    ),
+    (pars_stage.StageConfig, configs.pars_config(seed=2, steps=(3, 4))),
+    (WorldConfig, WorldConfig.tiny(seed=9)),
+    (
+      BuildConfig,
+      BuildConfig(
+        variants=("rq_plain",),
+        quantizer_overrides={"levels": (4, 4, 4)},
+        precomputed=PrecomputedEmbeddings("a.npy", "a.txt", "q.npy", "q.txt"),
+      ),
+    ),
+  ],
+  ids=lambda x: x.__name__ if isinstance(x, type) else "",
+)
+def test_from_dict_inverts_to_dict(cls, cfg):
+  raw = json.loads(json.dumps(config_io.to_dict(cfg)))  # as read from disk
+  back = config_io.from_dict(cls, raw)
+  if cls is BuildConfig:  # a Mapping field keeps its JSON lists
+    assert back.quantizer_overrides == {"levels": [4, 4, 4]}
+    back = dataclasses.replace(back, quantizer_overrides=cfg.quantizer_overrides)
+  assert back == cfg
+  assert config_io.to_dict(back) == raw
+
+
+def test_sft_config_from_an_old_file_keeps_the_old_meaning():
+  raw = sft.config_to_dict(sft.SFTConfig())
+  for name in ("stage_tasks", "schedule", "sid_init"):
+    del raw[name]  # files written before these fields existed
+  old = sft.config_from_dict(raw)
+  assert old.stage_tasks == ((), (), ()) and old.schedule == "per_stage"
+  assert not old.sid_init and old.steps == sft.SFTConfig().steps
+
+
+def test_from_dict_rejects_unknown_fields():
+  raw = config_io.to_dict(EvalConfig())
+  with pytest.raises(ValueError, match="unknown fields"):
+    config_io.from_dict(EvalConfig, {**raw, "beams": 3})
+  with pytest.raises(ValueError, match="unknown field"):
+    config_io.from_dict(EvalConfig, raw, absent={"beams": 3})
