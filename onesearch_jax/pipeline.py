@@ -198,6 +198,7 @@ def run_stage(
 def _world_stage(
   cfg: PipelineConfig, workdir: pathlib.Path, log: Callable[[str], None]
 ) -> tuple[pathlib.Path, StageResult]:
+  from onesearch_jax.world import manifest as manifest_lib
   from onesearch_jax.world import reader, simulator, stats
 
   if cfg.world_dir:
@@ -207,8 +208,8 @@ def _world_stage(
       log(f"[world] validating {world_dir}")
       world = reader.load_world(world_dir)
       log(f"{world.counts}\n{world.report.format()}")
-      files = {p.name: reader.file_sha256(p) for p in sorted(world_dir.glob("*.jsonl"))}
-      return {"output_hash": reader.content_hash(files), "world_dir": str(world_dir)}
+      output_hash = manifest_lib.jsonl_content_hash(world_dir)
+      return {"output_hash": output_hash, "world_dir": str(world_dir)}
 
     # The marker of a real world lives in the workdir, never in the user's data.
     # Its inputs include each table's size and mtime, so a rewritten world is

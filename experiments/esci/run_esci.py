@@ -27,6 +27,7 @@ if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
 from onesearch_jax.world import esci, reader  # noqa: E402
+from onesearch_jax.world import manifest as manifest_lib  # noqa: E402
 
 DEFAULT_CSV = (
   REPO.parent / "shared" / "data" / "real" / "esci" / "esci_pairs_with_titles.csv"
@@ -49,12 +50,11 @@ def ensure_world(csv_path: str | os.PathLike, world_dir: pathlib.Path) -> str:
     "kept" (the manifest names the same source CSV hash and
     ``reader.check_manifest`` finds every file intact) or "written".
   """
-  manifest_path = world_dir / "manifest.json"
-  if manifest_path.is_file():
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+  manifest = manifest_lib.read_manifest(world_dir)
+  if manifest is not None:
     same_src = manifest.get("source") == "esci" and manifest.get("config", {}).get(
       "src_sha256"
-    ) == reader.file_sha256(csv_path)
+    ) == manifest_lib.file_sha256(csv_path)
     if same_src and manifest.get("files"):
       try:
         intact = not reader.check_manifest(world_dir)

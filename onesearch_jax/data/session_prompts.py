@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -58,6 +57,7 @@ import tensorflow as tf
 from onesearch_jax.data import museq, preprocessors, prompts, tasks, world_source
 from onesearch_jax.data import vocab as vocab_lib
 from onesearch_jax.data.sid_table import SIDTable
+from onesearch_jax.world import jsonl
 
 REQUEST_FIELDS = ("user_id", "query", "time_index", "request_id")
 
@@ -145,52 +145,45 @@ def read_requests(path: str | os.PathLike) -> list[Request]:
   ext = os.path.splitext(path)[1].lower()
   if ext not in (".jsonl", ".json", ".tsv"):
     raise ValueError(f"{path}: unknown request file type {ext!r} (.jsonl or .tsv)")
+  if ext != ".tsv":
+    return [
+      _request_from_row(row, f"{path}:{line_no}")
+      for line_no, row in jsonl.iter_jsonl(path)
+    ]
   out = []
   with open(path, encoding="utf-8", newline="") as f:
-    if ext == ".tsv":
-      header = None
-      for line_no, line in enumerate(f, 1):
-        line = line.rstrip("\r\n")
-        if not line.strip():
-          continue
-        cells = line.split("\t")
-        if header is None:
-          header = [c.strip() for c in cells]
-          bad = [c for c in header if c not in REQUEST_FIELDS]
-          if bad or len(set(header)) != len(header):
-            field = bad[0] if bad else header[0]
-            raise ValueError(
-              f"{path}:{line_no}: header field '{field}' is unknown or repeated "
-              f"(expected {REQUEST_FIELDS})"
-            )
-          for field in ("user_id", "query"):
-            if field not in header:
-              raise ValueError(f"{path}:{line_no}: header field '{field}' is missing")
-          continue
-        if len(cells) < len(header):
-          raise ValueError(
-            f"{path}:{line_no}: field '{header[len(cells)]}' is missing "
-            f"({len(cells)} tab-separated cells, header has {len(header)})"
-          )
-        if len(cells) > len(header):
-          raise ValueError(
-            f"{path}:{line_no}: {len(cells)} tab-separated cells, header has "
-            f"{len(header)} fields {tuple(header)}"
-          )
-        row = dict(zip(header, cells, strict=True))
-        out.append(_request_from_row(row, f"{path}:{line_no}"))
-      return out
+    header = None
     for line_no, line in enumerate(f, 1):
+      line = line.rstrip("\r\n")
       if not line.strip():
         continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{line_no}: invalid JSON ({e.msg})") from None
-      if not isinstance(row, dict):
-        raise ValueError(f"{path}:{line_no}: expected a JSON object")
+      cells = line.split("\t")
+      if header is None:
+        header = [c.strip() for c in cells]
+        bad = [c for c in header if c not in REQUEST_FIELDS]
+        if bad or len(set(header)) != len(header):
+          field = bad[0] if bad else header[0]
+          raise ValueError(
+            f"{path}:{line_no}: header field '{field}' is unknown or repeated "
+            f"(expected {REQUEST_FIELDS})"
+          )
+        for field in ("user_id", "query"):
+          if field not in header:
+            raise ValueError(f"{path}:{line_no}: header field '{field}' is missing")
+        continue
+      if len(cells) < len(header):
+        raise ValueError(
+          f"{path}:{line_no}: field '{header[len(cells)]}' is missing "
+          f"({len(cells)} tab-separated cells, header has {len(header)})"
+        )
+      if len(cells) > len(header):
+        raise ValueError(
+          f"{path}:{line_no}: {len(cells)} tab-separated cells, header has "
+          f"{len(header)} fields {tuple(header)}"
+        )
+      row = dict(zip(header, cells, strict=True))
       out.append(_request_from_row(row, f"{path}:{line_no}"))
-  return out
+    return out
 
 
 def trim_and_pad(ids: Sequence[int], length: int) -> np.ndarray:

@@ -53,9 +53,16 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from onesearch_jax.data import museq, preprocessors, prompts, world_source
+from onesearch_jax.data import (
+  museq,
+  preprocessors,
+  prompts,
+  seqio_warnings,
+  world_source,
+)
 from onesearch_jax.data import vocab as vocab_lib
 from onesearch_jax.data.sid_table import SIDTable
+from onesearch_jax.world import manifest as manifest_lib
 
 TRAIN, TEST = "train", "test"
 # Every task kind register_tasks can make (a kind with no examples, or one
@@ -402,6 +409,7 @@ def register_tasks(
   Returns:
     The registered names, vocabulary, counts and skips.
   """
+  seqio_warnings.install()
   config = config or museq.MuSeqConfig()
   sp_config = sp_config or vocab_lib.SentencePieceConfig()
   if (sid_dir is None) == (sid_table is None):
@@ -414,11 +422,8 @@ def register_tasks(
     h = hashlib.sha256(sid_table.item_codes.tobytes() + sid_table.query_codes.tobytes())
     h.update("\x00".join(sid_table.item_ids + sid_table.query_texts).encode())
     sid_key = ("table", h.hexdigest())
-  manifest = os.path.join(world_dir, "manifest.json")
-  world_key = None
-  if os.path.isfile(manifest):
-    with open(manifest) as f:
-      world_key = json.load(f).get("content_hash")
+  world_manifest = manifest_lib.read_manifest(world_dir)
+  world_key = None if world_manifest is None else world_manifest.get("content_hash")
   key = _fingerprint(
     world_dir,
     world_key,

@@ -2,16 +2,18 @@
 
 ``read_world(dir)`` returns the three tables ``data/`` needs (users, items,
 recall). It uses the validating row reader ``onesearch_jax.world.reader.iter_rows``
-when ``USE_SCHEMA_READER`` is true (the default), else a plain JSON-lines
-reader that still names the file, line and field of a bad row.
+when ``USE_SCHEMA_READER`` is true (the default), else the plain JSON-lines
+reader ``onesearch_jax.world.jsonl`` that still names the file, line and
+field of a bad row.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
+
+from onesearch_jax.world import jsonl
 
 # Switch: False reads the files with plain json (no cross-table validation).
 USE_SCHEMA_READER = True
@@ -59,22 +61,7 @@ def _read_jsonl(directory: str, table: str) -> list[dict[str, Any]]:
   path = os.path.join(directory, f"{table}.jsonl")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: missing")
-  rows = []
-  with open(path, encoding="utf-8") as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{table}.jsonl:{line_no}: invalid JSON ({e.msg})") from e
-      if not isinstance(row, dict):
-        raise ValueError(f"{table}.jsonl:{line_no}: expected an object")
-      for field in _REQUIRED[table]:
-        if field not in row:
-          raise ValueError(f"{table}.jsonl:{line_no}: field '{field}' is missing")
-      rows.append(row)
-  return rows
+  return jsonl.read_jsonl(path, name=f"{table}.jsonl", required=_REQUIRED[table])
 
 
 def read_world(directory: str | os.PathLike) -> WorldTables:

@@ -52,12 +52,13 @@ import numpy as np
 from onesearch_jax.khqe import deterministic_npz, rq
 from onesearch_jax.khqe import opq as opq_lib
 from onesearch_jax.khqe import quantizer as quantizer_lib
-from onesearch_jax.world import reader
+from onesearch_jax.world import jsonl
+from onesearch_jax.world import manifest as manifest_lib
 
 SCHEMA_VERSION = 2
 # Version 1 (no covered tokenizer files, no folders) is still readable.
 READABLE_SCHEMAS = (1, 2)
-MANIFEST = "manifest.json"
+MANIFEST = manifest_lib.MANIFEST
 
 
 class ArtefactError(ValueError):
@@ -238,7 +239,7 @@ def save(
   hashes = {}
   for name, data in sorted(files.items()):
     (out / name).write_bytes(data)
-    hashes[name] = reader.file_sha256(out / name)
+    hashes[name] = manifest_lib.file_sha256(out / name)
   folders = {"report"}
   for name in covered:
     _relative(name, "save: covered path")
@@ -253,7 +254,7 @@ def save(
     for rel in names:
       if rel in hashes:
         raise ArtefactError(f"save: covered path {rel} is an artefact file")
-      hashes[rel] = reader.file_sha256(out / rel)
+      hashes[rel] = manifest_lib.file_sha256(out / rel)
   manifest = {
     "schema_version": SCHEMA_VERSION,
     "kind": "sid_artefact",
@@ -265,10 +266,10 @@ def save(
     },
     "files": dict(sorted(hashes.items())),
     "folders": sorted(folders),
-    "content_hash": reader.content_hash(hashes),
+    "content_hash": manifest_lib.content_hash(hashes),
     "info": dict(artefact.info),
   }
-  (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+  manifest_lib.save_manifest(out, manifest, indent=1, sort_keys=True)
   return manifest["content_hash"]
 
 
@@ -289,7 +290,7 @@ def check_hash(directory: str | os.PathLike, expected: str | None = None) -> str
   if not path.is_file():
     raise ArtefactError(f"{path}: missing (not a SID artefact directory)")
   try:
-    manifest = json.loads(path.read_text())
+    manifest = manifest_lib.read_manifest(root)
   except json.JSONDecodeError as e:
     raise ArtefactError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from e
   for field in ("schema_version", "files", "content_hash"):
@@ -316,12 +317,12 @@ def check_hash(directory: str | os.PathLike, expected: str | None = None) -> str
     target = root / name
     if not target.is_file():
       raise ArtefactError(f"{target}: listed in {path} but missing")
-    got = reader.file_sha256(target)
+    got = manifest_lib.file_sha256(target)
     if got != want:
       raise ArtefactError(
         f"{target}: sha256 {got} differs from {path}'s {want} (file modified)"
       )
-  actual = reader.content_hash(files)
+  actual = manifest_lib.content_hash(files)
   if actual != manifest["content_hash"]:
     raise ArtefactError(
       f"{path}: field 'content_hash' is {manifest['content_hash']} but the "
@@ -336,25 +337,18 @@ def check_hash(directory: str | os.PathLike, expected: str | None = None) -> str
 
 
 def _read_jsonl(path: pathlib.Path, fields: tuple[str, ...]) -> list[dict]:
-  rows = []
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, start=1):
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ArtefactError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from e
-      for field in fields:
-        if field not in row:
-          raise ArtefactError(f"{path}: line {lineno}: field '{field}' is missing")
-      rows.append(row)
-  return rows
+  """The rows of an artefact table (no blank lines: the writer writes none)."""
+  try:
+    return jsonl.read_jsonl(path, required=fields, skip_blank=False)
+  except jsonl.JsonlError as e:
+    raise ArtefactError(str(e)) from e
 
 
 def _codes(rows: list[dict], width: int, path: pathlib.Path) -> np.ndarray:
   for lineno, row in enumerate(rows, start=1):
     if len(row["codes"]) != width:
       raise ArtefactError(
-        f"{path}: line {lineno}: field 'codes' has {len(row['codes'])} "
+        f"{path}:{lineno}: field 'codes' has {len(row['codes'])} "
         f"entries, expected {width}"
       )
   return np.asarray([r["codes"] for r in rows], np.int32).reshape(len(rows), width)
@@ -400,7 +394,7 @@ def load(directory: str | os.PathLike, expected_hash: str | None = None) -> SIDA
   items_path, queries_path = root / "items.jsonl", root / "queries.jsonl"
   items = _read_jsonl(items_path, ("item_id", "codes", "popularity"))
   queries = _read_jsonl(queries_path, ("query", "codes"))
-  manifest = json.loads((root / MANIFEST).read_text())
+  manifest = manifest_lib.read_manifest(root)
   listed = manifest["files"]
   report_files = {
     name.removeprefix("report/"): (root / name).read_bytes()

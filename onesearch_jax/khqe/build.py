@@ -49,6 +49,7 @@ from onesearch_jax.khqe import embeddings_io, report, sid_metrics, text_vocab
 from onesearch_jax.khqe import encoder as encoder_lib
 from onesearch_jax.khqe import keywords as keywords_lib
 from onesearch_jax.khqe import quantizer as quantizer_lib
+from onesearch_jax.world import manifest as manifest_lib
 from onesearch_jax.world import reader
 
 VARIANTS = ("rq_plain", "+keywords", "+l3_parent", "+opq")
@@ -184,15 +185,9 @@ def item_texts(items: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> lis
 
 def world_hash(world_dir: str | os.PathLike, world: reader.World) -> str:
   """The world's content hash: its manifest's, or (real data without a
-  manifest) ``reader.content_hash`` of the sha256 of every ``*.jsonl`` file,
-  the rule the pipeline's world check uses. Independent of the path."""
-  if world.manifest and world.manifest.get("content_hash"):
-    return str(world.manifest["content_hash"])
-  files = {
-    p.name: reader.file_sha256(p)
-    for p in sorted(pathlib.Path(world_dir).glob("*.jsonl"))
-  }
-  return reader.content_hash(files)
+  manifest) the hash of its ``*.jsonl`` files, the rule the pipeline's world
+  check uses (``manifest.world_content_hash``). Independent of the path."""
+  return manifest_lib.world_content_hash(world_dir, world.manifest)
 
 
 def _popularity(world: reader.World) -> np.ndarray:

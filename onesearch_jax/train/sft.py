@@ -52,6 +52,7 @@ from onesearch_jax.model.transformer import EncoderDecoder
 from onesearch_jax.train import checkpoints, loop, state
 from onesearch_jax.train import sid_init as sid_init_lib
 from onesearch_jax.train import summaries as summaries_lib
+from onesearch_jax.world import jsonl
 
 STAGES = ("stage1", "stage2", "stage3")
 RESULT = "result.json"
@@ -266,10 +267,8 @@ def read_history(stage_dir: pathlib.Path) -> tuple[list[dict], list[dict]]:
   if not path.exists():
     return [], []
   rows: dict[tuple[str, int], dict] = {}
-  for line in path.read_text().splitlines():
-    if line.strip():
-      r = json.loads(line)
-      rows[(r["kind"], int(r["step"]))] = r
+  for _, r in jsonl.iter_jsonl(path, required=("kind", "step")):
+    rows[(r["kind"], int(r["step"]))] = r
   ordered = sorted(rows.values(), key=lambda r: r["step"])
   return (
     [r for r in ordered if r["kind"] == "train"],

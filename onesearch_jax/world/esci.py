@@ -44,7 +44,8 @@ import re
 import shutil
 from collections.abc import Mapping
 
-from onesearch_jax.world import reader, schema
+from onesearch_jax.world import manifest as manifest_lib
+from onesearch_jax.world import schema
 
 COLUMNS = (
   "source",
@@ -385,7 +386,7 @@ def write_esci_world(
     with open(target, "w", encoding="utf-8") as f:
       for row in tables[name]:
         f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    files[os.path.basename(target)] = reader.file_sha256(target)
+    files[os.path.basename(target)] = manifest_lib.file_sha256(target)
   for name in LICENSE_FILES:
     shutil.copyfile(os.path.join(src_dir, name), os.path.join(out_dir, name))
   counts = {name: len(rows) for name, rows in tables.items()}
@@ -394,14 +395,12 @@ def write_esci_world(
     "source": "esci",
     "config": {
       "src_csv": os.path.basename(src_csv),
-      "src_sha256": reader.file_sha256(src_csv),
+      "src_sha256": manifest_lib.file_sha256(src_csv),
       "empty_split": empty_split,
     },
     "counts": counts,
     "files": files,
-    "content_hash": reader.content_hash(files),
+    "content_hash": manifest_lib.content_hash(files),
   }
-  with open(os.path.join(out_dir, schema.MANIFEST), "w", encoding="utf-8") as f:
-    json.dump(manifest, f, indent=2, sort_keys=True)
-    f.write("\n")
+  manifest_lib.save_manifest(out_dir, manifest, indent=2, sort_keys=True)
   return counts

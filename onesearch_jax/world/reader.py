@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
+import errno
 import json
 import math
 import os
@@ -52,7 +52,13 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from onesearch_jax.world import schema
+from onesearch_jax.world import jsonl, schema
+from onesearch_jax.world import manifest as manifest_lib
+
+# The manifest's hash rules, re-exported for existing callers (world/manifest.py
+# owns them).
+file_sha256 = manifest_lib.file_sha256
+content_hash = manifest_lib.content_hash
 
 ON_ERROR = ("raise", "skip")
 
@@ -326,45 +332,15 @@ def check_row(table: schema.Table, row: Any, file: str, line: int) -> list[str]:
   return [k for k in row if k not in names]
 
 
-def _decode_line(raw: bytes, file: str, line: int) -> Any:
-  try:
-    text = raw.decode("utf-8").rstrip("\r\n")
-  except UnicodeDecodeError as e:
-    raise SchemaError(
-      file,
-      line,
-      None,
-      "bad_encoding",
-      f"not valid UTF-8 ({e.reason} at byte {e.start})",
-    ) from None
-  try:
-    return json.loads(text, object_pairs_hook=_unique_object)
-  except json.JSONDecodeError as e:
-    raise SchemaError(
-      file, line, None, "malformed_json", f"malformed JSON: {e.msg} at column {e.colno}"
-    ) from None
-  except _DuplicateName as e:
-    raise SchemaError(
-      file, line, e.name, "malformed_json", "appears twice in one object"
-    ) from None
-
-
-class _DuplicateName(Exception):
-  def __init__(self, name: str):
-    super().__init__(name)
-    self.name = name
-
-
-def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-  """json object hook: a name written twice would silently lose a value."""
-  out = dict(pairs)
-  if len(out) != len(pairs):
-    seen = set()
-    for name, _ in pairs:
-      if name in seen:
-        raise _DuplicateName(name)
-      seen.add(name)
-  return out
+def _schema_error(error: jsonl.JsonlError) -> SchemaError:
+  """The reader's wording of a line ``jsonl`` could not decode."""
+  if error.reason == "malformed_json" and error.field is not None:
+    problem = "appears twice in one object"
+  elif error.reason == "malformed_json":
+    problem = f"malformed JSON: {error.detail}"
+  else:
+    problem = error.problem
+  return SchemaError(error.file, error.line, error.field, error.reason, problem)
 
 
 def _table_of(table: schema.Table | str) -> schema.Table:
@@ -417,43 +393,31 @@ def _scan(
   """Yields (line, decoded value or None, error or None) for each data line."""
   file = os.path.basename(os.fspath(path))
   seen_extra: set[str] = set()
-  with open(path, "rb") as f:
-    for line, raw in enumerate(f, start=1):
-      if not raw.strip():
+
+  def on_blank() -> None:
+    if report is not None:
+      report.blank_lines[table.name] += 1
+
+  for line, row, decode_error in jsonl.scan(
+    path, name=file, unique_names=True, on_blank=on_blank
+  ):
+    if decode_error is not None:
+      yield line, None, _schema_error(decode_error)
+      continue
+    try:
+      extra = check_row(table, row, file, line)
+    except SchemaError as e:
+      yield line, row, e
+      continue
+    for name in extra:
+      if name not in seen_extra:
+        seen_extra.add(name)
         if report is not None:
-          report.blank_lines[table.name] += 1
-        continue
-      row = None
-      try:
-        row = _decode_line(raw, file, line)
-        extra = check_row(table, row, file, line)
-      except SchemaError as e:
-        yield line, row, e
-        continue
-      for name in extra:
-        if name not in seen_extra:
-          seen_extra.add(name)
-          if report is not None:
-            report.record_extra_field(table.name, name)
-      yield line, row, None
+          report.record_extra_field(table.name, name)
+    yield line, row, None
 
 
 # ------------------------------------------------------------------ manifest
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-  """The hex sha256 of a file's bytes."""
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
-def content_hash(files: Mapping[str, str]) -> str:
-  """The manifest's content hash: sha256 of ``json.dumps(files, sort_keys=True)``."""
-  text = json.dumps(dict(files), sort_keys=True)
-  return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def check_manifest(directory: str | os.PathLike) -> list[SchemaError]:
@@ -470,14 +434,10 @@ def check_manifest(directory: str | os.PathLike) -> list[SchemaError]:
     SchemaError: the manifest itself is not valid JSON or lacks ``files``.
   """
   directory = os.fspath(directory)
-  path = os.path.join(directory, schema.MANIFEST)
-  with open(path, encoding="utf-8") as f:
-    try:
-      manifest = json.load(f)
-    except json.JSONDecodeError as e:
-      raise SchemaError(
-        schema.MANIFEST, e.lineno, None, "manifest", f"malformed JSON: {e.msg}"
-      ) from None
+  manifest = _read_manifest(directory, must_be_object=False)
+  if manifest is None:
+    path = os.path.join(directory, schema.MANIFEST)
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
   files = manifest.get("files") if isinstance(manifest, dict) else None
   if not isinstance(files, dict):
     raise SchemaError(
@@ -491,7 +451,7 @@ def check_manifest(directory: str | os.PathLike) -> list[SchemaError]:
         SchemaError(name, None, None, "manifest", "listed in manifest.json but missing")
       )
       continue
-    actual = file_sha256(target)
+    actual = manifest_lib.file_sha256(target)
     if actual != expected:
       problems.append(
         SchemaError(
@@ -502,7 +462,8 @@ def check_manifest(directory: str | os.PathLike) -> list[SchemaError]:
           f"sha256 {actual} differs from manifest.json's {expected}",
         )
       )
-  if "content_hash" in manifest and manifest["content_hash"] != content_hash(files):
+  expected_hash = manifest_lib.content_hash(files)
+  if "content_hash" in manifest and manifest["content_hash"] != expected_hash:
     problems.append(
       SchemaError(
         schema.MANIFEST,
@@ -510,24 +471,21 @@ def check_manifest(directory: str | os.PathLike) -> list[SchemaError]:
         "content_hash",
         "manifest",
         f"{manifest['content_hash']} differs from the hash of 'files' "
-        f"({content_hash(files)})",
+        f"({expected_hash})",
       )
     )
   return problems
 
 
-def _read_manifest(directory: str) -> dict[str, Any] | None:
-  path = os.path.join(directory, schema.MANIFEST)
-  if not os.path.isfile(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    try:
-      manifest = json.load(f)
-    except json.JSONDecodeError as e:
-      raise SchemaError(
-        schema.MANIFEST, e.lineno, None, "manifest", f"malformed JSON: {e.msg}"
-      ) from None
-  if not isinstance(manifest, dict):
+def _read_manifest(directory: str, must_be_object: bool = True) -> Any:
+  """The parsed manifest (None when absent); SchemaError when unreadable."""
+  try:
+    manifest = manifest_lib.read_manifest(directory)
+  except json.JSONDecodeError as e:
+    raise SchemaError(
+      schema.MANIFEST, e.lineno, None, "manifest", f"malformed JSON: {e.msg}"
+    ) from None
+  if must_be_object and manifest is not None and not isinstance(manifest, dict):
     raise SchemaError(schema.MANIFEST, 1, None, "manifest", "expected a JSON object")
   return manifest
 

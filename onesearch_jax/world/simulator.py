@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from onesearch_jax.world import catalog as catalog_lib
+from onesearch_jax.world import manifest as manifest_lib
 from onesearch_jax.world import population as population_lib
 from onesearch_jax.world import relevance as relevance_lib
 from onesearch_jax.world import sessions as sessions_lib
@@ -94,7 +95,7 @@ def write_world(
       stop = min(start + config.chunk_items, catalog.n_items)
       f.write("".join(catalog.item_id(i) + "\n" for i in range(start, stop)))
   for name in ("extras/item_latent.npy", "extras/item_latent_ids.txt"):
-    files[name] = writer_lib.sha256_file(out / name)
+    files[name] = manifest_lib.file_sha256(out / name)
   say("item latents written")
 
   pop = population_lib.build_population(config, catalog, rng_users)
@@ -131,7 +132,7 @@ def write_world(
   files["relevance.jsonl"], counts["relevance"] = w.sha256, w.rows
   say("relevance written")
 
-  manifest = writer_lib.write_manifest(
+  manifest = manifest_lib.write_manifest(
     out,
     source="simulator",
     config=dataclasses.asdict(config),

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import collections
-import json
 import os
 import pathlib
 from collections.abc import Iterator
 from typing import Any
 
+from onesearch_jax.world import jsonl
+
 LENGTH_BUCKETS = ("1", "2", "3", "4", "5", "6+")
 
 
 def _rows(path: pathlib.Path) -> Iterator[dict[str, Any]]:
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      if line.strip():
-        yield json.loads(line)
+  for _, row in jsonl.iter_jsonl(path, name=path.name):
+    yield row
 
 
 def length_bucket(query: str) -> str:

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from onesearch_jax.world import manifest as manifest_lib
 from onesearch_jax.world import reader, schema
 
 _SPLIT_TABLES = ("recall", "ranking")
@@ -173,15 +174,13 @@ def _split_counts(path: str, table: schema.Table) -> collections.Counter:
 
 
 def _verify_against_manifest(directory: str, filename: str) -> None:
-  manifest_path = os.path.join(directory, schema.MANIFEST)
-  if not os.path.isfile(manifest_path):
+  manifest = manifest_lib.read_manifest(directory)
+  if manifest is None:
     return
-  with open(manifest_path, encoding="utf-8") as f:
-    manifest = json.load(f)
   expected = manifest.get("files", {}).get(filename)
   if expected is None:
     return
-  actual = reader.file_sha256(os.path.join(directory, filename))
+  actual = manifest_lib.file_sha256(os.path.join(directory, filename))
   if actual != expected:
     raise reader.SchemaError(
       filename,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from onesearch_jax.world import schema, simulator, writer
+from onesearch_jax.world import manifest, schema, simulator
 from onesearch_jax.world.config import WorldConfig
 
 DAY = 86_400
@@ -79,7 +79,7 @@ def test_manifest_hashes_and_counts(tiny_world_dir):
   expected = hashlib.sha256(
     json.dumps(dict(sorted(m["files"].items()))).encode()
   ).hexdigest()
-  assert m["content_hash"] == expected == writer.content_hash(m["files"])
+  assert m["content_hash"] == expected == manifest.content_hash(m["files"])
   for table in schema.TABLES:
     n = len((tiny_world_dir / f"{table}.jsonl").read_text().splitlines())
     assert m["counts"][table] == n > 0, table
