@@ -26,6 +26,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
+from onesearch_jax.stages.workdir import Workdir  # noqa: E402
 from onesearch_jax.world import esci, reader  # noqa: E402
 
 DEFAULT_CSV = (
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
   if rc:
     print(f"[esci] run.py failed with exit status {rc}", file=sys.stderr)
     return rc
-  results = json.loads((workdir / "eval" / "results.json").read_text(encoding="utf-8"))
+  results = Workdir(workdir).results()
   skips = results.get("skips") or {}
   print(
     f"\n[esci] test queries scored: {results['sets']['click']} with >= 1 Exact "
