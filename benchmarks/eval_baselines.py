@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from onesearch_jax.eval import evaluate, examples  # noqa: E402
-from onesearch_jax.khqe import artefact  # noqa: E402
+from onesearch_jax.stages.workdir import Workdir  # noqa: E402
 
 
 def main() -> None:
@@ -27,10 +27,10 @@ def main() -> None:
   ap.add_argument("--workdir", required=True)
   ap.add_argument("--k_max", type=int, default=evaluate.DEFAULT_K_MAX)
   args = ap.parse_args()
-  wd = args.workdir
+  wd = Workdir(args.workdir)
   t0, c0 = time.perf_counter(), time.process_time()
-  art = artefact.load(os.path.join(wd, "sids"))
-  tables = examples.read_eval_tables(os.path.join(wd, "world"))
+  art = wd.sid_artefact()
+  tables = examples.read_eval_tables(wd.world)
   es = examples.build_eval_set(
     tables, sid_items=art.item_ids, sid_queries=art.query_texts
   )
@@ -42,7 +42,7 @@ def main() -> None:
   timings: dict = {}
   tb, cb = time.perf_counter(), time.process_time()
   rankings = evaluate.run_baselines(
-    tables, os.path.join(wd, "sids"), eval_set=es, k_max=args.k_max, timings=timings
+    tables, wd.sids, eval_set=es, k_max=args.k_max, timings=timings
   )
   print(
     f"run_baselines: wall {time.perf_counter() - tb:.1f} s, "
@@ -51,7 +51,7 @@ def main() -> None:
   tm = time.perf_counter()
   res = evaluate.evaluate_rankings(es, rankings)
   print(f"evaluate_rankings: wall {time.perf_counter() - tm:.1f} s")
-  evaluate.write_results(res, os.path.join(wd, "eval"))
+  evaluate.write_results(res, wd.eval)
   rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
   print(
     f"total: wall {time.perf_counter() - t0:.1f} s, cpu "

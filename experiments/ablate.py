@@ -41,6 +41,10 @@ import sys
 import time
 from collections.abc import Sequence
 
+from onesearch_jax.khqe import artefact
+from onesearch_jax.stages.config import STAGE_ORDER
+from onesearch_jax.stages.workdir import Workdir
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 # Stage directories a later variant may reuse (the pipeline re-checks them).
@@ -133,16 +137,15 @@ def variant_row(workdir: pathlib.Path) -> dict:
     (a stage not run yet) are absent.
   """
   row: dict = {"sids": {}, "systems": {}, "seconds": {}}
-  for stage in ("world", "sids", "train", "pars", "eval"):
-    marker = workdir / stage / "STAGE.json"
-    if marker.exists():
-      row["seconds"][stage] = json.loads(marker.read_text()).get("seconds")
-  sids_marker = workdir / "sids" / "STAGE.json"
-  if sids_marker.exists():
-    metrics = json.loads(sids_marker.read_text())["metrics"]
-    from onesearch_jax.khqe import artefact
-
-    cfg = artefact.read_config(workdir / "sids")
+  wd = Workdir(workdir)
+  for stage in STAGE_ORDER:
+    marker = wd.marker(wd.stage_dir(stage))
+    if marker is not None:
+      row["seconds"][stage] = marker.get("seconds")
+  sids_marker = wd.marker(wd.sids)
+  if sids_marker is not None:
+    metrics = sids_marker["metrics"]
+    cfg = artefact.read_config(wd.sids)
     final = cfg.get("metadata", {}).get("variant", "+opq")
     m = metrics.get(final, {})
     row["sids"] = {
@@ -150,9 +153,8 @@ def variant_row(workdir: pathlib.Path) -> dict:
       "sid_len": 3 + int(cfg["quantizer"]["opq_subspaces"]),
       **{k: m.get(k) for k in ("ICR", "CUR_L1xL2", "CUR_Total")},
     }
-  results = workdir / "eval" / "results.json"
-  if results.exists():
-    systems = json.loads(results.read_text())["systems"]
+  if wd.results_json.exists():
+    systems = wd.results()["systems"]
     for name, res in systems.items():
       row["systems"][name] = {
         key: _get(res, key.replace("/", "/all/", 1)) for key, _ in COLUMNS

@@ -23,7 +23,7 @@ import dataclasses
 from typing import Any
 
 from onesearch_jax import sharding
-from onesearch_jax.pipeline import PipelineConfig
+from onesearch_jax.stages.config import PipelineConfig
 from onesearch_jax.world.config import WorldConfig
 
 WORLD_PRESETS = ("tiny", "default", "large")
@@ -394,7 +394,7 @@ def pipeline_config(
       dataclass's).
     sids: the KHQE BuildConfig (None = default).
     world_dir: real data in the KuaiSearch schema instead of simulating.
-    stages: stages in pipeline.STAGE_ORDER order with their STAGE_NEEDS
+    stages: stages in stages.config.STAGE_ORDER order with their STAGE_NEEDS
       (e.g. without "pars": the eval has the SFT row only).
     train: the SFTConfig of the train stage (None = ``sft_config()``).
     eval: the EvalConfig of the eval stage (None = ``eval_config()``).

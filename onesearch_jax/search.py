@@ -34,7 +34,7 @@ from onesearch_jax import decoding
 from onesearch_jax.data import model_batches, session_prompts, world_source
 from onesearch_jax.data.sid_table import SIDTable, sid_string
 from onesearch_jax.eval.sid_items import SidItemIndex
-from onesearch_jax.khqe import artefact
+from onesearch_jax.stages.workdir import Workdir
 from onesearch_jax.train import sft
 
 # The user id of a request without one: a user the world must not contain.
@@ -96,14 +96,14 @@ class Searcher:
       raise ValueError(
         f"Searcher: beam_size and batch_size must be >= 1 ({beam_size}, {batch_size})"
       )
-    workdir = pathlib.Path(workdir)
-    train_dir = workdir / "train"
+    wd = Workdir.of(workdir)
+    train_dir = wd.train
     self.beam_size = int(beam_size)
     self.batch_size = int(batch_size)
     self.model, self.vocabulary, self.model_config = sft.load_trained(train_dir, stage)
     spec = model_batches.read_spec(train_dir)
-    art = artefact.load(workdir / "sids")
-    self.table = SIDTable.from_artefact(workdir / "sids")
+    art = wd.sid_artefact()
+    self.table = SIDTable.from_artefact(wd.sids)
     world = world_source.read_world(world_dir)
     self.items: dict[str, dict[str, Any]] = {r["item_id"]: r for r in world.items}
     self.users = frozenset(r["user_id"] for r in world.users)

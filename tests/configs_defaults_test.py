@@ -16,7 +16,7 @@ from onesearch_jax.eval.config import EvalConfig
 from onesearch_jax.khqe.build import BuildConfig
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.pars import listwise, stage
-from onesearch_jax.pipeline import PipelineConfig
+from onesearch_jax.stages.config import PipelineConfig
 from onesearch_jax.train.loop import TrainConfig
 from onesearch_jax.train.optimizers import OptimizerConfig
 from onesearch_jax.train.sft import SFTConfig

@@ -52,10 +52,12 @@ if IN_COLAB:
 # the pipeline cell (the CI smoke test does that).
 import pathlib
 
+from onesearch_jax.stages.workdir import Workdir
+
 PRETRAINED = os.environ.get("ONESEARCH_QUICKSTART_WORKDIR", "")
 WORKDIR = pathlib.Path(PRETRAINED or "quickstart_workdir")
 WORLD_DIR = pathlib.Path(
-  os.environ.get("ONESEARCH_QUICKSTART_WORLD", WORKDIR / "world")
+  os.environ.get("ONESEARCH_QUICKSTART_WORLD", Workdir(WORKDIR).world)
 )
 BEAM_SIZE = 50
 print(f"workdir {WORKDIR.resolve()}, world {WORLD_DIR}")
@@ -64,7 +66,8 @@ print(f"workdir {WORKDIR.resolve()}, world {WORLD_DIR}")
 # The tiny world (~1k items, 300 users) with the main job's model and SFT
 # recipe, shortened to 50 + 50 + 800 steps (a few minutes on 2 CPU cores),
 # through the gin-free config factories.
-from onesearch_jax import configs, pipeline
+from onesearch_jax import configs
+from onesearch_jax.stages.runner import run_pipeline
 
 cfg = configs.pipeline_config(
   world=configs.world_config("tiny", seed=0),
@@ -87,8 +90,8 @@ cfg = configs.pipeline_config(
 # Run the pipeline: world -> sids -> train -> eval. Re-running the cell
 # resumes: finished stages are skipped.
 if not PRETRAINED:
-  stages = pipeline.run_pipeline(cfg, WORKDIR)
-  results_md = (WORKDIR / "eval" / "results.md").read_text()
+  stages = run_pipeline(cfg, WORKDIR)
+  results_md = Workdir(WORKDIR).results_md.read_text()
   print(results_md.split("## Slices")[0])  # the whole file has every slice
 
 # %% [markdown]

@@ -15,7 +15,6 @@ finished stages are skipped by their markers. Exit status: run.py's.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import subprocess
@@ -26,6 +25,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
+from onesearch_jax.stages.workdir import Workdir  # noqa: E402
 from onesearch_jax.world import esci, reader  # noqa: E402
 from onesearch_jax.world import manifest as manifest_lib  # noqa: E402
 
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
   if rc:
     print(f"[esci] run.py failed with exit status {rc}", file=sys.stderr)
     return rc
-  results = json.loads((workdir / "eval" / "results.json").read_text(encoding="utf-8"))
+  results = Workdir(workdir).results()
   skips = results.get("skips") or {}
   print(
     f"\n[esci] test queries scored: {results['sets']['click']} with >= 1 Exact "

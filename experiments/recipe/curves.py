@@ -37,6 +37,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from experiments import ablate  # noqa: E402
+from onesearch_jax.stages.workdir import Workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("root", "/tmp/recipe_curves", "Experiment root.")
@@ -72,7 +73,7 @@ def _run(args: list[str], log: pathlib.Path) -> None:
 
 def ensure_base(root: pathlib.Path) -> pathlib.Path:
   base = root / "base"
-  if (base / "sids" / "STAGE.json").exists():
+  if Workdir(base).marker(Workdir(base).sids) is not None:
     return base
   base.mkdir(parents=True, exist_ok=True)
   args = ["--mode=build_sids", f"--workdir={base}", "--gin_file=gin/runs/main.gin"]
@@ -82,7 +83,7 @@ def ensure_base(root: pathlib.Path) -> pathlib.Path:
 
 
 def train(root: pathlib.Path, base: pathlib.Path, run_dir: pathlib.Path) -> None:
-  if (run_dir / "train" / "STAGE.json").exists():
+  if Workdir(run_dir).marker(Workdir(run_dir).train) is not None:
     return
   ablate.seed_workdir(base, run_dir)
   args = ["--mode=train", f"--workdir={run_dir}", "--gin_file=gin/runs/main.gin"]
@@ -129,14 +130,14 @@ def curve(run_dir: pathlib.Path) -> list[dict]:
   from onesearch_jax import sharding as sh
   from onesearch_jax.eval import evaluate, examples, generative
   from onesearch_jax.eval.sid_items import SidItemIndex
-  from onesearch_jax.khqe import artefact
   from onesearch_jax.train import checkpoints, sft, state
 
-  train_dir = run_dir / "train"
+  wd = Workdir(run_dir)
+  train_dir = wd.train
   cfg = sft.read_config(train_dir)
   model_cfg = sft.read_model_config(train_dir)
-  art = artefact.load(run_dir / "sids")
-  world_dir = run_dir / "world"
+  art = wd.sid_artefact()
+  world_dir = wd.world
   eval_set = examples.build_eval_set(
     world_dir, sid_items=art.item_ids, sid_queries=art.query_texts
   )

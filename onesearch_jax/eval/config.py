@@ -10,7 +10,7 @@ from onesearch_jax.eval import metrics
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-  """The eval stage (``pipeline._eval_stage``).
+  """The eval stage (``stages.eval``).
 
   Attributes:
     beam_size: W beams per query; the generative ranking holds up to W SIDs

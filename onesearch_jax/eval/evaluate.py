@@ -7,7 +7,7 @@ API for the pipeline's eval stage::
   rankings = run_baselines(world_dir, sid_dir, eval_set=eval_set)
   rankings["onesearch"] = sid_index.expand(beam_sid_index, k_max)  # [E, K_max]
   results = evaluate_rankings(eval_set, rankings, diagnostics={...})
-  write_results(results, workdir / "eval")
+  write_results(results, Workdir(workdir).eval)  # stages.workdir
 
 Every ranking is [E, K_max] int32 item rows of ``eval_set.item_ids`` (-1 pad),
 one row per eval-set row; the click and order sets are row subsets.

@@ -18,6 +18,7 @@ import sys
 import pytest
 
 import gin
+from onesearch_jax import main as cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXPERIMENTS = ("tokenizer", "opq_depth", "museq", "pars", "seeds")
@@ -44,9 +45,8 @@ def ablate():
 
 @pytest.fixture(scope="module")
 def run_module():
-  mod = _load("_onesearch_run_cli", ROOT / "run.py")
-  made = mod.register_configurables()
-  yield mod, made
+  made = cli.register_configurables()
+  yield cli, made
   gin.clear_config(clear_constants=True)
 
 

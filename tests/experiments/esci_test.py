@@ -12,8 +12,9 @@ import pathlib
 
 import pytest
 
-from onesearch_jax import configs, pipeline
+from onesearch_jax import configs
 from onesearch_jax.eval import examples
+from onesearch_jax.stages import config, resume, runner
 from onesearch_jax.world import esci
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -102,16 +103,16 @@ def test_sids_config_overrides_nested_dataclass_fields():
 def test_world_stage_revalidates_a_rewritten_world_dir(esci_csv, tmp_path):
   world = tmp_path / "world"
   esci.write_esci_world(esci_csv, world)
-  cfg = pipeline.PipelineConfig(world_dir=str(world), stages=("world",))
+  cfg = config.PipelineConfig(world_dir=str(world), stages=("world",))
   wd = tmp_path / "wd"
   logs = []
-  first = pipeline.run_pipeline(cfg, wd, log=logs.append)["world"]
-  again = pipeline.run_pipeline(cfg, wd, log=logs.append)["world"]
+  first = runner.run_pipeline(cfg, wd, log=logs.append)["world"]
+  again = runner.run_pipeline(cfg, wd, log=logs.append)["world"]
   assert not first.skipped and again.skipped
   assert again.marker["output_hash"] == first.marker["output_hash"]
   # Rewritten in place with other splits: same path, other content.
   esci.write_esci_world(esci_csv, world, empty_split="test")
-  changed = pipeline.run_pipeline(cfg, wd, log=logs.append)["world"]
+  changed = runner.run_pipeline(cfg, wd, log=logs.append)["world"]
   assert not changed.skipped
   assert changed.marker["output_hash"] != first.marker["output_hash"]
 
@@ -167,8 +168,8 @@ def test_esci_run_end_to_end_tiny(esci_csv, csv_truth, tmp_path, capfd, monkeypa
   assert systems["bm25"]["click"]["all"]["hr@10"] > 10 * random_hr
   # A second run resumes: every stage marker is kept as it was.
   stage_dirs = ("world_check", "sids", "train", "eval")
-  markers = {d: (wd / d / pipeline.MARKER).read_text() for d in stage_dirs}
+  markers = {d: (wd / d / resume.MARKER).read_text() for d in stage_dirs}
   assert run_esci.main(args) == 0
   out = capfd.readouterr().out
   assert "esci_world: kept" in out and out.count("skipping") == 4
-  assert {d: (wd / d / pipeline.MARKER).read_text() for d in stage_dirs} == markers
+  assert {d: (wd / d / resume.MARKER).read_text() for d in stage_dirs} == markers

@@ -1,29 +1,28 @@
-"""Every gin file parses with run.py's registrations; model and mesh files train.
+"""Every gin file parses with the CLI's registrations; model and mesh files train.
 
-run.py is loaded once by path (it defines absl flags); its
-``register_configurables`` + ``build_config`` are exactly what the CLI does.
+``onesearch_jax.main.register_configurables`` + ``build_config`` are exactly
+what ``run.py`` does.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import pathlib
 import re
-import sys
 
 import jax
 import numpy as np
 import pytest
 
 import gin
+from onesearch_jax import main as cli
 from onesearch_jax import sharding as sh
 from onesearch_jax.eval.config import EvalConfig
 from onesearch_jax.khqe.build import BuildConfig
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.model.model import LossConfig
 from onesearch_jax.pars.stage import StageConfig
-from onesearch_jax.pipeline import PipelineConfig
+from onesearch_jax.stages.config import PipelineConfig
 from onesearch_jax.train import optimizers, state, steps, synthetic
 from onesearch_jax.train.sft import SFTConfig
 
@@ -35,13 +34,7 @@ GIN_FILES = sorted(
 
 @pytest.fixture(scope="module")
 def run_module():
-  name = "_onesearch_run_cli"
-  if name not in sys.modules:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-  mod = sys.modules[name]
+  mod = cli
   made = mod.register_configurables()
   yield mod, made
   gin.clear_config(clear_constants=True)

@@ -14,18 +14,20 @@ import pathlib
 import numpy as np
 import pytest
 
-from onesearch_jax import infer, pipeline
+from onesearch_jax import infer
 from onesearch_jax.eval import evaluate
 from onesearch_jax.eval.config import EvalConfig
+from onesearch_jax.eval.workdir_eval import rank_workdir
+from onesearch_jax.stages.workdir import Workdir
 
 
 @pytest.fixture(scope="module")
 def workdir(sft_run, sft_sids, tmp_path_factory) -> pathlib.Path:
   res, _ = sft_run
-  wd = tmp_path_factory.mktemp("eval_wd")
-  (wd / "sids").symlink_to(sft_sids[0])
-  (wd / "train").symlink_to(res.out_dir)
-  return wd
+  wd = Workdir(tmp_path_factory.mktemp("eval_wd"))
+  wd.sids.symlink_to(sft_sids[0])
+  wd.train.symlink_to(res.out_dir)
+  return wd.root
 
 
 CFG = EvalConfig(
@@ -40,7 +42,7 @@ CFG = EvalConfig(
 
 @pytest.fixture(scope="module")
 def ranked(workdir, sft_world):
-  return pipeline.rank_workdir(workdir, sft_world, CFG, log=lambda _: None)
+  return rank_workdir(workdir, sft_world, CFG, log=lambda _: None)
 
 
 @pytest.mark.slow

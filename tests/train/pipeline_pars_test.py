@@ -11,9 +11,16 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from onesearch_jax import configs, pipeline
+from onesearch_jax import configs
+from onesearch_jax.errors import UserError
+from onesearch_jax.eval import workdir_eval
 from onesearch_jax.eval.config import EvalConfig
 from onesearch_jax.pars import stage as pars_stage
+from onesearch_jax.stages import config as stages_config
+from onesearch_jax.stages import eval as eval_stage
+from onesearch_jax.stages import pars as stage_of_pars
+from onesearch_jax.stages.resume import StageResult
+from onesearch_jax.stages.workdir import Workdir
 from onesearch_jax.train import sft
 
 EVAL = EvalConfig(
@@ -32,17 +39,17 @@ VARIANTS = (
 def staged(sft_run, sft_sids, sft_world, tmp_path_factory):
   """(workdir, pipeline config, sids / train StageResults, pars runs, lines)."""
   res, _ = sft_run
-  wd = tmp_path_factory.mktemp("pars_wd")
-  (wd / "sids").symlink_to(sft_sids[0])
-  (wd / "train").symlink_to(res.out_dir)
-  sids = pipeline.StageResult("sids", True, 0.0, {"output_hash": sft_sids[1]})
-  train = pipeline.StageResult("train", True, 0.0, {"output_hash": res.params_hash})
-  cfg = pipeline.PipelineConfig(
+  wd = Workdir(tmp_path_factory.mktemp("pars_wd"))
+  wd.sids.symlink_to(sft_sids[0])
+  wd.train.symlink_to(res.out_dir)
+  sids = StageResult("sids", True, 0.0, {"output_hash": sft_sids[1]})
+  train = StageResult("train", True, 0.0, {"output_hash": res.params_hash})
+  cfg = stages_config.PipelineConfig(
     stages=("world", "sids", "train", "pars", "eval"), pars=PARS, eval=EVAL
   )
   lines: list[str] = []
-  first = pipeline._pars_stage(cfg, wd, sft_world, sids, train, lines.append)
-  again = pipeline._pars_stage(cfg, wd, sft_world, sids, train, lines.append)
+  first = stage_of_pars.run(cfg, wd, sft_world, sids, train, lines.append)
+  again = stage_of_pars.run(cfg, wd, sft_world, sids, train, lines.append)
   return wd, cfg, sids, train, (first, again), lines
 
 
@@ -58,11 +65,11 @@ def test_pars_stage_writes_aligned_checkpoints_and_skips_on_rerun(staged):
   assert first.marker["phases"] == ["pars1", "pars2"]
   assert first.marker["examples"]["pars1"] > 0 and first.marker["examples"]["pars2"] > 0
   assert any("[pars] up to date" in line for line in lines)
-  model_cfg = sft.read_model_config(wd / "train")
-  sft_model, _, _ = sft.load_trained(wd / "train")
+  model_cfg = sft.read_model_config(wd.train)
+  sft_model, _, _ = sft.load_trained(wd.train)
   base = _params(sft_model)
   models = {
-    p: pars_stage.load_phase_model(wd / "pars", p, PARS, model_cfg)
+    p: pars_stage.load_phase_model(wd.pars, p, PARS, model_cfg)
     for p in pars_stage.PHASES
   }
   for phase, model in models.items():
@@ -72,14 +79,14 @@ def test_pars_stage_writes_aligned_checkpoints_and_skips_on_rerun(staged):
                zip(leaves, base, strict=True))  # fmt: skip
     assert diff > 0, f"{phase} parameters equal the SFT ones"
   # The marker's output hash is the final (phase 2) parameters' hash.
-  summary = json.loads((wd / "pars" / "summary.json").read_text())
+  summary = json.loads((wd.pars / "summary.json").read_text())
   assert len(summary["pars1_history"]) >= 1 and len(summary["pars2_history"]) >= 1
 
 
 @pytest.mark.slow
 def test_eval_lists_every_variant_with_valid_beams(staged, sft_world):
   wd, cfg, sids, train, (pars, _), lines = staged
-  res = pipeline._eval_stage(cfg, wd, sft_world, sids, train, pars, lines.append)
+  res = eval_stage.run(cfg, wd, sft_world, sids, train, pars, lines.append)
   out = json.loads(pathlib.Path(res.marker["files"]["json"]).read_text())
   assert set(out["systems"]) == set(VARIANTS)
   md = pathlib.Path(res.marker["files"]["md"]).read_text()
@@ -88,11 +95,11 @@ def test_eval_lists_every_variant_with_valid_beams(staged, sft_world):
     assert diag["valid_sid_rate"] == 1.0, name
     assert diag["duplicate_rate"] == 0.0, name
     assert f"| {name} |" in md
-  again = pipeline._eval_stage(cfg, wd, sft_world, sids, train, pars, lines.append)
+  again = eval_stage.run(cfg, wd, sft_world, sids, train, pars, lines.append)
   assert again.skipped
   # A changed pars output re-runs the eval (its marker keys on it).
-  other = pipeline.StageResult("pars", True, 0.0, {**pars.marker, "output_hash": "x"})
-  assert not pipeline._eval_stage(
+  other = StageResult("pars", True, 0.0, {**pars.marker, "output_hash": "x"})
+  assert not eval_stage.run(
     cfg, wd, sft_world, sids, train, other, lines.append
   ).skipped
 
@@ -100,7 +107,9 @@ def test_eval_lists_every_variant_with_valid_beams(staged, sft_world):
 @pytest.mark.slow
 def test_rm_rerank_permutes_beams_by_r_score(staged, sft_world):
   wd, *_ = staged
-  models, rerankers = pipeline.workdir_models(wd, sft_world, PARS, log=lambda _: None)
+  models, rerankers = workdir_eval.workdir_models(
+    wd, sft_world, PARS, log=lambda _: None
+  )
   assert [n for n, _ in models] == list(VARIANTS[:3])
   assert [(n, src) for n, src, _ in rerankers] == [
     ("onesearch+rm", "onesearch"), ("onesearch+pars2+rm", "onesearch+pars2")
@@ -128,9 +137,9 @@ def test_rm_rerank_permutes_beams_by_r_score(staged, sft_world):
 
 
 def test_stage_lists_are_validated_by_order_and_needs():
-  pipeline.check_stages(("world", "sids", "train", "eval"))
-  pipeline.check_stages(("world", "sids", "train", "pars"))
-  pipeline.check_stages(pipeline.STAGE_ORDER)
+  stages_config.check_stages(("world", "sids", "train", "eval"))
+  stages_config.check_stages(("world", "sids", "train", "pars"))
+  stages_config.check_stages(stages_config.STAGE_ORDER)
   bad = [
     ("world", "sids", "train", "eval", "pars"),  # order
     ("world", "sids", "pars"),  # pars needs train
@@ -140,5 +149,5 @@ def test_stage_lists_are_validated_by_order_and_needs():
     ("world", "rank"),
   ]
   for stages in bad:
-    with pytest.raises(ValueError):
-      pipeline.check_stages(stages)
+    with pytest.raises(UserError):
+      stages_config.check_stages(stages)

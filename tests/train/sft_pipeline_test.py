@@ -6,7 +6,10 @@ import shutil
 
 import pytest
 
-from onesearch_jax import pipeline
+from onesearch_jax.stages import train as train_stage
+from onesearch_jax.stages.config import PipelineConfig
+from onesearch_jax.stages.resume import StageResult, read_marker
+from onesearch_jax.stages.workdir import Workdir
 from onesearch_jax.train import sft
 
 
@@ -15,13 +18,15 @@ def test_train_stage_resumes_then_skips(
   sft_world, sft_sids, tmp_path, tiny_sft_config, monkeypatch, fast_compile
 ):
   sid_dir, sid_hash = sft_sids
-  shutil.copytree(sid_dir, tmp_path / "sids")
-  sids = pipeline.StageResult("sids", True, 0.0, {"output_hash": sid_hash})
-  cfg = pipeline.PipelineConfig(train=tiny_sft_config(steps=(2, 2, 2)))
+  wd = Workdir(tmp_path)
+  shutil.copytree(sid_dir, wd.sids)
+  world = StageResult("world", True, 0.0, {"output_hash": "world-hash"})
+  sids = StageResult("sids", True, 0.0, {"output_hash": sid_hash})
+  cfg = PipelineConfig(train=tiny_sft_config(steps=(2, 2, 2)))
   logs: list[str] = []
 
   def run(*a):
-    return pipeline._train_stage(cfg, tmp_path, sft_world, "world-hash", sids, *a)
+    return train_stage.run(cfg, wd, sft_world, world, sids, *a)
 
   real = sft.run_sft
   monkeypatch.setattr(
@@ -29,8 +34,8 @@ def test_train_stage_resumes_then_skips(
   )  # preempted after stage 2's first step
   with pytest.raises(RuntimeError, match="stopped before the end"):
     run(logs.append)
-  stage_dir = tmp_path / "train"
-  assert pipeline.read_marker(stage_dir) is None
+  stage_dir = wd.train
+  assert read_marker(stage_dir) is None
   assert (stage_dir / "stage1" / sft.RESULT).exists()
   monkeypatch.setattr(sft, "run_sft", real)
   logs.clear()

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from onesearch_jax import configs, pipeline
+from onesearch_jax import configs
+from onesearch_jax.stages import resume, runner
 
 
 def test_world_stage_runs_then_resumes_then_rebuilds(tmp_path):
@@ -14,7 +15,7 @@ def test_world_stage_runs_then_resumes_then_rebuilds(tmp_path):
   cfg = configs.pipeline_config(
     world=configs.world_config("tiny", seed=0), stages=("world",)
   )
-  first = pipeline.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
+  first = runner.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
   assert not first.skipped
   assert logs[-3] == "[pipeline] stage times:"
   assert logs[-2] == f"[pipeline]   world {first.seconds:8.1f} s"
@@ -24,14 +25,14 @@ def test_world_stage_runs_then_resumes_then_rebuilds(tmp_path):
   assert any(line.startswith("items ") for line in logs)  # statistics printed
 
   logs.clear()
-  again = pipeline.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
+  again = runner.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
   assert again.skipped and again.marker == first.marker
   assert any("up to date" in line for line in logs)
   assert logs[-2] == "[pipeline]   world skipped (done earlier)"
 
   # A killed run (no marker) is redone from scratch, not trusted.
-  (tmp_path / "world" / pipeline.MARKER).unlink()
-  redo = pipeline.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
+  (tmp_path / "world" / resume.MARKER).unlink()
+  redo = runner.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
   assert not redo.skipped
   assert redo.marker["output_hash"] == first.marker["output_hash"]  # same seed
 
@@ -39,17 +40,17 @@ def test_world_stage_runs_then_resumes_then_rebuilds(tmp_path):
   cfg2 = configs.pipeline_config(
     world=configs.world_config("tiny", seed=1), stages=("world",)
   )
-  other = pipeline.run_pipeline(cfg2, tmp_path, log=logs.append)["world"]
+  other = runner.run_pipeline(cfg2, tmp_path, log=logs.append)["world"]
   assert not other.skipped
   assert other.marker["output_hash"] != first.marker["output_hash"]
 
 
 def test_stage_times_lines():
   res = {
-    "world": pipeline.StageResult("world", True, 0.0, {}),
-    "train": pipeline.StageResult("train", False, 132.04, {}),
+    "world": resume.StageResult("world", True, 0.0, {}),
+    "train": resume.StageResult("train", False, 132.04, {}),
   }
-  assert pipeline.stage_times(res, 140.0) == [
+  assert runner.stage_times(res, 140.0) == [
     "stage times:",
     "  world skipped (done earlier)",
     "  train    132.0 s",
@@ -65,10 +66,10 @@ def test_unknown_world_override_is_refused():
 def test_real_world_dir_is_validated_not_simulated(zh_world_dir, tmp_path):
   logs: list[str] = []
   cfg = configs.pipeline_config(world_dir=str(zh_world_dir), stages=("world",))
-  res = pipeline.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
+  res = runner.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
   assert not res.skipped
   assert not (tmp_path / "world").exists()  # nothing simulated
   assert res.marker["world_dir"] == str(zh_world_dir)
   assert any("rows skipped: 0" in line for line in logs)
-  again = pipeline.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
+  again = runner.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
   assert again.skipped

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from onesearch_jax import pipeline
+from onesearch_jax import configs
+from onesearch_jax.errors import UserError
+from onesearch_jax.stages import resume, runner
 
 
 def _body(calls):
@@ -24,12 +26,12 @@ def test_killed_stage_resumes_only_when_resumable(tmp_path, resumable):
   logs: list[str] = []
   stage = tmp_path / "train"
   with pytest.raises(KeyboardInterrupt):
-    pipeline.run_stage(
+    resume.run_stage(
       "train", stage, {"a": 1}, _body(calls), logs.append, resumable=resumable
     )
-  assert pipeline.read_marker(stage) is None
-  assert (stage / pipeline.STARTED).exists() == resumable
-  res = pipeline.run_stage(
+  assert resume.read_marker(stage) is None
+  assert (stage / resume.STARTED).exists() == resumable
+  res = resume.run_stage(
     "train", stage, {"a": 1}, _body(calls), logs.append, resumable=resumable
   )
   assert not res.skipped and res.marker["output_hash"] == "h"
@@ -37,7 +39,7 @@ def test_killed_stage_resumes_only_when_resumable(tmp_path, resumable):
     assert "progress" in calls[1] and any("resuming" in x for x in logs)
   else:  # wiped and redone from scratch
     assert calls[1] == [] and any("unfinished earlier run" in x for x in logs)
-  again = pipeline.run_stage(
+  again = resume.run_stage(
     "train", stage, {"a": 1}, _body(calls), logs.append, resumable=resumable
   )
   assert again.skipped and len(calls) == 2
@@ -48,26 +50,24 @@ def test_changed_inputs_wipe_an_unfinished_resumable_stage(tmp_path):
   logs: list[str] = []
   stage = tmp_path / "train"
   with pytest.raises(KeyboardInterrupt):
-    pipeline.run_stage(
+    resume.run_stage(
       "train", stage, {"a": 1}, _body(calls), logs.append, resumable=True
     )
-  res = pipeline.run_stage(
+  res = resume.run_stage(
     "train", stage, {"a": 2}, _body(calls), logs.append, resumable=True
   )
   assert not res.skipped
-  assert calls[1] == [pipeline.STARTED]  # the old progress is gone
+  assert calls[1] == [resume.STARTED]  # the old progress is gone
   assert any("inputs changed" in x for x in logs)
   # ... and a finished stage whose inputs change is rebuilt as well.
   logs.clear()
-  pipeline.run_stage(
+  resume.run_stage(
     "train", stage, {"a": 3}, _body([[], []]), logs.append, resumable=True
   )
   assert any("inputs changed" in x for x in logs)
 
 
 def test_stages_must_include_what_they_need(tmp_path):
-  from onesearch_jax import configs
-
   cfg = configs.pipeline_config(stages=("world", "train"))
-  with pytest.raises(ValueError, match="needs"):
-    pipeline.run_pipeline(cfg, tmp_path)
+  with pytest.raises(UserError, match="needs"):
+    runner.run_pipeline(cfg, tmp_path)

@@ -1,0 +1,233 @@
+"""Scoring a trained workdir: every generative variant and the baselines.
+
+``evaluate_workdir`` is what the eval stage (``stages.eval``) reports;
+``workdir_models`` gathers the variants of a workdir (the SFT model, each PARS
+phase, the reward-model re-rankers) and ``rank_workdir`` ranks the eval set
+with each of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from onesearch_jax import decoding
+from onesearch_jax.eval import evaluate, examples, generative
+from onesearch_jax.eval.sid_items import SidItemIndex
+from onesearch_jax.pars import stage as pars_stage
+from onesearch_jax.stages.workdir import Workdir
+from onesearch_jax.train import sft
+
+
+def evaluate_workdir(
+  workdir: Workdir | pathlib.Path,
+  world_dir: pathlib.Path,
+  eval_cfg: Any,
+  *,
+  pars: Any = None,
+  log: Callable[[str], None] = print,
+) -> dict:
+  """Results of the trained model(s) and the baselines.
+
+  Args:
+    workdir: holds sids/ (the SID artefact), train/ (a finished SFT run) and,
+      with `pars`, pars/ (a finished pars stage).
+    world_dir: the world the SIDs were built from.
+    eval_cfg: an eval.config.EvalConfig.
+    pars: the pars stage's StageConfig (None: SFT model only).
+    log: progress printer.
+
+  Returns:
+    ``eval.evaluate.evaluate_rankings`` results for every generative variant
+    ("onesearch", "onesearch+pars1", "onesearch+pars2", "onesearch+rm",
+    "onesearch+pars2+rm") and the configured baselines.
+  """
+  return score_workdir(workdir, world_dir, eval_cfg, pars=pars, log=log)[2]
+
+
+def score_workdir(
+  workdir: Workdir | pathlib.Path,
+  world_dir: pathlib.Path,
+  eval_cfg: Any,
+  *,
+  pars: Any = None,
+  log: Callable[[str], None] = print,
+) -> tuple[Any, dict, dict]:
+  """``evaluate_workdir`` with its inputs: (eval set, rankings, results)."""
+  models, rerankers = workdir_models(workdir, world_dir, pars, log=log)
+  eval_set, rankings, diags = rank_workdir(
+    workdir, world_dir, eval_cfg, models=models, rerankers=rerankers, log=log
+  )
+  results = evaluate.evaluate_rankings(
+    eval_set, rankings, ks=eval_cfg.ks, diagnostics=diags
+  )
+  return eval_set, rankings, results
+
+
+def workdir_models(
+  workdir: Workdir | pathlib.Path,
+  world_dir: pathlib.Path,
+  pars: Any = None,
+  *,
+  log: Callable[[str], None] = print,
+) -> tuple[list[tuple[str, Any]], list[tuple[str, str, Callable]]]:
+  """The generative variants of a workdir, for ``rank_workdir``.
+
+  Returns:
+    ([(name, EncoderDecoder)]: "onesearch" and each PARS phase with a
+    checkpoint, [(name, source name, beam re-ranker)]: with pars.rerank,
+    "onesearch+rm" (the RM re-rank of the SFT beams) and
+    "onesearch+pars2+rm" (of the last phase's beams)).
+  """
+  wd = Workdir.of(workdir)
+  model, _, model_cfg = sft.load_trained(wd.train)
+  models: list[tuple[str, Any]] = [("onesearch", model)]
+  rerankers: list[tuple[str, str, Callable]] = []
+  if pars is None:
+    return models, rerankers
+  phases = pars_stage.existing_phases(wd.pars)
+  for phase in phases:
+    models.append(
+      (
+        f"onesearch+{phase}",
+        pars_stage.load_phase_model(wd.pars, phase, pars, model_cfg),
+      )
+    )
+  if pars.rerank:
+    unique = decoding.unique_sids(np.asarray(wd.sid_artefact().item_codes))
+    fn = pars_stage.beam_reranker(
+      world_dir, wd.sids, wd.pars, pars, model_cfg, unique, log=log
+    )
+    rerankers += [(f"{src}+rm", src, fn) for src in rerank_sources(phases)]
+  return models, rerankers
+
+
+def rerank_sources(phases: Sequence[str]) -> list[str]:
+  """The rows whose beams the RM re-ranks: the SFT model's alone, and the
+  last aligned phase's (the eval rows "<source>+rm")."""
+  return ["onesearch"] + [f"onesearch+{p}" for p in list(phases)[-1:]]
+
+
+def rank_workdir(
+  workdir: Workdir | pathlib.Path,
+  world_dir: pathlib.Path,
+  eval_cfg: Any,
+  *,
+  models: Sequence[tuple[str, Any]] | None = None,
+  rerankers: Sequence[tuple[str, str, Callable]] = (),
+  log: Callable[[str], None] = print,
+) -> tuple[Any, dict, dict]:
+  """The eval set and every system's item ranking of it.
+
+  One beam search is compiled (for the first model) and every further model
+  is swapped in as state (same shapes: no recompile).
+
+  Args:
+    workdir: holds sids/ and train/ (a finished SFT run).
+    world_dir: the world.
+    eval_cfg: an eval.config.EvalConfig (one for every row).
+    models: (name, EncoderDecoder) pairs of one architecture; None = the SFT
+      stage-3 model as "onesearch".
+    rerankers: (name, source model name, fn) with fn(session_ids,
+      sid_index [n, W], scores [n, W]) -> (sid_index, scores) re-ordered; a
+      row ranked from the source model's beams.
+    log: progress printer.
+
+  Returns:
+    (eval.examples.EvalSet, name -> [E, k_max] int32 item rows (the models,
+    the re-ranked rows, then the baselines), name -> beam diagnostics of each
+    generative row; "beam_recall" only for the first model).
+  """
+  wd = Workdir.of(workdir)
+  sid_dir = wd.sids
+  train_dir = wd.train
+  art = wd.sid_artefact()
+  eval_set = examples.build_eval_set(
+    world_dir, sid_items=art.item_ids, sid_queries=art.query_texts
+  )
+  log(
+    f"[eval] eval set: {int(eval_set.has_click.sum())} click, "
+    f"{int(eval_set.has_order.sum())} order sessions; skipped {dict(eval_set.skips)}"
+  )
+  baselines = {}
+  if eval_cfg.baselines:
+    baselines = evaluate.run_baselines(
+      world_dir,
+      sid_dir,
+      eval_set=eval_set,
+      k_max=eval_cfg.k_max,
+      systems=eval_cfg.baselines,
+      progress=log,
+    )
+  if models is None:
+    models = [("onesearch", sft.load_trained(train_dir)[0])]
+  models = list(models)
+  names = [n for n, _ in models] + [n for n, _, _ in rerankers]
+  if not models or len(set(names)) != len(names) or set(names) & set(baselines):
+    raise ValueError(f"rank_workdir: model names {names} empty or not unique")
+  codes = np.asarray(art.item_codes)
+  model_cfg = sft.read_model_config(train_dir)
+  trie = decoding.catalogue_trie(codes, model_cfg.sid_ranges)
+  offsets = tuple(r[0] for r in model_cfg.sid_ranges)
+  log(
+    f"[eval] trie: {trie.num_sids} SIDs of {trie.num_items} items, "
+    f"{trie.bytes_per_item:.1f} B/item, built in {trie.build_seconds:.2f} s; "
+    f"beam {eval_cfg.beam_size}"
+  )
+  searcher = decoding.make_beam_search(models[0][1], trie, beam_size=eval_cfg.beam_size)
+
+  def inputs(kind):
+    return sft.eval_inputs(
+      train_dir, f"eval_{kind}", batch_size=eval_cfg.batch_size, pad_last=True
+    )
+
+  index = SidItemIndex.from_artefact(art)
+  rankings: dict[str, np.ndarray] = {}
+  diags: dict[str, dict] = {}
+  beams_of: dict[str, dict] = {}
+  for k, (name, model) in enumerate(models):
+    if k:
+      searcher.state = nnx.state(model)
+    per_set = {}
+    for kind in examples.KINDS:
+      if not eval_set.rows_of(kind).size:
+        log(f"[eval] no {kind} sessions in the test split")
+        continue
+      beams = generative.decode_set(searcher, inputs(kind), progress=log, name=kind)
+      per_set[kind] = beams
+      n = beams.sid_index.shape[0]
+      log(
+        f"[eval] {name}: decoded {n} {kind} queries in {beams.seconds:.1f} s "
+        f"({n / max(beams.seconds, 1e-9):.1f} queries/s)"
+      )
+    beams_of[name] = per_set
+    rankings[name], _, diags[name] = generative.rank_eval_set(
+      eval_set, per_set, index, eval_cfg.k_max
+    )
+    if k == 0 and eval_cfg.exact_rows and "click" in per_set:
+      batch, metas = next(iter(inputs("click")))
+      m = min(eval_cfg.exact_rows, len(metas))
+      diags[name]["beam_recall"] = generative.beam_recall_vs_exact(
+        model, searcher, batch, decoding.unique_sids(codes), offsets, m
+      )
+      log(
+        f"[eval] beam recall vs the exhaustive top-{eval_cfg.beam_size} "
+        f"({m} queries): {diags[name]['beam_recall']:.4f}"
+      )
+  for name, source, fn in rerankers:
+    if source not in beams_of:
+      raise ValueError(f"rank_workdir: re-ranker {name!r} source {source!r} unknown")
+    per_set = {}
+    for kind, beams in beams_of[source].items():
+      sid_index, scores = fn(beams.session_ids, beams.sid_index, beams.scores)
+      per_set[kind] = dataclasses.replace(beams, sid_index=sid_index, scores=scores)
+    rankings[name], _, diags[name] = generative.rank_eval_set(
+      eval_set, per_set, index, eval_cfg.k_max
+    )
+    log(f"[eval] {name}: re-ranked the beams of {source}")
+  return eval_set, {**rankings, **baselines}, diags

@@ -1,0 +1,41 @@
+"""Stage "sids": the KHQE tokenizer's SID artefact, ``wd.sids``."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable
+
+from onesearch_jax.khqe import artefact, build
+from onesearch_jax.stages.config import PipelineConfig
+from onesearch_jax.stages.resume import StageResult, config_dict, run_stage
+from onesearch_jax.stages.workdir import Workdir
+
+
+def run(
+  cfg: PipelineConfig,
+  wd: Workdir,
+  world_dir: pathlib.Path,
+  world: StageResult,
+  log: Callable[[str], None],
+) -> StageResult:
+  """Builds the SIDs of ``world_dir`` (the world stage's ``world``)."""
+  build_cfg = cfg.sids if cfg.sids is not None else build.BuildConfig()
+
+  def body(out: pathlib.Path) -> dict:
+    summary = build.build_sids(world_dir, out, build_cfg, progress=log)
+    metrics = {k: dict(v) for k, v in summary.metrics.items()}
+    return {"output_hash": summary.content_hash, "metrics": metrics}
+
+  return run_stage(
+    "sids",
+    wd.sids,
+    # The artefact schema is an input too: a workdir built by an older
+    # khqe (other files hashed, other OPQ) is rebuilt, not silently reused.
+    {
+      "world_hash": world.output_hash,
+      "sids": config_dict(build_cfg),
+      "artefact_schema": artefact.SCHEMA_VERSION,
+    },
+    body,
+    log,
+  )
