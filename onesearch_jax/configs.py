@@ -176,6 +176,7 @@ def sft_config(
   stage_tasks: Any = MAIN_STAGE_TASKS,
   schedule: str = "continuous",
   sid_init: bool = False,
+  length_buckets: tuple[int, ...] = (),
 ):
   """The SFT schedule (``train.sft.SFTConfig``); defaults: the main job.
 
@@ -202,6 +203,8 @@ def sft_config(
       stage's seqio mixture (``train.sft.SFTConfig.stage_tasks``).
     schedule: "per_stage" or "continuous" learning-rate schedule.
     sid_init: SID embeddings from the KHQE codebooks (``train.sid_init``).
+    length_buckets: encoder-length bucket bounds of the train batches
+      (``train.sft.SFTConfig.length_buckets``); () = pad to ``lengths``.
   """
   from onesearch_jax.data.museq import MuSeqConfig
   from onesearch_jax.data.vocab import SentencePieceConfig
@@ -224,6 +227,7 @@ def sft_config(
     stage_tasks=tuple(tuple((str(k), float(r)) for k, r in e) for e in stage_tasks),
     schedule=schedule,
     sid_init=sid_init,
+    length_buckets=tuple(int(b) for b in length_buckets),
   )
 
 
