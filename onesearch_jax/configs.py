@@ -197,6 +197,7 @@ def sft_config(
   stage_tasks: Any = None,
   schedule: str | None = None,
   sid_init: bool | None = None,
+  length_buckets: tuple[int, ...] | None = None,
 ):
   """The SFT schedule (``train.sft.SFTConfig``); None = the dataclass
   default (the main job's).
@@ -225,6 +226,8 @@ def sft_config(
       ``MAIN_STAGE_TASKS``).
     schedule: "per_stage" or "continuous" learning-rate schedule.
     sid_init: SID embeddings from the KHQE codebooks (``train.sid_init``).
+    length_buckets: encoder-length bucket bounds of the train batches
+      (``train.sft.SFTConfig.length_buckets``); () = pad to ``lengths``.
   """
   from onesearch_jax.train.sft import SFTConfig
 
@@ -250,6 +253,9 @@ def sft_config(
     else tuple(tuple((str(k), float(r)) for k, r in e) for e in stage_tasks),
     schedule=schedule,
     sid_init=sid_init,
+    length_buckets=None
+    if length_buckets is None
+    else tuple(int(b) for b in length_buckets),
   )
   return _replace(base, given, "SFTConfig")
 

@@ -146,6 +146,16 @@ class TrainBatches:
       task's own).
     long_seq_dim: D of the dense feature (needed when ``name`` is a member
       list that mixes dense and plain tasks).
+    length_buckets: encoder-length bucket bounds (tokens). Empty: every
+      batch is padded to ``lengths[0]``. Else each example goes to the
+      smallest bound >= its real input length (bounds >= ``lengths[0]`` are
+      dropped, ``lengths[0]`` is the last bucket), batches are made of one
+      bucket's examples (``tf.data.Dataset.group_by_window``, in arrival
+      order: seeded and deterministic) and their encoder features are cut to
+      the bound, so a batch of short prompts costs a short encoder pass (one
+      compiled step per bound). The trailing columns cut are padding only,
+      which the model masks, so a row's outputs do not change. Single host
+      only (hosts would pick different widths for one global batch).
   """
 
   def __init__(
@@ -159,6 +169,7 @@ class TrainBatches:
     shard_info: seqio.ShardInfo | None = None,
     shuffle_buffer: int | None = None,
     long_seq_dim: int = 0,
+    length_buckets: tuple[int, ...] = (),
   ):
     self.name = name
     self.batch_size = batch_size
@@ -184,6 +195,18 @@ class TrainBatches:
     self.shard_info = shard_info
     self.shuffle_buffer = shuffle_buffer
     self.stats = LengthStats()
+    if any(int(b) <= 0 for b in length_buckets):
+      raise ValueError(
+        f"TrainBatches: length_buckets must be > 0, got {length_buckets}"
+      )
+    self.length_buckets = tuple(
+      sorted({int(b) for b in length_buckets if int(b) < self.lengths[0]})
+    )
+    if self.length_buckets and shard_info is not None and shard_info.num_shards > 1:
+      raise ValueError(
+        "TrainBatches: length_buckets need a single host (hosts would cut one "
+        "global batch to different widths); set SFTConfig.length_buckets = ()"
+      )
 
   def dataset(self) -> tf.data.Dataset:
     """The endless, seeded, batched tf.data pipeline (data-pipeline names)."""
@@ -230,7 +253,9 @@ class TrainBatches:
         parts, weights=[r / total for r in rates], seed=self.seed
       )
     ds = pipeline.feature_converter(self.dense)(ds, lengths)
-    return ds.batch(self.batch_size, drop_remainder=True)
+    if not self.length_buckets:
+      return ds.batch(self.batch_size, drop_remainder=True)
+    return bucket_batches(ds, self.batch_size, (*self.length_buckets, self.lengths[0]))
 
   def __call__(self, position: int) -> Iterator[dict]:
     """Batches from ``position`` on (0 = the first), endlessly."""
@@ -248,6 +273,47 @@ class TrainBatches:
         yield batch
 
     return gen()
+
+
+def bucket_batches(
+  ds: tf.data.Dataset, batch_size: int, bounds: tuple[int, ...]
+) -> tf.data.Dataset:
+  """Batches of one encoder-length bucket each, cut to the bucket's bound.
+
+  Args:
+    ds: converted examples, ``encoder_*`` features [L] padded with 0 at the
+      end (L = ``bounds[-1]``).
+    batch_size: rows per batch (full batches only).
+    bounds: increasing bucket bounds; the last is L.
+
+  Returns:
+    Batches whose ``encoder_*`` features are [batch_size, bound] for the
+    bucket of their examples (the smallest bound >= the example's real
+    length, i.e. its last non-zero input token + 1); other features keep
+    their shapes.
+  """
+  if list(bounds) != sorted(set(bounds)):
+    raise ValueError(f"bucket_batches: bounds must increase, got {bounds}")
+  table = tf.constant(bounds, tf.int64)
+
+  def real_length(ex):
+    nonzero = tf.cast(ex["encoder_input_tokens"] != 0, tf.int64)
+    positions = tf.range(1, tf.size(nonzero, tf.int64) + 1, dtype=tf.int64)
+    return tf.reduce_max(nonzero * positions)
+
+  def bucket(ex):
+    return tf.reduce_sum(tf.cast(table < real_length(ex), tf.int64))
+
+  def cut(key, window):
+    width = table[key]
+    batched = window.batch(batch_size, drop_remainder=True)
+    return batched.map(
+      lambda b: {
+        k: (v[:, :width] if k.startswith("encoder_") else v) for k, v in b.items()
+      }
+    )
+
+  return ds.group_by_window(bucket, cut, window_size=batch_size)
 
 
 def fixed_batches(

@@ -98,6 +98,10 @@ class SFTConfig:
       later stages continue it: no re-warming).
     sid_init: initialise the SID token embeddings (and logits columns) from
       the KHQE codebooks before stage 1 (``train.sid_init``).
+    length_buckets: encoder-length bucket bounds of the train batches
+      (``model_batches.TrainBatches``): a batch holds one bucket's examples
+      and its encoder is cut to the bound. () = every batch padded to the
+      stage's input length. Single host only.
   """
 
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig.main)
@@ -119,8 +123,13 @@ class SFTConfig:
   stage_tasks: tuple[tuple[tuple[str, float], ...], ...] = MAIN_STAGE_TASKS
   schedule: str = "continuous"
   sid_init: bool = False
+  length_buckets: tuple[int, ...] = ()
 
   def __post_init__(self):
+    if any(int(b) <= 0 for b in self.length_buckets):
+      raise ValueError(
+        f"SFTConfig.length_buckets must be > 0, got {self.length_buckets}"
+      )
     if len(self.stage_tasks) != 3:
       raise ValueError(f"SFTConfig.stage_tasks needs 3 entries, got {self.stage_tasks}")
     for entry in self.stage_tasks:
@@ -172,6 +181,7 @@ _ABSENT_IN_OLD_FILES = {
   "stage_tasks": ((), (), ()),
   "schedule": "per_stage",
   "sid_init": False,
+  "length_buckets": (),
 }
 
 
@@ -528,6 +538,7 @@ def run_sft(
       seed=1000 * train_cfg.seed + 10 * k,
       shard_info=shard_info,
       shuffle_buffer=cfg.shuffle_buffer or None,
+      length_buckets=cfg.length_buckets,
     )
     evals = eval_set if long_seq else without_long
     init_from = out_dir / STAGES[k - 1] / "checkpoints" if k else None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import json
 
 import numpy as np
 import pytest
+import seqio
+import tensorflow as tf
 
 from onesearch_jax.data import model_batches, pipeline
 
@@ -185,3 +188,89 @@ def test_member_list_mixes_plain_and_dense_tasks(registered):
     model_batches.TrainBatches(
       [(title, 0.0)], batch_size=8, lengths=(96, 6), long_seq=False, seed=0
     )
+
+
+def _rows(batches):
+  """Each row of each batch as a hashable tuple (encoder tokens without the
+  trailing padding, the decoder tokens, the long-seq bytes)."""
+  out = []
+  for b in batches:
+    for i in range(b["encoder_input_tokens"].shape[0]):
+      enc = b["encoder_input_tokens"][i]
+      n = int(np.max(np.nonzero(enc)[0])) + 1
+      assert not enc[n:].any()
+      out.append(
+        (
+          tuple(enc[:n]),
+          tuple(b["decoder_target_tokens"][i]),
+          b["long_seq_features"][i].tobytes(),
+        )
+      )
+  return out
+
+
+def test_length_buckets_regroup_the_same_rows_and_cut_only_padding(registered):
+  """Bucketed batches hold exactly the rows of the padded stream (a window
+  of batches is a permutation of the same examples), each batch at its
+  bucket's width, every row within its bucket and above the one below."""
+  common = dict(batch_size=4, lengths=(96, 6), long_seq=True, seed=5, shuffle_buffer=64)
+  name = registered.mixtures["stage3"]
+  plain = _take(model_batches.TrainBatches(name, **common)(0), 60)
+  bounds = (32, 48, 64)
+  make = model_batches.TrainBatches(name, length_buckets=(*bounds, 200), **common)
+  assert make.length_buckets == bounds  # bounds >= the input length dropped
+  bucketed = _take(make(0), 40)
+  widths = set()
+  for b in bucketed:
+    w = b["encoder_input_tokens"].shape[1]
+    widths.add(w)
+    assert w in (*bounds, 96)
+    assert b["decoder_target_tokens"].shape == (4, 6)
+    assert b["long_seq_features"].shape[0] == 4
+    lengths = [int(np.max(np.nonzero(r)[0])) + 1 for r in b["encoder_input_tokens"]]
+    below = max([x for x in (0, *bounds) if x < w])
+    assert all(below < n <= w for n in lengths), (w, lengths)
+  assert len(widths) >= 2  # the world's prompts span several buckets
+  # Group-by-window only delays rows: the 160 bucketed rows all come from the
+  # first 240 padded rows, none twice more often than there.
+  have, pool = collections.Counter(_rows(bucketed)), collections.Counter(_rows(plain))
+  assert sum(have.values()) == 160
+  assert all(pool[r] >= c for r, c in have.items())
+  # Resume: position k gives the same batches as the k-th of a fresh stream.
+  again = _take(make(7), 3)
+  for a, b in zip(bucketed[7:10], again, strict=True):
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+  with pytest.raises(ValueError, match="single host"):
+    model_batches.TrainBatches(
+      name, length_buckets=bounds, shard_info=seqio.ShardInfo(0, 2), **common
+    )
+  with pytest.raises(ValueError, match="> 0"):
+    model_batches.TrainBatches(name, length_buckets=(0,), **common)
+
+
+def test_bucket_batches_cut_to_the_bound_by_hand():
+  rows = [
+    [5, 6, 0, 0, 0, 0],
+    [7, 0, 0, 0, 0, 0],
+    [1, 2, 3, 4, 0, 0],
+    [9, 9, 9, 0, 0, 0],
+  ]
+  ds = tf.data.Dataset.from_tensor_slices(
+    {
+      "encoder_input_tokens": np.asarray(rows, np.int32),
+      "decoder_target_tokens": np.arange(8, dtype=np.int32).reshape(4, 2),
+    }
+  )
+  out = list(model_batches.bucket_batches(ds, 2, (2, 6)).as_numpy_iterator())
+  # Rows 0 and 1 (lengths 2, 1) fill the 2-bucket; rows 2 and 3 (4, 3) the 6-bucket.
+  assert [b["encoder_input_tokens"].tolist() for b in out] == [
+    [[5, 6], [7, 0]],
+    [[1, 2, 3, 4, 0, 0], [9, 9, 9, 0, 0, 0]],
+  ]
+  assert [b["decoder_target_tokens"].tolist() for b in out] == [
+    [[0, 1], [2, 3]],
+    [[4, 5], [6, 7]],
+  ]
+  with pytest.raises(ValueError, match="increase"):
+    model_batches.bucket_batches(ds, 2, (6, 2))
