@@ -17,7 +17,10 @@ def test_train_stage_resumes_then_skips(
   sid_dir, sid_hash = sft_sids
   shutil.copytree(sid_dir, tmp_path / "sids")
   sids = pipeline.StageResult("sids", True, 0.0, {"output_hash": sid_hash})
-  cfg = pipeline.PipelineConfig(train=tiny_sft_config(steps=(2, 2, 2)))
+  # The shared run's config (tests/train/sft_fixtures.py): its train and eval
+  # steps are the programs sft_run compiled, loaded from the session's
+  # compile cache (tests/conftest.py) instead of compiled again.
+  cfg = pipeline.PipelineConfig(train=tiny_sft_config())
   logs: list[str] = []
 
   def run(*a):
