@@ -20,6 +20,34 @@ import pytest  # noqa: E402
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_compile_cache(tmp_path_factory):
+  """One persistent XLA compile cache for the whole session (a fresh, empty
+  directory): a program compiled once (the shared tiny SFT run's train and
+  eval steps, a resumed run's step, the same tiny model in many tests) is
+  loaded, not compiled, the next time any test builds it. An executable
+  loaded from the cache is the one the first compile produced, so results
+  are unchanged; compile-to-compile determinism is covered by the kill -9
+  drill (tests/train/kill_drill_test.py), whose fresh subprocesses start
+  without this cache. Programs that compile in under 0.1 s are not stored.
+  """
+  import jax
+  from jax.experimental.compilation_cache import compilation_cache
+
+  options = {
+    "jax_compilation_cache_dir": str(tmp_path_factory.mktemp("jax_cache")),
+    "jax_persistent_cache_min_compile_time_secs": 0.1,
+  }
+  old = {k: jax.config.values[k] for k in options}
+  for k, v in options.items():
+    jax.config.update(k, v)
+  compilation_cache.reset_cache()
+  yield
+  for k, v in old.items():
+    jax.config.update(k, v)
+  compilation_cache.reset_cache()
+
+
 @pytest.fixture(scope="session")
 def real_data_dir() -> pathlib.Path:
   """../shared/data/real (ESCI and WANDS excerpts). Fails loudly if absent."""
@@ -40,6 +68,33 @@ def tiny_world_dir(tmp_path_factory) -> pathlib.Path:
   out = tmp_path_factory.mktemp("tiny_world")
   simulator.write_world(WorldConfig.tiny(seed=0), out)
   return out
+
+
+def tiny_sid_build_config():
+  """The tiny world's fast SID build (trained encoder, all four variants)."""
+  from onesearch_jax.khqe import build, encoder, quantizer, text_vocab
+
+  return build.BuildConfig(
+    vocab=text_vocab.VocabConfig(vocab_size=600),
+    encoder=encoder.EncoderConfig(dim=32, hidden_dim=64, max_len=24),
+    train=encoder.EncoderTrainConfig(steps=60, batch_size=128, log_every=30),
+    quantizer=quantizer.QuantizerConfig(
+      levels=(32, 8, 8), opq_codes=64, n_iter=10, opq_iter=10
+    ),
+  )
+
+
+@pytest.fixture(scope="session")
+def tiny_sid_build(tiny_world_dir, tmp_path_factory):
+  """One SID build of the tiny world, shared by tests/khqe and tests/eval
+  (read-only): (BuildSummary, artefact dir, progress lines, BuildConfig)."""
+  from onesearch_jax.khqe import build
+
+  cfg = tiny_sid_build_config()
+  out = tmp_path_factory.mktemp("tiny_sids")
+  lines: list[str] = []
+  summary = build.build_sids(tiny_world_dir, out, cfg, progress=lines.append)
+  return summary, out, lines, cfg
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,10 @@ synthetic data (CPU, 8 fake devices, asynchronous checkpoints every step):
      `--kill_during_save`: and an async save is half-written on disk);
   3. rerun: the victim's command again, which resumes from the newest
      readable checkpoint.
+The victim and the rerun share a persistent XLA compile cache (the rerun
+loads the victim's executables instead of compiling them again); the
+reference compiles on its own, so the comparison still covers two
+independent compiles of the same program.
 It then checks that (3) resumed (did not start over), and that its final
 parameters (sha256 over every state array) and final-step metrics equal
 (1)'s exactly. Exit status 0 on success; the report goes to
@@ -42,6 +46,9 @@ def _worker(args) -> None:
   from onesearch_jax.train import checkpoints, loop, optimizers, synthetic
 
   jax.config.update("jax_disable_most_optimizations", True)  # fast compile
+  if args.compile_cache:
+    jax.config.update("jax_compilation_cache_dir", args.compile_cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   sid_ranges = synthetic.sid_ranges_for(64, 24, (8, 8, 8, 8, 8))
   cfg = ModelConfig.tiny(
     sid_ranges=sid_ranges, emb_placeholder_id=3, dropout_rate=0.1, qformer_layers=1
@@ -103,8 +110,8 @@ def _tmp_dirs(ckpt_dir: pathlib.Path) -> list[str]:
   return sorted(p.name for p in ckpt_dir.iterdir() if "orbax-checkpoint-tmp" in p.name)
 
 
-def _worker_cmd(args, workdir: pathlib.Path) -> list[str]:
-  return [
+def _worker_cmd(args, workdir: pathlib.Path, cache: pathlib.Path | None = None):
+  cmd = [
     sys.executable,
     __file__,
     "worker",
@@ -112,6 +119,7 @@ def _worker_cmd(args, workdir: pathlib.Path) -> list[str]:
     f"--steps={args.steps}",
     f"--step_sleep={args.step_sleep}",
   ]
+  return cmd + ([f"--compile_cache={cache}"] if cache else [])
 
 
 def _env() -> dict[str, str]:
@@ -140,13 +148,17 @@ def drill(args) -> dict:
   root = pathlib.Path(args.workdir)
   root.mkdir(parents=True, exist_ok=True)
   ref_dir, run_dir = root / "reference", root / "killed"
+  cache = root / "victim_jax_cache"  # victim and rerun only
   t0 = time.perf_counter()
   _run(_worker_cmd(args, ref_dir), root / "reference.log", args.timeout)
   ref = json.loads((ref_dir / "result.json").read_text())
 
   with open(root / "killed.log", "w") as log:
     victim = subprocess.Popen(
-      _worker_cmd(args, run_dir), env=_env(), stdout=log, stderr=subprocess.STDOUT
+      _worker_cmd(args, run_dir, cache),
+      env=_env(),
+      stdout=log,
+      stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + args.timeout
     ckpt_dir = run_dir / "checkpoints"
@@ -167,7 +179,7 @@ def drill(args) -> dict:
   if (run_dir / "result.json").exists():
     raise RuntimeError("the victim finished before the kill; raise --step_sleep")
 
-  _run(_worker_cmd(args, run_dir), root / "rerun.log", args.timeout)
+  _run(_worker_cmd(args, run_dir, cache), root / "rerun.log", args.timeout)
   got = json.loads((run_dir / "result.json").read_text())
   report = {
     "killed_with_steps_on_disk": at_kill,
@@ -201,6 +213,9 @@ def main(argv=None) -> int:
     help="kill only while an async save is in flight (a tmp dir exists)",
   )
   p.add_argument("--timeout", type=float, default=300.0, help="per subprocess")
+  p.add_argument(
+    "--compile_cache", default="", help="worker: persistent XLA compile cache dir"
+  )
   args = p.parse_args(argv)
   if args.mode == "worker":
     _worker(args)

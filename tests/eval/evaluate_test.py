@@ -96,19 +96,10 @@ def test_remap_rows():
 
 
 @pytest.mark.slow
-def test_run_baselines_end_to_end_tiny_world(tiny_world_dir, tmp_path):
-  from onesearch_jax.khqe import artefact, build, encoder, quantizer, text_vocab
+def test_run_baselines_end_to_end_tiny_world(tiny_world_dir, tiny_sid_build, tmp_path):
+  from onesearch_jax.khqe import artefact
 
-  fast = build.BuildConfig(
-    vocab=text_vocab.VocabConfig(vocab_size=600),
-    encoder=encoder.EncoderConfig(dim=32, hidden_dim=64, max_len=24),
-    train=encoder.EncoderTrainConfig(steps=60, batch_size=128, log_every=30),
-    quantizer=quantizer.QuantizerConfig(
-      levels=(32, 8, 8), opq_codes=64, n_iter=10, opq_iter=10
-    ),
-  )
-  sid_dir = tmp_path / "sids"
-  build.build_sids(tiny_world_dir, sid_dir, fast)
+  _, sid_dir, _, _ = tiny_sid_build  # the session's fast build (tests/conftest.py)
   art = artefact.load(sid_dir)
   es = examples.build_eval_set(
     tiny_world_dir, sid_items=art.item_ids, sid_queries=art.query_texts

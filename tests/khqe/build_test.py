@@ -31,10 +31,11 @@ FAST = build.BuildConfig(
 
 
 @pytest.fixture(scope="module")
-def tiny_build(tiny_world_dir, tmp_path_factory):
-  out = tmp_path_factory.mktemp("sids")
-  lines = []
-  summary = build.build_sids(tiny_world_dir, out, FAST, progress=lines.append)
+def tiny_build(tiny_sid_build):
+  """The session's tiny-world build (tests/conftest.py, shared with
+  tests/eval), which is this module's FAST config."""
+  summary, out, lines, cfg = tiny_sid_build
+  assert cfg == FAST
   return summary, out, lines
 
 

@@ -13,7 +13,6 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 from onesearch_jax import sharding as sh
 from onesearch_jax.model import LossConfig, ModelConfig
@@ -50,24 +49,21 @@ def batches(position, bad_position=None):
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _fast_compile(tmp_path_factory):
-  """Fewer XLA passes, and a persistent compile cache: every run here has
-  the same shapes, so only the first one compiles (the kill drill, in fresh
-  processes without the cache, covers compile-to-compile determinism)."""
+def _fast_compile():
+  """Fewer XLA passes, and every program stored in the session's persistent
+  compile cache (tests/conftest.py): every run here has the same shapes, so
+  only the first one compiles (the kill drill, in fresh processes without
+  the cache, covers compile-to-compile determinism)."""
   options = {
     "jax_disable_most_optimizations": True,
-    "jax_compilation_cache_dir": str(tmp_path_factory.mktemp("jax_cache")),
     "jax_persistent_cache_min_compile_time_secs": 0.0,
-    "jax_persistent_cache_min_entry_size_bytes": 0,
   }
   old = {k: jax.config.values[k] for k in options}
   for k, v in options.items():
     jax.config.update(k, v)
-  compilation_cache.reset_cache()  # (re)initialise with this directory
   yield
   for k, v in old.items():
     jax.config.update(k, v)
-  compilation_cache.reset_cache()  # later modules see no cache
 
 
 @pytest.fixture(scope="module")
