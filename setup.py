@@ -32,7 +32,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-  "test": ["pytest>=8", "ruff==0.17.6"],
+  # pytest-xdist: the suite runs in two processes (one per core) so the
+  # single-threaded compiles of different test files overlap.
+  "test": ["pytest>=8", "pytest-xdist>=3.6", "ruff==0.17.6"],
   # Baselines and peers measured side by side in benchmarks/ (never needed
   # by the main job or tests).
   "bench": ["faiss-cpu", "torch", "transformers"],

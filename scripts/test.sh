@@ -10,4 +10,6 @@ echo "[lint] ruff check + ruff format --check"
 export XLA_FLAGS="${XLA_FLAGS:---xla_force_host_platform_device_count=8}"
 export JAX_PLATFORMS=cpu
 export TF_CPP_MIN_LOG_LEVEL=2
-exec .venv/bin/python -m pytest "$@"
+# Two test processes (pytest-xdist, one per core; a test file stays in one
+# process so its module fixtures are built once). PYTEST_WORKERS=0: one process.
+exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
