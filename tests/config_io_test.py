@@ -31,7 +31,9 @@ STAGE_TASKS = (
 PINNED = {
   "world": "0fddbf86e03244159f1de20e0e44a2cac8a6bc6babfe7a1178beadc6e5f3c621",
   "sids": "744715abbc95d4a0d366a888d77ec85a096646e96afe60070cc869ad47aea492",
-  "sft": "3fc3407bf9277b36580e751c614cae40b676424a2fa821647f3c88411840d86a",
+  # Re-pinned when SFTConfig gained length_buckets (the dict without that key
+  # still hashes to the old code's value: test below).
+  "sft": "2e98f7a05138c4fc973e46c5aa002f0733db64304d560af1b9c3c26aca38de0f",
   "pars": "af622df31bee43eea84c632f412923de7f1614f1d2e94ce9da3fadac31f86320",
   "eval": "18074b1c285f187bf3774235c4fa0291cfd2315c1dd22d8ec48b4c904eed4184",
 }
@@ -62,6 +64,15 @@ def _main_inputs() -> dict:
 def test_main_job_stage_input_hashes_are_pinned():
   got = {k: config_io.json_hash(v) for k, v in _main_inputs().items()}
   assert got == PINNED
+
+
+def test_sft_hash_without_the_new_field_is_the_old_codes():
+  sft_dict = _main_inputs()["sft"]
+  assert sft_dict.pop("length_buckets") == []
+  assert (
+    _old_hash(sft_dict)
+    == "3fc3407bf9277b36580e751c614cae40b676424a2fa821647f3c88411840d86a"
+  )
 
 
 @pytest.mark.parametrize(
