@@ -17,7 +17,7 @@ import time
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from onesearch_jax.data.sid_table import SIDTable  # noqa: E402
-from onesearch_jax.pars import logs, reward_model, rewards, rm_features  # noqa: E402
+from onesearch_jax.pars import logs, reward_model, reward_training, rewards, rm_features  # noqa: E402
 from onesearch_jax.world import reader  # noqa: E402
 
 
@@ -53,7 +53,7 @@ def main() -> None:
   cpu["RewardTable.build"] = time.process_time() - c
   t, c = time.perf_counter(), time.process_time()
   cfg = reward_model.RewardModelConfig(num_steps=a.steps)
-  trm = reward_model.train_reward_model(ctx, log, rel, cfg)
+  trm = reward_training.train_reward_model(ctx, log, rel, cfg)
   total = time.perf_counter() - t
   times["RM train + evaluate (incl. compiles)"] = total
   cpu["RM train + evaluate (incl. compiles)"] = time.process_time() - c

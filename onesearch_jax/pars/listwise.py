@@ -36,9 +36,7 @@ Batch contract (host numpy, leading axis B split over the BATCH rule):
 from __future__ import annotations
 
 import dataclasses
-import logging
 import pathlib
-import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -51,13 +49,12 @@ from flax import nnx
 from onesearch_jax import sharding as sh
 from onesearch_jax.model import model as model_lib
 from onesearch_jax.model.transformer import EncoderDecoder
-from onesearch_jax.train import checkpoints
+from onesearch_jax.train import checkpoints, step_loop
 from onesearch_jax.train import state as state_lib
 from onesearch_jax.train.optimizers import OptimizerConfig
 from onesearch_jax.train.state import TrainState
 
 EOS_ID = 1
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,12 +314,12 @@ class CompiledListwiseStep:
       return self._fn(state, ref_state, batch)
 
 
-@dataclasses.dataclass
-class PhaseResult:
-  state: TrainState
-  history: list[dict[str, float]]
-  resumed_from: int | None
-  steps_run: int
+PhaseResult = step_loop.LoopResult  # state, history, resumed_from, steps_run, ...
+
+
+def _seconds_since_start(host: dict[str, float], p: step_loop.Progress) -> None:
+  """A phase's log record carries 'seconds' since the call's first step."""
+  host["seconds"] = p.total_seconds
 
 
 def train_phase(
@@ -338,9 +335,12 @@ def train_phase(
 ) -> PhaseResult:
   """Runs one listwise phase, resuming from ckpt_dir's latest checkpoint.
 
-  Resumption follows train/loop: one batch per step, the data position after
-  step s is s and is stored in the checkpoint meta; `batches(position)` must
-  restart the stream there.
+  The loop is train/step_loop's (as SFT's): one batch per step, the data
+  position after step s is s and is stored in the checkpoint meta;
+  `batches(position)` must restart the stream there. A NaN/Inf loss or
+  gradient norm raises step_loop.NonFiniteMetricsError before that state is
+  checkpointed. A log record is the step's metrics plus 'step' and
+  'seconds' (since this call's first step).
 
   Args:
     ts: the starting train state (the policy; fresh optimizer).
@@ -352,51 +352,25 @@ def train_phase(
     stop_after: stop after this many steps of this call (forced save).
     log_fn: (step, metrics) every log_every steps.
   """
-  ckpt = checkpoints.Checkpointer(ckpt_dir, cfg.checkpoint)
-  resumed_from, position = None, 0
-  if ckpt.latest_step() is not None:
-    ts, saved = ckpt.restore(ts)
-    resumed_from = ts.step
-    position = int(saved.get("data_position", 0))
-  start = ts.step
-  it = batches(position)
-  first = next(it, None)
-  if first is None or start >= cfg.num_steps:
-    ckpt.close()
-    return PhaseResult(ts, [], resumed_from, 0)
-  bsh = listwise_batch_shardings(first, ts.mesh, ts.rules)
   ref_graphdef, ref_state, ref_sh = ref
-  fn = CompiledListwiseStep(ts, ref_graphdef, ref_sh, bsh, cfg.loss, cfg.seed)
-  history: list[dict[str, float]] = []
-  st, step, pending = ts.state, start, first
-  t0 = time.perf_counter()
-  while step < cfg.num_steps:
-    batch = pending if pending is not None else next(it, None)
-    pending = None
-    if batch is None:
-      log.warning("listwise data ran out at position %d (step %d)", position, step)
-      break
-    st, metrics = fn(st, ref_state, state_lib.shard_batch(batch, bsh))
-    step += 1
-    position += 1
-    if step % cfg.log_every == 0 or step == cfg.num_steps:
-      host = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      host["step"] = step
-      host["seconds"] = time.perf_counter() - t0
-      history.append(host)
-      if log_fn:
-        log_fn(step, host)
-    stopping = stop_after is not None and step - start >= stop_after
-    ckpt.save(
-      step,
-      state_lib.with_state(ts, st),
-      dict(meta or {}, data_position=position),
-      force=stopping or step == cfg.num_steps,
+
+  def build(ts: TrainState, first: Mapping[str, np.ndarray]) -> step_loop.Steps:
+    bsh = listwise_batch_shardings(first, ts.mesh, ts.rules)
+    fn = CompiledListwiseStep(ts, ref_graphdef, ref_sh, bsh, cfg.loss, cfg.seed)
+    return step_loop.Steps(
+      train=lambda st, batch: fn(st, ref_state, state_lib.shard_batch(batch, bsh)),
+      annotate=_seconds_since_start,
     )
-    if stopping:
-      break
-  ckpt.close()
-  return PhaseResult(state_lib.with_state(ts, st), history, resumed_from, step - start)
+
+  return step_loop.run(
+    ts,
+    build,
+    batches,
+    step_loop.LoopConfig.of(cfg, stop_after),
+    ckpt=checkpoints.Checkpointer(ckpt_dir, cfg.checkpoint),
+    meta=meta,
+    log_fn=log_fn,
+  )
 
 
 # ---------------------------------------------------------------- batches

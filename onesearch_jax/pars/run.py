@@ -34,7 +34,7 @@ from flax import nnx
 from onesearch_jax import sharding as sh
 from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.model.configs import ModelConfig
-from onesearch_jax.pars import listwise, phases, rewards, rm_features
+from onesearch_jax.pars import listwise, phases, reward_training, rewards, rm_features
 from onesearch_jax.pars import reward_model as rm_lib
 from onesearch_jax.pars.logs import InteractionLog
 from onesearch_jax.pars.sid_tokens import ItemLookup, SidCodec
@@ -143,7 +143,12 @@ def run_pars(
     rm = rm_lib.restore(rm_dir, cfg.reward_model, ctx, ilog, rel)
     say(f"[pars] reward model restored from {rm_dir}")
   else:
-    rm = rm_lib.train_reward_model(ctx, ilog, rel, cfg.reward_model, say)
+    n = cfg.reward_model.num_steps
+    rm = reward_training.train_reward_model(
+      ctx, ilog, rel, cfg.reward_model,
+      log_fn=lambda s, m: say(f"[rm] step {s}/{n} " + " ".join(
+        f"{k}={v:.4f}" for k, v in m.items() if k != "step")),
+    )  # fmt: skip
     rm_lib.save(rm, rm_dir)
   say("[pars] reward model: " + ", ".join(
     f"{k}={v:.4f}" for k, v in sorted(rm.metrics.items()) if "auc" in k or "logloss" in k))  # fmt: skip

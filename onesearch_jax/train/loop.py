@@ -1,24 +1,20 @@
-"""The train loop: init or resume, jitted steps, periodic eval and checkpoints.
+"""The SFT train loop: one stage's init, jitted step, eval and checkpoints.
 
-Resumption contract: one batch per step, so the data position after step s
-is s. `batches(position)` must return an iterator starting at that batch
-(the data pipeline's deterministic skip), which makes a resumed run see the
-same examples as an uninterrupted one. The checkpoint meta also stores the
-SID artefact hash; resuming against a different SID artefact is an error.
-
-Failure handling (docs/RELIABILITY.md): a non-finite loss, z-loss or
-gradient norm stops the run with NonFiniteMetricsError before that state is
-checkpointed (each step's metrics are checked on the host one step late, so
-the check does not stall the device, and always before a save); an
-unreadable newest checkpoint is skipped for the previous one on resume.
+A thin wrapper over the loop core (train/step_loop.py: resume, progress
+records, checkpoint cadence, the NaN guard, an unreadable newest checkpoint
+skipped). This module adds what is SFT's own: a fresh state or one started
+from a previous stage (`init_from`) or edited by `init_params`, the jitted
+SFT step, teacher-forced eval, the timing fields of a log record
+(steps_per_sec, tokens_per_sec, mfu, eta_sec), and the SID artefact hash in
+the checkpoint meta (resuming against a different SID artefact is an
+error). Resumption contract: `batches(position)` restarts the stream at
+that batch (step_loop's module docstring).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import pathlib
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -31,11 +27,10 @@ from onesearch_jax import sharding as sh
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.model.flops import train_flops_per_batch
 from onesearch_jax.model.model import LossConfig
-from onesearch_jax.train import checkpoints, state, steps
+from onesearch_jax.train import checkpoints, state, step_loop, steps
 from onesearch_jax.train.optimizers import OptimizerConfig
 
 Batch = Mapping[str, np.ndarray]
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,57 +54,9 @@ class TrainConfig:
       raise ValueError("num_steps, log_every must be > 0 and eval_every >= 0")
 
 
-FINITE_METRICS = ("loss", "z_loss", "grad_norm")  # must stay finite every step
-
-
-class NonFiniteMetricsError(FloatingPointError):
-  """A train step produced a NaN/Inf loss, z-loss or gradient norm."""
-
-  def __init__(self, message: str, step: int, metrics: dict[str, float]):
-    super().__init__(message)
-    self.step = step  # the optimizer step whose metrics were bad
-    self.metrics = metrics  # the non-finite ones
-
-
-def _check_finite(
-  step: int,
-  position: int,
-  metrics: Mapping[str, Any],
-  ckpt: checkpoints.Checkpointer,
-  train_cfg: TrainConfig,
-) -> None:
-  """Raises NonFiniteMetricsError if a FINITE_METRICS value of `step` is not finite.
-
-  Args:
-    step: the step (1-based optimizer count after the update) of `metrics`.
-    position: data position of the batch that step consumed.
-    metrics: the step's device metrics.
-    ckpt: the run's checkpointer (for the message).
-    train_cfg: the stage config (for the message).
-  """
-  keys = [k for k in FINITE_METRICS if k in metrics]
-  vals = jax.device_get({k: metrics[k] for k in keys})
-  bad = {k: float(vals[k]) for k in keys if not np.isfinite(vals[k])}
-  if not bad:
-    return
-  last = ckpt.latest_step()
-  where = (
-    f"the last checkpoint is step {last} in {ckpt.directory}, and rerunning "
-    "resumes from it"
-    if last is not None
-    else f"there is no checkpoint in {ckpt.directory} yet"
-  )
-  listed = ", ".join(f"{k}={v}" for k, v in bad.items())
-  raise NonFiniteMetricsError(
-    f"training stopped at step {step}: non-finite {listed} (from the batch at "
-    f"data position {position}). The state after this step was not saved; "
-    f"{where}. Hints: lower the learning rate (optimizer.learning_rate = "
-    f"{train_cfg.optimizer.learning_rate}), lengthen warmup or keep gradient "
-    f"clipping on (clip_norm = {train_cfg.optimizer.clip_norm}); check the data "
-    "at that position for huge or NaN/Inf values (features, loss weights).",
-    step,
-    bad,
-  )
+# The NaN guard lives in the loop core; the names stay importable from here.
+FINITE_METRICS = step_loop.FINITE_METRICS
+NonFiniteMetricsError = step_loop.NonFiniteMetricsError
 
 
 def train_config(**overrides: Any) -> TrainConfig:
@@ -117,14 +64,7 @@ def train_config(**overrides: Any) -> TrainConfig:
   return TrainConfig(**overrides)
 
 
-@dataclasses.dataclass
-class TrainResult:
-  """What a run returns: final state and the host-side history."""
-
-  state: state.TrainState
-  history: list[dict[str, float]]
-  evals: list[dict[str, float]]
-  resumed_from: int | None
+TrainResult = step_loop.LoopResult  # state, history, evals, resumed_from, ...
 
 
 def _eval(eval_fn, st, eval_batches: Iterable[Batch], bsh) -> dict[str, float]:
@@ -207,85 +147,53 @@ def train(
   ckpt = checkpoints.Checkpointer(
     epath.Path(workdir) / "checkpoints", train_cfg.checkpoint
   )
-  resumed_from, position = None, 0
-  if ckpt.latest_step() is not None:
-    ts, meta = ckpt.restore(ts)
-    _check_sid_hash(meta, sid_hash, ckpt.directory)
-    resumed_from = ts.step
-    position = int(meta.get("data_position", 0))
-  elif init_from is not None:
-    ts = _params_from(ts, checkpoints.Checkpointer(init_from), sid_hash)
-  elif init_params is not None:
-    model, opt = ts.merge()
-    init_params(model)
-    ts = state.with_state(ts, nnx.state((model, opt)))
-  start = ts.step
-  it = batches(position)
-  first = next(it)
-  bsh = state.batch_shardings(first, mesh, rules)
-  train_fn = steps.compile_train_step(
-    ts, bsh, train_cfg.loss, train_cfg.optimizer, seed=train_cfg.seed
+  if ckpt.latest_step() is None:  # else step_loop.run resumes
+    if init_from is not None:
+      ts = _params_from(ts, checkpoints.Checkpointer(init_from), sid_hash)
+    elif init_params is not None:
+      model, opt = ts.merge()
+      init_params(model)
+      ts = state.with_state(ts, nnx.state((model, opt)))
+
+  def build(ts: state.TrainState, first: Batch) -> step_loop.Steps:
+    bsh = state.batch_shardings(first, mesh, rules)
+    train_fn = steps.compile_train_step(
+      ts, bsh, train_cfg.loss, train_cfg.optimizer, seed=train_cfg.seed
+    )
+    b, t_len = first["decoder_target_tokens"].shape
+    flops = train_flops_per_batch(
+      model_cfg, b * jax.process_count(), first["encoder_input_tokens"].shape[1], t_len
+    )
+
+    def annotate(host: dict[str, float], p: step_loop.Progress) -> None:
+      host.update(
+        steps_per_sec=p.steps / p.seconds,
+        tokens_per_sec=host["tokens"] * p.steps / p.seconds,
+      )
+      if train_cfg.peak_flops > 0:
+        host["mfu"] = flops * p.steps / p.seconds / train_cfg.peak_flops
+      host["eta_sec"] = (p.num_steps - p.step) * p.seconds / p.steps
+
+    evaluate = None
+    if eval_batches:
+      eval_fn = steps.compile_eval_step(ts, bsh, train_cfg.loss)
+
+      def evaluate(st):
+        return _eval(eval_fn, st, eval_batches(), bsh)
+
+    return step_loop.Steps(
+      train=lambda st, batch: train_fn(st, state.shard_batch(batch, bsh)),
+      evaluate=evaluate,
+      annotate=annotate,
+    )
+
+  return step_loop.run(
+    ts,
+    build,
+    batches,
+    step_loop.LoopConfig.of(train_cfg, stop_after),
+    ckpt=ckpt,
+    meta={"sid_hash": sid_hash},
+    check_meta=lambda meta: _check_sid_hash(meta, sid_hash, ckpt.directory),
+    log_fn=log_fn,
   )
-  eval_fn = steps.compile_eval_step(ts, bsh, train_cfg.loss) if eval_batches else None
-  b, t_len = first["decoder_target_tokens"].shape
-  flops = train_flops_per_batch(
-    model_cfg, b * jax.process_count(), first["encoder_input_tokens"].shape[1], t_len
-  )
-
-  history, evals, st = [], [], ts.state
-  t0, last_step, pending = time.perf_counter(), start, first
-  step = start
-  unchecked = None  # (step, data position, device metrics) not yet checked
-
-  def check():
-    nonlocal unchecked
-    if unchecked is not None:
-      _check_finite(*unchecked, ckpt, train_cfg)
-      unchecked = None
-
-  try:
-    while step < train_cfg.num_steps:
-      batch = pending if pending is not None else next(it, None)
-      pending = None
-      if batch is None:
-        log.warning("data ran out at position %d (step %d)", position, step)
-        break
-      st, metrics = train_fn(st, state.shard_batch(batch, bsh))
-      check()  # the previous step's metrics, while this step runs
-      unchecked = (step + 1, position, metrics)
-      step += 1
-      position += 1
-      if step % train_cfg.log_every == 0 or step == train_cfg.num_steps:
-        check()
-        host = steps.metrics_to_host(metrics)
-        dt = time.perf_counter() - t0
-        n = step - last_step
-        host.update(
-          step=step, steps_per_sec=n / dt, tokens_per_sec=host["tokens"] * n / dt
-        )
-        if train_cfg.peak_flops > 0:
-          host["mfu"] = flops * n / dt / train_cfg.peak_flops
-        host["eta_sec"] = (train_cfg.num_steps - step) * dt / n
-        history.append(host)
-        if log_fn:
-          log_fn(step, host)
-        t0, last_step = time.perf_counter(), step
-      if eval_fn and train_cfg.eval_every and step % train_cfg.eval_every == 0:
-        check()
-        ev = _eval(eval_fn, st, eval_batches(), bsh)
-        ev["step"] = step
-        evals.append(ev)
-        if log_fn:
-          log_fn(step, ev)
-      stopping = stop_after is not None and step - start >= stop_after
-      force = stopping or step == train_cfg.num_steps
-      if force or ckpt.should_save(step):
-        check()  # never checkpoint a non-finite state
-        meta = {"data_position": position, "sid_hash": sid_hash}
-        ckpt.save(step, state.with_state(ts, st), meta, force=force)
-      if stopping:
-        break
-    check()
-  finally:
-    ckpt.close()  # finishes pending async saves of good states
-  return TrainResult(state.with_state(ts, st), history, evals, resumed_from)

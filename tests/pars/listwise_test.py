@@ -11,7 +11,7 @@ from flax import nnx
 from onesearch_jax import sharding as sh
 from onesearch_jax.model import ModelConfig
 from onesearch_jax.pars import listwise, rewards
-from onesearch_jax.train import checkpoints, optimizers, state, synthetic
+from onesearch_jax.train import checkpoints, optimizers, state, step_loop, synthetic
 
 SID_RANGES = synthetic.sid_ranges_for(64, 24, (8, 8, 8, 8, 8))
 CFG = ModelConfig.tiny(
@@ -297,3 +297,31 @@ def test_sharded_step_matches_single_device():
     high = low + ex_w[~clear].sum() / denom
     for run in (want, got):
       assert low - 1e-6 <= run["reward_accuracy"] <= high + 1e-6, (run, margin)
+
+
+def test_train_phase_stops_on_nan_before_checkpointing(tmp_path):
+  # NaN rewards at data position 1 make step 2's loss NaN; step 2 is a save
+  # step, and the guard runs before the save: only step 1 is on disk.
+  cfg = listwise.ListwiseTrainConfig(
+    num_steps=4, log_every=10, loss=listwise.ListwiseConfig(beta=0.5),
+    checkpoint=checkpoints.CheckpointConfig(save_every_steps=1, keep_last=3),
+  )  # fmt: skip
+  batches = [_batch(seed=s) for s in range(4)]
+  batches[1]["rewards"] = np.full_like(batches[1]["rewards"], np.nan)
+
+  def stream(pos):
+    yield from batches[pos:]
+
+  ts, _ = _setup()
+  with pytest.raises(step_loop.NonFiniteMetricsError) as err:
+    listwise.train_phase(
+      ts, listwise.reference_from(ts), stream, cfg, tmp_path, meta={"phase": 1}
+    )
+  assert err.value.step == 2 and "loss" in err.value.metrics
+  assert "stopped at step 2" in str(err.value) and "data position 1" in str(err.value)
+  ckpt = checkpoints.Checkpointer(tmp_path)
+  assert ckpt.all_steps() == [1]
+  good, meta = ckpt.restore(ts)
+  ckpt.close()
+  assert meta == {"phase": 1, "data_position": 1} and good.step == 1
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(good.state))

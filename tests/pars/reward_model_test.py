@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from onesearch_jax.data.sid_table import SIDTable
-from onesearch_jax.pars import logs, reward_model, rm_features
+from onesearch_jax.pars import logs, reward_model, reward_training, rm_features
 from onesearch_jax.world import reader
 
 
@@ -29,8 +29,8 @@ def test_auc_matches_pairwise_count():
     (s[i] > s[j]) + 0.5 * (s[i] == s[j])
     for i, j in itertools.product(np.flatnonzero(y), np.flatnonzero(~y))
   )
-  assert reward_model.auc(y, s) == pytest.approx(wins / (y.sum() * (~y).sum()))
-  assert np.isnan(reward_model.auc(np.ones(3, bool), np.zeros(3)))
+  assert reward_training.auc(y, s) == pytest.approx(wins / (y.sum() * (~y).sum()))
+  assert np.isnan(reward_training.auc(np.ones(3, bool), np.zeros(3)))
 
 
 def test_r_score_formula():
@@ -51,7 +51,7 @@ def trained(tiny_world_dir):
   ctx = rm_features.build_context(world, log, table)
   rel = rm_features.relevance_rows(world, log, table, ctx.config)
   cfg = reward_model.RewardModelConfig(num_steps=300, seed=0)
-  return reward_model.train_reward_model(ctx, log, rel, cfg), cfg
+  return reward_training.train_reward_model(ctx, log, rel, cfg), cfg
 
 
 def test_rm_auc_above_chance_on_tiny_world(trained):
@@ -65,7 +65,7 @@ def test_rm_auc_above_chance_on_tiny_world(trained):
   # a constant predictor at the train CTR has logloss H(p); the RM beats it
   rows = trm.log.test_impressions()
   p = trm.log.imp_click[trm.log.train_impressions()].mean()
-  assert m["ctr_logloss_pos"] < reward_model.logloss(
+  assert m["ctr_logloss_pos"] < reward_training.logloss(
     trm.log.imp_click[rows], np.full(rows.size, p)
   )
 

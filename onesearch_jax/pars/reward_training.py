@@ -1,0 +1,219 @@
+"""Training and test metrics of the reward model (pars/reward_model.py).
+
+`train_reward_model` runs the loop core (train/step_loop.py) without a
+checkpointer: batches of impressions and relevance rows sampled with a
+seeded numpy rng, one jitted step, a record every num_steps // 5 steps, the
+NaN guard. `evaluate` reports AUC / logloss on the test split.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from onesearch_jax import sharding as sh
+from onesearch_jax.pars.logs import InteractionLog
+from onesearch_jax.pars.reward_model import (
+  RewardModelConfig,
+  TrainedRewardModel,
+  create_model,
+  gather_rows,
+  losses,
+)
+from onesearch_jax.pars.rm_features import RelevanceRows, RMContext
+from onesearch_jax.train import state as state_lib
+from onesearch_jax.train import step_loop
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+  """ROC AUC (Mann-Whitney with average ranks for ties); NaN if one class."""
+  labels = np.asarray(labels, bool)
+  scores = np.asarray(scores, np.float64)
+  n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+  if n_pos == 0 or n_neg == 0:
+    return float("nan")
+  order = np.argsort(scores, kind="mergesort")
+  ranks = np.empty(len(scores), np.float64)
+  sorted_scores = scores[order]
+  # average ranks over ties
+  uniq, start, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+  avg = start + (counts + 1) / 2.0
+  ranks[order] = np.repeat(avg, counts)
+  return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def logloss(labels: np.ndarray, probs: np.ndarray) -> float:
+  p = np.clip(np.asarray(probs, np.float64), 1e-7, 1 - 1e-7)
+  y = np.asarray(labels, np.float64)
+  return (
+    float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()) if y.size else float("nan")
+  )
+
+
+def evaluate(trm: TrainedRewardModel) -> dict[str, float]:
+  """AUC / logloss on the TEST split (position-free scores and with the
+  training position bias), plus held-out relevance accuracy."""
+  log = trm.log
+  rows = log.test_impressions()
+  s, i = log.imp_session[rows], log.imp_item[rows]
+  click, order = log.imp_click[rows], log.imp_order[rows]
+  free = trm.predict(s, i)
+  biased = trm.predict(s, i, log.imp_pos[rows])
+  out = {"test_impressions": float(rows.size), "test_clicks": float(click.sum()),
+         "test_orders": float(order.sum())}  # fmt: skip
+  for tag, p in (("", free), ("_pos", biased)):
+    out[f"ctr_auc{tag}"] = auc(click, p["ctr"])
+    out[f"ctr_logloss{tag}"] = logloss(click, p["ctr"])
+    out[f"ctcvr_auc{tag}"] = auc(order, p["ctcvr"])
+    out[f"ctcvr_logloss{tag}"] = logloss(order, p["ctcvr"])
+  out["cvr_auc"] = auc(order[click], free["cvr"][click])
+  out["cvr_logloss"] = logloss(order[click], free["cvr"][click])
+  rel = trm.relevance
+  held = np.flatnonzero(rel.held_out)
+  if held.size:
+    logits = trm.model.relevance_logits(
+      jnp.asarray(rel.query.codes[held]),
+      jnp.asarray(rel.query.valid[held]),
+      jnp.asarray(rel.query.words[held]),
+      jnp.asarray(trm.context.item_codes[rel.item[held]]),
+    )
+    pred = np.asarray(jnp.argmax(logits, -1))
+    grades = np.asarray(jax.nn.softmax(logits, -1)) @ np.arange(4.0)
+    out["rel_heldout_rows"] = float(held.size)
+    out["rel_heldout_accuracy"] = float((pred == rel.grade[held]).mean())
+    out["rel_heldout_exact_auc"] = auc(rel.grade[held] == 3, grades)
+  return out
+
+
+def train_reward_model(
+  ctx: RMContext,
+  log: InteractionLog,
+  relevance: RelevanceRows,
+  cfg: RewardModelConfig | None = None,
+  log_fn: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainedRewardModel:
+  """Trains the RM on the train-split impressions and relevance labels.
+
+  One jitted step (graphdef/state pattern) over batches of `batch_size`
+  impressions and `rel_batch_size` non-held-out relevance rows, sampled with
+  a seeded numpy rng; the context arrays live on device and are gathered
+  inside the step. The loop is train/step_loop's without a checkpointer (no
+  resume): a record (the loss parts, 'loss', 'step') every num_steps // 5
+  steps goes to `history` and log_fn(step, record); a NaN/Inf loss raises
+  step_loop.NonFiniteMetricsError.
+
+  Args:
+    ctx, log, relevance: the RM's inputs (rm_features, logs).
+    cfg: sizes and training (default RewardModelConfig()).
+    log_fn: called with (step, record) at each record.
+
+  Returns:
+    The TrainedRewardModel with test metrics (see `evaluate`) and
+    'train_seconds' / 'steps_per_sec' in `metrics`.
+  """
+  cfg = cfg or RewardModelConfig()
+  rows = log.train_impressions()
+  if rows.size == 0:
+    raise ValueError("train_reward_model: the log has no train-split impressions")
+  rel_rows = np.flatnonzero(~relevance.held_out)
+  model = create_model(cfg, ctx)
+  tx = optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay)
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  graphdef, state = nnx.split((model, optimizer))
+  dctx = {k: jnp.asarray(v) for k, v in ctx.arrays().items()}
+  d = {
+    "items": jnp.asarray(ctx.item_codes),
+    "imp_session": jnp.asarray(log.imp_session),
+    "imp_item": jnp.asarray(log.imp_item),
+    "imp_pos": jnp.asarray(log.imp_pos),
+    "imp_click": jnp.asarray(log.imp_click),
+    "imp_order": jnp.asarray(log.imp_order),
+    "rel_codes": jnp.asarray(relevance.query.codes),
+    "rel_valid": jnp.asarray(relevance.query.valid),
+    "rel_words": jnp.asarray(relevance.query.words),
+    "rel_item": jnp.asarray(relevance.item),
+    "rel_grade": jnp.asarray(relevance.grade),
+  }
+  rel_weight = cfg.rel_weight if rel_rows.size else 0.0
+  if relevance.item.size == 0:  # no labels (e.g. real data): one dummy row, weight 0
+    for k in ("rel_codes", "rel_valid", "rel_words", "rel_item", "rel_grade"):
+      d[k] = jnp.zeros((1,) + d[k].shape[1:], d[k].dtype)
+
+  def step(state, dctx, d, idx, ridx):
+    model, optimizer = nnx.merge(graphdef, state)
+    s = d["imp_session"][idx]
+    f = gather_rows(dctx, s)
+    f["item"] = d["items"][d["imp_item"][idx]]
+    f["position"] = d["imp_pos"][idx]
+    ri = d["rel_item"][ridx]
+    rel = {
+      "query_codes": d["rel_codes"][ridx],
+      "query_valid": d["rel_valid"][ridx],
+      "query_words": d["rel_words"][ridx],
+      "item": d["items"][ri],
+      "grade": d["rel_grade"][ridx],
+      "weight": rel_weight,
+    }
+
+    def objective(m):
+      return losses(m, f, d["imp_click"][idx], d["imp_order"][idx], rel)
+
+    (loss, parts), grads = nnx.value_and_grad(objective, has_aux=True)(model)
+    optimizer.update(model, grads)
+    return nnx.state((model, optimizer)), dict(parts, loss=loss)
+
+  jstep = jax.jit(step, donate_argnums=(0,))
+
+  def batches(position: int) -> Iterator[dict[str, np.ndarray]]:
+    """Step p's sampled rows: the p-th draw of one seeded rng."""
+    rng = np.random.default_rng(cfg.seed)
+    for p in itertools.count():
+      idx = rows[rng.integers(0, rows.size, cfg.batch_size)]
+      ridx = (
+        rel_rows[rng.integers(0, rel_rows.size, cfg.rel_batch_size)]
+        if rel_rows.size
+        else np.zeros(1, np.int64)
+      )
+      if p >= position:
+        yield {"idx": idx.astype(np.int32), "ridx": ridx.astype(np.int32)}
+
+  def build(_ts, _first) -> step_loop.Steps:
+    return step_loop.Steps(train=lambda st, b: jstep(st, dctx, d, b["idx"], b["ridx"]))
+
+  ts = state_lib.TrainState(
+    graphdef,
+    state,
+    jax.tree.map(lambda x: x.sharding, state),
+    sh.single_device_mesh(),
+    sh.DP_RULES,
+  )
+  hints = (
+    f"Hints: lower the learning rate (reward_model.learning_rate = "
+    f"{cfg.learning_rate}); check the log's features for NaN/Inf values."
+  )
+  t0 = time.perf_counter()
+  res = step_loop.run(
+    ts,
+    build,
+    batches,
+    step_loop.LoopConfig(
+      num_steps=cfg.num_steps, log_every=max(cfg.num_steps // 5, 1), hints=hints
+    ),
+    log_fn=log_fn,
+  )
+  jax.block_until_ready(res.state.state)
+  seconds = time.perf_counter() - t0
+  model, _ = res.state.merge()
+  trm = TrainedRewardModel(model, ctx, log, relevance, {}, res.history)
+  metrics = evaluate(trm)
+  metrics["train_seconds"] = seconds
+  metrics["steps_per_sec"] = cfg.num_steps / seconds
+  trm.metrics = metrics
+  return trm
