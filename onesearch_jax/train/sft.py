@@ -44,8 +44,8 @@ import numpy as np
 from onesearch_jax import config_io
 from onesearch_jax import sharding as sh
 from onesearch_jax.configs import MAIN_STAGE_TASKS
-from onesearch_jax.data import model_batches, museq
-from onesearch_jax.data import tasks as tasks_lib
+from onesearch_jax.data import corpus as corpus_lib
+from onesearch_jax.data import eval_batches, model_batches, museq
 from onesearch_jax.data import vocab as vocab_lib
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.model.transformer import EncoderDecoder
@@ -639,10 +639,10 @@ def stage_members(
     return registered.mixtures[STAGES[k]]
   out, empty = [], []
   for kind, mult in entry:
-    if kind not in tasks_lib.TRAIN_TASK_KINDS:
+    if kind not in corpus_lib.TRAIN_TASK_KINDS:
       raise ValueError(
         f"SFTConfig.stage_tasks[{k}]: unknown training task kind {kind!r}; "
-        f"known: {list(tasks_lib.TRAIN_TASK_KINDS)}"
+        f"known: {list(corpus_lib.TRAIN_TASK_KINDS)}"
       )
     if kind not in registered.tasks:
       empty.append(kind)
@@ -756,11 +756,11 @@ def eval_inputs(
       ``tasks.RegisteredTasks``.
     kind: "eval_click" or "eval_order".
     batch_size: rows per batch.
-    **kw: ``data.model_batches.eval_inputs`` options (inputs_length,
+    **kw: ``data.eval_batches.eval_inputs`` options (inputs_length,
       long_seq, shard_info, pad_last).
 
   Returns:
-    Iterator of (batch, metas); see ``data.model_batches.eval_inputs``.
+    Iterator of (batch, metas); see ``data.eval_batches.eval_inputs``.
   """
   if isinstance(source, str | pathlib.Path):
     spec = model_batches.read_spec(source)
@@ -769,4 +769,4 @@ def eval_inputs(
     kw.setdefault("long_seq", read_config(source).museq.use_long_seq)
   else:
     registered = source
-  return model_batches.eval_inputs(registered, kind, batch_size, **kw)
+  return eval_batches.eval_inputs(registered, kind, batch_size, **kw)
