@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from onesearch_jax.data import museq, pipeline, tasks
 from onesearch_jax.data import vocab as vocab_lib
+from onesearch_jax.data.sid_table import SIDTable
 
 TOKEN_FEATURES = (
   "encoder_input_tokens",
@@ -412,8 +413,6 @@ def register_from_spec(spec: DataSpec) -> tasks.RegisteredTasks:
   the second call returns the first registration (``register_tasks`` is
   idempotent for identical arguments).
   """
-  from onesearch_jax.data.sid_table import SIDTable
-
   if spec.sid_hash:  # refuses an artefact that changed since training
     SIDTable.from_artefact(spec.sid_dir, expected_hash=spec.sid_hash)
   return tasks.register_tasks(

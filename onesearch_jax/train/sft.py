@@ -43,10 +43,10 @@ import numpy as np
 
 from onesearch_jax import config_io
 from onesearch_jax import sharding as sh
-from onesearch_jax.configs import MAIN_STAGE_TASKS
 from onesearch_jax.data import corpus as corpus_lib
 from onesearch_jax.data import eval_batches, model_batches, museq
 from onesearch_jax.data import vocab as vocab_lib
+from onesearch_jax.khqe import artefact
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.model.transformer import EncoderDecoder
 from onesearch_jax.train import checkpoints, loop, state
@@ -57,6 +57,17 @@ from onesearch_jax.world import jsonl
 STAGES = ("stage1", "stage2", "stage3")
 RESULT = "result.json"
 HISTORY = "history.jsonl"
+
+
+# The main job's SFT task lists (docs/TRAINING.md, "The recipe"): SID targets
+# only; stage 2 adds query -> clicked-item SID pairs; title -> SID indexing is
+# replayed in stages 2 and 3 (rate = multiplier x the task's example count).
+# SFTConfig.stage_tasks defaults to it.
+MAIN_STAGE_TASKS = (
+  (("s1_title_to_sid", 1.0), ("s1_query_to_sid", 1.0)),
+  (("s2_query_to_sidi", 1.0), ("s2_sidq_to_sidi", 1.0), ("s1_title_to_sid", 0.5)),
+  (("s3_personal", 1.0), ("s3_window", 1.0), ("s1_title_to_sid", 0.2)),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,8 +211,6 @@ OPQ_SUBSPACES = 2  # the paper's SIDs <a><b><c><d><d'>: two OPQ codes share d_
 
 def artefact_opq_subspaces(sid_dir: str | os.PathLike) -> int:
   """OPQ codes per SID of a KHQE artefact (its quantizer's opq_subspaces)."""
-  from onesearch_jax.khqe import artefact
-
   try:
     return int(artefact.read_config(sid_dir)["quantizer"]["opq_subspaces"])
   except (OSError, KeyError, ValueError) as e:
