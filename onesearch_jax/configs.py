@@ -23,7 +23,14 @@ import dataclasses
 from typing import Any
 
 from onesearch_jax import sharding
+from onesearch_jax.eval.config import EvalConfig
+from onesearch_jax.khqe.build import BuildConfig
+from onesearch_jax.model.configs import model_config as make_model_config
+from onesearch_jax.pars import stage
 from onesearch_jax.stages.config import PipelineConfig
+from onesearch_jax.train.loop import TrainConfig
+from onesearch_jax.train.optimizers import OptimizerConfig
+from onesearch_jax.train.sft import SFTConfig
 from onesearch_jax.world.config import WorldConfig
 
 WORLD_PRESETS = ("tiny", "default", "large")
@@ -67,7 +74,6 @@ def sids_config(overrides: dict[str, Any] | None = None):
       holds a dataclass overrides that dataclass's fields (gin can bind
       ``{'train': {'steps': 50}}`` but cannot construct an EncoderTrainConfig).
   """
-  from onesearch_jax.khqe.build import BuildConfig
 
   cfg = BuildConfig()
   if overrides:  # a dataclass field given as a dict: its own fields
@@ -97,9 +103,8 @@ def model_config(preset: str = "main", overrides: dict[str, Any] | None = None):
     overrides: ModelConfig field -> value. vocab_size, sid_ranges,
       seq_feature_dim and the Q-Former placeholder are set from the data.
   """
-  from onesearch_jax.model.configs import model_config as make
 
-  return make(preset, overrides)
+  return make_model_config(preset, overrides)
 
 
 mesh_config = sharding.mesh_config
@@ -109,7 +114,6 @@ def optimizer_config(**overrides: Any):
   """The main job's optimizer (``train.optimizers.OptimizerConfig()``: AdamW,
   peak lr 3e-3, 10 warmup steps, cosine to 10%) with OptimizerConfig field
   overrides; total_steps is set to each SFT stage's steps."""
-  from onesearch_jax.train.optimizers import OptimizerConfig
 
   return _replace(OptimizerConfig(), overrides, "OptimizerConfig")
 
@@ -147,7 +151,6 @@ def train_config(
     peak_flops: device peak FLOP/s for the MFU column (0 = none).
     optimizer: an OptimizerConfig (default ``optimizer_config()``).
   """
-  from onesearch_jax.train.loop import TrainConfig
 
   base = TrainConfig(num_steps=1)  # a placeholder: each stage sets its steps
   loss = _given(label_smoothing=label_smoothing, z_loss=z_loss)
@@ -167,17 +170,6 @@ def train_config(
     ),
     "TrainConfig",
   )
-
-
-# The main job's SFT task lists (docs/TRAINING.md, "The recipe"): SID targets
-# only; stage 2 adds query -> clicked-item SID pairs; title -> SID indexing is
-# replayed in stages 2 and 3 (rate = multiplier x the task's example count).
-# train.sft.SFTConfig.stage_tasks defaults to it.
-MAIN_STAGE_TASKS = (
-  (("s1_title_to_sid", 1.0), ("s1_query_to_sid", 1.0)),
-  (("s2_query_to_sidi", 1.0), ("s2_sidq_to_sidi", 1.0), ("s1_title_to_sid", 0.5)),
-  (("s3_personal", 1.0), ("s3_window", 1.0), ("s1_title_to_sid", 0.2)),
-)
 
 
 def sft_config(
@@ -223,13 +215,12 @@ def sft_config(
       task's own 10,000; larger shuffles better, costs a slower first batch).
     stage_tasks: per stage ((task kind, rate multiplier), ...); () = the
       stage's seqio mixture (``train.sft.SFTConfig.stage_tasks``; default
-      ``MAIN_STAGE_TASKS``).
+      ``train.sft.MAIN_STAGE_TASKS``).
     schedule: "per_stage" or "continuous" learning-rate schedule.
     sid_init: SID embeddings from the KHQE codebooks (``train.sid_init``).
     length_buckets: encoder-length bucket bounds of the train batches
       (``train.sft.SFTConfig.length_buckets``); () = pad to ``lengths``.
   """
-  from onesearch_jax.train.sft import SFTConfig
 
   base = SFTConfig()
   given = _given(
@@ -270,7 +261,6 @@ def eval_config(
 ):
   """The eval stage (``eval.config.EvalConfig``); None = the dataclass
   default (the main job's)."""
-  from onesearch_jax.eval.config import EvalConfig
 
   given = _given(
     beam_size=beam_size,
@@ -322,7 +312,6 @@ def pars_config(
       the eval's graded-NDCG labels).
     seed: RM, example sampling and phase seeds (phase k: seed + k).
   """
-  from onesearch_jax.pars import stage
 
   base = stage.StageConfig()
   pars = base.pars

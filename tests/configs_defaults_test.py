@@ -51,7 +51,6 @@ def test_container_defaults_are_the_main_presets():
   assert SFTConfig().model == ModelConfig.main()
   assert SFTConfig().train == configs.train_config()
   assert SFTConfig().train.optimizer == OptimizerConfig()
-  assert SFTConfig().stage_tasks == configs.MAIN_STAGE_TASKS
 
 
 def test_the_main_job_values():
@@ -65,6 +64,11 @@ def test_the_main_job_values():
   s = SFTConfig()
   assert s.steps == (100, 100, 2100) and s.schedule == "continuous"
   assert s.lengths == ((48, 6), (48, 6), (112, 6))
+  assert s.stage_tasks == (
+    (("s1_title_to_sid", 1.0), ("s1_query_to_sid", 1.0)),
+    (("s2_query_to_sidi", 1.0), ("s2_sidq_to_sidi", 1.0), ("s1_title_to_sid", 0.5)),
+    (("s3_personal", 1.0), ("s3_window", 1.0), ("s1_title_to_sid", 0.2)),
+  )
   p = stage.StageConfig().pars
   assert p.reward_model.num_steps == 600 and p.data.phase1_sessions == 64
   assert (p.phase1.seed, p.phase2.seed) == (1, 2)

@@ -3,7 +3,7 @@
 * ``render_prompt``: raw string fields -> "inputs" / "targets" text.
 * ``long_seq_feature``: item rows of the click / order / RSU sequences ->
   the dense [9, D] per-level centroid sums and their [9] mask (the same
-  numbers as ``museq.long_seq_sums``, computed inside the pipeline so the
+  numbers as ``museq_math.long_seq_sums``, computed inside the pipeline so the
   examples stay small).
 
 Tokenisation and EOS are seqio's own ``tokenize`` and

@@ -21,7 +21,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from onesearch_jax.data import museq
+from onesearch_jax.data import museq, museq_math
 from onesearch_jax.data.museq import MuSeqConfig
 from onesearch_jax.data.sid_table import SIDTable, sid_string
 
@@ -187,7 +187,7 @@ def stage3_fields(
   """The fields of ``stage3_template`` for one session (training and serving).
 
   The one place that turns Mu-Seq features into prompt fields: the seqio
-  stage-3 / eval tasks (``tasks.build_corpus``) and the host-side prompter
+  stage-3 / eval tasks (``corpus.build_corpus``) and the host-side prompter
   (``session_prompts.SessionPrompter``) both call it.
 
   Args:
@@ -206,7 +206,7 @@ def stage3_fields(
   f = features
   c = table.code_width
   if config.user_id == "hashed":
-    uid = f"<u_{museq.hashed_user_bucket(user_id, config.user_hash_buckets)}>"
+    uid = f"<u_{museq_math.hashed_user_bucket(user_id, config.user_hash_buckets)}>"
   elif f.uid_codes is None:
     uid = EMPTY
   else:

@@ -7,7 +7,7 @@ requests; ``SessionPrompter`` makes them through the same code paths, so the
 training and serving prompts cannot drift:
 
 * features: ``museq.MuSeqIndex.features`` (index built by
-  ``tasks.build_index``), no leakage: only interactions strictly before the
+  ``corpus.build_index``), no leakage: only interactions strictly before the
   session / request time;
 * prompt fields: ``prompts.stage3_fields`` (also used by ``tasks``), rendered
   with ``prompts.stage3_template(config)``;
@@ -54,7 +54,14 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from onesearch_jax.data import museq, preprocessors, prompts, tasks, world_source
+from onesearch_jax.data import (
+  corpus,
+  museq,
+  preprocessors,
+  prompts,
+  tasks,
+  world_source,
+)
 from onesearch_jax.data import vocab as vocab_lib
 from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.world import jsonl
@@ -250,7 +257,7 @@ class SessionPrompter:
     self.vocabulary = vocabulary
     self.inputs_length = int(inputs_length)
     self.template = prompts.stage3_template(self.config)
-    self.index = tasks.build_index(world, sid_table, self.config)
+    self.index = corpus.build_index(world, sid_table, self.config)
     self.sessions: dict[str, museq.Session] = {}
     for s in self.index.sessions:
       if s.session_id in self.sessions:

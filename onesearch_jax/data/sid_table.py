@@ -21,6 +21,9 @@ import os
 
 import numpy as np
 
+# The only import of khqe in data/: everything else goes through SIDTable.
+from onesearch_jax.khqe import artefact as artefact_lib
+
 
 def sid_string(codes, opq_codes: int) -> str:
   """``<a_i><b_j><c_k><d_m><d_{n+opq}>`` of one code row.
@@ -244,9 +247,6 @@ class SIDTable:
     Returns:
       The table (content_hash set from the artefact's manifest).
     """
-    # The only import of khqe in data/: everything else goes through SIDTable.
-    from onesearch_jax.khqe import artefact as artefact_lib
-
     art = artefact_lib.load(directory, expected_hash)
     content_hash = artefact_lib.check_hash(directory)
     quantizer = art.quantizer

@@ -13,7 +13,7 @@ import dataclasses
 import os
 from typing import Any
 
-from onesearch_jax.world import jsonl
+from onesearch_jax.world import jsonl, reader
 
 # Switch: False reads the files with plain json (no cross-table validation).
 USE_SCHEMA_READER = True
@@ -78,8 +78,6 @@ def read_world(directory: str | os.PathLike) -> WorldTables:
   """
   directory = os.fspath(directory)
   if USE_SCHEMA_READER:
-    from onesearch_jax.world import reader
-
     # Per-row validation of the three tables only: the ranking table can be
     # 100x larger and data/ never reads it (cross-table checks are the world
     # stage's job: python -m onesearch_jax.world.reader <dir>).

@@ -31,6 +31,7 @@ from onesearch_jax.eval.baselines import bm25 as bm25_lib
 from onesearch_jax.eval.baselines import dense as dense_lib
 from onesearch_jax.eval.baselines import mca as mca_lib
 from onesearch_jax.eval.baselines import rules as rules_lib
+from onesearch_jax.khqe import artefact
 
 DEFAULT_K_MAX = 350
 BASELINES = baselines_lib.NAMES
@@ -463,8 +464,6 @@ def run_baselines(
     done(f"mca (ranker log loss {ranker.losses[0]:.4f} -> {ranker.losses[-1]:.4f})", t)
   rules = [s for s in rules_lib.NAMES if s in systems]
   if rules:
-    from onesearch_jax.khqe import artefact
-
     t = time.perf_counter()
     rule_ranker = rules_lib.from_artefact(
       artefact.load(sid_dir), item_ids, tables.recall

@@ -49,14 +49,17 @@ from onesearch_jax.khqe import embeddings_io, report, sid_metrics, text_vocab
 from onesearch_jax.khqe import encoder as encoder_lib
 from onesearch_jax.khqe import keywords as keywords_lib
 from onesearch_jax.khqe import quantizer as quantizer_lib
+from onesearch_jax.khqe.text_embedder import (
+  EMBEDDER_FILE,
+  ENCODER_DIR,
+  KEYWORDS_FILE,
+  item_texts,
+)
 from onesearch_jax.world import manifest as manifest_lib
 from onesearch_jax.world import reader
 
 VARIANTS = ("rq_plain", "+keywords", "+l3_parent", "+opq")
 FINAL_VARIANT = "+opq"
-KEYWORDS_FILE = "keywords.tsv"  # keyword \t tag \t pv \t emb (official format)
-ENCODER_DIR = "text_encoder"  # encoder_lib.save_encoder + EMBEDDER_FILE
-EMBEDDER_FILE = "embedder.json"
 EMBEDDINGS_DIR = "embeddings"  # save_embeddings: raw/fused .npy + ids
 
 # variant -> (use keyword fusion, L3 mode, use OPQ)
@@ -174,15 +177,6 @@ def _distinct_queries(world: reader.World) -> list[str]:
   return list(seen)
 
 
-def item_texts(items: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> list[str]:
-  """The encoder's item text: the non-empty `fields` joined by spaces."""
-  out = []
-  for row in items:
-    parts = [str(row.get(f) or "").strip() for f in fields]
-    out.append(" ".join(p for p in parts if p))
-  return out
-
-
 def world_hash(world_dir: str | os.PathLike, world: reader.World) -> str:
   """The world's content hash: its manifest's, or (real data without a
   manifest) the hash of its ``*.jsonl`` files, the rule the pipeline's world
@@ -200,41 +194,6 @@ def _popularity(world: reader.World) -> np.ndarray:
     counts.update(s["clicked_item_ids"])
     counts.update(s["purchased_item_ids"])
   return np.asarray([counts[row["item_id"]] for row in world.items], np.int64)
-
-
-def _build_notes(
-  source: str,
-  n_keywords: int,
-  match_rates: Mapping[str, Mapping[str, float]],
-  history: Sequence[Mapping[str, float]],
-) -> str:
-  """Markdown appended to the quantiser report: keywords and encoder.
-
-  Wall times are not in it (they would change the artefact's content hash
-  from run to run); they go to the manifest's unhashed ``info.timings_s``.
-  """
-  lines = [
-    "",
-    "## Keyword enhancement",
-    "",
-    f"{n_keywords} keywords mined from {source}.",
-    "",
-    "| texts | n | match rate | mean keywords per matched text |",
-    "|---|---|---|---|",
-  ]
-  for name, m in match_rates.items():
-    lines.append(
-      f"| {name} | {int(m['texts'])} | {m['match_rate']:.2%} | "
-      f"{m['mean_keywords_per_matched']:.2f} |"
-    )
-  if history:
-    first, last = history[0], history[-1]
-    lines += ["", "## Aligned encoder", "", "| loss | first step | last step |"]
-    lines.append("|---|---|---|")
-    for k in ("loss", "q2i", "q2q", "i2i", "rank"):
-      lines.append(f"| {k} | {first[k]:.4f} | {last[k]:.4f} |")
-  lines += ["", "Step wall times: `manifest.json` field `info.timings_s`."]
-  return "\n".join(lines) + "\n"
 
 
 class _Clock:
@@ -456,7 +415,7 @@ def build_sids(
       for p in sorted(pathlib.Path(tmp).iterdir())
       if p.is_file() and p.name != "report.md"
     }
-  markdown += _build_notes(source, len(kws), match_rates, history)
+  markdown += report.build_notes(source, len(kws), match_rates, history)
   metadata = {
     "world_content_hash": world_hash(world_dir, world),
     "embeddings": how,
@@ -505,66 +464,4 @@ def build_sids(
     match_rates=match_rates,
     timings=dict(clock.timings),
     encoder_history=history,
-  )
-
-
-@dataclasses.dataclass
-class TextEmbedder:
-  """Embeds new queries and items exactly as build_sids did (encoder + fusion).
-
-  Feed the result to the artefact's ``quantizer.encode`` to get their SIDs
-  without retraining anything.
-  """
-
-  encoder: encoder_lib.TrainedEncoder
-  matcher: keywords_lib.KeywordMatcher
-  keyword_embeddings: np.ndarray  # [K, D]
-  item_text_fields: tuple[str, ...]
-
-  def queries(self, texts: Sequence[str]) -> np.ndarray:
-    """Fused embeddings [N, D] of query strings."""
-    raw = self.encoder.embed(texts)
-    return keywords_lib.fuse(
-      raw, self.matcher.match_all(texts), self.keyword_embeddings
-    )
-
-  def items(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """Fused embeddings [N, D] of items.jsonl-style rows."""
-    raw = self.encoder.embed(item_texts(rows, self.item_text_fields))
-    matches = self.matcher.match_all([r["item_title"] for r in rows])
-    return keywords_lib.fuse(raw, matches, self.keyword_embeddings)
-
-
-def load_text_embedder(
-  out_dir: str | os.PathLike, expected_hash: str | None = None
-) -> TextEmbedder:
-  """Reads the text encoder and keyword dictionary build_sids wrote.
-
-  The artefact's hashes are verified first (both files are covered by its
-  content hash), so an edited encoder or dictionary is refused.
-
-  Args:
-    out_dir: the build_sids output (artefact) directory.
-    expected_hash: optional artefact content hash to insist on.
-
-  Raises:
-    artefact.ArtefactError: a modified, missing or added file, or a content
-      hash different from ``expected_hash``.
-    FileNotFoundError: when the build used precomputed embeddings (no encoder
-      was trained) or the files are missing.
-  """
-  root = pathlib.Path(out_dir)
-  artefact_lib.check_hash(root, expected_hash)
-  settings = root / ENCODER_DIR / EMBEDDER_FILE
-  if not settings.is_file():
-    raise FileNotFoundError(
-      f"{settings}: missing (built from precomputed embeddings, or not a "
-      "build_sids output directory)"
-    )
-  entries, kw_emb = keywords_lib.load_dictionary(root / KEYWORDS_FILE)
-  return TextEmbedder(
-    encoder=encoder_lib.load_encoder(root / ENCODER_DIR),
-    matcher=keywords_lib.KeywordMatcher([k.text for k in entries]),
-    keyword_embeddings=kw_emb,
-    item_text_fields=tuple(json.loads(settings.read_text())["item_text_fields"]),
   )

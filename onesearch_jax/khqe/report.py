@@ -4,7 +4,7 @@ variant, plus PNG cluster-size histograms (matplotlib, Agg backend)."""
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -86,3 +86,38 @@ def write_report(
   text = "\n".join(lines) + "\n"
   (out / "report.md").write_text(text, encoding="utf-8")
   return text
+
+
+def build_notes(
+  source: str,
+  n_keywords: int,
+  match_rates: Mapping[str, Mapping[str, float]],
+  history: Sequence[Mapping[str, float]],
+) -> str:
+  """Markdown appended to the quantiser report: keywords and encoder.
+
+  Wall times are not in it (they would change the artefact's content hash
+  from run to run); they go to the manifest's unhashed ``info.timings_s``.
+  """
+  lines = [
+    "",
+    "## Keyword enhancement",
+    "",
+    f"{n_keywords} keywords mined from {source}.",
+    "",
+    "| texts | n | match rate | mean keywords per matched text |",
+    "|---|---|---|---|",
+  ]
+  for name, m in match_rates.items():
+    lines.append(
+      f"| {name} | {int(m['texts'])} | {m['match_rate']:.2%} | "
+      f"{m['mean_keywords_per_matched']:.2f} |"
+    )
+  if history:
+    first, last = history[0], history[-1]
+    lines += ["", "## Aligned encoder", "", "| loss | first step | last step |"]
+    lines.append("|---|---|---|")
+    for k in ("loss", "q2i", "q2q", "i2i", "rank"):
+      lines.append(f"| {k} | {first[k]:.4f} | {last[k]:.4f} |")
+  lines += ["", "Step wall times: `manifest.json` field `info.timings_s`."]
+  return "\n".join(lines) + "\n"

@@ -43,10 +43,10 @@ import numpy as np
 
 from onesearch_jax import config_io
 from onesearch_jax import sharding as sh
-from onesearch_jax.configs import MAIN_STAGE_TASKS
-from onesearch_jax.data import model_batches, museq
-from onesearch_jax.data import tasks as tasks_lib
+from onesearch_jax.data import corpus as corpus_lib
+from onesearch_jax.data import eval_batches, model_batches, museq
 from onesearch_jax.data import vocab as vocab_lib
+from onesearch_jax.khqe import artefact
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.model.transformer import EncoderDecoder
 from onesearch_jax.train import checkpoints, loop, state
@@ -57,6 +57,17 @@ from onesearch_jax.world import jsonl
 STAGES = ("stage1", "stage2", "stage3")
 RESULT = "result.json"
 HISTORY = "history.jsonl"
+
+
+# The main job's SFT task lists (docs/TRAINING.md, "The recipe"): SID targets
+# only; stage 2 adds query -> clicked-item SID pairs; title -> SID indexing is
+# replayed in stages 2 and 3 (rate = multiplier x the task's example count).
+# SFTConfig.stage_tasks defaults to it.
+MAIN_STAGE_TASKS = (
+  (("s1_title_to_sid", 1.0), ("s1_query_to_sid", 1.0)),
+  (("s2_query_to_sidi", 1.0), ("s2_sidq_to_sidi", 1.0), ("s1_title_to_sid", 0.5)),
+  (("s3_personal", 1.0), ("s3_window", 1.0), ("s1_title_to_sid", 0.2)),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,8 +211,6 @@ OPQ_SUBSPACES = 2  # the paper's SIDs <a><b><c><d><d'>: two OPQ codes share d_
 
 def artefact_opq_subspaces(sid_dir: str | os.PathLike) -> int:
   """OPQ codes per SID of a KHQE artefact (its quantizer's opq_subspaces)."""
-  from onesearch_jax.khqe import artefact
-
   try:
     return int(artefact.read_config(sid_dir)["quantizer"]["opq_subspaces"])
   except (OSError, KeyError, ValueError) as e:
@@ -639,10 +648,10 @@ def stage_members(
     return registered.mixtures[STAGES[k]]
   out, empty = [], []
   for kind, mult in entry:
-    if kind not in tasks_lib.TRAIN_TASK_KINDS:
+    if kind not in corpus_lib.TRAIN_TASK_KINDS:
       raise ValueError(
         f"SFTConfig.stage_tasks[{k}]: unknown training task kind {kind!r}; "
-        f"known: {list(tasks_lib.TRAIN_TASK_KINDS)}"
+        f"known: {list(corpus_lib.TRAIN_TASK_KINDS)}"
       )
     if kind not in registered.tasks:
       empty.append(kind)
@@ -756,11 +765,11 @@ def eval_inputs(
       ``tasks.RegisteredTasks``.
     kind: "eval_click" or "eval_order".
     batch_size: rows per batch.
-    **kw: ``data.model_batches.eval_inputs`` options (inputs_length,
+    **kw: ``data.eval_batches.eval_inputs`` options (inputs_length,
       long_seq, shard_info, pad_last).
 
   Returns:
-    Iterator of (batch, metas); see ``data.model_batches.eval_inputs``.
+    Iterator of (batch, metas); see ``data.eval_batches.eval_inputs``.
   """
   if isinstance(source, str | pathlib.Path):
     spec = model_batches.read_spec(source)
@@ -769,4 +778,4 @@ def eval_inputs(
     kw.setdefault("long_seq", read_config(source).museq.use_long_seq)
   else:
     registered = source
-  return model_batches.eval_inputs(registered, kind, batch_size, **kw)
+  return eval_batches.eval_inputs(registered, kind, batch_size, **kw)

@@ -10,7 +10,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from onesearch_jax.data import model_batches, pipeline
+from onesearch_jax.data import eval_batches, model_batches, pipeline
 
 MODEL_KEYS = {
   "encoder_input_tokens",
@@ -102,7 +102,7 @@ def test_eval_inputs_rows_keep_their_metadata(registered, small_world):
     r = json.loads(line)
     sessions[r["session_id"]] = r
   got = list(
-    model_batches.eval_inputs(registered, "eval_click", batch_size=5, inputs_length=96)
+    eval_batches.eval_inputs(registered, "eval_click", batch_size=5, inputs_length=96)
   )
   tokens = np.concatenate([b["encoder_input_tokens"] for b, _ in got])
   feats = np.concatenate([b["long_seq_features"] for b, _ in got])
@@ -134,7 +134,7 @@ def test_eval_inputs_rows_keep_their_metadata(registered, small_world):
   assert len({m["session_id"] for m in metas}) == len(metas)
   # pad_last: fixed shapes, metadata only for the real rows.
   padded = list(
-    model_batches.eval_inputs(
+    eval_batches.eval_inputs(
       registered, "eval_click", batch_size=5, inputs_length=96, pad_last=True
     )
   )
@@ -143,7 +143,7 @@ def test_eval_inputs_rows_keep_their_metadata(registered, small_world):
   last, ms = padded[-1]
   assert np.all(last["encoder_input_tokens"][len(ms) :] == 0)
   with pytest.raises(ValueError, match="eval_click or eval_order"):
-    next(model_batches.eval_inputs(registered, "s3_personal"))
+    next(eval_batches.eval_inputs(registered, "s3_personal"))
 
 
 def test_member_list_mixes_plain_and_dense_tasks(registered):

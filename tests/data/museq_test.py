@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from onesearch_jax.data import museq
+from onesearch_jax.data import museq, museq_math
 
 RANGES = (8, 4, 4, 16, 16)
 
@@ -18,15 +18,15 @@ def _lam(m):
 
 
 def test_softmax_sqrt_weights_by_hand():
-  np.testing.assert_allclose(museq.softmax_sqrt_weights(1), [1.0])
+  np.testing.assert_allclose(museq_math.softmax_sqrt_weights(1), [1.0])
   # m = 2: e^1 / (e^1 + e^1.41421) = 0.397902
   np.testing.assert_allclose(
-    museq.softmax_sqrt_weights(2), [0.397902, 0.602098], atol=1e-6
+    museq_math.softmax_sqrt_weights(2), [0.397902, 0.602098], atol=1e-6
   )
   np.testing.assert_allclose(
-    museq.softmax_sqrt_weights(3), [0.217745, 0.329488, 0.452767], atol=1e-6
+    museq_math.softmax_sqrt_weights(3), [0.217745, 0.329488, 0.452767], atol=1e-6
   )
-  w = museq.softmax_sqrt_weights(1000)
+  w = museq_math.softmax_sqrt_weights(1000)
   assert abs(w.sum() - 1) < 1e-12 and np.all(np.diff(w) > 0)  # most recent last
 
 
@@ -35,11 +35,15 @@ def test_behaviour_sid_hand_computed():
   codes = [[0, 3, 1, 5, 2], [3, 0, 1, 15, 9]]
   # 0*.398+3*.602=1.81->2; 3*.398=1.19->2; exactly 1 -> 1 (no 1.0000001 -> 2);
   # 5*.398+15*.602=11.02->12; 2*.398+9*.602=6.21->7
-  np.testing.assert_array_equal(museq.behaviour_sid(codes, RANGES), [2, 2, 1, 12, 7])
+  np.testing.assert_array_equal(
+    museq_math.behaviour_sid(codes, RANGES), [2, 2, 1, 12, 7]
+  )
   # m = 3, λ = (.21774, .32949, .45277).
   codes = [[0, 2, 1, 0, 0], [0, 0, 2, 0, 0], [1, 0, 3, 0, 0]]
   # a: .45277 -> 1; b: .43549 -> 1; c: .21774+.65898+1.35830 = 2.235 -> 3
-  np.testing.assert_array_equal(museq.behaviour_sid(codes, RANGES), [1, 1, 3, 0, 0])
+  np.testing.assert_array_equal(
+    museq_math.behaviour_sid(codes, RANGES), [1, 1, 3, 0, 0]
+  )
   # Independent check against the formula on random codes.
   rng = np.random.default_rng(0)
   for m in (1, 4, 7):
@@ -51,12 +55,12 @@ def test_behaviour_sid_hand_computed():
       )
       for p in range(5)
     ]
-    np.testing.assert_array_equal(museq.behaviour_sid(c, RANGES), want)
+    np.testing.assert_array_equal(museq_math.behaviour_sid(c, RANGES), want)
 
 
 def test_behaviour_sid_clamps_to_level_range():
   # 5 and 7 are out of the b range 4 (as if a table had inconsistent codes).
-  out = museq.behaviour_sid([[0, 5, 0, 0, 0], [0, 7, 0, 15, 15]], RANGES)
+  out = museq_math.behaviour_sid([[0, 5, 0, 0, 0], [0, 7, 0, 15, 15]], RANGES)
   # b: 5*.398+7*.602=6.2 -> 7 -> clamped to 3; d: 15*.602=9.03 -> 10.
   assert out.tolist() == [0, 3, 0, 10, 10]
 
@@ -65,19 +69,21 @@ def test_long_seq_sums_brute_force():
   rng = np.random.default_rng(1)
   cent = rng.normal(size=(6, 3, 4)).astype(np.float32)
   seqs = [np.array([0, 2, 2]), np.array([], np.int64), np.array([5])]
-  out, mask = museq.long_seq_sums(seqs, cent)
+  out, mask = museq_math.long_seq_sums(seqs, cent)
   assert out.shape == (9, 4)
   np.testing.assert_allclose(out[0:3], cent[0] + cent[2] + cent[2], rtol=1e-6)
   np.testing.assert_array_equal(out[3:6], 0)
   np.testing.assert_allclose(out[6:9], cent[5])
   np.testing.assert_array_equal(mask, [1, 1, 1, 0, 0, 0, 1, 1, 1])
-  mean, _ = museq.long_seq_sums(seqs, cent, reduce="mean")
+  mean, _ = museq_math.long_seq_sums(seqs, cent, reduce="mean")
   np.testing.assert_allclose(mean[0:3], (cent[0] + 2 * cent[2]) / 3, rtol=1e-6)
 
 
 def test_hashed_user_bucket_is_stable():
-  assert museq.hashed_user_bucket("u1", 1000) == museq.hashed_user_bucket("u1", 1000)
-  buckets = {museq.hashed_user_bucket(f"u{i}", 7) for i in range(200)}
+  assert museq_math.hashed_user_bucket("u1", 1000) == museq_math.hashed_user_bucket(
+    "u1", 1000
+  )
+  buckets = {museq_math.hashed_user_bucket(f"u{i}", 7) for i in range(200)}
   assert buckets == set(range(7))
 
 
@@ -132,7 +138,7 @@ def test_features_use_only_strictly_earlier_interactions():
   assert f.seq_short == ("i1", "i2", "i3") and f.seq_q == ("q1", "q2", "q3")
   # uid = SID_short ⊕ SID_long, both over i1, i2, i3 here.
   codes = np.array([[1, 1, 1, 1, 1], [2, 2, 2, 2, 2], [3, 3, 3, 3, 3]])
-  want = museq.behaviour_sid(codes, RANGES)
+  want = museq_math.behaviour_sid(codes, RANGES)
   np.testing.assert_array_equal(f.uid_codes, np.concatenate([want, want]))
 
 
@@ -144,7 +150,7 @@ def test_short_and_long_windows():
   assert f.seq_q == tuple(f"q{k}" for k in range(4, 9))
   assert f.long_click == tuple(f"i{k}" for k in range(3, 9))
   c = np.array([[k % 8, k % 4, k % 4, k, k] for k in range(3, 9)])
-  np.testing.assert_array_equal(f.uid_codes[5:], museq.behaviour_sid(c, RANGES))
+  np.testing.assert_array_equal(f.uid_codes[5:], museq_math.behaviour_sid(c, RANGES))
 
 
 def test_rsu_is_clicks_in_the_query_category():

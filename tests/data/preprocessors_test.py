@@ -7,7 +7,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from onesearch_jax.data import museq, preprocessors, prompts
+from onesearch_jax.data import museq, museq_math, preprocessors, prompts
 
 
 def test_render_prompt_matches_python_render():
@@ -115,7 +115,9 @@ def test_long_seq_feature_matches_numpy():
     assert len(out) == 3
     for ex, r in zip(out, rows, strict=True):
       assert set(ex) == {"long_seq", "long_seq_mask"}
-      want, mask = museq.long_seq_sums([np.array(x, np.int64) for x in r], cent, reduce)
+      want, mask = museq_math.long_seq_sums(
+        [np.array(x, np.int64) for x in r], cent, reduce
+      )
       np.testing.assert_allclose(ex["long_seq"], want, rtol=1e-5, atol=1e-5)
       np.testing.assert_array_equal(ex["long_seq_mask"], mask)
 

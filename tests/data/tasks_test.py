@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import seqio
 
+from onesearch_jax.data import corpus as corpus_lib
 from onesearch_jax.data import museq, prompts, tasks, world_source
 from onesearch_jax.data.sid_table import SIDTable, sid_string
 
@@ -52,7 +53,7 @@ def test_registers_every_task_and_mixture(registered):
     mix = seqio.get_mixture_or_task(mname)
     for task in mix.tasks:
       kind = task.name.removeprefix("test_small_")
-      assert kind.startswith("s" + stage[-1]) and kind not in tasks.AUGMENT_KINDS
+      assert kind.startswith("s" + stage[-1]) and kind not in corpus_lib.AUGMENT_KINDS
       assert mix.get_rate(task) == registered.counts[kind]
 
 
@@ -96,7 +97,7 @@ def test_counts_against_brute_force(small_world, small_table, registered):
 
 
 def test_s3_query_rows_are_personal_rows_without_user(small_world, small_table):
-  corpus = tasks.build_corpus(
+  corpus = corpus_lib.build_corpus(
     world_source.read_world(small_world), small_table, museq.MuSeqConfig()
   )
   personal, query = corpus.columns["s3_personal"], corpus.columns["s3_query"]
@@ -116,7 +117,7 @@ def test_s3_query_rows_are_personal_rows_without_user(small_world, small_table):
 
 
 def test_examples_decode_to_rendered_prompts(small_world, small_table, registered):
-  corpus = tasks.build_corpus(
+  corpus = corpus_lib.build_corpus(
     world_source.read_world(small_world), small_table, museq.MuSeqConfig()
   )
   v = registered.vocabulary
@@ -164,12 +165,14 @@ def test_eval_examples_carry_ids(small_world, registered):
 def test_no_leakage_of_test_day_into_training_tasks(tmp_path, small_table):
   world = write_world(tmp_path / "w", seed=3)
   table = table_for(world, seed=3)
-  full = tasks.build_corpus(world_source.read_world(world), table, museq.MuSeqConfig())
+  full = corpus_lib.build_corpus(
+    world_source.read_world(world), table, museq.MuSeqConfig()
+  )
   rows = [r for r in _recall(world) if r["split"] == "train"]
   with open(world / "recall.jsonl", "w", encoding="utf-8") as f:
     for r in rows:
       f.write(json.dumps(r, ensure_ascii=False) + "\n")
-  trained = tasks.build_corpus(
+  trained = corpus_lib.build_corpus(
     world_source.read_world(world), table, museq.MuSeqConfig()
   )
   for kind in full.columns:
@@ -181,14 +184,14 @@ def test_no_leakage_of_test_day_into_training_tasks(tmp_path, small_table):
 
 def test_ablation_switches(small_world, small_table):
   world = world_source.read_world(small_world)
-  hashed = tasks.build_corpus(
+  hashed = corpus_lib.build_corpus(
     world, small_table, museq.MuSeqConfig(user_id="hashed", user_hash_buckets=5)
   )
   uids = hashed.columns["s3_personal"]["uid"]
   assert set(uids) <= {f"<u_{i}>" for i in range(5)} and len(set(uids)) > 1
-  base = tasks.build_corpus(world, small_table, museq.MuSeqConfig())
+  base = corpus_lib.build_corpus(world, small_table, museq.MuSeqConfig())
   assert any("<a_" in u for u in base.columns["s3_personal"]["uid"])
-  nowin = tasks.build_corpus(
+  nowin = corpus_lib.build_corpus(
     world, small_table, museq.MuSeqConfig(sliding_window=False)
   )
   assert "s3_window" not in nowin.columns
@@ -218,7 +221,7 @@ def test_missing_query_sid_is_counted_not_silent(small_world, small_table):
     opq_codes=small_table.opq_codes,
     rq_centroids=small_table.rq_centroids,
   )
-  corpus = tasks.build_corpus(
+  corpus = corpus_lib.build_corpus(
     world_source.read_world(small_world), table, museq.MuSeqConfig()
   )
   dropped = small_table.query_texts[0]

@@ -16,6 +16,7 @@ from onesearch_jax.khqe import (
   encoder,
   quantizer,
   sid_metrics,
+  text_embedder,
   text_vocab,
 )
 from onesearch_jax.world import reader
@@ -79,7 +80,7 @@ def test_build_sids_tiny_world_artefact(tiny_build, tiny_world_dir):
     assert f"] {step}:" in text
   assert set(summary.timings) >= {"read", "embed", "keywords", "artefact"}
   # New texts embedded by the saved encoder + dictionary get the same SIDs.
-  embedder = build.load_text_embedder(out)
+  embedder = text_embedder.load_text_embedder(out)
   q_codes = art.quantizer.encode(embedder.queries(list(art.query_texts)))
   assert np.mean(np.all(q_codes == art.query_codes, axis=1)) > 0.98
   i_codes = art.quantizer.encode(embedder.items(world.items))
@@ -117,7 +118,7 @@ def test_build_sids_precomputed_embeddings(tiny_world_dir, tmp_path):
   summary = build.build_sids(tiny_world_dir, tmp_path / "out", cfg)
   assert list(summary.metrics) == ["+opq"] and summary.encoder_history == []
   with pytest.raises(FileNotFoundError, match="built from precomputed"):
-    build.load_text_embedder(tmp_path / "out")
+    text_embedder.load_text_embedder(tmp_path / "out")
   art = artefact.load(tmp_path / "out", summary.content_hash)
   assert sorted(i for v in art.sid_to_items().values() for i in v) == sorted(items)
   # The raw item embeddings were re-ordered to the world's item order.
@@ -201,15 +202,15 @@ def test_build_hash_covers_tokenizer_and_survives_relocation(zh_build, zh_world_
   art = artefact.load(moved, expected_hash=h)
   texts = list(art.query_texts)
   np.testing.assert_array_equal(
-    art.quantizer.encode(build.load_text_embedder(moved, h).queries(texts)),
-    art.quantizer.encode(build.load_text_embedder(out, h).queries(texts)),
+    art.quantizer.encode(text_embedder.load_text_embedder(moved, h).queries(texts)),
+    art.quantizer.encode(text_embedder.load_text_embedder(out, h).queries(texts)),
   )
   assert art.info["world_dir"] == os.path.relpath(zh_world_dir, out)
   # Editing a tokenizer file is refused by both readers.
   kw = moved / "keywords.tsv"
   kw.write_text(kw.read_text(encoding="utf-8") + "x\tbrand\t1\t0\n", encoding="utf-8")
   with pytest.raises(artefact.ArtefactError, match="keywords.tsv.*file modified"):
-    build.load_text_embedder(moved)
+    text_embedder.load_text_embedder(moved)
   with pytest.raises(artefact.ArtefactError, match="keywords.tsv.*file modified"):
     artefact.load(moved, expected_hash=h)
   shutil.rmtree(moved.parent.parent)

@@ -1,7 +1,7 @@
 """Dense retrieval: exact top-K by inner product with KHQE aligned embeddings.
 
 The embeddings are the fused (encoder + keyword) vectors KHQE quantises:
-``khqe.build.load_text_embedder(sid_dir)`` embeds queries and items exactly
+``khqe.text_embedder.load_text_embedder(sid_dir)`` embeds queries and items exactly
 as ``build_sids`` did (they are L2-normalised, so the inner product is the
 cosine). Scoring is one jitted matmul + ``lax.top_k`` per query chunk; ties
 go to the lower item row (``lax.top_k`` is stable).
@@ -17,6 +17,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from onesearch_jax.khqe import text_embedder
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -88,9 +90,7 @@ class KHQEEmbedder:
   """
 
   def __init__(self, sid_dir: str | os.PathLike):
-    from onesearch_jax.khqe import build
-
-    self._embedder = build.load_text_embedder(sid_dir)
+    self._embedder = text_embedder.load_text_embedder(sid_dir)
     self._cache: dict[str, np.ndarray] = {}
 
   def precompute(self, texts: Sequence[str]) -> None:

@@ -1,0 +1,249 @@
+"""The raw examples of every task, built from the world: ``build_corpus``
+(columns per task kind, skip counts, the sentencepiece texts),
+``build_index`` (the Mu-Seq index of the world's sessions) and
+``build_vocabulary``. ``data/tasks.py`` registers seqio tasks over them.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any
+
+from onesearch_jax.data import museq, prompts, world_source
+from onesearch_jax.data import vocab as vocab_lib
+from onesearch_jax.data.sid_table import SIDTable
+
+TRAIN, TEST = "train", "test"  # the world's splits (re-exported by tasks)
+# Every task kind register_tasks can make (a kind with no examples, or one
+# an ablation switches off, is not registered).
+TASK_KINDS = (
+  "s1_query_to_sid",
+  "s1_sid_to_query",
+  "s1_title_to_sid",
+  "s1_sid_to_title",
+  "s1_text_to_category",
+  "s1_sid_to_category",
+  "s2_query_to_title",
+  "s2_title_to_query",
+  "s2_sidq_to_sidi",
+  "s2_sidi_to_sidq",
+  "s2_query_to_sidi",
+  "s3_personal",
+  "s3_window",
+  "s3_query",
+  "eval_click",
+  "eval_order",
+)
+# The kinds a training stage may sample (the eval_* kinds are eval-only).
+TRAIN_TASK_KINDS = tuple(k for k in TASK_KINDS if not k.startswith("eval_"))
+# Augmentation kinds left out of the registered ``{p}_stage*`` mixtures (an
+# SFT recipe samples them only where ``SFTConfig.stage_tasks`` names them).
+AUGMENT_KINDS = ("s3_query",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+  """Raw examples of every task, as columns (lists of equal length).
+
+  Attributes:
+    columns: task kind ("s1_query_to_sid", ..., "eval_order") -> field ->
+      list of values (str, or int lists for the long-seq item rows, or str
+      lists for "target_item_ids").
+    skips: reason -> count of examples not made.
+    texts: canonical text for the sentencepiece model.
+  """
+
+  columns: dict[str, dict[str, list]]
+  skips: dict[str, int]
+  texts: list[str]
+
+  def count(self, kind: str) -> int:
+    cols = self.columns[kind]
+    return len(next(iter(cols.values()))) if cols else 0
+
+
+def _category_path(item: dict[str, Any]) -> str:
+  return "/".join(str(item.get(f"category_level{lvl}_name", "")) for lvl in (1, 2, 3))
+
+
+def _cols(rows: list[dict]) -> dict[str, list]:
+  if not rows:
+    return {}
+  return {k: [r[k] for r in rows] for k in rows[0]}
+
+
+def _stage3_row(
+  ex: museq.Example, table: SIDTable, config: museq.MuSeqConfig, eval_row: bool
+) -> dict[str, Any]:
+  row = prompts.stage3_fields(
+    ex.session.user_id, ex.session.query, ex.features, table, config
+  )
+  row["target"] = table.item_sid(ex.targets[0])
+  if eval_row:
+    row.update(
+      user_id=ex.session.user_id,
+      session_id=ex.session.session_id,
+      target_item_ids=list(ex.targets),
+    )
+  return row
+
+
+def _without_user(row: dict[str, Any]) -> dict[str, Any]:
+  """A stage-3 row with its user segments blanked (the ``s3_query`` kind)."""
+  out = dict(row)
+  for k in ("uid", "seq_q", "seq_short", "profile"):
+    out[k] = prompts.EMPTY
+  for k in ("long_click", "long_order", "long_rsu"):
+    out[k] = []
+  return out
+
+
+def build_index(
+  world: world_source.WorldTables, table: SIDTable, config: museq.MuSeqConfig
+) -> museq.MuSeqIndex:
+  """The Mu-Seq index of a world over the items of the SID table."""
+  return museq.MuSeqIndex(
+    world.users,
+    world.items,
+    world.recall,
+    {i: table.item_codes[r] for i, r in table.item_row.items()},
+    table.code_ranges,
+    config,
+  )
+
+
+def build_corpus(
+  world: world_source.WorldTables, table: SIDTable, config: museq.MuSeqConfig
+) -> Corpus:
+  """Builds the raw examples of every task (pure Python / numpy).
+
+  Args:
+    world: users, items, recall.
+    table: the SID table.
+    config: Mu-Seq settings.
+
+  Returns:
+    The corpus.
+  """
+  skips: collections.Counter = collections.Counter()
+  items = {r["item_id"]: r for r in world.items}
+  has_item = table.item_row
+  has_query = table.query_row
+  # Stage 1.
+  train_queries = sorted(
+    {
+      r["query"]
+      for r in world.recall
+      if r["split"] == TRAIN and r["query"] in has_query
+    }
+  )
+  skips["s1_query_without_sid"] = len(
+    {r["query"] for r in world.recall if r["split"] == TRAIN} - set(train_queries)
+  )
+  q_rows = [{"query": q, "sid": table.query_sid(q)} for q in train_queries]
+  item_rows = []
+  for item_id in table.item_ids:
+    if item_id not in items:
+      skips["s1_sid_item_not_in_world"] += 1
+      continue
+    it = items[item_id]
+    item_rows.append(
+      {
+        "title": str(it["item_title"]),
+        "sid": table.item_sid(item_id),
+        "category": _category_path(it),
+      }
+    )
+  skips["s1_item_without_sid"] = sum(1 for i in items if i not in has_item)
+  # Query category paths (most clicked train category; ties: smallest path).
+  q_cats: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+  pairs = set()
+  for r in world.recall:
+    if r["split"] != TRAIN:
+      continue
+    for i in r["clicked_item_ids"]:
+      if i in items:
+        q_cats[r["query"]][_category_path(items[i])] += 1
+      if i in has_item and r["query"] in has_query and i in items:
+        pairs.add((r["query"], i))
+      else:
+        skips["s2_pair_without_sid"] += 1
+  text_cat = [{"text": r["title"], "category": r["category"]} for r in item_rows]
+  for q in sorted(q_cats):
+    cats = q_cats[q]
+    text_cat.append({"text": q, "category": min(cats, key=lambda c: (-cats[c], c))})
+  columns = {
+    "s1_query_to_sid": _cols(q_rows),
+    "s1_sid_to_query": _cols(q_rows),
+    "s1_title_to_sid": _cols(
+      [{"title": r["title"], "sid": r["sid"]} for r in item_rows]
+    ),
+    "s1_sid_to_title": _cols(
+      [{"title": r["title"], "sid": r["sid"]} for r in item_rows]
+    ),
+    "s1_text_to_category": _cols(text_cat),
+    "s1_sid_to_category": _cols(
+      [{"sid": r["sid"], "category": r["category"]} for r in item_rows]
+    ),
+  }
+  # Stage 2.
+  s2 = [
+    {
+      "query": q,
+      "title": str(items[i]["item_title"]),
+      "sid_q": table.query_sid(q),
+      "sid_i": table.item_sid(i),
+    }
+    for q, i in sorted(pairs)
+  ]
+  for kind in TASK_KINDS:
+    if kind.startswith("s2_"):
+      columns[kind] = _cols(s2)
+  # Stage 3 and eval.
+  index = build_index(world, table, config)
+
+  def rows_of(examples, eval_row, kind):
+    out = []
+    for ex in examples:
+      if ex.session.query not in has_query:
+        skips[f"{kind}_query_without_sid"] += 1
+        continue
+      out.append(_stage3_row(ex, table, config, eval_row))
+    return out
+
+  s3_rows = rows_of(index.train_examples(), False, "s3")
+  columns["s3_personal"] = _cols(s3_rows)
+  columns["s3_query"] = _cols([_without_user(r) for r in s3_rows])
+  if config.sliding_window:
+    columns["s3_window"] = _cols(rows_of(index.window_examples(), False, "s3_window"))
+  for kind in ("click", "order"):
+    columns[f"eval_{kind}"] = _cols(rows_of(index.eval_examples(kind), True, "eval"))
+  skips.update(index.skips)
+  texts = set(prompts.template_words())
+  texts.update(str(it["item_title"]) for it in world.items)
+  texts.update(str(r["query"]) for r in world.recall)
+  texts.update(_category_path(it) for it in world.items)
+  texts.update(index.profiles.values())
+  return Corpus(
+    columns=columns,
+    skips={k: v for k, v in sorted(skips.items()) if v},
+    texts=sorted(texts),
+  )
+
+
+def build_vocabulary(
+  corpus: Corpus,
+  table: SIDTable,
+  config: museq.MuSeqConfig,
+  sp_config: vocab_lib.SentencePieceConfig | None = None,
+) -> vocab_lib.OneSearchVocabulary:
+  """Trains the sentencepiece part on the corpus text and adds SID ranges."""
+  sp_config = sp_config or vocab_lib.SentencePieceConfig()
+  layout = vocab_lib.VocabLayout(
+    levels=table.levels,
+    d_range=table.d_range,
+    user_buckets=config.user_hash_buckets if config.user_id == "hashed" else 0,
+  )
+  model = vocab_lib.train_sentencepiece(corpus.texts, sp_config)
+  return vocab_lib.OneSearchVocabulary(model, layout)
