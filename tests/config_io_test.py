@@ -31,9 +31,10 @@ STAGE_TASKS = (
 PINNED = {
   "world": "0fddbf86e03244159f1de20e0e44a2cac8a6bc6babfe7a1178beadc6e5f3c621",
   "sids": "744715abbc95d4a0d366a888d77ec85a096646e96afe60070cc869ad47aea492",
-  # Re-pinned when SFTConfig gained length_buckets (the dict without that key
-  # still hashes to the old code's value: test below).
-  "sft": "2e98f7a05138c4fc973e46c5aa002f0733db64304d560af1b9c3c26aca38de0f",
+  # Re-pinned when the main job took 4 decoder layers and length buckets
+  # (the old recipe's dict without the new key still hashes to the old
+  # code's value: test below).
+  "sft": "757a52a10c1b1f6bc2258f1e187f02699680d669fb078ab43de7d67856c9c029",
   "pars": "af622df31bee43eea84c632f412923de7f1614f1d2e94ce9da3fadac31f86320",
   "eval": "18074b1c285f187bf3774235c4fa0291cfd2315c1dd22d8ec48b4c904eed4184",
 }
@@ -67,7 +68,12 @@ def test_main_job_stage_input_hashes_are_pinned():
 
 
 def test_sft_hash_without_the_new_field_is_the_old_codes():
-  sft_dict = _main_inputs()["sft"]
+  old_recipe = configs.sft_config(
+    stage_tasks=STAGE_TASKS,
+    length_buckets=(),
+    model=configs.model_config("main", {"num_decoder_layers": 2}),
+  )
+  sft_dict = sft.config_to_dict(old_recipe)
   assert sft_dict.pop("length_buckets") == []
   assert (
     _old_hash(sft_dict)

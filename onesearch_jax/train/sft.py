@@ -112,7 +112,7 @@ class SFTConfig:
     length_buckets: encoder-length bucket bounds of the train batches
       (``model_batches.TrainBatches``): a batch holds one bucket's examples
       and its encoder is cut to the bound. () = every batch padded to the
-      stage's input length. Single host only.
+      stage's input length. Multi-host runs pad every batch (logged).
   """
 
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig.main)
@@ -134,7 +134,7 @@ class SFTConfig:
   stage_tasks: tuple[tuple[tuple[str, float], ...], ...] = MAIN_STAGE_TASKS
   schedule: str = "continuous"
   sid_init: bool = False
-  length_buckets: tuple[int, ...] = ()
+  length_buckets: tuple[int, ...] = (48, 64, 80, 96)
 
   def __post_init__(self):
     if any(int(b) <= 0 for b in self.length_buckets):
@@ -504,10 +504,16 @@ def run_sft(
     raise ValueError(f"batch_size {cfg.batch_size} not divisible by {nproc} hosts")
   host_batch = cfg.batch_size // nproc
   shard_info = None
+  length_buckets = cfg.length_buckets
   if nproc > 1:
     import seqio
 
     shard_info = seqio.ShardInfo(jax.process_index(), nproc)
+    if length_buckets:
+      # Hosts would cut one global batch to different widths; padding every
+      # batch to the stage length gives the same per-row math, only slower.
+      log(f"[train] {nproc} hosts: length_buckets {length_buckets} off")
+      length_buckets = ()
   eval_set: list[dict] = []
   if cfg.eval_batches and cfg.train.eval_every:
     eval_set = model_batches.fixed_batches(
@@ -547,7 +553,7 @@ def run_sft(
       seed=1000 * train_cfg.seed + 10 * k,
       shard_info=shard_info,
       shuffle_buffer=cfg.shuffle_buffer or None,
-      length_buckets=cfg.length_buckets,
+      length_buckets=length_buckets,
     )
     evals = eval_set if long_seq else without_long
     init_from = out_dir / STAGES[k - 1] / "checkpoints" if k else None

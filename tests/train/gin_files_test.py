@@ -142,13 +142,13 @@ def test_tiny_gin_shrinks_world_and_training(run_module):
 
 
 @pytest.mark.parametrize(
-  "name,d_model,layers",
-  [("tiny", 32, 2), ("main", 64, 2), ("small", 256, 4), ("base", 768, 6)],
+  "name,d_model,layers,dec_layers",
+  [("tiny", 32, 2, 2), ("main", 64, 2, 4), ("small", 256, 4, 4), ("base", 768, 6, 6)],
 )
-def test_model_gin_files(run_module, name, d_model, layers):
+def test_model_gin_files(run_module, name, d_model, layers, dec_layers):
   cfg = _build(run_module, f"gin/models/{name}.gin").train.model
   assert cfg.d_model == d_model and cfg.num_encoder_layers == layers
-  assert cfg.num_decoder_layers == layers
+  assert cfg.num_decoder_layers == dec_layers
   if name == "base":
     assert (cfg.num_heads, cfg.d_ff, cfg.dtype) == (12, 3072, "bfloat16")
 

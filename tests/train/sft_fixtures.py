@@ -86,6 +86,9 @@ def _tiny_sft_config(**kw):
     # final parameters (test_three_stages_chain...); the main job's
     # continuous schedule is tested in tests/train/optimizers_test.py.
     schedule="per_stage",
+    # Fixed-width batches: one compiled step per stage (the bucketed path is
+    # tested in tests/data/model_batches_test.py and tests/train/sft_test.py).
+    length_buckets=(),
   )
   args.update(kw)
   return configs.sft_config(**args)

@@ -236,3 +236,32 @@ def test_stage_members_rates_and_missing_kinds():
   empty = dataclasses.replace(cfg, stage_tasks=((), (("s3_window", 1.0),), ()))
   with pytest.raises(ValueError, match="none of"):
     sft_lib.stage_members(empty, 1, reg)
+
+
+def test_length_bucketed_stage3_trains_and_resumes(sft_run, tmp_path, tiny_sft_config):
+  """Stage 3 with length buckets: finite losses, and a run stopped after 2
+  steps resumes to the uninterrupted bucketed run's parameters (the batch
+  widths vary from step to step; each width compiles its own step)."""
+  full, _ = sft_run
+  spec = model_batches.read_spec(full.out_dir)
+  cfg = tiny_sft_config(length_buckets=(32, 48, 64))
+  runs = {}
+  for name, stop in (("whole", None), ("halves", (2, 2))):
+    out = tmp_path / name
+    shutil.copytree(full.out_dir, out)
+    shutil.rmtree(out / "stage3")
+    (out / "sft_config.json").unlink(missing_ok=True)
+    kw = {"stop_after": stop} if stop else {}
+    runs[name] = sft.run_sft(
+      spec.world_dir, spec.sid_dir, out, cfg, sid_hash=spec.sid_hash,
+      log=lambda _: None, **kw,
+    )  # fmt: skip
+  whole = runs["whole"]
+  assert whole.finished and whole.stages["stage3"].steps == 4
+  assert all(np.isfinite(r["loss"]) for r in whole.stages["stage3"].train)
+  rest = sft.run_sft(
+    spec.world_dir, spec.sid_dir, tmp_path / "halves", cfg, sid_hash=spec.sid_hash,
+    log=lambda _: None,
+  )  # fmt: skip
+  assert rest.finished and rest.stages["stage3"].resumed_from == 2
+  assert rest.params_hash == whole.params_hash
