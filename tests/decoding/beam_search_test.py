@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -224,3 +226,52 @@ def test_onesearch_layout_with_shared_opq_range_equals_exhaustive():
   np.testing.assert_array_equal(
     np.asarray(res.tokens), unique[order] + np.asarray(offsets)
   )
+
+
+@pytest.mark.parametrize("block", [1, 2])
+def test_query_blocks_equal_one_block(block):
+  model = make_model(restrict=True)
+  codes = random_codes(6, 40)
+  trie = build_trie(codes, SIZES, OFFSETS, dense_levels=1)
+  batch = batch_for(model, 4, seed=3)
+  rng = np.random.default_rng(2)
+  allowed = rng.random((4, len(codes))) < 0.7
+  masks = (rng.random((4, SIZES[0])) < 0.8, None, rng.random((4, SIZES[2])) < 0.8)
+  one = make_beam_search(model, trie, beam_size=7, query_block=None)(
+    batch, allowed, masks
+  )
+  blocked = make_beam_search(model, trie, beam_size=7, query_block=block)(
+    batch, allowed, masks
+  )
+  for name in ("tokens", "codes", "sid_index"):
+    np.testing.assert_array_equal(
+      np.asarray(getattr(blocked, name)), np.asarray(getattr(one, name))
+    )
+  np.testing.assert_allclose(
+    np.asarray(blocked.scores), np.asarray(one.scores), atol=1e-5
+  )
+
+
+def test_beam_slots_per_level_are_bounded_by_distinct_prefixes():
+  bs = importlib.import_module("onesearch_jax.decoding.beam_search")
+  codes = random_codes(7, 30)
+  trie = build_trie(codes, SIZES, OFFSETS, dense_levels=1)
+  n = trie.num_nodes
+  assert bs.beams_per_level(trie, SIZES, 1000, 3) == (1, n[1], n[2], n[3])
+  assert bs.beams_per_level(trie, SIZES, 5, 3) == (1, min(5, n[1]), 5, 5)
+  assert bs.beams_per_level(None, SIZES, 10, 2) == (1, 4, 10)
+  assert bs.num_query_blocks(32, 4) == 8
+  assert bs.num_query_blocks(32, 3) == 8  # 32 / 3 -> 10 -> largest divisor 8
+  assert bs.num_query_blocks(32, 4, shards=8) == 1
+  assert bs.num_query_blocks(8, None) == 1
+
+
+def test_shared_cross_kv_exhaustive_scores_equal_full_forward():
+  model = make_model(restrict=True)
+  unique = unique_sids(random_codes(8, 25))
+  batch = batch_for(model, 3, seed=4)
+  full = score_all_sids(model, batch, unique, OFFSETS, chunk_size=8)
+  fast = score_all_sids(
+    model, batch, unique, OFFSETS, chunk_size=8, shared_cross_kv=True
+  )
+  np.testing.assert_allclose(fast, full, atol=1e-4)
