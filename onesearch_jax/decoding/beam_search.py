@@ -105,9 +105,10 @@ def _decoder_step(model, tokens, kv, cross, cross_bias, pos, vocab_slice):
 
   Args:
     model: the EncoderDecoder.
-    tokens: [B, Wp] int32 tokens at position `pos` (0 = BOS at pos 0).
+    tokens: [B, W_in] int32 tokens at position `pos` (W_in = 1 at pos 0:
+      the BOS beam, token 0).
     kv: per decoder layer (k0, v0 [B, 1, H, K], k_prev, v_prev
-      [B, Wp, pos - 1, H, K] (positions 1..pos-1, None when pos <= 1));
+      [B, W_in, pos - 1, H, K] (positions 1..pos-1, None when pos <= 1));
       ignored at pos 0.
     cross: per layer (k, v) [B, L, H, K] from `model.cross_kv`.
     cross_bias: [B, 1, 1, L] additive encoder padding mask.
@@ -115,11 +116,11 @@ def _decoder_step(model, tokens, kv, cross, cross_bias, pos, vocab_slice):
     vocab_slice: (start, end) static logit columns, or None (all).
 
   Returns:
-    (logits [B, Wp, V'] float32, per layer (k0, v0, k_rest, v_rest) where
-    k_rest [B, Wp, pos, H, K] holds positions 1..pos (None at pos 0): the
+    (logits [B, W_in, V'] float32, per layer (k0, v0, k_rest, v_rest) where
+    k_rest [B, W_in, pos, H, K] holds positions 1..pos (None at pos 0): the
     cache of the next step once its beams are gathered by parent).
   """
-  x = model.embed(jnp.asarray(tokens))  # [B, Wp, D]
+  x = model.embed(jnp.asarray(tokens))  # [B, W_in, D]
   bias = model.dec_rel(jnp.asarray([pos]), jnp.arange(pos + 1))  # [1, H, 1, P]
   bias = jnp.transpose(bias[0, :, 0, :])  # [P, H]
   out_kv = []
@@ -127,7 +128,7 @@ def _decoder_step(model, tokens, kv, cross, cross_bias, pos, vocab_slice):
     att = layer.self_attn
     dt = att.dtype
     h = layer.norm_self(x)
-    k_new, v_new = att.project_kv(h)  # [B, Wp, H, K]
+    k_new, v_new = att.project_kv(h)  # [B, W_in, H, K]
     if pos == 0:
       k0, v0, k_rest, v_rest = k_new, v_new, None, None
     else:
@@ -138,12 +139,12 @@ def _decoder_step(model, tokens, kv, cross, cross_bias, pos, vocab_slice):
         v_rest = jnp.concatenate([v_prev, v_rest], axis=2)
     q = jnp.einsum("bwd,dhk->bwhk", h, att.query[...].astype(dt))
     q = sh.constrain(q, (sh.BATCH, sh.LENGTH, sh.ACT_HEADS, sh.ACT_KV))
-    parts = [jnp.sum(q * k0, axis=-1)[:, :, None]]  # [B, Wp, 1, H]
+    parts = [jnp.sum(q * k0, axis=-1)[:, :, None]]  # [B, W_in, 1, H]
     if k_rest is not None:
-      parts.append(jnp.sum(q[:, :, None] * k_rest, axis=-1))  # [B, Wp, pos, H]
+      parts.append(jnp.sum(q[:, :, None] * k_rest, axis=-1))  # [B, W_in, pos, H]
     logits = jnp.concatenate(parts, axis=2).astype(jnp.float32)
     logits = logits * (att.head_dim**-0.5) + bias
-    weights = jax.nn.softmax(logits, axis=2).astype(dt)  # [B, Wp, P, H]
+    weights = jax.nn.softmax(logits, axis=2).astype(dt)  # [B, W_in, P, H]
     ctx = weights[:, :, 0, :, None] * v0
     if v_rest is not None:
       ctx = ctx + jnp.sum(weights[:, :, 1:, :, None] * v_rest, axis=2)
@@ -177,14 +178,14 @@ def level_log_probs(
   """Log-probs of level `level`'s codes for every beam, and the new cache.
 
   Args:
-    tokens: [B, W] previous tokens (0 = BOS at level 0).
+    tokens: [B, W_in] previous tokens ([B, 1] BOS = 0 at level 0).
     kv: the per-position cache (`_decoder_step`).
     cross_kv: `model.cross_kv(encoder_out)`.
     cross_bias: [B, 1, 1, L] encoder padding bias.
     level, offset, size: the level, its first vocabulary id and code count.
 
   Returns:
-    (log_probs [B, W, size] float32, cache). With `restrict_sid_levels`
+    (log_probs [B, W_in, size] float32, cache). With `restrict_sid_levels`
     only the level's range is computed and normalised (as `decode_step`).
   """
   vs = _check_level(model, level, offset, size)
@@ -227,21 +228,20 @@ def node_allowance(trie: TrieIndex, allowed_items: jax.Array) -> list[jax.Array]
 
 
 def _gather_beams(x: jax.Array, parent: jax.Array) -> jax.Array:
-  """x [B, Wp, ...] -> [B, W, ...] rows parent [B, W] of each query."""
+  """x [B, W_in, ...] -> [B, W_out, ...]: rows parent [B, W_out] of each query."""
   return jax.vmap(lambda row, p: row[p])(x, parent)
 
 
 def _candidates(trie, lvl, node, lp, size):
   """Children of every beam: (child ids or None, codes or None, log-probs, valid).
 
-  Shapes [B, Wp, C]; C = V_l on dense depths / unconstrained (codes None:
-  the code is the column), K_l on CSR.
+  node [B, W_in] -> shapes [B, W_in, C]; C = V_l on dense depths and
+  unconstrained (codes None: the code is the column), K_l on CSR.
   """
-  b, wp = node.shape
   if trie is None:
     return None, None, lp, None
   if lvl < trie.dense_levels:
-    child = jnp.asarray(trie.dense_child[lvl])[node]  # [B, Wp, V_l]
+    child = jnp.asarray(trie.dense_child[lvl])[node]  # [B, W_in, V_l]
     return child, None, lp, child >= 0
   k = trie.max_fanout[lvl]
   ptr = jnp.asarray(trie.indptr[lvl])
@@ -287,82 +287,100 @@ def beams_per_level(
 def _beam_loop(
   model, trie, cross, enc_mask, allowed, level_masks, *, w, s, offsets, sizes
 ) -> BeamResult:
-  """The S' unrolled steps for a block of queries (all args batch-major).
+  """The S' unrolled steps for a block of B queries (all args batch-major).
 
-  allowed: None or per depth l = 1..S' [B, n_l] bool; level_masks: None or
-  per level [B, V_l] bool (or None).
+  Step l takes W_in = slots[l] beams per query and keeps W_out = slots[l + 1]
+  (`beams_per_level`): W_in = 1 at step 0 (the BOS beam, state [B, 1]), then
+  up to W (state [B, W_out]). The result is padded to [B, W].
+
+  Args:
+    cross: per decoder layer (k, v) [B, L, H, K] (`model.cross_kv`).
+    enc_mask: [B, L] bool, True on real encoder tokens.
+    allowed: None or per depth l = 1..S' [B, n_l] bool.
+    level_masks: None or per level [B, V_l] bool (or None).
+    w, s, offsets, sizes: W, S', and each level's first vocabulary id and
+      code count.
+
+  Returns:
+    BeamResult, [B, W, S'] / [B, W].
   """
   b = enc_mask.shape[0]
   slots = beams_per_level(trie, sizes, w, s)
   cross_bias = jnp.where(enc_mask, 0.0, layers.NEG_INF).astype(jnp.float32)
-  cross_bias = cross_bias[:, None, None, :]
+  cross_bias = cross_bias[:, None, None, :]  # [B, 1, 1, L]
   kv = [None] * len(cross)
-  tokens_in = jnp.zeros((b, 1), jnp.int32)
-  scores = jnp.zeros((b, 1), jnp.float32)
-  node = jnp.zeros((b, 1), jnp.int32)
-  hist = jnp.zeros((b, 1, 0), jnp.int32)
+  # The beam state entering step 0: one BOS beam per query, [B, W_in = 1].
+  beam_tokens = jnp.zeros((b, 1), jnp.int32)  # [B, W_in] token fed at step l
+  beam_scores = jnp.zeros((b, 1), jnp.float32)  # [B, W_in] log-prob so far
+  beam_node = jnp.zeros((b, 1), jnp.int32)  # [B, W_in] trie node at depth l
+  beam_codes = jnp.zeros((b, 1, 0), jnp.int32)  # [B, W_in, l] codes so far
   neg_inf = jnp.float32(-jnp.inf)
   for lvl in range(s):
-    wp = node.shape[1]
+    w_in, w_out = beam_node.shape[1], slots[lvl + 1]
     lp, kv = level_log_probs(
-      model, tokens_in, kv, cross, cross_bias, lvl, offsets[lvl], sizes[lvl]
-    )
-    child, codes, cand_lp, valid = _candidates(trie, lvl, node, lp, sizes[lvl])
+      model, beam_tokens, kv, cross, cross_bias, lvl, offsets[lvl], sizes[lvl]
+    )  # lp [B, W_in, V_l]
+    # Each [B, W_in, C] (child, codes: None where the column is the code).
+    child, codes, cand_lp, valid = _candidates(trie, lvl, beam_node, lp, sizes[lvl])
     c = cand_lp.shape[-1]
     if allowed is not None:
       ok = _per_query_take(allowed[lvl], child)
       valid = ok if valid is None else valid & ok
     if level_masks is not None and level_masks[lvl] is not None:
-      mask = jnp.asarray(level_masks[lvl])
+      mask = jnp.asarray(level_masks[lvl])  # [B, V_l]
       if mask.shape != (b, sizes[lvl]):
         raise ValueError(
           f"level_masks[{lvl}] shape {mask.shape}, expected {(b, sizes[lvl])}"
         )
       if codes is None:
-        ok = jnp.broadcast_to(mask[:, None, :], (b, wp, c))
+        ok = jnp.broadcast_to(mask[:, None, :], (b, w_in, c))
       else:
         ok = _per_query_take(mask, codes)
       valid = ok if valid is None else valid & ok
-    cand = scores[..., None] + cand_lp
+    cand = beam_scores[..., None] + cand_lp  # [B, W_in, C]
     if valid is not None:
       cand = jnp.where(valid, cand, neg_inf)
-    k = slots[lvl + 1]
-    top_s, top_i = jax.lax.top_k(cand.reshape(b, wp * c), k)
+    # The W_out best of the W_in * C candidates: [B, W_out].
+    top_s, top_i = jax.lax.top_k(cand.reshape(b, w_in * c), w_out)
     alive = top_s > neg_inf
-    parent = top_i // c
+    parent = top_i // c  # [B, W_out] beam (of W_in) each winner extends
     if codes is None:
       new_code = top_i % c
     else:
       new_code = jnp.take_along_axis(codes.reshape(b, -1), top_i, 1)
-    new_code = jnp.where(alive, new_code, -1)
-    hist = jnp.concatenate([_gather_beams(hist, parent), new_code[..., None]], axis=-1)
+    new_code = jnp.where(alive, new_code, -1)  # [B, W_out]
+    beam_codes = jnp.concatenate(
+      [_gather_beams(beam_codes, parent), new_code[..., None]], axis=-1
+    )  # [B, W_out, l + 1]
     if child is not None:
       new_node = jnp.take_along_axis(child.reshape(b, -1), top_i, 1)
-      node = jnp.where(alive, new_node, 0)
+      beam_node = jnp.where(alive, new_node, 0)
     else:
-      node = jnp.zeros((b, k), jnp.int32)
-    scores = top_s
-    tokens_in = jnp.where(alive, offsets[lvl] + new_code, 0).astype(jnp.int32)
-    if lvl + 1 < s:
+      beam_node = jnp.zeros((b, w_out), jnp.int32)
+    beam_scores = top_s
+    beam_tokens = jnp.where(alive, offsets[lvl] + new_code, 0).astype(jnp.int32)
+    if lvl + 1 < s:  # the next step's cache: positions 1..l + 1 by parent
       kv = [
         (k0, v0, *(None if a is None else _gather_beams(a, parent) for a in (kr, vr)))
         for k0, v0, kr, vr in kv
       ]
-  alive = scores > neg_inf
+  # [B, W_S'] -> padded to [B, W] below.
+  alive = beam_scores > neg_inf
   off = jnp.asarray(offsets[:s], jnp.int32)
-  tokens = jnp.where(alive[..., None], hist + off, 0).astype(jnp.int32)
-  hist = jnp.where(alive[..., None], hist, -1)
+  tokens = jnp.where(alive[..., None], beam_codes + off, 0).astype(jnp.int32)
+  codes = jnp.where(alive[..., None], beam_codes, -1)
+  scores = beam_scores
   if trie is not None and s == trie.depth:
-    sid_index = jnp.where(alive, node, -1).astype(jnp.int32)
+    sid_index = jnp.where(alive, beam_node, -1).astype(jnp.int32)
   else:
     sid_index = jnp.full(scores.shape, -1, jnp.int32)
   pad = w - scores.shape[1]
   if pad:  # fewer distinct prefixes than beams: padding beams
     tokens = jnp.pad(tokens, ((0, 0), (0, pad), (0, 0)))
-    hist = jnp.pad(hist, ((0, 0), (0, pad), (0, 0)), constant_values=-1)
+    codes = jnp.pad(codes, ((0, 0), (0, pad), (0, 0)), constant_values=-1)
     scores = jnp.pad(scores, ((0, 0), (0, pad)), constant_values=-jnp.inf)
     sid_index = jnp.pad(sid_index, ((0, 0), (0, pad)), constant_values=-1)
-  return BeamResult(tokens=tokens, codes=hist, scores=scores, sid_index=sid_index)
+  return BeamResult(tokens=tokens, codes=codes, scores=scores, sid_index=sid_index)
 
 
 def _blocked(x: jax.Array, n_blocks: int) -> jax.Array:

@@ -44,6 +44,27 @@ def batch_for(model, b: int, seed: int = 1):
   return synthetic.make_batch(model.cfg, b, 7, seed=seed)
 
 
+def masked_problem(b: int, n_codes: int, seed: int, share: float):
+  """A restricted model, a dense-1 trie of n_codes random SIDs, a [b, L] batch
+  and [b, N] allowed items (each with probability `share`), and the rng."""
+  model = make_model(restrict=True)
+  codes = random_codes(seed, n_codes)
+  trie = build_trie(codes, SIZES, OFFSETS, dense_levels=1)
+  batch = batch_for(model, b, seed=seed + 4)
+  rng = np.random.default_rng(seed)
+  allowed = rng.random((b, len(codes))) < share
+  return model, trie, batch, allowed, rng
+
+
+def assert_same_beams(got, want, atol: float = 1e-5):
+  """Two BeamResults: equal tokens, codes and sid_index; scores within atol."""
+  for name in ("tokens", "codes", "sid_index"):
+    np.testing.assert_array_equal(
+      np.asarray(getattr(got, name)), np.asarray(getattr(want, name))
+    )
+  np.testing.assert_allclose(np.asarray(got.scores), np.asarray(want.scores), atol=atol)
+
+
 def _exhaustive_top(scores, w):
   """Top-w (sid_index, score) per row by exhaustive scores [B, U]."""
   order = np.argsort(-scores, axis=1, kind="stable")[:, :w]
@@ -186,24 +207,13 @@ def test_compiled_searcher_reuses_program_and_takes_qformer_features():
 
 
 def test_sharded_batch_equals_single_device():
-  model = make_model(restrict=True)
-  codes = random_codes(5, 30)
-  trie = build_trie(codes, SIZES, OFFSETS, dense_levels=1)
-  batch = batch_for(model, 8, seed=9)
-  rng = np.random.default_rng(1)
-  allowed = rng.random((8, len(codes))) < 0.5
+  model, trie, batch, allowed, _ = masked_problem(8, 30, seed=5, share=0.5)
   single = make_beam_search(model, trie, beam_size=6)(batch, allowed)
   mesh = sh.make_mesh(sh.MeshConfig(shape=(8, 1, 1)))
   sharded_search = make_beam_search(model, trie, beam_size=6, mesh=mesh)
   sharded = sharded_search(batch, allowed)
   assert len(sharded.scores.sharding.device_set) == 8
-  for name in ("tokens", "codes", "sid_index"):
-    np.testing.assert_array_equal(
-      np.asarray(getattr(sharded, name)), np.asarray(getattr(single, name))
-    )
-  np.testing.assert_allclose(
-    np.asarray(sharded.scores), np.asarray(single.scores), atol=1e-5
-  )
+  assert_same_beams(sharded, single)
 
 
 def test_onesearch_layout_with_shared_opq_range_equals_exhaustive():
@@ -230,12 +240,7 @@ def test_onesearch_layout_with_shared_opq_range_equals_exhaustive():
 
 @pytest.mark.parametrize("block", [1, 2])
 def test_query_blocks_equal_one_block(block):
-  model = make_model(restrict=True)
-  codes = random_codes(6, 40)
-  trie = build_trie(codes, SIZES, OFFSETS, dense_levels=1)
-  batch = batch_for(model, 4, seed=3)
-  rng = np.random.default_rng(2)
-  allowed = rng.random((4, len(codes))) < 0.7
+  model, trie, batch, allowed, rng = masked_problem(4, 40, seed=6, share=0.7)
   masks = (rng.random((4, SIZES[0])) < 0.8, None, rng.random((4, SIZES[2])) < 0.8)
   one = make_beam_search(model, trie, beam_size=7, query_block=None)(
     batch, allowed, masks
@@ -243,13 +248,7 @@ def test_query_blocks_equal_one_block(block):
   blocked = make_beam_search(model, trie, beam_size=7, query_block=block)(
     batch, allowed, masks
   )
-  for name in ("tokens", "codes", "sid_index"):
-    np.testing.assert_array_equal(
-      np.asarray(getattr(blocked, name)), np.asarray(getattr(one, name))
-    )
-  np.testing.assert_allclose(
-    np.asarray(blocked.scores), np.asarray(one.scores), atol=1e-5
-  )
+  assert_same_beams(blocked, one)
 
 
 def test_beam_slots_per_level_are_bounded_by_distinct_prefixes():
