@@ -38,9 +38,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from onesearch_jax import sharding as sh
 from onesearch_jax.decoding.trie import TrieIndex
+from onesearch_jax.model import layers, sid_levels
 from onesearch_jax.model.transformer import EncoderDecoder
 
 _BATCH_KEYS = ("encoder_input_tokens", "long_seq_features")
+# Queries whose beams one lax.map iteration decodes (see `search`).
+DEFAULT_QUERY_BLOCK = 4
 
 
 @jax.tree_util.register_dataclass
@@ -74,25 +77,8 @@ def level_layout(
   return tuple(a for a, _ in ranges), tuple(e - a for a, e in ranges)
 
 
-def level_log_probs(
-  model: EncoderDecoder,
-  tokens: jax.Array,
-  cache,
-  cross_kv,
-  encoder_mask: jax.Array,
-  level: int,
-  offset: int,
-  size: int,
-):
-  """Log-probs of level `level`'s codes for every beam, and the new cache.
-
-  Args:
-    tokens: [B, W] previous tokens (0 = BOS at level 0).
-    level, offset, size: the level, its first vocabulary id and code count.
-
-  Returns:
-    (log_probs [B, W, size] float32, cache).
-  """
+def _check_level(model: EncoderDecoder, level: int, offset: int, size: int):
+  """The static vocab slice of level `level`'s logits (None: full vocabulary)."""
   cfg = model.cfg
   vocab = cfg.vocab_size
   if offset < 0 or offset + size > vocab:
@@ -104,14 +90,109 @@ def level_log_probs(
         f"level {level} ids [{offset}, {offset + size}) outside the model's "
         f"restricted range sid_ranges[{level}] = {(a, e)}"
       )
-    logits, cache = model.beam_decode_step(
-      tokens, cache, cross_kv, encoder_mask, vocab_slice=(a, e)
+    return (a, e)
+  return None
+
+
+def _decoder_step(model, tokens, kv, cross, cross_bias, pos, vocab_slice):
+  """One decoder step of every beam, self-attention cache per position.
+
+  The same function as `EncoderDecoder.beam_decode_step` at position `pos`
+  (static here), with a cheaper cache: it holds only the pos filled
+  positions, position 0 (BOS, identical for the beams of a query) once per
+  query, and the attention over the pos + 1 positions is elementwise (no
+  masked slots, no [B*W, S, H, K] cache reorder or update).
+
+  Args:
+    model: the EncoderDecoder.
+    tokens: [B, W_in] int32 tokens at position `pos` (W_in = 1 at pos 0:
+      the BOS beam, token 0).
+    kv: per decoder layer (k0, v0 [B, 1, H, K], k_prev, v_prev
+      [B, W_in, pos - 1, H, K] (positions 1..pos-1, None when pos <= 1));
+      ignored at pos 0.
+    cross: per layer (k, v) [B, L, H, K] from `model.cross_kv`.
+    cross_bias: [B, 1, 1, L] additive encoder padding mask.
+    pos: the decoder position (static int).
+    vocab_slice: (start, end) static logit columns, or None (all).
+
+  Returns:
+    (logits [B, W_in, V'] float32, per layer (k0, v0, k_rest, v_rest) where
+    k_rest [B, W_in, pos, H, K] holds positions 1..pos (None at pos 0): the
+    cache of the next step once its beams are gathered by parent).
+  """
+  x = model.embed(jnp.asarray(tokens))  # [B, W_in, D]
+  bias = model.dec_rel(jnp.asarray([pos]), jnp.arange(pos + 1))  # [1, H, 1, P]
+  bias = jnp.transpose(bias[0, :, 0, :])  # [P, H]
+  out_kv = []
+  for layer, lkv, (ck, cv) in zip(model.dec_layers, kv, cross, strict=True):
+    att = layer.self_attn
+    dt = att.dtype
+    h = layer.norm_self(x)
+    k_new, v_new = att.project_kv(h)  # [B, W_in, H, K]
+    if pos == 0:
+      k0, v0, k_rest, v_rest = k_new, v_new, None, None
+    else:
+      k0, v0, k_prev, v_prev = lkv
+      k_rest, v_rest = k_new[:, :, None], v_new[:, :, None]
+      if k_prev is not None:
+        k_rest = jnp.concatenate([k_prev, k_rest], axis=2)
+        v_rest = jnp.concatenate([v_prev, v_rest], axis=2)
+    q = jnp.einsum("bwd,dhk->bwhk", h, att.query[...].astype(dt))
+    q = sh.constrain(q, (sh.BATCH, sh.LENGTH, sh.ACT_HEADS, sh.ACT_KV))
+    parts = [jnp.sum(q * k0, axis=-1)[:, :, None]]  # [B, W_in, 1, H]
+    if k_rest is not None:
+      parts.append(jnp.sum(q[:, :, None] * k_rest, axis=-1))  # [B, W_in, pos, H]
+    logits = jnp.concatenate(parts, axis=2).astype(jnp.float32)
+    logits = logits * (att.head_dim**-0.5) + bias
+    weights = jax.nn.softmax(logits, axis=2).astype(dt)  # [B, W_in, P, H]
+    ctx = weights[:, :, 0, :, None] * v0
+    if v_rest is not None:
+      ctx = ctx + jnp.sum(weights[:, :, 1:, :, None] * v_rest, axis=2)
+    x = x + jnp.einsum("bwhk,hkd->bwd", ctx, att.out[...].astype(dt))
+    x = x + layer.cross_attn.attend(layer.norm_cross(x), ck, cv, cross_bias)
+    x = x + layer.mlp(layer.norm_mlp(x))
+    x = sh.constrain(x, (sh.BATCH, sh.LENGTH, sh.ACT_EMBED))
+    out_kv.append((k0, v0, k_rest, v_rest))
+  x = model.dec_norm(x)
+  if vocab_slice is not None:
+    return model.logits_slice(x, *vocab_slice), out_kv
+  logits = model.logits(x)
+  if model.cfg.restrict_sid_levels:
+    level = sid_levels.decode_step_level(jnp.asarray(pos), model.cfg.sid_ranges)
+    logits = sid_levels.restrict_logits(
+      logits, jnp.broadcast_to(level, logits.shape[:2]), model.cfg.sid_ranges
     )
-    lp = jax.nn.log_softmax(logits, axis=-1)
-    return lp[..., offset - a : offset - a + size], cache
-  logits, cache = model.beam_decode_step(tokens, cache, cross_kv, encoder_mask)
+  return logits, out_kv
+
+
+def level_log_probs(
+  model: EncoderDecoder,
+  tokens: jax.Array,
+  kv,
+  cross_kv,
+  cross_bias: jax.Array,
+  level: int,
+  offset: int,
+  size: int,
+):
+  """Log-probs of level `level`'s codes for every beam, and the new cache.
+
+  Args:
+    tokens: [B, W_in] previous tokens ([B, 1] BOS = 0 at level 0).
+    kv: the per-position cache (`_decoder_step`).
+    cross_kv: `model.cross_kv(encoder_out)`.
+    cross_bias: [B, 1, 1, L] encoder padding bias.
+    level, offset, size: the level, its first vocabulary id and code count.
+
+  Returns:
+    (log_probs [B, W_in, size] float32, cache). With `restrict_sid_levels`
+    only the level's range is computed and normalised (as `decode_step`).
+  """
+  vs = _check_level(model, level, offset, size)
+  logits, kv = _decoder_step(model, tokens, kv, cross_kv, cross_bias, level, vs)
   lp = jax.nn.log_softmax(logits, axis=-1)
-  return lp[..., offset : offset + size], cache
+  start = offset - (vs[0] if vs is not None else 0)
+  return lp[..., start : start + size], kv
 
 
 def node_allowance(trie: TrieIndex, allowed_items: jax.Array) -> list[jax.Array]:
@@ -147,23 +228,21 @@ def node_allowance(trie: TrieIndex, allowed_items: jax.Array) -> list[jax.Array]
 
 
 def _gather_beams(x: jax.Array, parent: jax.Array) -> jax.Array:
-  """x [B, Wp, ...] -> [B, W, ...] rows parent [B, W] of each query."""
+  """x [B, W_in, ...] -> [B, W_out, ...]: rows parent [B, W_out] of each query."""
   return jax.vmap(lambda row, p: row[p])(x, parent)
 
 
 def _candidates(trie, lvl, node, lp, size):
-  """Children of every beam: (child ids or None, codes, log-probs, valid).
+  """Children of every beam: (child ids or None, codes or None, log-probs, valid).
 
-  Shapes [B, Wp, C]; C = V_l on dense depths / unconstrained, K_l on CSR.
+  node [B, W_in] -> shapes [B, W_in, C]; C = V_l on dense depths and
+  unconstrained (codes None: the code is the column), K_l on CSR.
   """
-  b, wp = node.shape
   if trie is None:
-    codes = jnp.broadcast_to(jnp.arange(size, dtype=jnp.int32), (b, wp, size))
-    return None, codes, lp, jnp.ones((b, wp, size), bool)
+    return None, None, lp, None
   if lvl < trie.dense_levels:
-    child = jnp.asarray(trie.dense_child[lvl])[node]  # [B, Wp, V_l]
-    codes = jnp.broadcast_to(jnp.arange(size, dtype=jnp.int32), child.shape)
-    return child, codes, lp, child >= 0
+    child = jnp.asarray(trie.dense_child[lvl])[node]  # [B, W_in, V_l]
+    return child, None, lp, child >= 0
   k = trie.max_fanout[lvl]
   ptr = jnp.asarray(trie.indptr[lvl])
   cc = jnp.asarray(trie.child_code[lvl])
@@ -182,6 +261,155 @@ def _per_query_take(table: jax.Array, idx: jax.Array) -> jax.Array:
   return jnp.take_along_axis(table, flat, axis=1).reshape(idx.shape)
 
 
+def beams_per_level(
+  trie: TrieIndex | None, sizes: Sequence[int], beam_size: int, num_steps: int
+) -> tuple[int, ...]:
+  """Static number of beam slots entering each step and leaving the last.
+
+  (1, W_1, ..., W_S'): W_{l+1} = min(W, W_l * C_l, n_{l+1}) where C_l is
+  the candidates per beam and n_{l+1} bounds the distinct prefixes of length
+  l + 1 (the trie's node count, or prod V_<=l unconstrained). Beams are
+  distinct prefixes, so slots beyond it could only hold padding.
+  """
+  out, prefixes = [1], 1
+  for lvl in range(num_steps):
+    prefixes *= sizes[lvl]
+    c = sizes[lvl]
+    bound = prefixes
+    if trie is not None:
+      bound = trie.num_nodes[lvl + 1]
+      if lvl >= trie.dense_levels:
+        c = trie.max_fanout[lvl]
+    out.append(min(beam_size, out[-1] * c, bound))
+  return tuple(out)
+
+
+def _beam_loop(
+  model, trie, cross, enc_mask, allowed, level_masks, *, w, s, offsets, sizes
+) -> BeamResult:
+  """The S' unrolled steps for a block of B queries (all args batch-major).
+
+  Step l takes W_in = slots[l] beams per query and keeps W_out = slots[l + 1]
+  (`beams_per_level`): W_in = 1 at step 0 (the BOS beam, state [B, 1]), then
+  up to W (state [B, W_out]). The result is padded to [B, W].
+
+  Args:
+    cross: per decoder layer (k, v) [B, L, H, K] (`model.cross_kv`).
+    enc_mask: [B, L] bool, True on real encoder tokens.
+    allowed: None or per depth l = 1..S' [B, n_l] bool.
+    level_masks: None or per level [B, V_l] bool (or None).
+    w, s, offsets, sizes: W, S', and each level's first vocabulary id and
+      code count.
+
+  Returns:
+    BeamResult, [B, W, S'] / [B, W].
+  """
+  b = enc_mask.shape[0]
+  slots = beams_per_level(trie, sizes, w, s)
+  cross_bias = jnp.where(enc_mask, 0.0, layers.NEG_INF).astype(jnp.float32)
+  cross_bias = cross_bias[:, None, None, :]  # [B, 1, 1, L]
+  kv = [None] * len(cross)
+  # The beam state entering step 0: one BOS beam per query, [B, W_in = 1].
+  beam_tokens = jnp.zeros((b, 1), jnp.int32)  # [B, W_in] token fed at step l
+  beam_scores = jnp.zeros((b, 1), jnp.float32)  # [B, W_in] log-prob so far
+  beam_node = jnp.zeros((b, 1), jnp.int32)  # [B, W_in] trie node at depth l
+  beam_codes = jnp.zeros((b, 1, 0), jnp.int32)  # [B, W_in, l] codes so far
+  neg_inf = jnp.float32(-jnp.inf)
+  for lvl in range(s):
+    w_in, w_out = beam_node.shape[1], slots[lvl + 1]
+    lp, kv = level_log_probs(
+      model, beam_tokens, kv, cross, cross_bias, lvl, offsets[lvl], sizes[lvl]
+    )  # lp [B, W_in, V_l]
+    # Each [B, W_in, C] (child, codes: None where the column is the code).
+    child, codes, cand_lp, valid = _candidates(trie, lvl, beam_node, lp, sizes[lvl])
+    c = cand_lp.shape[-1]
+    if allowed is not None:
+      ok = _per_query_take(allowed[lvl], child)
+      valid = ok if valid is None else valid & ok
+    if level_masks is not None and level_masks[lvl] is not None:
+      mask = jnp.asarray(level_masks[lvl])  # [B, V_l]
+      if mask.shape != (b, sizes[lvl]):
+        raise ValueError(
+          f"level_masks[{lvl}] shape {mask.shape}, expected {(b, sizes[lvl])}"
+        )
+      if codes is None:
+        ok = jnp.broadcast_to(mask[:, None, :], (b, w_in, c))
+      else:
+        ok = _per_query_take(mask, codes)
+      valid = ok if valid is None else valid & ok
+    cand = beam_scores[..., None] + cand_lp  # [B, W_in, C]
+    if valid is not None:
+      cand = jnp.where(valid, cand, neg_inf)
+    # The W_out best of the W_in * C candidates: [B, W_out].
+    top_s, top_i = jax.lax.top_k(cand.reshape(b, w_in * c), w_out)
+    alive = top_s > neg_inf
+    parent = top_i // c  # [B, W_out] beam (of W_in) each winner extends
+    if codes is None:
+      new_code = top_i % c
+    else:
+      new_code = jnp.take_along_axis(codes.reshape(b, -1), top_i, 1)
+    new_code = jnp.where(alive, new_code, -1)  # [B, W_out]
+    beam_codes = jnp.concatenate(
+      [_gather_beams(beam_codes, parent), new_code[..., None]], axis=-1
+    )  # [B, W_out, l + 1]
+    if child is not None:
+      new_node = jnp.take_along_axis(child.reshape(b, -1), top_i, 1)
+      beam_node = jnp.where(alive, new_node, 0)
+    else:
+      beam_node = jnp.zeros((b, w_out), jnp.int32)
+    beam_scores = top_s
+    beam_tokens = jnp.where(alive, offsets[lvl] + new_code, 0).astype(jnp.int32)
+    if lvl + 1 < s:  # the next step's cache: positions 1..l + 1 by parent
+      kv = [
+        (k0, v0, *(None if a is None else _gather_beams(a, parent) for a in (kr, vr)))
+        for k0, v0, kr, vr in kv
+      ]
+  # [B, W_S'] -> padded to [B, W] below.
+  alive = beam_scores > neg_inf
+  off = jnp.asarray(offsets[:s], jnp.int32)
+  tokens = jnp.where(alive[..., None], beam_codes + off, 0).astype(jnp.int32)
+  codes = jnp.where(alive[..., None], beam_codes, -1)
+  scores = beam_scores
+  if trie is not None and s == trie.depth:
+    sid_index = jnp.where(alive, beam_node, -1).astype(jnp.int32)
+  else:
+    sid_index = jnp.full(scores.shape, -1, jnp.int32)
+  pad = w - scores.shape[1]
+  if pad:  # fewer distinct prefixes than beams: padding beams
+    tokens = jnp.pad(tokens, ((0, 0), (0, pad), (0, 0)))
+    codes = jnp.pad(codes, ((0, 0), (0, pad), (0, 0)), constant_values=-1)
+    scores = jnp.pad(scores, ((0, 0), (0, pad)), constant_values=-jnp.inf)
+    sid_index = jnp.pad(sid_index, ((0, 0), (0, pad)), constant_values=-1)
+  return BeamResult(tokens=tokens, codes=codes, scores=scores, sid_index=sid_index)
+
+
+def _blocked(x: jax.Array, n_blocks: int) -> jax.Array:
+  """[B, ...] -> [n_blocks, B / n_blocks, ...], block j = rows j, j + n_blocks,
+  ... (strided: a block spreads over the shards of a sharded batch axis)."""
+  b = x.shape[0]
+  x = x.reshape((b // n_blocks, n_blocks) + x.shape[1:])
+  return jnp.swapaxes(x, 0, 1)
+
+
+def _unblocked(x: jax.Array) -> jax.Array:
+  """Inverse of `_blocked`."""
+  x = jnp.swapaxes(x, 0, 1)
+  return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+def num_query_blocks(batch: int, query_block: int | None, shards: int = 1) -> int:
+  """Blocks the beam loop runs one after another (lax.map): the largest
+  n <= batch / (query_block * shards) that divides batch / shards (1 when
+  query_block is None or >= the per-shard batch)."""
+  per_shard = batch // shards if shards and batch % shards == 0 else batch
+  if query_block is None or query_block >= per_shard or query_block < 1:
+    return 1
+  n = per_shard // query_block
+  while per_shard % n:
+    n -= 1
+  return max(n, 1)
+
+
 def search(
   model: EncoderDecoder,
   batch: Mapping[str, jax.Array],
@@ -191,6 +419,8 @@ def search(
   num_steps: int | None = None,
   allowed_items: jax.Array | None = None,
   level_masks: Sequence[jax.Array | None] | None = None,
+  query_block: int | None = None,
+  batch_shards: int = 1,
 ) -> BeamResult:
   """The beam search body (traceable; `make_beam_search` jits it).
 
@@ -202,6 +432,13 @@ def search(
     num_steps: SID steps to decode (default S, all levels).
     allowed_items: optional [B, N] bool, items each request may return.
     level_masks: optional per level [B, V_l] bool (or None) allowed codes.
+    query_block: queries (per batch shard) whose beams are decoded together;
+      the batch's blocks run one after another (`lax.map`), which keeps the
+      [block, H, W, L] cross-attention tensors in cache (None: one block).
+      The encoder always runs on the whole batch. Results do not depend on it
+      beyond float rounding.
+    batch_shards: how many shards the batch axis is split over (blocks take
+      rows from every shard).
 
   Returns:
     BeamResult with S' = num_steps columns.
@@ -216,74 +453,28 @@ def search(
     raise ValueError("allowed_items needs a trie (constrained mode)")
   if level_masks is not None and len(level_masks) < s:
     raise ValueError(f"level_masks has {len(level_masks)} entries for {s} steps")
-  w = beam_size
+  for lvl in range(s):
+    _check_level(model, lvl, offsets[lvl], sizes[lvl])
   enc_out, enc_mask = model.encode(batch)
   cross = model.cross_kv(enc_out)
   b = enc_out.shape[0]
-  allowed = None if allowed_items is None else node_allowance(trie, allowed_items)
+  allowed = None
+  if allowed_items is not None:  # [B, n_l] per depth l = 1..S'
+    allowed = [a.T for a in node_allowance(trie, allowed_items)[1 : s + 1]]
+  masks = None
+  if level_masks is not None:
+    masks = [None if m is None else jnp.asarray(m) for m in level_masks[:s]]
+  kw = dict(w=beam_size, s=s, offsets=offsets, sizes=sizes)
+  n = num_query_blocks(b, query_block, batch_shards)
+  if n == 1:
+    return _beam_loop(model, trie, cross, enc_mask, allowed, masks, **kw)
 
-  cache = model.init_cache(b, s)
-  tokens_in = jnp.zeros((b, 1), jnp.int32)
-  scores = jnp.zeros((b, 1), jnp.float32)
-  node = jnp.zeros((b, 1), jnp.int32)
-  hist = jnp.zeros((b, 1, 0), jnp.int32)
-  neg_inf = jnp.float32(-jnp.inf)
-  for lvl in range(s):
-    wp = node.shape[1]
-    lp, cache = level_log_probs(
-      model, tokens_in, cache, cross, enc_mask, lvl, offsets[lvl], sizes[lvl]
-    )
-    child, codes, cand_lp, valid = _candidates(trie, lvl, node, lp, sizes[lvl])
-    if allowed is not None:
-      table = allowed[lvl + 1]  # [n_{l+1}, B]
-      rows = jnp.clip(child, 0, table.shape[0] - 1)
-      valid = valid & table[rows, jnp.arange(b)[:, None, None]]
-    if level_masks is not None and level_masks[lvl] is not None:
-      mask = jnp.asarray(level_masks[lvl])
-      if mask.shape != (b, sizes[lvl]):
-        raise ValueError(
-          f"level_masks[{lvl}] shape {mask.shape}, expected {(b, sizes[lvl])}"
-        )
-      valid = valid & _per_query_take(mask, codes)
-    cand = jnp.where(valid, scores[..., None] + cand_lp, neg_inf)
-    c = cand.shape[-1]
-    flat = cand.reshape(b, wp * c)
-    if wp * c < w:
-      flat = jnp.pad(flat, ((0, 0), (0, w - wp * c)), constant_values=-jnp.inf)
-    top_s, top_i = jax.lax.top_k(flat, w)
-    top_i = jnp.minimum(top_i, wp * c - 1)
-    alive = top_s > neg_inf
-    parent = top_i // c
-    new_code = jnp.where(alive, jnp.take_along_axis(codes.reshape(b, -1), top_i, 1), -1)
-    hist = jnp.concatenate([_gather_beams(hist, parent), new_code[..., None]], axis=-1)
-    if child is not None:
-      new_node = jnp.take_along_axis(child.reshape(b, -1), top_i, 1)
-      node = jnp.where(alive, new_node, 0)
-    else:
-      node = jnp.zeros((b, w), jnp.int32)
-    scores = top_s
-    tokens_in = jnp.where(alive, offsets[lvl] + new_code, 0).astype(jnp.int32)
-    if lvl + 1 < s:
-      layers_ = []
-      for lc in cache["layers"]:
-        layers_.append(
-          {
-            name: _gather_beams(
-              lc[name].reshape((b, wp) + lc[name].shape[1:]), parent
-            ).reshape((b * w,) + lc[name].shape[1:])
-            for name in ("k", "v")
-          }
-        )
-      cache = {"index": cache["index"], "layers": tuple(layers_)}
-  alive = scores > neg_inf
-  off = jnp.asarray(offsets[:s], jnp.int32)
-  tokens = jnp.where(alive[..., None], hist + off, 0).astype(jnp.int32)
-  hist = jnp.where(alive[..., None], hist, -1)
-  if trie is not None and s == trie.depth:
-    sid_index = jnp.where(alive, node, -1).astype(jnp.int32)
-  else:
-    sid_index = jnp.full((b, w), -1, jnp.int32)
-  return BeamResult(tokens=tokens, codes=hist, scores=scores, sid_index=sid_index)
+  def body(args):
+    return _beam_loop(model, trie, *args, **kw)
+
+  args = jax.tree.map(lambda x: _blocked(x, n), (cross, enc_mask, allowed, masks))
+  out = jax.lax.map(body, args)
+  return jax.tree.map(_unblocked, out)
 
 
 @dataclasses.dataclass
@@ -303,9 +494,11 @@ class BeamSearcher:
   mesh: jax.sharding.Mesh | None
   rules: sh.Rules
   fn: object = None
+  query_block: int | None = DEFAULT_QUERY_BLOCK
 
   def __post_init__(self):
     graphdef, w, steps = self.graphdef, self.beam_size, self.num_steps
+    block, shards = self.query_block, self.batch_shards()
 
     def run(state, trie, batch, allowed_items, level_masks):
       model = nnx.merge(graphdef, state)
@@ -317,9 +510,21 @@ class BeamSearcher:
         num_steps=steps,
         allowed_items=allowed_items,
         level_masks=level_masks,
+        query_block=block,
+        batch_shards=shards,
       )
 
     self.fn = jax.jit(run)
+
+  def batch_shards(self) -> int:
+    """How many shards the batch axis is split over (1 without a mesh)."""
+    if self.mesh is None:
+      return 1
+    axes = sh.logical_to_spec((sh.BATCH,), self.rules)[0]
+    if axes is None:
+      return 1
+    axes = (axes,) if isinstance(axes, str) else tuple(axes)
+    return int(np.prod([self.mesh.shape[a] for a in axes]))
 
   def with_trie(self, trie: TrieIndex | None) -> BeamSearcher:
     """Same compiled search on another trie (no recompile at equal shapes)."""
@@ -370,6 +575,7 @@ def make_beam_search(
   num_steps: int | None = None,
   mesh: jax.sharding.Mesh | None = None,
   rules: sh.Rules | None = None,
+  query_block: int | None = DEFAULT_QUERY_BLOCK,
 ) -> BeamSearcher:
   """Compiles (lazily, on the first call) a reusable beam search.
 
@@ -382,6 +588,8 @@ def make_beam_search(
     mesh: optional mesh; the batch is split over its batch axes (`rules`),
       the model state and trie are replicated (dp rules).
     rules: logical axis rules (default dp).
+    query_block: queries per shard decoded together (see `search`); None =
+      the whole batch at once.
 
   Returns:
     A BeamSearcher: `searcher(batch, allowed_items=None, level_masks=None)`
@@ -389,7 +597,9 @@ def make_beam_search(
   """
   graphdef, state = nnx.split(model)
   rules = rules if rules is not None else sh.DP_RULES
-  out = BeamSearcher(graphdef, state, None, beam_size, num_steps, mesh, rules)
+  out = BeamSearcher(
+    graphdef, state, None, beam_size, num_steps, mesh, rules, query_block=query_block
+  )
   out.trie = out._place(trie)
   if mesh is not None:
     out.state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))

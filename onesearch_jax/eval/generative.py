@@ -12,6 +12,7 @@ Shapes: E eval-set rows, W beams, K_max ranking length, U unique SIDs.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -34,12 +35,14 @@ class SetBeams:
     scores: [n, W] float32 sequence log-probs, descending.
     session_ids: n session ids (row i's metadata).
     seconds: wall time of the decode.
+    reused: rows whose beams came from an earlier set (``decode_sets``).
   """
 
   sid_index: np.ndarray
   scores: np.ndarray
   session_ids: tuple[str, ...]
   seconds: float
+  reused: int = 0
 
 
 def decode_set(
@@ -82,6 +85,82 @@ def decode_set(
     session_ids=tuple(sessions),
     seconds=time.time() - start,
   )
+
+
+def _row_keys(batch: Mapping[str, np.ndarray], metas) -> list[tuple[str, bytes]]:
+  """(session id, digest of the row's encoder inputs) of each real row."""
+  keys = []
+  for i, m in enumerate(metas):
+    h = hashlib.sha1()
+    for k in sorted(batch):
+      h.update(k.encode())
+      h.update(np.ascontiguousarray(np.asarray(batch[k])[i]).tobytes())
+    keys.append((str(m["session_id"]), h.digest()))
+  return keys
+
+
+def decode_sets(
+  searcher: beam_lib.BeamSearcher,
+  streams: Mapping[str, Inputs],
+  *,
+  progress: Callable[[str], None] | None = None,
+) -> dict[str, SetBeams]:
+  """``decode_set`` of several eval streams, each distinct row decoded once.
+
+  The streams are decoded in order; a batch of a later stream whose rows
+  all appeared (same session id and identical encoder inputs) in an earlier
+  stream is not decoded, its rows take the earlier beams. Batches with a new
+  row are decoded whole, as ``decode_set`` would (so every row's beams are
+  the ones its own stream's batch gives, up to batch composition). In the
+  eval set the order sessions are a subset of the click sessions with the
+  same inputs, so the order set costs no decode.
+
+  Args:
+    searcher: the compiled beam search.
+    streams: kind -> (batch, metas) pairs (see ``decode_set``).
+    progress: printer for one line per ~10 decoded batches.
+
+  Returns:
+    kind -> SetBeams (``seconds``: that stream's share of the wall time;
+    ``reused`` rows taken from an earlier stream).
+  """
+  seen: dict[tuple[str, bytes], tuple[np.ndarray, np.ndarray]] = {}
+  out = {}
+  for kind, inputs in streams.items():
+    start = time.time()
+    sids, scores, sessions = [], [], []
+    decoded = reused = 0
+    for batch, metas in inputs:
+      keys = _row_keys(batch, metas)
+      n = len(metas)
+      if not n:
+        continue
+      if all(k in seen for k in keys):
+        sids.append(np.stack([seen[k][0] for k in keys]))
+        scores.append(np.stack([seen[k][1] for k in keys]))
+        reused += n
+      else:
+        res = searcher(dict(batch))
+        sids.append(np.asarray(res.sid_index)[:n])
+        scores.append(np.asarray(res.scores)[:n])
+        decoded += 1
+        for i, k in enumerate(keys):
+          seen.setdefault(k, (sids[-1][i], scores[-1][i]))
+        if progress and decoded % 10 == 0:
+          progress(
+            f"[eval] decoded {len(sessions) + n} {kind} queries in "
+            f"{time.time() - start:.1f} s"
+          )
+      sessions += [k[0] for k in keys]
+    w = searcher.beam_size
+    out[kind] = SetBeams(
+      sid_index=np.concatenate(sids) if sids else np.zeros((0, w), np.int32),
+      scores=np.concatenate(scores) if scores else np.zeros((0, w), np.float32),
+      session_ids=tuple(sessions),
+      seconds=time.time() - start,
+      reused=reused,
+    )
+  return out
 
 
 def check_alignment(eval_set: examples.EvalSet, kind: str, beams: SetBeams) -> None:
@@ -145,23 +224,37 @@ def rank_eval_set(
 
 def beam_recall_vs_exact(
   model,
-  searcher: beam_lib.BeamSearcher,
+  searcher: beam_lib.BeamSearcher | None,
   batch: Mapping[str, np.ndarray],
   unique_codes: np.ndarray,
   token_offsets: Sequence[int],
   n_rows: int,
+  *,
+  sid_index: np.ndarray | None = None,
 ) -> float:
   """Share of the exhaustive top-W SIDs that the beam search finds.
 
   Scores every catalogue SID by teacher forcing for the first `n_rows` rows
-  of `batch` (cost n_rows * U decoder passes: small catalogues or subsets).
+  of `batch` (cost n_rows * U decoder steps per level, the cross K/V shared
+  per query: small catalogues or subsets).
+
+  Args:
+    model: the model the beams came from.
+    searcher: its beam search (only used when `sid_index` is None).
+    batch: encoder inputs whose first `n_rows` rows are scored.
+    unique_codes: [U, S] the trie's SIDs (sid_index order).
+    token_offsets: (S,) vocabulary id of code 0 per level.
+    n_rows: rows to score.
+    sid_index: [>= n_rows, W] beams already decoded for these rows (e.g. the
+      first rows of ``decode_set``'s output): no second decode.
   """
-  beams = searcher(dict(batch))
+  if sid_index is None:
+    sid_index = np.asarray(searcher(dict(batch)).sid_index)
+  got = np.asarray(sid_index)[:n_rows]
   exact = exhaustive.score_all_sids(
     model, {k: np.asarray(v)[:n_rows] for k, v in batch.items()},
-    unique_codes, token_offsets,
+    unique_codes, token_offsets, shared_cross_kv=True,
   )  # fmt: skip
-  w = searcher.beam_size
+  w = got.shape[1]
   top = np.argsort(-exact, axis=1, kind="stable")[:, :w].astype(np.int32)
-  got = np.asarray(beams.sid_index)[:n_rows]
   return metrics.beam_diagnostics(got, top)["beam_recall"]

@@ -190,20 +190,27 @@ def rank_workdir(
   rankings: dict[str, np.ndarray] = {}
   diags: dict[str, dict] = {}
   beams_of: dict[str, dict] = {}
+  kinds = [kind for kind in examples.KINDS if eval_set.rows_of(kind).size]
+  for kind in examples.KINDS:
+    if kind not in kinds:
+      log(f"[eval] no {kind} sessions in the test split")
   for k, (name, model) in enumerate(models):
     if k:
       searcher.state = nnx.state(model)
-    per_set = {}
-    for kind in examples.KINDS:
-      if not eval_set.rows_of(kind).size:
-        log(f"[eval] no {kind} sessions in the test split")
-        continue
-      beams = generative.decode_set(searcher, inputs(kind), progress=log, name=kind)
-      per_set[kind] = beams
+    # Each distinct query once: the order set's sessions are click sessions
+    # with the same inputs, whose beams it reuses.
+    per_set = generative.decode_sets(
+      searcher, {kind: inputs(kind) for kind in kinds}, progress=log
+    )
+    for kind, beams in per_set.items():
       n = beams.sid_index.shape[0]
+      decoded = n - beams.reused
+      speed = ""
+      if decoded:
+        speed = f" ({decoded / max(beams.seconds, 1e-9):.1f} queries/s)"
       log(
-        f"[eval] {name}: decoded {n} {kind} queries in {beams.seconds:.1f} s "
-        f"({n / max(beams.seconds, 1e-9):.1f} queries/s)"
+        f"[eval] {name}: {kind} set: {n} queries, {decoded} decoded in "
+        f"{beams.seconds:.1f} s{speed}, {beams.reused} reused from an earlier set"
       )
     beams_of[name] = per_set
     rankings[name], _, diags[name] = generative.rank_eval_set(
@@ -213,8 +220,9 @@ def rank_workdir(
       batch, metas = next(iter(inputs("click")))
       m = min(eval_cfg.exact_rows, len(metas))
       diags[name]["beam_recall"] = generative.beam_recall_vs_exact(
-        model, searcher, batch, decoding.unique_sids(codes), offsets, m
-      )
+        model, searcher, batch, decoding.unique_sids(codes), offsets, m,
+        sid_index=per_set["click"].sid_index[:m],
+      )  # fmt: skip
       log(
         f"[eval] beam recall vs the exhaustive top-{eval_cfg.beam_size} "
         f"({m} queries): {diags[name]['beam_recall']:.4f}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -40,6 +42,27 @@ def random_codes(seed: int, n: int, sizes=SIZES) -> np.ndarray:
 
 def batch_for(model, b: int, seed: int = 1):
   return synthetic.make_batch(model.cfg, b, 7, seed=seed)
+
+
+def masked_problem(b: int, n_codes: int, seed: int, share: float):
+  """A restricted model, a dense-1 trie of n_codes random SIDs, a [b, L] batch
+  and [b, N] allowed items (each with probability `share`), and the rng."""
+  model = make_model(restrict=True)
+  codes = random_codes(seed, n_codes)
+  trie = build_trie(codes, SIZES, OFFSETS, dense_levels=1)
+  batch = batch_for(model, b, seed=seed + 4)
+  rng = np.random.default_rng(seed)
+  allowed = rng.random((b, len(codes))) < share
+  return model, trie, batch, allowed, rng
+
+
+def assert_same_beams(got, want, atol: float = 1e-5):
+  """Two BeamResults: equal tokens, codes and sid_index; scores within atol."""
+  for name in ("tokens", "codes", "sid_index"):
+    np.testing.assert_array_equal(
+      np.asarray(getattr(got, name)), np.asarray(getattr(want, name))
+    )
+  np.testing.assert_allclose(np.asarray(got.scores), np.asarray(want.scores), atol=atol)
 
 
 def _exhaustive_top(scores, w):
@@ -184,24 +207,13 @@ def test_compiled_searcher_reuses_program_and_takes_qformer_features():
 
 
 def test_sharded_batch_equals_single_device():
-  model = make_model(restrict=True)
-  codes = random_codes(5, 30)
-  trie = build_trie(codes, SIZES, OFFSETS, dense_levels=1)
-  batch = batch_for(model, 8, seed=9)
-  rng = np.random.default_rng(1)
-  allowed = rng.random((8, len(codes))) < 0.5
+  model, trie, batch, allowed, _ = masked_problem(8, 30, seed=5, share=0.5)
   single = make_beam_search(model, trie, beam_size=6)(batch, allowed)
   mesh = sh.make_mesh(sh.MeshConfig(shape=(8, 1, 1)))
   sharded_search = make_beam_search(model, trie, beam_size=6, mesh=mesh)
   sharded = sharded_search(batch, allowed)
   assert len(sharded.scores.sharding.device_set) == 8
-  for name in ("tokens", "codes", "sid_index"):
-    np.testing.assert_array_equal(
-      np.asarray(getattr(sharded, name)), np.asarray(getattr(single, name))
-    )
-  np.testing.assert_allclose(
-    np.asarray(sharded.scores), np.asarray(single.scores), atol=1e-5
-  )
+  assert_same_beams(sharded, single)
 
 
 def test_onesearch_layout_with_shared_opq_range_equals_exhaustive():
@@ -224,3 +236,41 @@ def test_onesearch_layout_with_shared_opq_range_equals_exhaustive():
   np.testing.assert_array_equal(
     np.asarray(res.tokens), unique[order] + np.asarray(offsets)
   )
+
+
+@pytest.mark.parametrize("block", [1, 2])
+def test_query_blocks_equal_one_block(block):
+  model, trie, batch, allowed, rng = masked_problem(4, 40, seed=6, share=0.7)
+  masks = (rng.random((4, SIZES[0])) < 0.8, None, rng.random((4, SIZES[2])) < 0.8)
+  one = make_beam_search(model, trie, beam_size=7, query_block=None)(
+    batch, allowed, masks
+  )
+  blocked = make_beam_search(model, trie, beam_size=7, query_block=block)(
+    batch, allowed, masks
+  )
+  assert_same_beams(blocked, one)
+
+
+def test_beam_slots_per_level_are_bounded_by_distinct_prefixes():
+  bs = importlib.import_module("onesearch_jax.decoding.beam_search")
+  codes = random_codes(7, 30)
+  trie = build_trie(codes, SIZES, OFFSETS, dense_levels=1)
+  n = trie.num_nodes
+  assert bs.beams_per_level(trie, SIZES, 1000, 3) == (1, n[1], n[2], n[3])
+  assert bs.beams_per_level(trie, SIZES, 5, 3) == (1, min(5, n[1]), 5, 5)
+  assert bs.beams_per_level(None, SIZES, 10, 2) == (1, 4, 10)
+  assert bs.num_query_blocks(32, 4) == 8
+  assert bs.num_query_blocks(32, 3) == 8  # 32 / 3 -> 10 -> largest divisor 8
+  assert bs.num_query_blocks(32, 4, shards=8) == 1
+  assert bs.num_query_blocks(8, None) == 1
+
+
+def test_shared_cross_kv_exhaustive_scores_equal_full_forward():
+  model = make_model(restrict=True)
+  unique = unique_sids(random_codes(8, 25))
+  batch = batch_for(model, 3, seed=4)
+  full = score_all_sids(model, batch, unique, OFFSETS, chunk_size=8)
+  fast = score_all_sids(
+    model, batch, unique, OFFSETS, chunk_size=8, shared_cross_kv=True
+  )
+  np.testing.assert_allclose(fast, full, atol=1e-4)

@@ -90,3 +90,48 @@ def test_misaligned_rows_are_refused_with_the_row():
   beams = generative.decode_set(searcher, _inputs([1, 0], es.session_ids))
   with pytest.raises(ValueError, match="first mismatch at row 0"):
     generative.check_alignment(es, "click", beams)
+
+
+class _CountingSearcher(_FakeSearcher):
+  def __init__(self, beams):
+    super().__init__(beams)
+    self.calls = 0
+
+  def __call__(self, batch):
+    self.calls += 1
+    return super().__call__(batch)
+
+
+def test_decode_sets_decodes_each_distinct_row_once():
+  sessions = ("s0", "s1", "s2", "s3", "s4")
+  beams = {i: [i, -1] for i in range(5)}
+  searcher = _CountingSearcher(beams)
+  got = generative.decode_sets(
+    searcher,
+    {
+      "click": _inputs([0, 1, 2, 3], sessions),
+      "order": _inputs([3, 1], sessions),  # every row seen: no decode
+    },
+  )
+  assert searcher.calls == 2
+  for kind, rows in (("click", [0, 1, 2, 3]), ("order", [3, 1])):
+    want = generative.decode_set(_FakeSearcher(beams), _inputs(rows, sessions))
+    np.testing.assert_array_equal(got[kind].sid_index, want.sid_index)
+    np.testing.assert_array_equal(got[kind].scores, want.scores)
+    assert got[kind].session_ids == want.session_ids
+  assert (got["click"].reused, got["order"].reused) == (0, 2)
+
+  # a batch with a new row (s4) or a seen session with other inputs is decoded
+  def changed():
+    yield from _inputs([1, 4], sessions)
+    tok = np.zeros((2, 3), np.int32)
+    tok[0, 0], tok[0, 1] = 2, 7  # s2 with different inputs
+    yield {"encoder_input_tokens": tok}, [{"session_id": "s2"}]
+
+  searcher = _CountingSearcher(beams)
+  got = generative.decode_sets(
+    searcher, {"click": _inputs([0, 1, 2, 3], sessions), "order": changed()}
+  )
+  assert searcher.calls == 2 + 2
+  assert got["order"].reused == 0
+  assert got["order"].sid_index[:, 0].tolist() == [1, 4, 2]
