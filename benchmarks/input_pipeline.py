@@ -88,18 +88,18 @@ def vs_train_step(
   from onesearch_jax import configs
   from onesearch_jax import sharding as sh
   from onesearch_jax.data import model_batches
-  from onesearch_jax.train import sft, state, steps
+  from onesearch_jax.train import sft, sft_config, state, steps
 
   cfg = configs.sft_config()
   t = time.perf_counter()
   reg = tasks.register_tasks(world_dir, sid_dir, prefix="bench")
   t_reg = time.perf_counter() - t
-  model_cfg = sft.derive_model_config(
+  model_cfg = sft_config.derive_model_config(
     cfg.model, reg.vocabulary, cfg.museq, reg.long_seq_dim
   )
   mesh = sh.make_mesh(cfg.mesh)
   rows = []
-  for k, stage in enumerate(sft.STAGES):
+  for k, stage in enumerate(sft_config.STAGES):
     long_seq = k == 2
     tb = model_batches.TrainBatches(
       reg.mixtures[stage],

@@ -30,7 +30,7 @@ from onesearch_jax.pars import stage
 from onesearch_jax.stages.config import PipelineConfig
 from onesearch_jax.train.loop import TrainConfig
 from onesearch_jax.train.optimizers import OptimizerConfig
-from onesearch_jax.train.sft import SFTConfig
+from onesearch_jax.train.sft_config import SFTConfig
 from onesearch_jax.world.config import WorldConfig
 
 WORLD_PRESETS = ("tiny", "default", "large")
@@ -191,7 +191,7 @@ def sft_config(
   sid_init: bool | None = None,
   length_buckets: tuple[int, ...] | None = None,
 ):
-  """The SFT schedule (``train.sft.SFTConfig``); None = the dataclass
+  """The SFT schedule (``train.sft_config.SFTConfig``); None = the dataclass
   default (the main job's).
 
   Args:
@@ -214,12 +214,12 @@ def sft_config(
     shuffle_buffer: examples per task in the train shuffle buffer (0 = the
       task's own 10,000; larger shuffles better, costs a slower first batch).
     stage_tasks: per stage ((task kind, rate multiplier), ...); () = the
-      stage's seqio mixture (``train.sft.SFTConfig.stage_tasks``; default
-      ``train.sft.MAIN_STAGE_TASKS``).
+      stage's seqio mixture (``train.sft_config.SFTConfig.stage_tasks``; default
+      ``train.sft_config.MAIN_STAGE_TASKS``).
     schedule: "per_stage" or "continuous" learning-rate schedule.
     sid_init: SID embeddings from the KHQE codebooks (``train.sid_init``).
     length_buckets: encoder-length bucket bounds of the train batches
-      (``train.sft.SFTConfig.length_buckets``); () = pad to ``lengths``.
+      (``train.sft_config.SFTConfig.length_buckets``); () = pad to ``lengths``.
   """
 
   base = SFTConfig()

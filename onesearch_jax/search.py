@@ -3,7 +3,7 @@
 ``Searcher`` bundles what serving one request needs, built once from a
 workdir (``sids/`` + a finished ``train/``) and the world it was trained on:
 
-* the trained model (``train.sft.load_trained``) and its vocabulary;
+* the trained model (``train.sft_load.load_trained``) and its vocabulary;
 * the stage-3 prompts of requests (``data.session_prompts.SessionPrompter``:
   an eval example at the request time; unknown users get Mu-Seq's cold
   start);
@@ -35,7 +35,7 @@ from onesearch_jax.data import model_batches, session_prompts, world_source
 from onesearch_jax.data.sid_table import SIDTable, sid_string
 from onesearch_jax.eval.sid_items import SidItemIndex
 from onesearch_jax.stages.workdir import Workdir
-from onesearch_jax.train import sft
+from onesearch_jax.train import sft_load
 
 # The user id of a request without one: a user the world must not contain.
 COLD_START_USER = "__cold_start__"
@@ -76,7 +76,7 @@ class Searcher:
     stage: which SFT stage's parameters (default the last).
 
   Attributes:
-    model, vocabulary, model_config: ``sft.load_trained``'s.
+    model, vocabulary, model_config: ``sft_load.load_trained``'s.
     prompter: the SessionPrompter of requests.
     table: the SID table; ``index``: SID -> items; ``trie``: the catalogue trie.
     items: item id -> the world's item row.
@@ -100,7 +100,9 @@ class Searcher:
     train_dir = wd.train
     self.beam_size = int(beam_size)
     self.batch_size = int(batch_size)
-    self.model, self.vocabulary, self.model_config = sft.load_trained(train_dir, stage)
+    self.model, self.vocabulary, self.model_config = sft_load.load_trained(
+      train_dir, stage
+    )
     spec = model_batches.read_spec(train_dir)
     art = wd.sid_artefact()
     self.table = SIDTable.from_artefact(wd.sids)
@@ -116,7 +118,7 @@ class Searcher:
       world,
       self.table,
       self.vocabulary,
-      sft.read_config(train_dir).museq,
+      sft_load.read_config(train_dir).museq,
       inputs_length=spec.eval_inputs_length,
     )
     codes = np.asarray(art.item_codes)

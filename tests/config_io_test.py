@@ -14,7 +14,7 @@ from onesearch_jax import sharding as sh
 from onesearch_jax.eval.config import EvalConfig
 from onesearch_jax.khqe.build import BuildConfig, PrecomputedEmbeddings
 from onesearch_jax.pars import stage as pars_stage
-from onesearch_jax.train import sft
+from onesearch_jax.train import sft_config
 from onesearch_jax.world.config import WorldConfig
 
 # The stage tasks of the main job when the hashes below were recorded.
@@ -25,7 +25,7 @@ STAGE_TASKS = (
 )
 
 # sha256 of the main job's stage inputs, computed by the code before
-# config_io (pipeline._hash_json of dataclasses.asdict / sft.config_to_dict /
+# config_io (pipeline._hash_json of dataclasses.asdict / sft_config.config_to_dict /
 # pars.stage.config_to_dict). A change here re-runs the stage in every
 # existing workdir: change a default deliberately, then update the pin.
 PINNED = {
@@ -56,7 +56,7 @@ def _main_inputs() -> dict:
   return {
     "world": {"world": config_io.to_dict(configs.world_config())},
     "sids": config_io.to_dict(configs.sids_config()),
-    "sft": sft.config_to_dict(configs.sft_config(stage_tasks=STAGE_TASKS)),
+    "sft": sft_config.config_to_dict(configs.sft_config(stage_tasks=STAGE_TASKS)),
     "pars": pars_stage.config_to_dict(configs.pars_config()),
     "eval": config_io.to_dict(configs.eval_config()),
   }
@@ -73,7 +73,7 @@ def test_sft_hash_without_the_new_field_is_the_old_codes():
     length_buckets=(),
     model=configs.model_config("main", {"num_decoder_layers": 2}),
   )
-  sft_dict = sft.config_to_dict(old_recipe)
+  sft_dict = sft_config.config_to_dict(old_recipe)
   assert sft_dict.pop("length_buckets") == []
   assert (
     _old_hash(sft_dict)
@@ -105,7 +105,9 @@ def test_hash_equals_the_old_asdict_hash(cfg):
 
 def test_sft_and_pars_dicts_equal_the_old_ones():
   cfg = configs.sft_config(steps=(3, 4, 5), museq={"use_profile": False})
-  assert sft.config_to_dict(cfg) == json.loads(json.dumps(dataclasses.asdict(cfg)))
+  assert sft_config.config_to_dict(cfg) == json.loads(
+    json.dumps(dataclasses.asdict(cfg))
+  )
   pars = configs.pars_config(seed=4, steps=(2, 3))
   want = json.loads(json.dumps(dataclasses.asdict(pars), default=repr))
   assert pars_stage.config_to_dict(pars) == want
@@ -123,9 +125,9 @@ def test_to_dict_is_json_with_lists_and_repr():
 @pytest.mark.parametrize(
   "cls,cfg",
   [
-    (sft.SFTConfig, sft.SFTConfig()),
+    (sft_config.SFTConfig, sft_config.SFTConfig()),
     (
-      sft.SFTConfig,
+      sft_config.SFTConfig,
       configs.sft_config(
         model=configs.model_config("tiny", {"sid_ranges": ((10, 12), (12, 14))}),
         mesh=sh.MeshConfig(
@@ -161,12 +163,12 @@ def test_from_dict_inverts_to_dict(cls, cfg):
 
 
 def test_sft_config_from_an_old_file_keeps_the_old_meaning():
-  raw = sft.config_to_dict(sft.SFTConfig())
+  raw = sft_config.config_to_dict(sft_config.SFTConfig())
   for name in ("stage_tasks", "schedule", "sid_init"):
     del raw[name]  # files written before these fields existed
-  old = sft.config_from_dict(raw)
+  old = sft_config.config_from_dict(raw)
   assert old.stage_tasks == ((), (), ()) and old.schedule == "per_stage"
-  assert not old.sid_init and old.steps == sft.SFTConfig().steps
+  assert not old.sid_init and old.steps == sft_config.SFTConfig().steps
 
 
 def test_from_dict_rejects_unknown_fields():

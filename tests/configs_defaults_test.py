@@ -19,7 +19,7 @@ from onesearch_jax.pars import listwise, stage
 from onesearch_jax.stages.config import PipelineConfig
 from onesearch_jax.train.loop import TrainConfig
 from onesearch_jax.train.optimizers import OptimizerConfig
-from onesearch_jax.train.sft import SFTConfig
+from onesearch_jax.train.sft_config import SFTConfig
 from onesearch_jax.world.config import WorldConfig
 
 

@@ -105,9 +105,9 @@ def train(root: pathlib.Path, base: pathlib.Path, run_dir: pathlib.Path) -> None
 
 def _stage_seconds(stage_dir: pathlib.Path) -> dict[int, float]:
   """Training seconds at each logged step (sum of interval / rate)."""
-  from onesearch_jax.train import sft
+  from onesearch_jax.train import sft_history
 
-  tr, _ = sft.read_history(stage_dir)
+  tr, _ = sft_history.read_history(stage_dir)
   out, total, last = {0: 0.0}, 0.0, 0
   for r in tr:
     total += (r["step"] - last) / max(r["steps_per_sec"], 1e-9)
@@ -130,12 +130,12 @@ def curve(run_dir: pathlib.Path) -> list[dict]:
   from onesearch_jax import sharding as sh
   from onesearch_jax.eval import evaluate, examples, generative
   from onesearch_jax.eval.sid_items import SidItemIndex
-  from onesearch_jax.train import checkpoints, sft, state
+  from onesearch_jax.train import checkpoints, sft_config, sft_load, state
 
   wd = Workdir(run_dir)
   train_dir = wd.train
-  cfg = sft.read_config(train_dir)
-  model_cfg = sft.read_model_config(train_dir)
+  cfg = sft_load.read_config(train_dir)
+  model_cfg = sft_load.read_model_config(train_dir)
   art = wd.sid_artefact()
   world_dir = wd.world
   eval_set = examples.build_eval_set(
@@ -143,14 +143,16 @@ def curve(run_dir: pathlib.Path) -> list[dict]:
   )
   index = SidItemIndex.from_artefact(art)
   trie = decoding.catalogue_trie(np.asarray(art.item_codes), model_cfg.sid_ranges)
-  batches = list(sft.eval_inputs(train_dir, "eval_click", batch_size=32, pad_last=True))
+  batches = list(
+    sft_load.eval_inputs(train_dir, "eval_click", batch_size=32, pad_last=True)
+  )
   if FLAGS.max_queries:
     batches = batches[: max(1, FLAGS.max_queries // 32)]
   n_rows = sum(len(m) for _, m in batches)
   mesh = sh.single_device_mesh()
   points, searcher = [], None
   examples_before, seconds_before = 0, 0.0
-  for k, name in enumerate(sft.STAGES):
+  for k, name in enumerate(sft_config.STAGES):
     stage_dir = train_dir / name
     secs = _stage_seconds(stage_dir)
     ckpt = checkpoints.Checkpointer(stage_dir / "checkpoints")

@@ -21,7 +21,7 @@ from onesearch_jax.eval import evaluate, examples, generative
 from onesearch_jax.eval.sid_items import SidItemIndex
 from onesearch_jax.pars import stage as pars_stage
 from onesearch_jax.stages.workdir import Workdir
-from onesearch_jax.train import sft
+from onesearch_jax.train import sft_load
 
 
 def evaluate_workdir(
@@ -85,7 +85,7 @@ def workdir_models(
     "onesearch+pars2+rm" (of the last phase's beams)).
   """
   wd = Workdir.of(workdir)
-  model, _, model_cfg = sft.load_trained(wd.train)
+  model, _, model_cfg = sft_load.load_trained(wd.train)
   models: list[tuple[str, Any]] = [("onesearch", model)]
   rerankers: list[tuple[str, str, Callable]] = []
   if pars is None:
@@ -165,13 +165,13 @@ def rank_workdir(
       progress=log,
     )
   if models is None:
-    models = [("onesearch", sft.load_trained(train_dir)[0])]
+    models = [("onesearch", sft_load.load_trained(train_dir)[0])]
   models = list(models)
   names = [n for n, _ in models] + [n for n, _, _ in rerankers]
   if not models or len(set(names)) != len(names) or set(names) & set(baselines):
     raise ValueError(f"rank_workdir: model names {names} empty or not unique")
   codes = np.asarray(art.item_codes)
-  model_cfg = sft.read_model_config(train_dir)
+  model_cfg = sft_load.read_model_config(train_dir)
   trie = decoding.catalogue_trie(codes, model_cfg.sid_ranges)
   offsets = tuple(r[0] for r in model_cfg.sid_ranges)
   log(
@@ -182,7 +182,7 @@ def rank_workdir(
   searcher = decoding.make_beam_search(models[0][1], trie, beam_size=eval_cfg.beam_size)
 
   def inputs(kind):
-    return sft.eval_inputs(
+    return sft_load.eval_inputs(
       train_dir, f"eval_{kind}", batch_size=eval_cfg.batch_size, pad_last=True
     )
 

@@ -87,7 +87,7 @@ class ModelConfig:
     (docs/TRAINING.md).
 
     vocab_size, sid_ranges, seq_feature_dim and the Q-Former placeholder are
-    set from the data by train.sft.derive_model_config.
+    set from the data by train.sft_config.derive_model_config.
     """
     base = dict(
       vocab_size=32128,

@@ -47,6 +47,7 @@ import optax
 from flax import nnx
 
 from onesearch_jax import sharding as sh
+from onesearch_jax.model import layers
 from onesearch_jax.model import model as model_lib
 from onesearch_jax.model.transformer import EncoderDecoder
 from onesearch_jax.train import checkpoints, step_loop
@@ -160,8 +161,6 @@ def sequence_logprobs(
   Returns:
     [B, 1+K] float32.
   """
-  from onesearch_jax.model import layers
-
   targets = jnp.asarray(batch["decoder_target_tokens"])
   b, k1, t = targets.shape
   weights = jnp.asarray(batch["decoder_loss_weights"]).astype(jnp.float32)

@@ -37,11 +37,19 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from onesearch_jax import decoding
 from onesearch_jax import sharding as sh
+from onesearch_jax.data import model_batches
+from onesearch_jax.data import vocab as vocab_lib
+from onesearch_jax.data.session_prompts import SessionPrompter
+from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.pars import rerank
 from onesearch_jax.pars import reward_model as rm_lib
 from onesearch_jax.pars import run as run_lib
-from onesearch_jax.pars.sid_tokens import SidCodec
+from onesearch_jax.pars.sid_tokens import ItemLookup, SidCodec
+from onesearch_jax.train import checkpoints, sft_load
+from onesearch_jax.train import state as state_lib
+from onesearch_jax.world import reader
 
 PHASES = ("pars1", "pars2")
 
@@ -78,28 +86,21 @@ def trained_pars_config(
   cfg: StageConfig, train_dir: pathlib.Path
 ) -> run_lib.ParsConfig:
   """cfg.pars with the trained run's ModelConfig and MeshConfig."""
-  from onesearch_jax.train import sft
-
-  sft_cfg = sft.read_config(train_dir)
+  sft_cfg = sft_load.read_config(train_dir)
   return dataclasses.replace(
-    cfg.pars, model=sft.read_model_config(train_dir), mesh=sft_cfg.mesh
+    cfg.pars, model=sft_load.read_model_config(train_dir), mesh=sft_cfg.mesh
   )
 
 
 def session_prompter(world_dir, sid_table, train_dir: pathlib.Path):
   """The SessionPrompter of a finished SFT run (its vocabulary, Mu-Seq
   config and eval encoder length)."""
-  from onesearch_jax.data import model_batches
-  from onesearch_jax.data import vocab as vocab_lib
-  from onesearch_jax.data.session_prompts import SessionPrompter
-  from onesearch_jax.train import sft
-
   spec = model_batches.read_spec(train_dir)
   return SessionPrompter(
     world_dir,
     sid_table,
     vocab_lib.OneSearchVocabulary.load(spec.vocab_dir),
-    sft.read_config(train_dir).museq,
+    sft_load.read_config(train_dir).museq,
     inputs_length=spec.eval_inputs_length,
   )
 
@@ -114,8 +115,6 @@ class TrieGenerator:
   """
 
   def __init__(self, model, trie, beam_size: int, batch_size: int, mesh, rules):
-    from onesearch_jax import decoding
-
     self.batch_size = int(batch_size)
     self.mesh = mesh
     self.searcher = decoding.make_beam_search(
@@ -159,10 +158,6 @@ def run_stage(
      SFT), "phases": names with a checkpoint, "reward_model": RM metrics,
      "examples": per-phase example counts}.
   """
-  from onesearch_jax import decoding
-  from onesearch_jax.data.sid_table import SIDTable
-  from onesearch_jax.train import sft
-
   pcfg = trained_pars_config(cfg, train_dir)
   table = SIDTable.from_artefact(sid_dir)
   prompter = session_prompter(world_dir, table, train_dir)
@@ -190,7 +185,7 @@ def run_stage(
   )
   final = res.phase2 or res.phase1
   if final is not None:
-    out_hash = sft.params_hash(final.state)
+    out_hash = state_lib.params_hash(final.state)
   else:
     out_hash = hashlib.sha256(b"sft:" + str(train_dir).encode()).hexdigest()
   return {
@@ -203,8 +198,6 @@ def run_stage(
 
 def existing_phases(pars_dir: pathlib.Path) -> list[str]:
   """The phases of pars_dir that have a checkpoint."""
-  from onesearch_jax.train import checkpoints
-
   out = []
   for name in PHASES:
     d = pathlib.Path(pars_dir) / name / "checkpoints"
@@ -218,9 +211,6 @@ def existing_phases(pars_dir: pathlib.Path) -> list[str]:
 
 def load_phase_model(pars_dir: pathlib.Path, phase: str, cfg: StageConfig, model_cfg):
   """The aligned EncoderDecoder of one phase (latest checkpoint, one device)."""
-  from onesearch_jax.train import checkpoints
-  from onesearch_jax.train import state as state_lib
-
   if phase not in PHASES:
     raise ValueError(f"phase {phase!r} not in {PHASES}")
   train_cfg = cfg.pars.phase1 if phase == "pars1" else cfg.pars.phase2
@@ -279,10 +269,6 @@ def beam_reranker(
   log: Callable[[str], None] = print,
 ) -> BeamReranker:
   """The eval's RM re-rank: the stage's trained reward model, restored."""
-  from onesearch_jax.data.sid_table import SIDTable
-  from onesearch_jax.pars.sid_tokens import ItemLookup
-  from onesearch_jax.world import reader
-
   table = SIDTable.from_artefact(sid_dir)
   world = reader.load_world(world_dir)
   ilog, ctx, rel, rtable = run_lib.build_reward_inputs(world, table, cfg.pars)

@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # heavy imports (jax, seqio); this module stays light to impo
   from onesearch_jax.eval.config import EvalConfig
   from onesearch_jax.khqe.build import BuildConfig
   from onesearch_jax.pars.stage import StageConfig
-  from onesearch_jax.train.sft import SFTConfig
+  from onesearch_jax.train.sft_config import SFTConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ from onesearch_jax import configs
 from onesearch_jax.stages.config import PipelineConfig
 from onesearch_jax.stages.resume import StageResult, run_stage
 from onesearch_jax.stages.workdir import Workdir
-from onesearch_jax.train import sft
+from onesearch_jax.train import sft, sft_config
 
 
 def run(
@@ -41,7 +41,7 @@ def run(
     {
       "world_hash": world.output_hash,
       "sid_hash": sid_hash,
-      "sft": sft.config_to_dict(sft_cfg),
+      "sft": sft_config.config_to_dict(sft_cfg),
     },
     body,
     log,

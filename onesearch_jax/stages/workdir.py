@@ -2,7 +2,7 @@
 
 The directory names are part of the on-disk format (markers of existing
 workdirs live in them); change none of them. The trained model:
-``train.sft.load_trained(wd.train)``.
+``train.sft_load.load_trained(wd.train)``.
 """
 
 from __future__ import annotations

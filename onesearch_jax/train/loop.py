@@ -36,7 +36,7 @@ Batch = Mapping[str, np.ndarray]
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """One training stage; the defaults besides num_steps are the main job's
-  per-stage SFT loop (``train.sft.SFTConfig.train``)."""
+  per-stage SFT loop (``train.sft_config.SFTConfig.train``)."""
 
   num_steps: int = 1000  # total optimizer steps of this stage
   log_every: int = 10  # host metrics every N steps

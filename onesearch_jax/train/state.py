@@ -4,17 +4,21 @@ The state is handled in the NNX split form: a static `graphdef` and an
 `nnx.State` of arrays, which is what `jax.jit` shards, donates and what
 orbax saves. `abstract_train_state` gives the same structure as
 ShapeDtypeStructs carrying their NamedShardings (for jit and restore).
+`params_hash` fingerprints a state's model parameters (the SFT and PARS
+stage markers record it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from onesearch_jax import sharding as sh
 from onesearch_jax.model.configs import ModelConfig
@@ -117,3 +121,15 @@ def shard_batch(
     k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v))
     for k, v in batch.items()
   }
+
+
+def params_hash(ts: TrainState) -> str:
+  """sha256 over the model parameters (path-sorted, raw bytes)."""
+  model, _ = ts.merge()
+  flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+  h = hashlib.sha256()
+  for path, var in sorted(flat, key=lambda kv: tuple(map(str, kv[0]))):
+    arr = np.asarray(multihost_utils.process_allgather(var[...], tiled=True))
+    h.update("/".join(map(str, path)).encode())
+    h.update(arr.tobytes())
+  return h.hexdigest()

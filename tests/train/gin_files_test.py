@@ -24,7 +24,7 @@ from onesearch_jax.model.model import LossConfig
 from onesearch_jax.pars.stage import StageConfig
 from onesearch_jax.stages.config import PipelineConfig
 from onesearch_jax.train import optimizers, state, steps, synthetic
-from onesearch_jax.train.sft import SFTConfig
+from onesearch_jax.train.sft_config import SFTConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GIN_FILES = sorted(

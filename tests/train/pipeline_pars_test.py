@@ -21,7 +21,7 @@ from onesearch_jax.stages import eval as eval_stage
 from onesearch_jax.stages import pars as stage_of_pars
 from onesearch_jax.stages.resume import StageResult
 from onesearch_jax.stages.workdir import Workdir
-from onesearch_jax.train import sft
+from onesearch_jax.train import sft_load
 
 EVAL = EvalConfig(
   beam_size=12, batch_size=8, ks=(1, 5, 10), k_max=12, baselines=(), exact_rows=0
@@ -65,8 +65,8 @@ def test_pars_stage_writes_aligned_checkpoints_and_skips_on_rerun(staged):
   assert first.marker["phases"] == ["pars1", "pars2"]
   assert first.marker["examples"]["pars1"] > 0 and first.marker["examples"]["pars2"] > 0
   assert any("[pars] up to date" in line for line in lines)
-  model_cfg = sft.read_model_config(wd.train)
-  sft_model, _, _ = sft.load_trained(wd.train)
+  model_cfg = sft_load.read_model_config(wd.train)
+  sft_model, _, _ = sft_load.load_trained(wd.train)
   base = _params(sft_model)
   models = {
     p: pars_stage.load_phase_model(wd.pars, p, PARS, model_cfg)

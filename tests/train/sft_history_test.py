@@ -1,4 +1,4 @@
-"""sft.read_history: last entry per (kind, step), file:line errors."""
+"""sft_history.read_history: last entry per (kind, step), file:line errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from onesearch_jax.train import sft
+from onesearch_jax.train import sft_history
 from onesearch_jax.world import jsonl
 
 
@@ -18,20 +18,20 @@ def test_read_history_keeps_last_entry_per_step(tmp_path):
     {"kind": "train", "step": 2, "loss": 2.5},  # a resumed run re-did step 2
   ]
   for row in rows:
-    sft._append_history(tmp_path, row)
-  train, evals = sft.read_history(tmp_path)
+    sft_history.append_history(tmp_path, row)
+  train, evals = sft_history.read_history(tmp_path)
   assert train == [rows[2], rows[3]]
   assert evals == [rows[1]]
-  assert sft.read_history(tmp_path / "absent") == ([], [])
+  assert sft_history.read_history(tmp_path / "absent") == ([], [])
 
 
 def test_read_history_names_file_line_and_field(tmp_path):
-  path = tmp_path / sft.HISTORY
+  path = tmp_path / sft_history.HISTORY
   path.write_text(
     json.dumps({"kind": "train", "step": 1}) + "\n" + '{"kind": "eval"}\n'
   )
   with pytest.raises(jsonl.JsonlError, match=rf"^{path}:2: field 'step' is missing$"):
-    sft.read_history(tmp_path)
+    sft_history.read_history(tmp_path)
   path.write_text('{"kind": "train", "step": 1}\n{"kind": "tr')  # a torn last line
   with pytest.raises(jsonl.JsonlError, match=rf"^{path}:2: invalid JSON: "):
-    sft.read_history(tmp_path)
+    sft_history.read_history(tmp_path)

@@ -10,7 +10,7 @@ from onesearch_jax.stages import train as train_stage
 from onesearch_jax.stages.config import PipelineConfig
 from onesearch_jax.stages.resume import StageResult, read_marker
 from onesearch_jax.stages.workdir import Workdir
-from onesearch_jax.train import sft
+from onesearch_jax.train import sft, sft_load
 
 
 @pytest.mark.slow
@@ -39,7 +39,7 @@ def test_train_stage_resumes_then_skips(
     run(logs.append)
   stage_dir = wd.train
   assert read_marker(stage_dir) is None
-  assert (stage_dir / "stage1" / sft.RESULT).exists()
+  assert (stage_dir / "stage1" / sft_load.RESULT).exists()
   monkeypatch.setattr(sft, "run_sft", real)
   logs.clear()
   res = run(logs.append)

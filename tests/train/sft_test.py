@@ -15,7 +15,7 @@ from onesearch_jax.data import model_batches
 from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.model import model as model_lib
 from onesearch_jax.model.configs import ModelConfig
-from onesearch_jax.train import checkpoints, sft, state
+from onesearch_jax.train import checkpoints, sft, sft_config, sft_load, state
 
 # Every test here shares one tiny 3-stage SFT run (sft_run): ~1-5 min of
 # compiling on 2 busy cores, so the module is in the slow set.
@@ -32,7 +32,7 @@ def _restorer(out_dir):
   One TrainState serves every stage: the stages' optimizers differ only in
   their schedule, not in the state's structure.
   """
-  cfg = sft.read_config(out_dir)
+  cfg = sft_load.read_config(out_dir)
   raw = json.loads((out_dir / "model_config.json").read_text())
   model_cfg = ModelConfig(**{**raw, "sid_ranges": tuple(map(tuple, raw["sid_ranges"]))})
   opt = cfg.stage_train_config(0).optimizer
@@ -53,18 +53,18 @@ def test_three_stages_chain_and_write_their_artefacts(sft_run):
   res, lines = sft_run
   out = res.out_dir
   assert res.finished and len(res.params_hash) == 64
-  for name, n in zip(sft.STAGES, (3, 3, 4), strict=True):
+  for name, n in zip(sft_config.STAGES, (3, 3, 4), strict=True):
     s = res.stages[name]
     assert s.finished and s.steps == n and not s.skipped
     assert [r["step"] for r in s.train] == list(range(1, n + 1))
     assert [r["step"] for r in s.evals] == list(range(2, n + 1, 2))
     assert all(r["sid_level_violations"] == 0 for r in s.train)
-    assert (out / name / sft.RESULT).exists()
+    assert (out / name / sft_load.RESULT).exists()
     ckpt = checkpoints.Checkpointer(out / name / "checkpoints")
     assert ckpt.latest_step() == n
     ckpt.close()
   hist = json.loads((out / "history.json").read_text())
-  assert set(hist) == set(sft.STAGES)
+  assert set(hist) == set(sft_config.STAGES)
   assert (out / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
   assert any(
     "stage3 step 4/4: loss" in x and "steps/s" in x and "ETA" in x for x in lines
@@ -86,7 +86,7 @@ def test_three_stages_chain_and_write_their_artefacts(sft_run):
 
 def test_model_config_matches_the_vocabulary(sft_run, sft_sids):
   res, _ = sft_run
-  _, vocab, cfg = sft.load_trained(res.out_dir)
+  _, vocab, cfg = sft_load.load_trained(res.out_dir)
   assert cfg.vocab_size == vocab.vocab_size
   assert cfg.emb_placeholder_id == vocab.token_id("[EMB]")
   assert cfg.num_query_tokens == 3 and cfg.use_qformer
@@ -103,10 +103,10 @@ def test_model_config_matches_the_vocabulary(sft_run, sft_sids):
 
 def test_load_trained_reproduces_the_last_eval(sft_run):
   res, _ = sft_run
-  model, vocab, cfg = sft.load_trained(res.out_dir)
+  model, vocab, cfg = sft_load.load_trained(res.out_dir)
   spec = model_batches.read_spec(res.out_dir)
   reg = model_batches.register_from_spec(spec)
-  run_cfg = sft.read_config(res.out_dir)
+  run_cfg = sft_load.read_config(res.out_dir)
   batches = model_batches.fixed_batches(
     reg.tasks["eval_click"],
     batch_size=run_cfg.eval_batch_size,
@@ -131,7 +131,7 @@ def test_load_trained_reproduces_the_last_eval(sft_run):
   )
   _, opt = ts.merge()
   ts = state.with_state(ts, nnx.state((model, opt)))
-  assert sft.params_hash(ts) == res.params_hash
+  assert state.params_hash(ts) == res.params_hash
 
 
 def test_killed_run_resumes_to_the_same_parameters(sft_run, tmp_path, tiny_sft_config):
@@ -154,7 +154,7 @@ def test_killed_run_resumes_to_the_same_parameters(sft_run, tmp_path, tiny_sft_c
   assert not part.finished and part.params_hash == ""
   assert part.stages["stage1"].skipped and part.stages["stage2"].skipped
   assert part.stages["stage3"].steps == 2
-  assert not (out / "stage3" / sft.RESULT).exists()
+  assert not (out / "stage3" / sft_load.RESULT).exists()
   rest = sft.run_sft(
     spec.world_dir, spec.sid_dir, out, tiny_sft_config(), sid_hash=spec.sid_hash,
     log=lines.append,
@@ -172,7 +172,7 @@ def test_killed_run_resumes_to_the_same_parameters(sft_run, tmp_path, tiny_sft_c
     )  # fmt: skip
   with pytest.raises(ValueError, match="SID artefact"):
     shutil.rmtree(out / "stage3" / "checkpoints" / "4")  # resume from step 3
-    (out / "stage3" / sft.RESULT).unlink()
+    (out / "stage3" / sft_load.RESULT).unlink()
     sft.run_sft(
       spec.world_dir, spec.sid_dir, out, tiny_sft_config(), sid_hash="",
       log=lines.append,
@@ -186,8 +186,8 @@ def test_eval_inputs_from_the_output_dir(sft_run, sft_world):
     r = json.loads(line)
     rows[r["session_id"]] = r
   n = 0
-  _, vocab, _ = sft.load_trained(res.out_dir)
-  for batch, metas in sft.eval_inputs(res.out_dir, "eval_click", batch_size=16):
+  _, vocab, _ = sft_load.load_trained(res.out_dir)
+  for batch, metas in sft_load.eval_inputs(res.out_dir, "eval_click", batch_size=16):
     assert batch["encoder_input_tokens"].shape[1] == 96
     assert batch["long_seq_features"].shape[1:] == (9, 8)
     assert len(metas) == batch["encoder_input_tokens"].shape[0]
@@ -207,14 +207,12 @@ def test_stage_members_rates_and_missing_kinds():
   import dataclasses
   import types
 
-  from onesearch_jax.train import sft as sft_lib
-
   reg = types.SimpleNamespace(
     tasks={"s3_personal": "p_s3_personal", "s1_title_to_sid": "p_s1_title_to_sid"},
     counts={"s3_personal": 100, "s1_title_to_sid": 40},
     mixtures={"stage3": "p_stage3"},
   )
-  cfg = sft_lib.SFTConfig(
+  cfg = sft_config.SFTConfig(
     schedule="continuous",
     stage_tasks=(
       (),
@@ -223,19 +221,18 @@ def test_stage_members_rates_and_missing_kinds():
     ),
   )
   notes = []
-  got = sft_lib.stage_members(cfg, 2, reg, notes.append)
+  got = sft.stage_members(cfg, 2, reg, notes.append)
   assert got == [("p_s3_personal", 100.0), ("p_s1_title_to_sid", 20.0)]
   assert notes and "s3_window" in notes[0]
   assert (
-    sft_lib.stage_members(cfg, 0, types.SimpleNamespace(mixtures={"stage1": "m1"}))
-    == "m1"
+    sft.stage_members(cfg, 0, types.SimpleNamespace(mixtures={"stage1": "m1"})) == "m1"
   )
   bad = dataclasses.replace(cfg, stage_tasks=((), (("s9_nope", 1.0),), ()))
   with pytest.raises(ValueError, match="unknown training task kind"):
-    sft_lib.stage_members(bad, 1, reg)
+    sft.stage_members(bad, 1, reg)
   empty = dataclasses.replace(cfg, stage_tasks=((), (("s3_window", 1.0),), ()))
   with pytest.raises(ValueError, match="none of"):
-    sft_lib.stage_members(empty, 1, reg)
+    sft.stage_members(empty, 1, reg)
 
 
 def test_length_bucketed_stage3_trains_and_resumes(sft_run, tmp_path, tiny_sft_config):

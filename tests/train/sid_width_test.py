@@ -10,7 +10,7 @@ import pytest
 
 from onesearch_jax.data.museq import MuSeqConfig
 from onesearch_jax.model.configs import model_config
-from onesearch_jax.train import sft
+from onesearch_jax.train import sft, sft_config
 
 
 class _Vocab:
@@ -34,7 +34,7 @@ class _Vocab:
 @pytest.mark.parametrize("n_opq", [0, 1, 2, 4])
 def test_sid_ranges_per_opq_depth(n_opq):
   vocab = _Vocab({"a": 16, "b": 4, "c": 4, "d": 8 * n_opq, "u": 0})
-  cfg = sft.derive_model_config(
+  cfg = sft_config.derive_model_config(
     model_config("tiny"), vocab, MuSeqConfig(), 8, n_opq=n_opq
   )
   want = [(300, 316), (316, 320), (320, 324)]
@@ -45,12 +45,12 @@ def test_sid_ranges_per_opq_depth(n_opq):
 
 def test_d_range_must_split_into_the_opq_codes():
   with pytest.raises(ValueError, match="does not hold 3 OPQ codes"):
-    sft.derive_model_config(
+    sft_config.derive_model_config(
       model_config("tiny"), _Vocab({"a": 4, "b": 4, "c": 4, "d": 8}), MuSeqConfig(), 8,
       n_opq=3,
     )  # fmt: skip
   with pytest.raises(ValueError, match="does not hold 0 OPQ codes"):
-    sft.derive_model_config(
+    sft_config.derive_model_config(
       model_config("tiny"), _Vocab({"a": 4, "b": 4, "c": 4, "d": 8}), MuSeqConfig(), 8,
       n_opq=0,
     )  # fmt: skip
@@ -59,9 +59,9 @@ def test_d_range_must_split_into_the_opq_codes():
 def test_artefact_opq_subspaces_and_short_targets(tmp_path, tiny_sft_config):
   cfg = tiny_sft_config()
   (tmp_path / "config.json").write_text(json.dumps({"quantizer": {"opq_subspaces": 4}}))
-  assert sft.artefact_opq_subspaces(tmp_path) == 4
+  assert sft_config.artefact_opq_subspaces(tmp_path) == 4
   with pytest.raises(ValueError, match="no quantizer.opq_subspaces"):
-    sft.artefact_opq_subspaces(tmp_path / "missing")
+    sft_config.artefact_opq_subspaces(tmp_path / "missing")
   # 7-token SIDs + EOS do not fit the default 6 stage-3 target tokens.
   assert cfg.lengths[2][1] < 8
   with pytest.raises(ValueError, match="cannot hold the 7-token SIDs"):

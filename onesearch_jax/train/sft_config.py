@@ -1,0 +1,238 @@
+"""The SFT schedule's config: ``SFTConfig``, its JSON form, and the ModelConfig
+a vocabulary + SID artefact imply.
+
+* ``SFTConfig``: the three stages (steps, lengths, task rates, optimizer
+  schedule); the defaults are the main job's (``MAIN_STAGE_TASKS``).
+* ``config_to_dict`` / ``config_from_dict``: the ``sft_config.json`` form (an
+  on-disk format, hashed by the pipeline's stage markers; see ``config_io``).
+* ``derive_model_config``: vocab_size, SID ranges (one per OPQ code of the
+  artefact, ``artefact_opq_subspaces``), Q-Former on/off from the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from typing import Any
+
+from onesearch_jax import config_io
+from onesearch_jax import sharding as sh
+from onesearch_jax.data import museq
+from onesearch_jax.data import vocab as vocab_lib
+from onesearch_jax.khqe import artefact
+from onesearch_jax.model.configs import ModelConfig
+from onesearch_jax.train import loop
+
+STAGES = ("stage1", "stage2", "stage3")
+
+# The main job's SFT task lists (docs/TRAINING.md, "The recipe"): SID targets
+# only; stage 2 adds query -> clicked-item SID pairs; title -> SID indexing is
+# replayed in stages 2 and 3 (rate = multiplier x the task's example count).
+# SFTConfig.stage_tasks defaults to it.
+MAIN_STAGE_TASKS = (
+  (("s1_title_to_sid", 1.0), ("s1_query_to_sid", 1.0)),
+  (("s2_query_to_sidi", 1.0), ("s2_sidq_to_sidi", 1.0), ("s1_title_to_sid", 0.5)),
+  (("s3_personal", 1.0), ("s3_window", 1.0), ("s1_title_to_sid", 0.2)),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTConfig:
+  """The three SFT stages; the defaults are the main job's schedule (the
+  data-efficient recipe of docs/TRAINING.md), which ``configs.sft_config()``
+  and gin/runs/main.gin reproduce.
+
+  Attributes:
+    model: the model sizes (default: the "main" preset); vocab_size,
+      sid_ranges, emb_placeholder_id, num_query_tokens and seq_feature_dim
+      are replaced by the values the vocabulary and SID artefact imply
+      (``derive_model_config``).
+    train: the per-stage loop settings (log/eval cadence, seed, loss,
+      optimizer, checkpoints); num_steps (1 here, a placeholder) and
+      optimizer.total_steps are set to each stage's steps.
+    mesh: device mesh and sharding rules.
+    steps: optimizer steps of stage 1, 2, 3.
+    batch_size: global batch size (split over hosts, then the data axes).
+    lengths: (inputs, targets) token lengths of stage 1, 2, 3; stage 3's
+      are also the eval set's.
+    eval_batches: batches of eval_click in the teacher-forced eval.
+    eval_batch_size: rows per eval batch.
+    museq: Mu-Seq settings and ablation switches.
+    sentencepiece: the text vocabulary's settings.
+    prefix: seqio task name prefix.
+    restrict_sid_levels: per-level SID softmax (``derive_model_config``).
+    shuffle_buffer: examples per task in the train shuffle buffer (0 = the
+      seqio task's own, 10,000); filling it is the cost of a stage's first
+      batch.
+    stage_tasks: per stage, ((task kind, rate multiplier), ...): the stage
+      samples each task with probability proportional to multiplier x its
+      number of examples (examples-proportional, as seqio's mixtures); a
+      kind of another stage may be listed (e.g. indexing replay of
+      "s1_title_to_sid" in stage 3). An empty tuple for a stage = its seqio
+      mixture ``{prefix}_stage{k}`` (every task of the stage at rate 1).
+    schedule: "per_stage" (each stage warms up and decays over its own
+      steps) or "continuous" (one warmup + decay over the sum of the steps,
+      later stages continue it: no re-warming).
+    sid_init: initialise the SID token embeddings (and logits columns) from
+      the KHQE codebooks before stage 1 (``train.sid_init``).
+    length_buckets: encoder-length bucket bounds of the train batches
+      (``model_batches.TrainBatches``): a batch holds one bucket's examples
+      and its encoder is cut to the bound. () = every batch padded to the
+      stage's input length. Multi-host runs pad every batch (logged).
+  """
+
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig.main)
+  train: loop.TrainConfig = loop.TrainConfig(num_steps=1)
+  mesh: sh.MeshConfig = sh.MeshConfig()
+  steps: tuple[int, int, int] = (100, 100, 2100)
+  batch_size: int = 32
+  # Hold every prompt of the default world with one-token labels (stage 1/2
+  # inputs <= 42, stage 3 / eval <= 108 tokens) and the 5-token SID + EOS
+  # targets; text targets need more: ((64, 40), (64, 40), (192, 6)).
+  lengths: tuple[tuple[int, int], ...] = ((48, 6), (48, 6), (112, 6))
+  eval_batches: int = 4
+  eval_batch_size: int = 64
+  museq: museq.MuSeqConfig = museq.MuSeqConfig()
+  sentencepiece: vocab_lib.SentencePieceConfig = vocab_lib.SentencePieceConfig()
+  prefix: str = "onesearch"
+  restrict_sid_levels: bool = True
+  shuffle_buffer: int = 2000
+  stage_tasks: tuple[tuple[tuple[str, float], ...], ...] = MAIN_STAGE_TASKS
+  schedule: str = "continuous"
+  sid_init: bool = False
+  length_buckets: tuple[int, ...] = (48, 64, 80, 96)
+
+  def __post_init__(self):
+    if any(int(b) <= 0 for b in self.length_buckets):
+      raise ValueError(
+        f"SFTConfig.length_buckets must be > 0, got {self.length_buckets}"
+      )
+    if len(self.stage_tasks) != 3:
+      raise ValueError(f"SFTConfig.stage_tasks needs 3 entries, got {self.stage_tasks}")
+    for entry in self.stage_tasks:
+      for kind, rate in entry:
+        if not isinstance(kind, str) or not float(rate) > 0:
+          raise ValueError(f"SFTConfig.stage_tasks: bad (kind, rate) {(kind, rate)}")
+    if self.schedule not in ("per_stage", "continuous"):
+      raise ValueError(
+        f"SFTConfig.schedule must be 'per_stage' or 'continuous', got {self.schedule!r}"
+      )
+    if len(self.steps) != 3 or min(self.steps) <= 0:
+      raise ValueError(f"SFTConfig.steps must be 3 positive ints, got {self.steps}")
+    if len(self.lengths) != 3 or any(len(x) != 2 or min(x) <= 0 for x in self.lengths):
+      raise ValueError(
+        f"SFTConfig.lengths must be 3 (inputs, targets) pairs, got {self.lengths}"
+      )
+    if self.lengths[2][1] < 4:
+      # run_sft checks the artefact's SID width (3 + opq_subspaces) + EOS.
+      raise ValueError("stage-3 targets length must be >= 4 (a 3-token SID + EOS)")
+    if self.batch_size <= 0 or self.eval_batch_size <= 0 or self.eval_batches < 0:
+      raise ValueError("batch sizes must be > 0 and eval_batches >= 0")
+    warm = self.train.optimizer.warmup_steps
+    shortest = sum(self.steps) if self.schedule == "continuous" else min(self.steps)
+    if self.train.optimizer.decay in ("cosine", "linear") and warm >= shortest:
+      raise ValueError(
+        f"optimizer.warmup_steps {warm} must be < {shortest} steps "
+        f"(schedule {self.schedule})"
+      )
+
+  def stage_train_config(self, k: int) -> loop.TrainConfig:
+    """The loop config of stage k (0-based)."""
+    n = self.steps[k]
+    if self.schedule == "continuous":
+      opt = dataclasses.replace(
+        self.train.optimizer,
+        total_steps=sum(self.steps),
+        step_offset=sum(self.steps[:k]),
+      )
+    else:
+      opt = dataclasses.replace(self.train.optimizer, total_steps=n)
+    return dataclasses.replace(self.train, num_steps=n, optimizer=opt)
+
+
+# ------------------------------------------------------------ config io
+
+
+# What an sft_config.json written before these fields existed ran with.
+_ABSENT_IN_OLD_FILES = {
+  "stage_tasks": ((), (), ()),
+  "schedule": "per_stage",
+  "sid_init": False,
+  "length_buckets": (),
+}
+
+
+def config_to_dict(cfg: SFTConfig) -> dict[str, Any]:
+  """JSON-able form (``config_from_dict`` inverts it)."""
+  return config_io.to_dict(cfg)
+
+
+def config_from_dict(raw: dict[str, Any]) -> SFTConfig:
+  """Inverse of ``config_to_dict``."""
+  return config_io.from_dict(SFTConfig, raw, absent=_ABSENT_IN_OLD_FILES)
+
+
+OPQ_SUBSPACES = 2  # the paper's SIDs <a><b><c><d><d'>: two OPQ codes share d_
+
+
+def artefact_opq_subspaces(sid_dir: str | os.PathLike) -> int:
+  """OPQ codes per SID of a KHQE artefact (its quantizer's opq_subspaces)."""
+  try:
+    return int(artefact.read_config(sid_dir)["quantizer"]["opq_subspaces"])
+  except (OSError, KeyError, ValueError) as e:
+    path = pathlib.Path(sid_dir) / "config.json"
+    raise ValueError(f"{path}: no quantizer.opq_subspaces ({e})") from e
+
+
+def derive_model_config(
+  base: ModelConfig,
+  vocabulary: vocab_lib.OneSearchVocabulary,
+  config: museq.MuSeqConfig,
+  long_seq_dim: int,
+  *,
+  restrict_sid_levels: bool = True,
+  n_opq: int = OPQ_SUBSPACES,
+) -> ModelConfig:
+  """The model for this vocabulary and these prompts.
+
+  Args:
+    base: sizes (d_model, layers, ...).
+    vocabulary: gives vocab_size and the SID ranges: a, b, c, then one per
+      OPQ code, each an equal slice of the ``d_`` range (the paper's 5-token
+      SIDs: d = the first half, d' = the second, offset by opq_codes = 256).
+    config: with ``use_long_seq`` the prompts carry ``n_emb_tokens`` [EMB]
+      placeholders, replaced by as many Q-Former outputs (at least one
+      Q-Former layer); without it the Q-Former is off.
+    long_seq_dim: D of the long-seq feature (the SID artefact's centroids).
+    restrict_sid_levels: softmax over the current level's range for SID
+      targets (train loss and decoding).
+    n_opq: OPQ codes per SID (the artefact's opq_subspaces; 0 = 3-token SIDs).
+
+  Returns:
+    The ModelConfig.
+  """
+  d = vocabulary.level_range("d")
+  if (n_opq == 0) != (len(d) == 0) or (n_opq and len(d) % n_opq):
+    raise ValueError(f"d token range of {len(d)} ids does not hold {n_opq} OPQ codes")
+  per = len(d) // max(n_opq, 1)
+  ranges = [
+    (vocabulary.level_range(p).start, vocabulary.level_range(p).stop)
+    for p in ("a", "b", "c")
+  ]
+  ranges += [(d.start + j * per, d.start + (j + 1) * per) for j in range(n_opq)]
+  kw: dict[str, Any] = dict(
+    vocab_size=vocabulary.vocab_size,
+    sid_ranges=tuple(ranges),
+    seq_feature_dim=int(long_seq_dim),
+    restrict_sid_levels=restrict_sid_levels,
+  )
+  if config.use_long_seq:
+    kw.update(
+      emb_placeholder_id=vocabulary.token_id("[EMB]"),
+      num_query_tokens=config.n_emb_tokens,
+      qformer_layers=max(base.qformer_layers, 1),
+    )
+  else:
+    kw.update(emb_placeholder_id=-1, qformer_layers=0)
+  return dataclasses.replace(base, **kw)

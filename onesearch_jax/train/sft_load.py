@@ -1,0 +1,113 @@
+"""Reading a finished (or running) SFT output directory, for evaluation.
+
+``read_config(out_dir)`` / ``read_model_config(out_dir)`` give the run's
+SFTConfig and derived ModelConfig; ``load_trained(out_dir)`` the stage-3
+model, vocabulary and ModelConfig on one device; ``eval_inputs(out_dir,
+kind, batch_size)`` the encoder inputs with per-row session metadata.
+A stage is finished when ``out_dir/stage{k}/result.json`` (``RESULT``) exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+from onesearch_jax import config_io
+from onesearch_jax import sharding as sh
+from onesearch_jax.data import eval_batches, model_batches
+from onesearch_jax.data import vocab as vocab_lib
+from onesearch_jax.model.configs import ModelConfig
+from onesearch_jax.model.transformer import EncoderDecoder
+from onesearch_jax.train import checkpoints, state
+from onesearch_jax.train.sft_config import STAGES, SFTConfig, config_from_dict
+
+RESULT = "result.json"
+
+
+def read_config(out_dir: str | pathlib.Path) -> SFTConfig:
+  """The SFTConfig a run in out_dir used."""
+  path = pathlib.Path(out_dir) / "sft_config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path}: missing (not a training output directory?)")
+  return config_from_dict(json.loads(path.read_text()))
+
+
+def read_model_config(out_dir: str | os.PathLike) -> ModelConfig:
+  """The ModelConfig a training run derived (``out_dir/model_config.json``)."""
+  path = pathlib.Path(out_dir) / "model_config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path}: missing (not a training output directory?)")
+  raw = json.loads(path.read_text())
+  return config_io.from_dict(ModelConfig, raw)
+
+
+def load_trained(
+  out_dir: str | pathlib.Path, stage: str = "stage3"
+) -> tuple[EncoderDecoder, vocab_lib.OneSearchVocabulary, ModelConfig]:
+  """The trained model of a finished stage, on one device.
+
+  Args:
+    out_dir: a ``run_sft`` output directory.
+    stage: which stage's final parameters (default: the last).
+
+  Returns:
+    (model with the stage's final parameters, the vocabulary, the ModelConfig).
+
+  Raises:
+    FileNotFoundError: the stage did not finish.
+  """
+  out_dir = pathlib.Path(out_dir)
+  if stage not in STAGES:
+    raise ValueError(f"stage {stage!r} not in {STAGES}")
+  if not (out_dir / stage / RESULT).exists():
+    raise FileNotFoundError(f"{out_dir / stage}: the stage has not finished")
+  cfg = read_config(out_dir)
+  model_cfg = read_model_config(out_dir)
+  spec = model_batches.read_spec(out_dir)
+  vocabulary = vocab_lib.OneSearchVocabulary.load(spec.vocab_dir)
+  mesh = sh.single_device_mesh()
+  k = STAGES.index(stage)
+  opt = cfg.stage_train_config(k).optimizer
+  ts = state.create_train_state(model_cfg, opt, mesh, sh.DP_RULES, seed=0)
+  ckpt = checkpoints.Checkpointer(out_dir / stage / "checkpoints")
+  try:
+    # Exactly the stage's final step: a damaged final checkpoint is an
+    # error here, never a silent fallback to an earlier step.
+    ts, _ = ckpt.restore(ts, step=cfg.steps[k])
+  finally:
+    ckpt.close()
+  model, _ = ts.merge()
+  return model, vocabulary, model_cfg
+
+
+def eval_inputs(
+  source: str | pathlib.Path | Any,
+  kind: str = "eval_click",
+  batch_size: int = 64,
+  **kw,
+) -> Iterator[tuple[dict, list[dict]]]:
+  """Encoder inputs + per-row metadata of an eval task (file order).
+
+  Args:
+    source: a ``run_sft`` output directory (its tasks are re-registered with
+      the saved vocabulary; the encoder length is the run's stage-3 one) or a
+      ``tasks.RegisteredTasks``.
+    kind: "eval_click" or "eval_order".
+    batch_size: rows per batch.
+    **kw: ``data.eval_batches.eval_inputs`` options (inputs_length,
+      long_seq, shard_info, pad_last).
+
+  Returns:
+    Iterator of (batch, metas); see ``data.eval_batches.eval_inputs``.
+  """
+  if isinstance(source, str | pathlib.Path):
+    spec = model_batches.read_spec(source)
+    registered = model_batches.register_from_spec(spec)
+    kw.setdefault("inputs_length", spec.eval_inputs_length)
+    kw.setdefault("long_seq", read_config(source).museq.use_long_seq)
+  else:
+    registered = source
+  return eval_batches.eval_inputs(registered, kind, batch_size, **kw)
