@@ -37,8 +37,9 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from onesearch_jax import sharding as sh
+from onesearch_jax.decoding import beam_step
 from onesearch_jax.decoding.trie import TrieIndex
-from onesearch_jax.model import layers, sid_levels
+from onesearch_jax.model import layers
 from onesearch_jax.model.transformer import EncoderDecoder
 
 _BATCH_KEYS = ("encoder_input_tokens", "long_seq_features")
@@ -65,225 +66,6 @@ class BeamResult:
   sid_index: jax.Array
 
 
-def level_layout(
-  model: EncoderDecoder, trie: TrieIndex | None
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
-  """(token_offsets, level_sizes): the trie's, else the model's sid_ranges."""
-  if trie is not None:
-    return trie.token_offsets, trie.level_sizes
-  ranges = model.cfg.sid_ranges
-  if not ranges:
-    raise ValueError("unconstrained beam search needs ModelConfig.sid_ranges")
-  return tuple(a for a, _ in ranges), tuple(e - a for a, e in ranges)
-
-
-def _check_level(model: EncoderDecoder, level: int, offset: int, size: int):
-  """The static vocab slice of level `level`'s logits (None: full vocabulary)."""
-  cfg = model.cfg
-  vocab = cfg.vocab_size
-  if offset < 0 or offset + size > vocab:
-    raise ValueError(f"level {level} ids [{offset}, {offset + size}) outside V={vocab}")
-  if cfg.restrict_sid_levels and level < len(cfg.sid_ranges):
-    a, e = cfg.sid_ranges[level]
-    if not (a <= offset and offset + size <= e):
-      raise ValueError(
-        f"level {level} ids [{offset}, {offset + size}) outside the model's "
-        f"restricted range sid_ranges[{level}] = {(a, e)}"
-      )
-    return (a, e)
-  return None
-
-
-def _decoder_step(model, tokens, kv, cross, cross_bias, pos, vocab_slice):
-  """One decoder step of every beam, self-attention cache per position.
-
-  The same function as `EncoderDecoder.beam_decode_step` at position `pos`
-  (static here), with a cheaper cache: it holds only the pos filled
-  positions, position 0 (BOS, identical for the beams of a query) once per
-  query, and the attention over the pos + 1 positions is elementwise (no
-  masked slots, no [B*W, S, H, K] cache reorder or update).
-
-  Args:
-    model: the EncoderDecoder.
-    tokens: [B, W_in] int32 tokens at position `pos` (W_in = 1 at pos 0:
-      the BOS beam, token 0).
-    kv: per decoder layer (k0, v0 [B, 1, H, K], k_prev, v_prev
-      [B, W_in, pos - 1, H, K] (positions 1..pos-1, None when pos <= 1));
-      ignored at pos 0.
-    cross: per layer (k, v) [B, L, H, K] from `model.cross_kv`.
-    cross_bias: [B, 1, 1, L] additive encoder padding mask.
-    pos: the decoder position (static int).
-    vocab_slice: (start, end) static logit columns, or None (all).
-
-  Returns:
-    (logits [B, W_in, V'] float32, per layer (k0, v0, k_rest, v_rest) where
-    k_rest [B, W_in, pos, H, K] holds positions 1..pos (None at pos 0): the
-    cache of the next step once its beams are gathered by parent).
-  """
-  x = model.embed(jnp.asarray(tokens))  # [B, W_in, D]
-  bias = model.dec_rel(jnp.asarray([pos]), jnp.arange(pos + 1))  # [1, H, 1, P]
-  bias = jnp.transpose(bias[0, :, 0, :])  # [P, H]
-  out_kv = []
-  for layer, lkv, (ck, cv) in zip(model.dec_layers, kv, cross, strict=True):
-    att = layer.self_attn
-    dt = att.dtype
-    h = layer.norm_self(x)
-    k_new, v_new = att.project_kv(h)  # [B, W_in, H, K]
-    if pos == 0:
-      k0, v0, k_rest, v_rest = k_new, v_new, None, None
-    else:
-      k0, v0, k_prev, v_prev = lkv
-      k_rest, v_rest = k_new[:, :, None], v_new[:, :, None]
-      if k_prev is not None:
-        k_rest = jnp.concatenate([k_prev, k_rest], axis=2)
-        v_rest = jnp.concatenate([v_prev, v_rest], axis=2)
-    q = jnp.einsum("bwd,dhk->bwhk", h, att.query[...].astype(dt))
-    q = sh.constrain(q, (sh.BATCH, sh.LENGTH, sh.ACT_HEADS, sh.ACT_KV))
-    parts = [jnp.sum(q * k0, axis=-1)[:, :, None]]  # [B, W_in, 1, H]
-    if k_rest is not None:
-      parts.append(jnp.sum(q[:, :, None] * k_rest, axis=-1))  # [B, W_in, pos, H]
-    logits = jnp.concatenate(parts, axis=2).astype(jnp.float32)
-    logits = logits * (att.head_dim**-0.5) + bias
-    weights = jax.nn.softmax(logits, axis=2).astype(dt)  # [B, W_in, P, H]
-    ctx = weights[:, :, 0, :, None] * v0
-    if v_rest is not None:
-      ctx = ctx + jnp.sum(weights[:, :, 1:, :, None] * v_rest, axis=2)
-    x = x + jnp.einsum("bwhk,hkd->bwd", ctx, att.out[...].astype(dt))
-    x = x + layer.cross_attn.attend(layer.norm_cross(x), ck, cv, cross_bias)
-    x = x + layer.mlp(layer.norm_mlp(x))
-    x = sh.constrain(x, (sh.BATCH, sh.LENGTH, sh.ACT_EMBED))
-    out_kv.append((k0, v0, k_rest, v_rest))
-  x = model.dec_norm(x)
-  if vocab_slice is not None:
-    return model.logits_slice(x, *vocab_slice), out_kv
-  logits = model.logits(x)
-  if model.cfg.restrict_sid_levels:
-    level = sid_levels.decode_step_level(jnp.asarray(pos), model.cfg.sid_ranges)
-    logits = sid_levels.restrict_logits(
-      logits, jnp.broadcast_to(level, logits.shape[:2]), model.cfg.sid_ranges
-    )
-  return logits, out_kv
-
-
-def level_log_probs(
-  model: EncoderDecoder,
-  tokens: jax.Array,
-  kv,
-  cross_kv,
-  cross_bias: jax.Array,
-  level: int,
-  offset: int,
-  size: int,
-):
-  """Log-probs of level `level`'s codes for every beam, and the new cache.
-
-  Args:
-    tokens: [B, W_in] previous tokens ([B, 1] BOS = 0 at level 0).
-    kv: the per-position cache (`_decoder_step`).
-    cross_kv: `model.cross_kv(encoder_out)`.
-    cross_bias: [B, 1, 1, L] encoder padding bias.
-    level, offset, size: the level, its first vocabulary id and code count.
-
-  Returns:
-    (log_probs [B, W_in, size] float32, cache). With `restrict_sid_levels`
-    only the level's range is computed and normalised (as `decode_step`).
-  """
-  vs = _check_level(model, level, offset, size)
-  logits, kv = _decoder_step(model, tokens, kv, cross_kv, cross_bias, level, vs)
-  lp = jax.nn.log_softmax(logits, axis=-1)
-  start = offset - (vs[0] if vs is not None else 0)
-  return lp[..., start : start + size], kv
-
-
-def node_allowance(trie: TrieIndex, allowed_items: jax.Array) -> list[jax.Array]:
-  """Per-request allowance of every trie node (node-major layout).
-
-  Bottom-up: leaves = segment-max of the items' flags over item_sid, then
-  each depth = segment-max of its children over `parent` (sorted ids).
-
-  Args:
-    trie: the trie (its item_sid maps items to leaves).
-    allowed_items: [B, N] bool, N = len(trie.item_sid).
-
-  Returns:
-    allowed[l] for l = 0..S: [n_l, B] bool, True where at least one allowed
-    item lies below the node (l = S: the leaves, i.e. SIDs).
-  """
-  item_sid = jnp.asarray(trie.item_sid)
-  if allowed_items.shape[1] != item_sid.shape[0]:
-    raise ValueError(
-      f"allowed_items has {allowed_items.shape[1]} items, the trie {item_sid.shape[0]}"
-    )
-  flags = jnp.asarray(allowed_items, bool).T  # [N, B]
-  out = [jax.ops.segment_max(flags, item_sid, trie.num_nodes[-1])]
-  for lvl in range(trie.depth - 1, -1, -1):
-    out.insert(
-      0,
-      jax.ops.segment_max(
-        out[0], jnp.asarray(trie.parent[lvl]), trie.num_nodes[lvl],
-        indices_are_sorted=True,
-      ),
-    )  # fmt: skip
-  return out
-
-
-def _gather_beams(x: jax.Array, parent: jax.Array) -> jax.Array:
-  """x [B, W_in, ...] -> [B, W_out, ...]: rows parent [B, W_out] of each query."""
-  return jax.vmap(lambda row, p: row[p])(x, parent)
-
-
-def _candidates(trie, lvl, node, lp, size):
-  """Children of every beam: (child ids or None, codes or None, log-probs, valid).
-
-  node [B, W_in] -> shapes [B, W_in, C]; C = V_l on dense depths and
-  unconstrained (codes None: the code is the column), K_l on CSR.
-  """
-  if trie is None:
-    return None, None, lp, None
-  if lvl < trie.dense_levels:
-    child = jnp.asarray(trie.dense_child[lvl])[node]  # [B, W_in, V_l]
-    return child, None, lp, child >= 0
-  k = trie.max_fanout[lvl]
-  ptr = jnp.asarray(trie.indptr[lvl])
-  cc = jnp.asarray(trie.child_code[lvl])
-  child = ptr[node][..., None] + jnp.arange(k, dtype=jnp.int32)
-  valid = child < ptr[node + 1][..., None]
-  child = jnp.where(valid, child, 0)
-  codes = cc[child].astype(jnp.int32)
-  cand_lp = jnp.take_along_axis(lp, codes, axis=-1)
-  return jnp.where(valid, child, -1), codes, cand_lp, valid
-
-
-def _per_query_take(table: jax.Array, idx: jax.Array) -> jax.Array:
-  """table [B, M], idx [B, ...] (clipped to [0, M)) -> table[b, idx[b, ...]]."""
-  b = idx.shape[0]
-  flat = jnp.clip(idx, 0, table.shape[1] - 1).reshape(b, -1)
-  return jnp.take_along_axis(table, flat, axis=1).reshape(idx.shape)
-
-
-def beams_per_level(
-  trie: TrieIndex | None, sizes: Sequence[int], beam_size: int, num_steps: int
-) -> tuple[int, ...]:
-  """Static number of beam slots entering each step and leaving the last.
-
-  (1, W_1, ..., W_S'): W_{l+1} = min(W, W_l * C_l, n_{l+1}) where C_l is
-  the candidates per beam and n_{l+1} bounds the distinct prefixes of length
-  l + 1 (the trie's node count, or prod V_<=l unconstrained). Beams are
-  distinct prefixes, so slots beyond it could only hold padding.
-  """
-  out, prefixes = [1], 1
-  for lvl in range(num_steps):
-    prefixes *= sizes[lvl]
-    c = sizes[lvl]
-    bound = prefixes
-    if trie is not None:
-      bound = trie.num_nodes[lvl + 1]
-      if lvl >= trie.dense_levels:
-        c = trie.max_fanout[lvl]
-    out.append(min(beam_size, out[-1] * c, bound))
-  return tuple(out)
-
-
 def _beam_loop(
   model, trie, cross, enc_mask, allowed, level_masks, *, w, s, offsets, sizes
 ) -> BeamResult:
@@ -305,7 +87,7 @@ def _beam_loop(
     BeamResult, [B, W, S'] / [B, W].
   """
   b = enc_mask.shape[0]
-  slots = beams_per_level(trie, sizes, w, s)
+  slots = beam_step.beams_per_level(trie, sizes, w, s)
   cross_bias = jnp.where(enc_mask, 0.0, layers.NEG_INF).astype(jnp.float32)
   cross_bias = cross_bias[:, None, None, :]  # [B, 1, 1, L]
   kv = [None] * len(cross)
@@ -317,14 +99,16 @@ def _beam_loop(
   neg_inf = jnp.float32(-jnp.inf)
   for lvl in range(s):
     w_in, w_out = beam_node.shape[1], slots[lvl + 1]
-    lp, kv = level_log_probs(
+    lp, kv = beam_step.level_log_probs(
       model, beam_tokens, kv, cross, cross_bias, lvl, offsets[lvl], sizes[lvl]
     )  # lp [B, W_in, V_l]
     # Each [B, W_in, C] (child, codes: None where the column is the code).
-    child, codes, cand_lp, valid = _candidates(trie, lvl, beam_node, lp, sizes[lvl])
+    child, codes, cand_lp, valid = beam_step.candidates(
+      trie, lvl, beam_node, lp, sizes[lvl]
+    )
     c = cand_lp.shape[-1]
     if allowed is not None:
-      ok = _per_query_take(allowed[lvl], child)
+      ok = beam_step.per_query_take(allowed[lvl], child)
       valid = ok if valid is None else valid & ok
     if level_masks is not None and level_masks[lvl] is not None:
       mask = jnp.asarray(level_masks[lvl])  # [B, V_l]
@@ -335,7 +119,7 @@ def _beam_loop(
       if codes is None:
         ok = jnp.broadcast_to(mask[:, None, :], (b, w_in, c))
       else:
-        ok = _per_query_take(mask, codes)
+        ok = beam_step.per_query_take(mask, codes)
       valid = ok if valid is None else valid & ok
     cand = beam_scores[..., None] + cand_lp  # [B, W_in, C]
     if valid is not None:
@@ -350,7 +134,7 @@ def _beam_loop(
       new_code = jnp.take_along_axis(codes.reshape(b, -1), top_i, 1)
     new_code = jnp.where(alive, new_code, -1)  # [B, W_out]
     beam_codes = jnp.concatenate(
-      [_gather_beams(beam_codes, parent), new_code[..., None]], axis=-1
+      [beam_step.gather_beams(beam_codes, parent), new_code[..., None]], axis=-1
     )  # [B, W_out, l + 1]
     if child is not None:
       new_node = jnp.take_along_axis(child.reshape(b, -1), top_i, 1)
@@ -361,7 +145,11 @@ def _beam_loop(
     beam_tokens = jnp.where(alive, offsets[lvl] + new_code, 0).astype(jnp.int32)
     if lvl + 1 < s:  # the next step's cache: positions 1..l + 1 by parent
       kv = [
-        (k0, v0, *(None if a is None else _gather_beams(a, parent) for a in (kr, vr)))
+        (
+          k0,
+          v0,
+          *(None if a is None else beam_step.gather_beams(a, parent) for a in (kr, vr)),
+        )
         for k0, v0, kr, vr in kv
       ]
   # [B, W_S'] -> padded to [B, W] below.
@@ -443,7 +231,7 @@ def search(
   Returns:
     BeamResult with S' = num_steps columns.
   """
-  offsets, sizes = level_layout(model, trie)
+  offsets, sizes = beam_step.level_layout(model, trie)
   s = len(sizes) if num_steps is None else int(num_steps)
   if not 1 <= s <= len(sizes):
     raise ValueError(f"num_steps {num_steps} not in [1, {len(sizes)}]")
@@ -454,13 +242,13 @@ def search(
   if level_masks is not None and len(level_masks) < s:
     raise ValueError(f"level_masks has {len(level_masks)} entries for {s} steps")
   for lvl in range(s):
-    _check_level(model, lvl, offsets[lvl], sizes[lvl])
+    beam_step.check_level(model, lvl, offsets[lvl], sizes[lvl])
   enc_out, enc_mask = model.encode(batch)
   cross = model.cross_kv(enc_out)
   b = enc_out.shape[0]
   allowed = None
   if allowed_items is not None:  # [B, n_l] per depth l = 1..S'
-    allowed = [a.T for a in node_allowance(trie, allowed_items)[1 : s + 1]]
+    allowed = [a.T for a in beam_step.node_allowance(trie, allowed_items)[1 : s + 1]]
   masks = None
   if level_masks is not None:
     masks = [None if m is None else jnp.asarray(m) for m in level_masks[:s]]

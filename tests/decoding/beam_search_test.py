@@ -253,12 +253,13 @@ def test_query_blocks_equal_one_block(block):
 
 def test_beam_slots_per_level_are_bounded_by_distinct_prefixes():
   bs = importlib.import_module("onesearch_jax.decoding.beam_search")
+  step = importlib.import_module("onesearch_jax.decoding.beam_step")
   codes = random_codes(7, 30)
   trie = build_trie(codes, SIZES, OFFSETS, dense_levels=1)
   n = trie.num_nodes
-  assert bs.beams_per_level(trie, SIZES, 1000, 3) == (1, n[1], n[2], n[3])
-  assert bs.beams_per_level(trie, SIZES, 5, 3) == (1, min(5, n[1]), 5, 5)
-  assert bs.beams_per_level(None, SIZES, 10, 2) == (1, 4, 10)
+  assert step.beams_per_level(trie, SIZES, 1000, 3) == (1, n[1], n[2], n[3])
+  assert step.beams_per_level(trie, SIZES, 5, 3) == (1, min(5, n[1]), 5, 5)
+  assert step.beams_per_level(None, SIZES, 10, 2) == (1, 4, 10)
   assert bs.num_query_blocks(32, 4) == 8
   assert bs.num_query_blocks(32, 3) == 8  # 32 / 3 -> 10 -> largest divisor 8
   assert bs.num_query_blocks(32, 4, shards=8) == 1
