@@ -30,9 +30,10 @@ import time
 def time_phases() -> tuple[dict[str, float], dict[str, int]]:
   """Wraps the functions the eval stage calls: (seconds, calls) per phase,
   filled as the stage runs (also usable around ``run.py --mode=eval``)."""
+  from onesearch_jax import generator as generator_lib
   from onesearch_jax.eval import evaluate, examples, generative
-  from onesearch_jax.pars import stage as pars_stage
-  from onesearch_jax.train import sft
+  from onesearch_jax.pars import beam_rerank
+  from onesearch_jax.train import sft_load
 
   times: dict[str, float] = collections.defaultdict(float)
   calls: dict[str, int] = collections.defaultdict(int)
@@ -57,11 +58,11 @@ def time_phases() -> tuple[dict[str, float], dict[str, int]]:
     wrap(generative, "decode_sets", "beam decode (all models, sets)")
   wrap(generative, "beam_recall_vs_exact", "beam recall vs exhaustive")
   wrap(generative, "rank_eval_set", "ranking from beams (SID -> items)")
-  wrap(pars_stage, "load_phase_model", "load pars phase models")
-  wrap(pars_stage, "beam_reranker", "RM re-ranker build")
-  wrap(pars_stage.BeamReranker, "__call__", "RM re-rank of beams")
+  wrap(generator_lib, "load_phase_model", "load pars phase models")
+  wrap(beam_rerank, "beam_reranker", "RM re-ranker build")
+  wrap(beam_rerank.BeamReranker, "__call__", "RM re-rank of beams")
   wrap(evaluate, "evaluate_rankings", "metrics (evaluate_rankings)")
-  wrap(sft, "load_trained", "load SFT model")
+  wrap(sft_load, "load_trained", "load SFT model")
   return times, calls
 
 

@@ -3,13 +3,12 @@
 ``Searcher`` bundles what serving one request needs, built once from a
 workdir (``sids/`` + a finished ``train/``) and the world it was trained on:
 
-* the trained model (``train.sft_load.load_trained``) and its vocabulary;
-* the stage-3 prompts of requests (``data.session_prompts.SessionPrompter``:
-  an eval example at the request time; unknown users get Mu-Seq's cold
-  start);
-* the catalogue trie and the jitted constrained beam search
-  (``decoding.build_trie`` / ``decoding.make_beam_search``), compiled once
-  for ``[batch_size, L]`` (short batches are padded with copies of row 0);
+* the workdir's generator (``generator.load_generator``: the trained model,
+  its vocabulary, the catalogue trie and the jitted constrained beam search,
+  compiled once for ``[batch_size, L]``; short batches are padded with
+  copies of row 0);
+* the stage-3 prompts of requests (``Generator.prompter``: an eval example
+  at the request time; unknown users get Mu-Seq's cold start);
 * the SID -> items multimap (``eval.sid_items.SidItemIndex``: collisions in
   popularity order) and the item rows of the world (titles).
 
@@ -30,12 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from onesearch_jax import decoding
-from onesearch_jax.data import model_batches, session_prompts, world_source
-from onesearch_jax.data.sid_table import SIDTable, sid_string
+from onesearch_jax import generator as generator_lib
+from onesearch_jax.data import session_prompts, world_source
+from onesearch_jax.data.sid_table import sid_string
 from onesearch_jax.eval.sid_items import SidItemIndex
 from onesearch_jax.stages.workdir import Workdir
-from onesearch_jax.train import sft_load
 
 # The user id of a request without one: a user the world must not contain.
 COLD_START_USER = "__cold_start__"
@@ -76,9 +74,11 @@ class Searcher:
     stage: which SFT stage's parameters (default the last).
 
   Attributes:
-    model, vocabulary, model_config: ``sft_load.load_trained``'s.
+    generator: the workdir's ``generator.Generator``; ``model``,
+      ``vocabulary``, ``model_config``, ``table`` (the SID table), ``trie``
+      are its.
     prompter: the SessionPrompter of requests.
-    table: the SID table; ``index``: SID -> items; ``trie``: the catalogue trie.
+    index: SID -> items.
     items: item id -> the world's item row.
     unique_codes: [U, L] the SIDs in ``sid_index`` order.
   """
@@ -96,16 +96,17 @@ class Searcher:
       raise ValueError(
         f"Searcher: beam_size and batch_size must be >= 1 ({beam_size}, {batch_size})"
       )
-    wd = Workdir.of(workdir)
-    train_dir = wd.train
     self.beam_size = int(beam_size)
     self.batch_size = int(batch_size)
-    self.model, self.vocabulary, self.model_config = sft_load.load_trained(
-      train_dir, stage
+    self.generator = generator_lib.load_generator(
+      workdir, beam_size=self.beam_size, stage=stage, batch_size=self.batch_size
     )
-    spec = model_batches.read_spec(train_dir)
-    art = wd.sid_artefact()
-    self.table = SIDTable.from_artefact(wd.sids)
+    self.model = self.generator.model
+    self.vocabulary = self.generator.vocabulary
+    self.model_config = self.generator.model_config
+    self.table = self.generator.table
+    self.trie = self.generator.trie
+    self.unique_codes = self.generator.unique_codes
     world = world_source.read_world(world_dir)
     self.items: dict[str, dict[str, Any]] = {r["item_id"]: r for r in world.items}
     self.users = frozenset(r["user_id"] for r in world.users)
@@ -114,20 +115,8 @@ class Searcher:
         f"{world_dir}: the world has a user {COLD_START_USER!r}, the id reserved "
         "for cold-start requests"
       )
-    self.prompter = session_prompts.SessionPrompter(
-      world,
-      self.table,
-      self.vocabulary,
-      sft_load.read_config(train_dir).museq,
-      inputs_length=spec.eval_inputs_length,
-    )
-    codes = np.asarray(art.item_codes)
-    self.trie = decoding.catalogue_trie(codes, self.model_config.sid_ranges)
-    self.searcher = decoding.make_beam_search(
-      self.model, self.trie, beam_size=self.beam_size
-    )
-    self.index = SidItemIndex.from_artefact(art)
-    self.unique_codes = decoding.unique_sids(codes)
+    self.prompter = self.generator.prompter(world)
+    self.index = SidItemIndex.from_artefact(Workdir.of(workdir).sid_artefact())
     missing = [i for i in self.index.item_ids if i not in self.items]
     if missing:
       raise ValueError(
@@ -166,16 +155,9 @@ class Searcher:
   def _search_chunk(
     self, chunk: list[session_prompts.Request], top_k: int
   ) -> list[SearchResult]:
-    batch = self.prompter.for_requests(chunk)
-    n = len(chunk)
-    if n < self.batch_size:  # one compiled shape: pad with copies of row 0
-      batch = {
-        k: np.concatenate([v, np.repeat(v[:1], self.batch_size - n, axis=0)])
-        for k, v in batch.items()
-      }
-    res = self.searcher(batch)
-    sid = np.asarray(res.sid_index)[:n]
-    scores = np.asarray(res.scores)[:n]
+    res = self.generator(self.prompter.for_requests(chunk))
+    sid = np.asarray(res.sid_index)
+    scores = np.asarray(res.scores)
     rows = self.index.expand(sid, top_k)
     results = []
     for i, req in enumerate(chunk):

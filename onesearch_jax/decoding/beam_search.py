@@ -320,6 +320,13 @@ class BeamSearcher:
     out.fn = self.fn
     return out
 
+  def with_model(self, model: EncoderDecoder) -> BeamSearcher:
+    """Same compiled search with another model of the same shapes: its state
+    is placed like this one's (replicated on the mesh); no recompile."""
+    out = dataclasses.replace(self, state=self._place(nnx.state(model)))
+    out.fn = self.fn
+    return out
+
   def _place(self, tree):
     if tree is None:
       return None
@@ -368,8 +375,8 @@ def make_beam_search(
   """Compiles (lazily, on the first call) a reusable beam search.
 
   Args:
-    model: the EncoderDecoder; its state is captured now (call again or use
-      `BeamSearcher.state = nnx.state(model)` after training further).
+    model: the EncoderDecoder; its state is captured now (`with_model`
+      swaps in another model of the same shapes, e.g. after training further).
     trie: catalogue trie (constrained) or None (unconstrained).
     beam_size: W (1..512 and more; cost grows with W * K_l).
     num_steps: SID steps (default: all levels).

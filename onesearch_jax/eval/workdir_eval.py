@@ -14,12 +14,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from flax import nnx
 
-from onesearch_jax import decoding
+from onesearch_jax import generator as generator_lib
 from onesearch_jax.eval import evaluate, examples, generative
 from onesearch_jax.eval.sid_items import SidItemIndex
-from onesearch_jax.pars import stage as pars_stage
+from onesearch_jax.pars import beam_rerank
 from onesearch_jax.stages.workdir import Workdir
 from onesearch_jax.train import sft_load
 
@@ -59,9 +58,16 @@ def score_workdir(
   log: Callable[[str], None] = print,
 ) -> tuple[Any, dict, dict]:
   """``evaluate_workdir`` with its inputs: (eval set, rankings, results)."""
-  models, rerankers = workdir_models(workdir, world_dir, pars, log=log)
+  generator = generator_lib.load_generator(workdir, beam_size=eval_cfg.beam_size)
+  models, rerankers = workdir_models(workdir, world_dir, generator, pars, log=log)
   eval_set, rankings, diags = rank_workdir(
-    workdir, world_dir, eval_cfg, models=models, rerankers=rerankers, log=log
+    workdir,
+    world_dir,
+    eval_cfg,
+    generator=generator,
+    models=models,
+    rerankers=rerankers,
+    log=log,
   )
   results = evaluate.evaluate_rankings(
     eval_set, rankings, ks=eval_cfg.ks, diagnostics=diags
@@ -72,11 +78,20 @@ def score_workdir(
 def workdir_models(
   workdir: Workdir | pathlib.Path,
   world_dir: pathlib.Path,
+  generator: generator_lib.Generator,
   pars: Any = None,
   *,
   log: Callable[[str], None] = print,
 ) -> tuple[list[tuple[str, Any]], list[tuple[str, str, Callable]]]:
   """The generative variants of a workdir, for ``rank_workdir``.
+
+  Args:
+    workdir: holds train/ and, with ``pars``, pars/.
+    world_dir: the world.
+    generator: the workdir's generator (``generator.load_generator``): its
+      model is the "onesearch" row.
+    pars: the pars stage's StageConfig (None: the SFT model only).
+    log: progress printer.
 
   Returns:
     ([(name, EncoderDecoder)]: "onesearch" and each PARS phase with a
@@ -85,23 +100,26 @@ def workdir_models(
     "onesearch+pars2+rm" (of the last phase's beams)).
   """
   wd = Workdir.of(workdir)
-  model, _, model_cfg = sft_load.load_trained(wd.train)
-  models: list[tuple[str, Any]] = [("onesearch", model)]
+  models: list[tuple[str, Any]] = [("onesearch", generator.model)]
   rerankers: list[tuple[str, str, Callable]] = []
   if pars is None:
     return models, rerankers
-  phases = pars_stage.existing_phases(wd.pars)
+  phases = generator_lib.existing_phases(wd.pars)
+  optimizers = {
+    "pars1": pars.pars.phase1.optimizer,
+    "pars2": pars.pars.phase2.optimizer,
+  }
   for phase in phases:
-    models.append(
-      (
-        f"onesearch+{phase}",
-        pars_stage.load_phase_model(wd.pars, phase, pars, model_cfg),
-      )
-    )
+    model = generator_lib.load_phase_model(wd, phase, optimizers[phase])
+    models.append((f"onesearch+{phase}", model))
   if pars.rerank:
-    unique = decoding.unique_sids(np.asarray(wd.sid_artefact().item_codes))
-    fn = pars_stage.beam_reranker(
-      world_dir, wd.sids, wd.pars, pars, model_cfg, unique, log=log
+    fn = beam_rerank.beam_reranker(
+      world_dir,
+      wd,
+      pars.pars,
+      generator,
+      label_relevance=pars.rerank_label_relevance,
+      log=log,
     )
     rerankers += [(f"{src}+rm", src, fn) for src in rerank_sources(phases)]
   return models, rerankers
@@ -118,21 +136,24 @@ def rank_workdir(
   world_dir: pathlib.Path,
   eval_cfg: Any,
   *,
+  generator: generator_lib.Generator | None = None,
   models: Sequence[tuple[str, Any]] | None = None,
   rerankers: Sequence[tuple[str, str, Callable]] = (),
   log: Callable[[str], None] = print,
 ) -> tuple[Any, dict, dict]:
   """The eval set and every system's item ranking of it.
 
-  One beam search is compiled (for the first model) and every further model
-  is swapped in as state (same shapes: no recompile).
+  One beam search is compiled (the generator's) and every model is swapped
+  in with ``Generator.with_model`` (same shapes: no recompile).
 
   Args:
     workdir: holds sids/ and train/ (a finished SFT run).
     world_dir: the world.
     eval_cfg: an eval.config.EvalConfig (one for every row).
-    models: (name, EncoderDecoder) pairs of one architecture; None = the SFT
-      stage-3 model as "onesearch".
+    generator: the workdir's generator at ``eval_cfg.beam_size`` (None:
+      loaded here).
+    models: (name, EncoderDecoder) pairs of the run's architecture; None =
+      the generator's model (SFT stage 3) as "onesearch".
     rerankers: (name, source model name, fn) with fn(session_ids,
       sid_index [n, W], scores [n, W]) -> (sid_index, scores) re-ordered; a
       row ranked from the source model's beams.
@@ -164,22 +185,26 @@ def rank_workdir(
       systems=eval_cfg.baselines,
       progress=log,
     )
+  if generator is None:
+    generator = generator_lib.load_generator(wd, beam_size=eval_cfg.beam_size)
+  if generator.beam_size != eval_cfg.beam_size:
+    raise ValueError(
+      f"rank_workdir: generator beam {generator.beam_size} != eval beam "
+      f"{eval_cfg.beam_size}"
+    )
   if models is None:
-    models = [("onesearch", sft_load.load_trained(train_dir)[0])]
+    models = [("onesearch", generator.model)]
   models = list(models)
   names = [n for n, _ in models] + [n for n, _, _ in rerankers]
   if not models or len(set(names)) != len(names) or set(names) & set(baselines):
     raise ValueError(f"rank_workdir: model names {names} empty or not unique")
-  codes = np.asarray(art.item_codes)
-  model_cfg = sft_load.read_model_config(train_dir)
-  trie = decoding.catalogue_trie(codes, model_cfg.sid_ranges)
-  offsets = tuple(r[0] for r in model_cfg.sid_ranges)
+  trie = generator.trie
+  offsets = tuple(r[0] for r in generator.model_config.sid_ranges)
   log(
     f"[eval] trie: {trie.num_sids} SIDs of {trie.num_items} items, "
     f"{trie.bytes_per_item:.1f} B/item, built in {trie.build_seconds:.2f} s; "
     f"beam {eval_cfg.beam_size}"
   )
-  searcher = decoding.make_beam_search(models[0][1], trie, beam_size=eval_cfg.beam_size)
 
   def inputs(kind):
     return sft_load.eval_inputs(
@@ -195,8 +220,7 @@ def rank_workdir(
     if kind not in kinds:
       log(f"[eval] no {kind} sessions in the test split")
   for k, (name, model) in enumerate(models):
-    if k:
-      searcher.state = nnx.state(model)
+    searcher = generator.with_model(model).searcher
     # Each distinct query once: the order set's sessions are click sessions
     # with the same inputs, whose beams it reuses.
     per_set = generative.decode_sets(
@@ -220,7 +244,7 @@ def rank_workdir(
       batch, metas = next(iter(inputs("click")))
       m = min(eval_cfg.exact_rows, len(metas))
       diags[name]["beam_recall"] = generative.beam_recall_vs_exact(
-        model, searcher, batch, decoding.unique_sids(codes), offsets, m,
+        model, searcher, batch, generator.unique_codes, offsets, m,
         sid_index=per_set["click"].sid_index[:m],
       )  # fmt: skip
       log(

@@ -25,7 +25,7 @@ def run(
   pars_cfg = cfg.pars if cfg.pars is not None else configs.pars_config()
 
   def body(out: pathlib.Path) -> dict:
-    return pars_stage.run_stage(world_dir, wd.sids, wd.train, out, pars_cfg, log=log)
+    return pars_stage.run_stage(world_dir, wd, out, pars_cfg, log=log)
 
   return run_stage(
     "pars",

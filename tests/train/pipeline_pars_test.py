@@ -12,10 +12,10 @@ import pytest
 from flax import nnx
 
 from onesearch_jax import configs
+from onesearch_jax import generator as generator_lib
 from onesearch_jax.errors import UserError
 from onesearch_jax.eval import workdir_eval
 from onesearch_jax.eval.config import EvalConfig
-from onesearch_jax.pars import stage as pars_stage
 from onesearch_jax.stages import config as stages_config
 from onesearch_jax.stages import eval as eval_stage
 from onesearch_jax.stages import pars as stage_of_pars
@@ -65,12 +65,15 @@ def test_pars_stage_writes_aligned_checkpoints_and_skips_on_rerun(staged):
   assert first.marker["phases"] == ["pars1", "pars2"]
   assert first.marker["examples"]["pars1"] > 0 and first.marker["examples"]["pars2"] > 0
   assert any("[pars] up to date" in line for line in lines)
-  model_cfg = sft_load.read_model_config(wd.train)
   sft_model, _, _ = sft_load.load_trained(wd.train)
   base = _params(sft_model)
+  optimizers = {
+    "pars1": PARS.pars.phase1.optimizer,
+    "pars2": PARS.pars.phase2.optimizer,
+  }
   models = {
-    p: pars_stage.load_phase_model(wd.pars, p, PARS, model_cfg)
-    for p in pars_stage.PHASES
+    p: generator_lib.load_phase_model(wd, p, optimizers[p])
+    for p in generator_lib.PHASES
   }
   for phase, model in models.items():
     leaves = _params(model)
@@ -107,8 +110,9 @@ def test_eval_lists_every_variant_with_valid_beams(staged, sft_world):
 @pytest.mark.slow
 def test_rm_rerank_permutes_beams_by_r_score(staged, sft_world):
   wd, *_ = staged
+  gen = generator_lib.load_generator(wd, beam_size=EVAL.beam_size)
   models, rerankers = workdir_eval.workdir_models(
-    wd, sft_world, PARS, log=lambda _: None
+    wd, sft_world, gen, PARS, log=lambda _: None
   )
   assert [n for n, _ in models] == list(VARIANTS[:3])
   assert [(n, src) for n, src, _ in rerankers] == [
