@@ -1,7 +1,8 @@
 """Shared test set-up: JAX on CPU with 8 fake devices, tiny fixtures.
 
 The environment variables must be set before anything imports jax, which is
-why they live at the top of the first module pytest loads.
+why they live at the top of the first module pytest loads. The fixtures are
+thin wrappers over the builders of onesearch_jax/testing.py.
 """
 
 import os
@@ -12,10 +13,15 @@ if "--xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import importlib.util  # noqa: E402
 import pathlib  # noqa: E402
 
+import jax  # noqa: E402
 import pytest  # noqa: E402
+from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
+
+from onesearch_jax import testing  # noqa: E402
+from onesearch_jax.khqe import build  # noqa: E402
+from onesearch_jax.train import sft  # noqa: E402
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -31,9 +37,6 @@ def _session_compile_cache(tmp_path_factory):
   drill (tests/train/kill_drill_test.py), whose fresh subprocesses start
   without this cache. Programs that compile in under 0.1 s are not stored.
   """
-  import jax
-  from jax.experimental.compilation_cache import compilation_cache
-
   options = {
     "jax_compilation_cache_dir": str(tmp_path_factory.mktemp("jax_cache")),
     "jax_persistent_cache_min_compile_time_secs": 0.1,
@@ -62,35 +65,14 @@ def real_data_dir() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def tiny_world_dir(tmp_path_factory) -> pathlib.Path:
   """A tiny simulated world written once per session in the KuaiSearch schema."""
-  from onesearch_jax.world import simulator
-  from onesearch_jax.world.config import WorldConfig
-
-  out = tmp_path_factory.mktemp("tiny_world")
-  simulator.write_world(WorldConfig.tiny(seed=0), out)
-  return out
-
-
-def tiny_sid_build_config():
-  """The tiny world's fast SID build (trained encoder, all four variants)."""
-  from onesearch_jax.khqe import build, encoder, quantizer, text_vocab
-
-  return build.BuildConfig(
-    vocab=text_vocab.VocabConfig(vocab_size=600),
-    encoder=encoder.EncoderConfig(dim=32, hidden_dim=64, max_len=24),
-    train=encoder.EncoderTrainConfig(steps=60, batch_size=128, log_every=30),
-    quantizer=quantizer.QuantizerConfig(
-      levels=(32, 8, 8), opq_codes=64, n_iter=10, opq_iter=10
-    ),
-  )
+  return testing.write_tiny_world(tmp_path_factory.mktemp("tiny_world"))
 
 
 @pytest.fixture(scope="session")
 def tiny_sid_build(tiny_world_dir, tmp_path_factory):
   """One SID build of the tiny world, shared by tests/khqe and tests/eval
   (read-only): (BuildSummary, artefact dir, progress lines, BuildConfig)."""
-  from onesearch_jax.khqe import build
-
-  cfg = tiny_sid_build_config()
+  cfg = testing.tiny_sid_build_config()
   out = tmp_path_factory.mktemp("tiny_sids")
   lines: list[str] = []
   summary = build.build_sids(tiny_world_dir, out, cfg, progress=lines.append)
@@ -103,19 +85,42 @@ def zh_world_dir() -> pathlib.Path:
   return pathlib.Path(__file__).resolve().parent / "testdata" / "kuaisearch_zh"
 
 
-def _load_sft_fixtures():
-  path = pathlib.Path(__file__).resolve().parent / "train" / "sft_fixtures.py"
-  spec = importlib.util.spec_from_file_location("_sft_fixtures", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+# The tiny SFT run and its inputs, session-wide: tests/train and
+# tests/experiments share ONE training run.
 
 
-# The tiny SFT run and its inputs (tests/train/sft_fixtures.py), session-wide:
-# tests/train and tests/experiments share one training run.
-_sft = _load_sft_fixtures()
-tiny_sft_config = _sft.tiny_sft_config
-fast_compile = _sft.fast_compile
-sft_world = _sft.sft_world
-sft_sids = _sft.sft_sids
-sft_run = _sft.sft_run
+@pytest.fixture(scope="session")
+def tiny_sft_config():
+  """The factory of the tests' SFTConfig (keyword overrides)."""
+  return testing.tiny_sft_config
+
+
+@pytest.fixture(scope="session")
+def fast_compile():
+  """XLA without most optimisations: compiles in a fraction of the time."""
+  with testing.fast_compile():
+    yield
+
+
+@pytest.fixture(scope="session")
+def sft_world(tmp_path_factory) -> pathlib.Path:
+  """The data tests' small random world (testing.write_small_world)."""
+  return testing.write_small_world(tmp_path_factory.mktemp("sft_world"))
+
+
+@pytest.fixture(scope="session")
+def sft_sids(sft_world, tmp_path_factory) -> tuple[pathlib.Path, str]:
+  """A SID artefact for sft_world: (artefact dir, content hash)."""
+  out = tmp_path_factory.mktemp("sft_sids")
+  return out, testing.write_sid_artefact(sft_world, out)
+
+
+@pytest.fixture(scope="session")
+def sft_run(sft_world, sft_sids, tmp_path_factory, fast_compile):
+  """One uninterrupted tiny SFT run: (SFTResult, logged lines)."""
+  sid_dir, sid_hash = sft_sids
+  lines: list[str] = []
+  out = tmp_path_factory.mktemp("sft_out")
+  cfg = testing.tiny_sft_config()
+  res = sft.run_sft(sft_world, sid_dir, out, cfg, sid_hash=sid_hash, log=lines.append)
+  return res, lines

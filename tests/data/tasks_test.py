@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import seqio
 
+from onesearch_jax import testing
 from onesearch_jax.data import corpus as corpus_lib
 from onesearch_jax.data import museq, prompts, tasks, world_source
 from onesearch_jax.data.sid_table import SIDTable, sid_string
-
-from .conftest import table_for, write_world
 
 
 def _recall(world_dir):
@@ -163,8 +162,8 @@ def test_eval_examples_carry_ids(small_world, registered):
 
 
 def test_no_leakage_of_test_day_into_training_tasks(tmp_path, small_table):
-  world = write_world(tmp_path / "w", seed=3)
-  table = table_for(world, seed=3)
+  world = testing.write_small_world(tmp_path / "w", seed=3)
+  table = testing.synthetic_sid_table(world, seed=3)
   full = corpus_lib.build_corpus(
     world_source.read_world(world), table, museq.MuSeqConfig()
   )

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import jax
 import pytest
+
+from onesearch_jax import testing
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _fast_compile():
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+  with testing.fast_compile():
+    yield

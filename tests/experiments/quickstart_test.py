@@ -1,7 +1,7 @@
 """The Colab quickstart (experiments/colab): pairing and a tiny-mode smoke run.
 
 The smoke run executes the notebook's .py pointed (by its environment
-variables) at the shared tiny trained workdir (tests/train/sft_fixtures.py),
+variables) at the shared tiny trained workdir (sft_run in tests/conftest.py),
 so the pipeline cell is skipped and nothing is trained a second time.
 """
 

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+from onesearch_jax import testing
 from onesearch_jax.khqe import (
   artefact,
   build,
@@ -17,18 +18,10 @@ from onesearch_jax.khqe import (
   quantizer,
   sid_metrics,
   text_embedder,
-  text_vocab,
 )
 from onesearch_jax.world import reader
 
-FAST = build.BuildConfig(
-  vocab=text_vocab.VocabConfig(vocab_size=600),
-  encoder=encoder.EncoderConfig(dim=32, hidden_dim=64, max_len=24),
-  train=encoder.EncoderTrainConfig(steps=60, batch_size=128, log_every=30),
-  quantizer=quantizer.QuantizerConfig(
-    levels=(32, 8, 8), opq_codes=64, n_iter=10, opq_iter=10
-  ),
-)
+FAST = testing.tiny_sid_build_config()  # the session's tiny_sid_build config
 
 
 @pytest.fixture(scope="module")

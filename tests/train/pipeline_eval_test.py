@@ -1,7 +1,7 @@
 """The pipeline's eval stage and --mode=infer on a tiny trained workdir.
 
-Uses the shared tiny SFT run (tests/train/sft_fixtures.py). The eval path (seqio
-eval tasks -> beam search -> SID -> items) and the infer path (host-side
+Uses the shared tiny SFT run (tests/conftest.py). The eval path (seqio eval
+tasks -> beam search -> SID -> items) and the infer path (host-side
 prompts of requests -> beam search -> items) are independent code paths
 over the same model: for the same sessions they must rank the same items.
 """

@@ -1,5 +1,5 @@
 """The pipeline's pars stage and the eval rows of its variants, on the shared
-tiny SFT run (tests/train/conftest.py)."""
+tiny SFT run (tests/conftest.py)."""
 
 from __future__ import annotations
 

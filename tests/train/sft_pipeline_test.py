@@ -22,7 +22,7 @@ def test_train_stage_resumes_then_skips(
   shutil.copytree(sid_dir, wd.sids)
   world = StageResult("world", True, 0.0, {"output_hash": "world-hash"})
   sids = StageResult("sids", True, 0.0, {"output_hash": sid_hash})
-  # The shared run's config (tests/train/sft_fixtures.py): its train and eval
+  # The shared run's config (testing.tiny_sft_config): its train and eval
   # steps are the programs sft_run compiled, loaded from the session's
   # compile cache (tests/conftest.py) instead of compiled again.
   cfg = PipelineConfig(train=tiny_sft_config())
