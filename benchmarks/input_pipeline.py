@@ -88,7 +88,7 @@ def vs_train_step(
   from onesearch_jax import configs
   from onesearch_jax import sharding as sh
   from onesearch_jax.data import model_batches
-  from onesearch_jax.train import sft, sft_config, state, steps
+  from onesearch_jax.train import sft_config, state, steps
 
   cfg = configs.sft_config()
   t = time.perf_counter()
@@ -136,7 +136,7 @@ def vs_train_step(
       f"train step {step_eps:,.0f} ex/s, ratio {pipe_eps / step_eps:.1f}x",
       flush=True,
     )
-  n_params = sft._count_params(model_cfg)
+  n_params = state.count_params(model_cfg)
   lines = [
     "",
     f"### Input pipeline vs train step, {datetime.date.today().isoformat()}",

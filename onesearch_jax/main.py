@@ -183,6 +183,15 @@ def _run(argv: list[str]) -> int:
     # A bad request file fails now, not after training.
     with _user_input((ValueError, OSError)):
       session_prompts.read_requests(FLAGS.requests)
+  if "://" in FLAGS.workdir:
+    # The stages read and write the workdir with pathlib, which turns
+    # gs://b/x into the local directory gs:/b/x: refuse, never lose a run.
+    raise UserError(
+      f"--workdir={FLAGS.workdir}: the main job's workdir must be a local path "
+      "(its stages write with pathlib); on a TPU VM use "
+      "experiments/tpu/launch.sh --sync=rsync, which mirrors a local workdir "
+      "to the bucket"
+    )
   wd = Workdir(pathlib.Path(FLAGS.workdir))
   wd.root.mkdir(parents=True, exist_ok=True)
   wd.operative_config.write_text(gin.operative_config_str())

@@ -84,6 +84,14 @@ def test_user_errors_are_one_line_exit_2(capsys, tmp_path, flags, message):
   assert message in err
 
 
+def test_remote_workdir_is_refused_not_written_locally(capsys, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  code, err = _main(capsys, "--workdir=gs://bucket/run", "--mode=world")
+  assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+  assert "gs://bucket/run" in err and "--sync=rsync" in err
+  assert not (tmp_path / "gs:").exists()  # pathlib's gs:/bucket/run: never made
+
+
 def test_bad_request_file_in_process(capsys, tmp_path):
   req = _requests_missing_a_query(tmp_path)
   code, err = _main(

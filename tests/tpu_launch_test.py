@@ -112,6 +112,17 @@ def test_single_host_rsync_workdir_and_no_multihost():
   assert "--mode=main" in script  # the default run.py flags
 
 
+def test_single_host_defaults_to_rsync_pods_to_direct():
+  one = _job_script(
+    _commands(_launch("--accelerator=v6e-8", "--bucket=gs://b/r4", "train").stdout)
+  )
+  assert 'run.py --workdir="$HOME/workdir"' in one  # run.py refuses gs:// workdirs
+  pod = _job_script(
+    _commands(_launch("--accelerator=v4-32", "--bucket=gs://b/r5", "train").stdout)
+  )
+  assert "--workdir=gs://b/r5" in pod
+
+
 @pytest.mark.parametrize(
   "state,verbs",
   [

@@ -36,15 +36,11 @@ import time
 from collections.abc import Callable
 
 import jax
-import numpy as np
 import seqio
-from flax import nnx
 
-from onesearch_jax import sharding as sh
 from onesearch_jax.data import corpus as corpus_lib
 from onesearch_jax.data import model_batches
 from onesearch_jax.model.configs import ModelConfig
-from onesearch_jax.model.transformer import EncoderDecoder
 from onesearch_jax.train import loop, state
 from onesearch_jax.train import sid_init as sid_init_lib
 from onesearch_jax.train import summaries as summaries_lib
@@ -201,7 +197,7 @@ def run_sft(
   (out_dir / "model_config.json").write_text(
     json.dumps(dataclasses.asdict(model_cfg), indent=2, sort_keys=True)
   )
-  n_params = _count_params(model_cfg)
+  n_params = state.count_params(model_cfg)
   log(
     f"[train] model: d_model {model_cfg.d_model}, {model_cfg.num_encoder_layers}+"
     f"{model_cfg.num_decoder_layers} layers, vocab {model_cfg.vocab_size}, "
@@ -392,11 +388,3 @@ def _stage_line(name, tr, ev, seconds) -> str:
       f"eval SID accuracy {ev[0]['eval_accuracy']:.3f} -> {ev[-1]['eval_accuracy']:.3f}"
     )
   return "; ".join(parts)
-
-
-def _count_params(cfg: ModelConfig) -> int:
-  with jax.set_mesh(sh.single_device_mesh()), nnx.logical_axis_rules(sh.DP_RULES):
-    abstract = nnx.eval_shape(lambda: EncoderDecoder(cfg, rngs=nnx.Rngs(params=0)))
-  return sum(
-    int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param))
-  )

@@ -55,6 +55,15 @@ def _init_fn(model_cfg: ModelConfig, opt_cfg: OptimizerConfig, seed: int) -> Cal
   return init
 
 
+def count_params(cfg: ModelConfig) -> int:
+  """The model's parameter count (from shapes only: nothing is allocated)."""
+  with jax.set_mesh(sh.single_device_mesh()), nnx.logical_axis_rules(sh.DP_RULES):
+    abstract = nnx.eval_shape(lambda: EncoderDecoder(cfg, rngs=nnx.Rngs(params=0)))
+  return sum(
+    int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param))
+  )
+
+
 def abstract_train_state(
   model_cfg: ModelConfig,
   opt_cfg: OptimizerConfig,
