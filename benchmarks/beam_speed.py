@@ -34,7 +34,7 @@ from flax import nnx
 from onesearch_jax import decoding
 from onesearch_jax import sharding as sh
 from onesearch_jax.khqe import artefact
-from onesearch_jax.train import sft
+from onesearch_jax.train import sft_load
 
 bs_new = importlib.import_module("onesearch_jax.decoding.beam_search")
 
@@ -79,7 +79,7 @@ def main() -> None:
   args = ap.parse_args()
 
   wd = args.workdir
-  model, _, cfg = sft.load_trained(f"{wd}/train")
+  model, _, cfg = sft_load.load_trained(f"{wd}/train")
   codes = np.asarray(artefact.load(f"{wd}/sids").item_codes)
   trie = decoding.catalogue_trie(codes, cfg.sid_ranges)
   ref = _load_ref(args.ref) if args.ref else None
@@ -101,7 +101,7 @@ def main() -> None:
   batches = {}
   for bsz, _ in variants.values():
     if bsz not in batches:
-      it = sft.eval_inputs(f"{wd}/train", "eval_click", batch_size=bsz, pad_last=True)
+      it = sft_load.eval_inputs(f"{wd}/train", "eval_click", batch_size=bsz, pad_last=True)
       batches[bsz] = [next(it)[0] for _ in range(max(1, args.queries // bsz))]
   outs = {}
   for name, (bsz, fn) in variants.items():
