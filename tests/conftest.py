@@ -13,17 +13,88 @@ if "--xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import functools  # noqa: E402
+import json  # noqa: E402
 import pathlib  # noqa: E402
+import re  # noqa: E402
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
 from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
+from xdist.scheduler import LoadFileScheduling  # noqa: E402
 
 from onesearch_jax import testing  # noqa: E402
 from onesearch_jax.khqe import build  # noqa: E402
 from onesearch_jax.train import sft  # noqa: E402
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# The costly session fixtures, in priority order: under pytest-xdist a session
+# fixture is built once per worker, so the test files that use one share a
+# worker (``SharedFixtureScheduling``).
+SHARED_FIXTURES = ("sft_run", "tiny_sid_build")
+
+
+class SharedFixtureScheduling(LoadFileScheduling):
+  """``--dist loadfile`` (a file's tests run in one worker, its module
+  fixtures built once), except that every test file naming one of
+  ``SHARED_FIXTURES`` joins that fixture's work unit: the tiny SFT run and
+  the tiny SID build are each built in one worker only."""
+
+  def _split_scope(self, nodeid: str) -> str:
+    return _work_unit(self.config, nodeid)
+
+
+@functools.cache
+def _shared_scope(path: pathlib.Path) -> str | None:
+  """The first of ``SHARED_FIXTURES`` a test file names (as a word), if any."""
+  text = path.read_text(encoding="utf-8")
+  return next((f for f in SHARED_FIXTURES if re.search(rf"\b{f}\b", text)), None)
+
+
+def pytest_xdist_make_scheduler(config, log):
+  """The scheduler of ``--dist loadfile`` (scripts/test.sh), taking the work
+  units in the order the workers collected them (``pytest_collection_modifyitems``
+  puts the heaviest first), not by their number of tests."""
+  if config.getoption("dist") == "loadfile":
+    config.option.loadscopereorder = False
+    return SharedFixtureScheduling(config, log)
+  return None
+
+
+# Seconds per test file measured on a fresh clone (pytest --durations=0, 2
+# idle cores); a file not listed counts 1 s per test and SLOW_SECONDS per
+# `slow` test. Only the order of work units depends on it, never a result.
+FILE_SECONDS = json.loads(
+  (pathlib.Path(__file__).parent / "file_seconds.json").read_text()
+)
+SLOW_SECONDS = 30
+
+
+def pytest_collection_modifyitems(config, items):
+  """In an xdist worker: the heaviest work units first (``FILE_SECONDS``), so
+  that the last units handed out are short and both workers finish together
+  (longest-processing-time-first). The order within a unit is kept."""
+  if not hasattr(config, "workerinput"):
+    return
+  weight: dict[str, float] = {}
+  counted: set[str] = set()
+  for item in items:
+    path = item.nodeid.split("::", 1)[0]
+    unit = _work_unit(config, item.nodeid)
+    if path in FILE_SECONDS:
+      seconds = 0.0 if path in counted else FILE_SECONDS[path]
+      counted.add(path)
+    else:
+      seconds = SLOW_SECONDS if item.get_closest_marker("slow") else 1.0
+    weight[unit] = weight.get(unit, 0.0) + seconds
+  items.sort(key=lambda item: -weight[_work_unit(config, item.nodeid)])
+
+
+def _work_unit(config, nodeid: str) -> str:
+  """A test's xdist work unit: its shared fixture's, else its file."""
+  path = nodeid.split("::", 1)[0]
+  return _shared_scope(config.rootpath / path) or path
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -28,9 +28,14 @@ def workdir(sft_run, sft_sids, tmp_path_factory) -> Workdir:
 
 
 @pytest.fixture(scope="module")
-def prompts(workdir, sft_world):
+def gen(workdir):
+  """The workdir's generator, one device, batches as given (one compile)."""
+  return generator_lib.load_generator(workdir, beam_size=BEAM)
+
+
+@pytest.fixture(scope="module")
+def prompts(gen, sft_world):
   """[5, L] stage-3 prompts of five logged sessions."""
-  gen = generator_lib.load_generator(workdir, beam_size=BEAM)
   prompter = gen.prompter(sft_world)
   return prompter.for_sessions(sorted(prompter.sessions)[:5])
 
@@ -51,9 +56,8 @@ def _perturbed(model):
 
 
 def test_generator_matches_a_direct_beam_search_of_the_trained_model(
-  workdir, sft_world, prompts
+  workdir, gen, prompts
 ):
-  gen = generator_lib.load_generator(workdir, beam_size=BEAM)
   model, _, model_cfg = sft_load.load_trained(workdir.train)
   table = SIDTable.from_artefact(workdir.sids)
   trie = decoding.catalogue_trie(table.item_codes, model_cfg.sid_ranges)
@@ -68,14 +72,18 @@ def test_generator_matches_a_direct_beam_search_of_the_trained_model(
   np.testing.assert_array_equal(gen.unique_codes[sid], np.asarray(got.codes))
 
 
-def test_fixed_batch_pads_and_drops_padding_rows(workdir, prompts):
-  free = generator_lib.load_generator(workdir, beam_size=BEAM)
-  fixed = generator_lib.load_generator(workdir, beam_size=BEAM, batch_size=8)
-  full = fixed(prompts)  # 5 rows padded to 8
+def test_fixed_batch_on_a_mesh_pads_and_drops_padding_rows(workdir, gen, prompts):
+  mesh = sh.make_mesh(sh.MeshConfig(shape=(8, 1, 1)))
+  fixed = generator_lib.load_generator(
+    workdir, beam_size=BEAM, batch_size=8, mesh=mesh, rules=sh.DP_RULES
+  )
+  leaf = jax.tree.leaves(fixed.searcher.state)[0]
+  assert len(leaf.sharding.device_set) == 8  # the model is replicated on the mesh
+  full = fixed(prompts)  # 5 rows padded to 8, split over 8 devices
   assert np.asarray(full.scores).shape == (5, BEAM)
-  # Another batch shape is another XLA program: equal up to round-off.
+  # Another batch shape and mesh is another XLA program: equal up to round-off.
   np.testing.assert_allclose(
-    np.asarray(full.scores), np.asarray(free(prompts).scores), rtol=1e-5
+    np.asarray(full.scores), np.asarray(gen(prompts).scores), rtol=1e-5
   )
   for rows in (1, 3):
     part = {k: np.asarray(v)[:rows] for k, v in prompts.items()}
@@ -88,8 +96,7 @@ def test_fixed_batch_pads_and_drops_padding_rows(workdir, prompts):
     fixed(too_many)
 
 
-def test_with_model_swaps_weights_without_recompiling(workdir, prompts):
-  gen = generator_lib.load_generator(workdir, beam_size=BEAM)
+def test_with_model_swaps_weights_without_recompiling(workdir, gen, prompts):
   first = gen(prompts)
   other_model = _perturbed(gen.model)
   other = gen.with_model(other_model)
@@ -97,25 +104,11 @@ def test_with_model_swaps_weights_without_recompiling(workdir, prompts):
   assert other.searcher.fn is gen.searcher.fn
   assert gen.searcher.fn._cache_size() == 1
   # Independent expectation: a fresh generator built around the other model.
-  _same(
-    got,
-    generator_lib.load_generator(workdir, beam_size=BEAM, model=other_model)(prompts),
-  )
+  fresh = generator_lib.load_generator(workdir, beam_size=BEAM, model=other_model)
+  _same(got, fresh(prompts))
   assert not np.array_equal(np.asarray(got.scores), np.asarray(first.scores))
   # The original generator is unchanged.
   _same(gen(prompts), first)
-
-
-def test_generator_on_a_mesh_matches_one_device(workdir, prompts):
-  mesh = sh.make_mesh(sh.MeshConfig(shape=(8, 1, 1)))
-  gen = generator_lib.load_generator(
-    workdir, beam_size=BEAM, batch_size=8, mesh=mesh, rules=sh.DP_RULES
-  )
-  one = generator_lib.load_generator(workdir, beam_size=BEAM, batch_size=8)
-  got, want = gen(prompts), one(prompts)
-  np.testing.assert_allclose(np.asarray(got.scores), np.asarray(want.scores), rtol=1e-5)
-  leaf = jax.tree.leaves(gen.searcher.state)[0]
-  assert len(leaf.sharding.device_set) == 8  # replicated on the mesh
 
 
 def test_load_generator_rejects_bad_sizes_and_lists_no_phases(workdir, tmp_path):
