@@ -101,7 +101,9 @@ def main() -> None:
   batches = {}
   for bsz, _ in variants.values():
     if bsz not in batches:
-      it = sft_load.eval_inputs(f"{wd}/train", "eval_click", batch_size=bsz, pad_last=True)
+      it = sft_load.eval_inputs(
+        f"{wd}/train", "eval_click", batch_size=bsz, pad_last=True
+      )
       batches[bsz] = [next(it)[0] for _ in range(max(1, args.queries // bsz))]
   outs = {}
   for name, (bsz, fn) in variants.items():
