@@ -135,6 +135,9 @@ def test_esci_run_end_to_end_tiny(esci_csv, csv_truth, tmp_path, capfd, monkeypa
   # run.py runs in a subprocess: one CPU device there (conftest's 8 fake
   # devices only slow its compiles down).
   monkeypatch.delenv("XLA_FLAGS", raising=False)
+  # XLA without most optimisations there too: its programs compile in a
+  # fraction of the time, and nothing below depends on the optimisation level.
+  monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
   root = tmp_path / "run"
   args = ["--root", str(root), "--csv", str(esci_csv)]
   args += ["--gin_file", str(ESCI_DIR / "esci_tiny.gin")]
