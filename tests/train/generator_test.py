@@ -29,7 +29,7 @@ def workdir(sft_run, sft_sids, tmp_path_factory) -> Workdir:
 
 @pytest.fixture(scope="module")
 def prompts(workdir, sft_world):
-  """[5, L] stage-3 prompts of five logged sessions."""
+  """[5, L] phase-3 prompts of five logged sessions."""
   gen = generator_lib.load_generator(workdir, beam_size=BEAM)
   prompter = gen.prompter(sft_world)
   return prompter.for_sessions(sorted(prompter.sessions)[:5])
@@ -126,3 +126,10 @@ def test_load_generator_rejects_bad_sizes_and_lists_no_phases(workdir, tmp_path)
   assert generator_lib.existing_phases(tmp_path) == []
   with pytest.raises(ValueError, match="not in"):
     generator_lib.load_phase_model(workdir, "pars3", None)
+
+
+def test_a_train_dir_from_before_the_phase_names_asks_for_a_retrain(tmp_path):
+  wd = Workdir(tmp_path)
+  (wd.train / "stage3").mkdir(parents=True)  # SFT phases were called stages
+  with pytest.raises(FileNotFoundError, match="stage1..3 directories: retrain"):
+    generator_lib.load_generator(wd, beam_size=2)
