@@ -1,9 +1,9 @@
-"""Per-phase wall time of the eval stage on a finished workdir.
+"""Wall time of each part of the eval stage on a finished workdir.
 
 Runs what ``stages.eval.run`` runs (``eval.workdir_eval.evaluate_workdir``:
 ``workdir_models`` + ``rank_workdir`` + ``evaluate_rankings``), without
 writing the stage's marker or results (``--out`` writes the results), and
-times each phase by wrapping the functions it calls: eval-set build,
+times each part by wrapping the functions it calls: eval-set build,
 baselines, model / reward-model loading, beam decode per model and set, the
 beam-recall check, the RM re-rank, ranking from beams and the metrics.
 
@@ -13,7 +13,7 @@ Usage:
 
 The eval config is ``EvalConfig()`` (the main job's). The pars phases and
 re-rank rows are included when workdir/pars exists (a ``--mode=pars``
-workdir; pars defaults of ``configs.pars_config()``). ``time_phases`` also
+workdir; pars defaults of ``configs.pars_config()``). ``time_parts`` also
 times a ``run.py --mode=eval`` process when called before it runs.
 """
 
@@ -27,8 +27,8 @@ import pathlib
 import time
 
 
-def time_phases() -> tuple[dict[str, float], dict[str, int]]:
-  """Wraps the functions the eval stage calls: (seconds, calls) per phase,
+def time_parts() -> tuple[dict[str, float], dict[str, int]]:
+  """Wraps the functions the eval stage calls: (seconds, calls) per part,
   filled as the stage runs (also usable around ``run.py --mode=eval``)."""
   from onesearch_jax import generator as generator_lib
   from onesearch_jax.eval import evaluate, examples, generative
@@ -80,7 +80,7 @@ def main() -> None:
 
   wd = pathlib.Path(args.workdir)
   world_dir = wd / "world"
-  times, calls = time_phases()
+  times, calls = time_parts()
   t_start = time.perf_counter()
 
   def log(msg: str) -> None:
@@ -102,7 +102,7 @@ def main() -> None:
   times["summary table + results files"] = time.perf_counter() - t
   out = {
     "total_s": total,
-    "phases_s": dict(times),
+    "parts_s": dict(times),
     "calls": dict(calls),
     "load_average": os.getloadavg(),
   }

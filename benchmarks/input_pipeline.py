@@ -1,11 +1,11 @@
-"""Examples/s of each SFT stage's input pipeline (seqio -> model batches).
+"""Examples/s of each SFT phase's input pipeline (seqio -> model batches).
 
   python benchmarks/input_pipeline.py [--world_dir=DIR] [--sid_dir=DIR]
       [--batch_size=64] [--batches=40] [--out=docs/BENCHMARKS.md]
   python benchmarks/input_pipeline.py --vs_train_step \
       --world_dir=workdir/world --sid_dir=workdir/sids
 
-``--vs_train_step`` (issue 4's check): for each SFT stage, in one process,
+``--vs_train_step`` (issue 4's check): for each SFT phase, in one process,
 the examples/s of the exact iterator the trainer uses
 (``data.model_batches.TrainBatches`` with the main job's batch size,
 lengths and shuffle buffer) next to the examples/s the main job's train
@@ -14,7 +14,7 @@ batches already in memory), and their ratio (goal >= 5x).
 
 Without --world_dir the simulator's tiny world is written to a temporary
 directory; without --sid_dir a random synthetic SID table (levels 64-16-16,
-OPQ 2x64, D=32) stands in for the KHQE artefact. For each stage mixture it
+OPQ 2x64, D=32) stands in for the KHQE artefact. For each phase mixture it
 times ``pipeline.get_batches`` (tokenisation, prompt rendering, long-seq
 feature, feature conversion, batching) after 3 warm-up batches, and appends a
 Markdown table to --out together with the command and the machine.
@@ -36,7 +36,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 from onesearch_jax.data import pipeline, tasks, world_source  # noqa: E402
 from onesearch_jax.data.sid_table import SIDTable  # noqa: E402
 
-LENGTHS = {"stage1": (128, 64), "stage2": (128, 64), "stage3": (256, 6)}
+LENGTHS = {"phase1": (128, 64), "phase2": (128, 64), "phase3": (256, 6)}
 
 
 def _world(world_dir: str | None) -> str:
@@ -82,7 +82,7 @@ def measure(name: str, batch_size: int, batches: int, lengths) -> float:
 def vs_train_step(
   world_dir: str, sid_dir: str, batches: int, out: str, cmd: str, machine: str
 ) -> None:
-  """Pipeline examples/s vs train-step examples/s per stage (main-job model)."""
+  """Pipeline examples/s vs train-step examples/s per phase (main-job model)."""
   import jax
 
   from onesearch_jax import configs
@@ -99,10 +99,10 @@ def vs_train_step(
   )
   mesh = sh.make_mesh(cfg.mesh)
   rows = []
-  for k, stage in enumerate(sft_config.STAGES):
+  for k, phase in enumerate(sft_config.PHASES):
     long_seq = k == 2
     tb = model_batches.TrainBatches(
-      reg.mixtures[stage],
+      reg.mixtures[phase],
       batch_size=cfg.batch_size,
       lengths=cfg.lengths[k],
       long_seq=long_seq,
@@ -116,7 +116,7 @@ def vs_train_step(
     t = time.perf_counter()
     held = [next(it) for _ in range(batches)]
     pipe_eps = batches * cfg.batch_size / (time.perf_counter() - t)
-    opt = cfg.stage_train_config(k).optimizer
+    opt = cfg.phase_train_config(k).optimizer
     ts = state.create_train_state(model_cfg, opt, mesh, cfg.mesh.logical_rules)
     bsh = state.batch_shardings(first, mesh, cfg.mesh.logical_rules)
     fn = steps.compile_train_step(ts, bsh, cfg.train.loss, opt)
@@ -130,9 +130,9 @@ def vs_train_step(
       st, m = fn(st, state.shard_batch(b, bsh))
     jax.block_until_ready(m)
     step_eps = n * cfg.batch_size / (time.perf_counter() - t)
-    rows.append((stage, cfg.lengths[k], t_first, pipe_eps, step_eps))
+    rows.append((phase, cfg.lengths[k], t_first, pipe_eps, step_eps))
     print(
-      f"{stage}: pipeline {pipe_eps:,.0f} ex/s (first batch {t_first:.1f} s), "
+      f"{phase}: pipeline {pipe_eps:,.0f} ex/s (first batch {t_first:.1f} s), "
       f"train step {step_eps:,.0f} ex/s, ratio {pipe_eps / step_eps:.1f}x",
       flush=True,
     )
@@ -153,7 +153,7 @@ def vs_train_step(
     "after the first; train step: jitted step on batches held in memory, "
     "3 warm-up steps, then the rest timed",
     "",
-    "| stage | (inputs, targets) | first batch (s) | pipeline examples/s | "
+    "| phase | (inputs, targets) | first batch (s) | pipeline examples/s | "
     "train step examples/s | ratio |",
     "|---|---|---|---|---|---|",
   ]
@@ -199,11 +199,11 @@ def main(argv=None) -> int:
     )
   t_reg = time.perf_counter() - t
   rows = []
-  for stage, name in sorted(reg.mixtures.items()):
-    eps = measure(name, args.batch_size, args.batches, LENGTHS[stage])
-    n = sum(c for k, c in reg.counts.items() if k.startswith("s" + stage[-1] + "_"))
-    rows.append((stage, n, LENGTHS[stage], eps))
-    print(f"{stage}: {eps:,.0f} examples/s ({n} examples)", flush=True)
+  for phase, name in sorted(reg.mixtures.items()):
+    eps = measure(name, args.batch_size, args.batches, LENGTHS[phase])
+    n = sum(c for k, c in reg.counts.items() if k.startswith("s" + phase[-1] + "_"))
+    rows.append((phase, n, LENGTHS[phase], eps))
+    print(f"{phase}: {eps:,.0f} examples/s ({n} examples)", flush=True)
   # The cache_dir path (Tasks only): epoch 1 fills the cache, epoch 2 reads it.
   cache = tempfile.mkdtemp(prefix="bench_cache_")
   name = reg.tasks["s3_personal"]
@@ -222,17 +222,17 @@ def main(argv=None) -> int:
     cached.append(n / (time.perf_counter() - t))
   rows.append(
     (
-      "stage3 s3_personal, cache_dir, 1st epoch",
+      "phase3 s3_personal, cache_dir, 1st epoch",
       reg.counts["s3_personal"],
-      LENGTHS["stage3"],
+      LENGTHS["phase3"],
       cached[0],
     )
   )
   rows.append(
     (
-      "stage3 s3_personal, cache_dir, 2nd epoch (cached)",
+      "phase3 s3_personal, cache_dir, 2nd epoch (cached)",
       reg.counts["s3_personal"],
-      LENGTHS["stage3"],
+      LENGTHS["phase3"],
       cached[1],
     )
   )
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
     f"- registration (read world, Mu-Seq features, sentencepiece training): {t_reg:.1f} s",
     f"- batch size {args.batch_size}, {args.batches} timed batches after 3 warm-up",
     "",
-    "| stage | examples in stage | (inputs, targets) length | examples/s |",
+    "| phase | examples in phase | (inputs, targets) length | examples/s |",
     "|---|---|---|---|",
   ]
   lines += [f"| {s} | {n} | {ln} | {eps:,.0f} |" for s, n, ln, eps in rows]

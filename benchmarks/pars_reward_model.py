@@ -1,4 +1,4 @@
-"""Wall time per stage of the PARS reward model, and its test metrics.
+"""Wall time per step of the PARS reward model, and its test metrics.
 
   python benchmarks/pars_reward_model.py --world_dir=DIR --sid_dir=DIR [--steps=1500]
 
@@ -39,27 +39,30 @@ def main() -> None:
   times["load_world + SIDs"] = time.perf_counter() - t
   cpu["load_world + SIDs"] = time.process_time() - c
   t, c = time.perf_counter(), time.process_time()
-  log = logs.InteractionLog.build(world, table)
+  interactions = logs.InteractionLog.build(world, table)
   times["InteractionLog.build"] = time.perf_counter() - t
   cpu["InteractionLog.build"] = time.process_time() - c
   t, c = time.perf_counter(), time.process_time()
-  ctx = rm_features.build_context(world, log, table)
-  rel = rm_features.relevance_rows(world, log, table, ctx.config)
+  ctx = rm_features.build_context(world, interactions, table)
+  rel = rm_features.relevance_rows(world, interactions, table, ctx.config)
   times["build_context + relevance"] = time.perf_counter() - t
   cpu["build_context + relevance"] = time.process_time() - c
   t, c = time.perf_counter(), time.process_time()
-  rewards.RewardTable.build(log)
+  rewards.RewardTable.build(interactions)
   times["RewardTable.build"] = time.perf_counter() - t
   cpu["RewardTable.build"] = time.process_time() - c
   t, c = time.perf_counter(), time.process_time()
   cfg = reward_model.RewardModelConfig(num_steps=a.steps)
-  trm = reward_training.train_reward_model(ctx, log, rel, cfg)
+  trm = reward_training.train_reward_model(ctx, interactions, rel, cfg)
   total = time.perf_counter() - t
   times["RM train + evaluate (incl. compiles)"] = total
   cpu["RM train + evaluate (incl. compiles)"] = time.process_time() - c
-  print(f"sessions {log.n_sessions}, impressions {log.imp_session.size}, "
-        f"train impressions {log.train_impressions().size}")  # fmt: skip
-  print("| stage | wall s | process CPU s |\n|---|---|---|")
+  print(
+    f"sessions {interactions.n_sessions}, "
+    f"impressions {interactions.imp_session.size}, "
+    f"train impressions {interactions.train_impressions().size}"
+  )
+  print("| step | wall s | process CPU s |\n|---|---|---|")
   for k, v in times.items():
     print(f"| {k} | {v:.1f} | {cpu[k]:.1f} |")
   print("| metric | value |\n|---|---|")

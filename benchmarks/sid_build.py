@@ -61,7 +61,7 @@ def _mse(r: np.ndarray) -> float:
   return float(np.mean(np.sum(r.astype(np.float64) ** 2, axis=1)))
 
 
-def _stage_logger(name, t0):
+def _step_logger(name, t0):
   def log(msg):
     print(
       f"  [{name} +{time.perf_counter() - t0:.1f}s] {msg}", file=sys.stderr, flush=True
@@ -83,7 +83,7 @@ def run_ours(x, levels, l3_mode, seed, opq_iter):
     seed=seed,
   )
   t0 = time.perf_counter()
-  q, codes, sq = quantizer.fit_encode(x, cfg, progress=_stage_logger("ours", t0))
+  q, codes, sq = quantizer.fit_encode(x, cfg, log=_step_logger("ours", t0))
   t1 = time.perf_counter()
   again = q.encode(x)  # first call: includes compiling the fused encoder
   t2 = time.perf_counter()
@@ -105,7 +105,7 @@ def run_faiss(x, levels, l3_mode, seed, opq_iter):
   n, d = x.shape
   k1, k2, k3 = levels
   t0 = time.perf_counter()
-  log = _stage_logger("faiss", t0)
+  log = _step_logger("faiss", t0)
   r = x.copy()
   codes = np.zeros((n, 5), np.int32)
   errs = {"input": _mse(x)}

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     shutil.rmtree(out)
   t0 = time.perf_counter()
   manifest = simulator.write_world(
-    cfg, out, progress=lambda m: print(m, file=sys.stderr, flush=True)
+    cfg, out, log=lambda m: print(m, file=sys.stderr, flush=True)
   )
   wall = time.perf_counter() - t0
   rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB

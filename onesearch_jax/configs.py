@@ -11,7 +11,7 @@ argument left at None here means "the dataclass default". What a factory
 fills itself (tests/configs_defaults_test.py holds each factory equal to its
 dataclass): ``world_config`` and ``model_config`` pick a preset ("default",
 "main": the main job's; PipelineConfig.world and SFTConfig.model default to
-them), ``train_config`` sets num_steps = 1 (a placeholder: each SFT stage sets
+them), ``train_config`` sets num_steps = 1 (a placeholder: each SFT phase sets
 its own, as SFTConfig.train does) and ``pars_config`` derives each phase's
 log_every, optimizer.total_steps and checkpoint.save_every_steps from its
 steps (equal to ListwiseTrainConfig's defaults at the default steps).
@@ -26,7 +26,7 @@ from onesearch_jax import sharding
 from onesearch_jax.eval.config import EvalConfig
 from onesearch_jax.khqe.build import BuildConfig
 from onesearch_jax.model.configs import model_config as make_model_config
-from onesearch_jax.pars import stage
+from onesearch_jax.pars.stage import ParsStageConfig
 from onesearch_jax.stages.config import PipelineConfig
 from onesearch_jax.train.loop import TrainConfig
 from onesearch_jax.train.optimizers import OptimizerConfig
@@ -113,7 +113,7 @@ mesh_config = sharding.mesh_config
 def optimizer_config(**overrides: Any):
   """The main job's optimizer (``train.optimizers.OptimizerConfig()``: AdamW,
   peak lr 3e-3, 10 warmup steps, cosine to 10%) with OptimizerConfig field
-  overrides; total_steps is set to each SFT stage's steps."""
+  overrides; total_steps is set to each SFT phase's steps."""
 
   return _replace(OptimizerConfig(), overrides, "OptimizerConfig")
 
@@ -135,24 +135,24 @@ def train_config(
   peak_flops: float | None = None,
   optimizer: Any = None,
 ):
-  """Per-stage loop settings (``train.loop.TrainConfig``; num_steps comes
+  """Per-phase loop settings (``train.loop.TrainConfig``; num_steps comes
   from ``sft_config.steps``). None = the dataclass default (the main job's).
 
   Args:
     log_every: a progress line every N steps.
     eval_every: teacher-forced eval every N steps (0 = never).
-    seed: parameter init and dropout seed (the data seed is seed + stage).
+    seed: parameter init and dropout seed (the data seed depends on seed and the phase).
     z_loss: log(Z)^2 coefficient.
     label_smoothing: target smoothing.
     save_every_steps: checkpoint cadence (a killed run redoes at most this
       many steps).
-    keep_last: checkpoints kept per stage.
+    keep_last: checkpoints kept per phase.
     async_save: write checkpoints in the background.
     peak_flops: device peak FLOP/s for the MFU column (0 = none).
     optimizer: an OptimizerConfig (default ``optimizer_config()``).
   """
 
-  base = TrainConfig(num_steps=1)  # a placeholder: each stage sets its steps
+  base = TrainConfig(num_steps=1)  # a placeholder: each phase sets its steps
   loss = _given(label_smoothing=label_smoothing, z_loss=z_loss)
   ckpt = _given(
     save_every_steps=save_every_steps, keep_last=keep_last, async_save=async_save
@@ -186,7 +186,7 @@ def sft_config(
   prefix: str | None = None,
   restrict_sid_levels: bool | None = None,
   shuffle_buffer: int | None = None,
-  stage_tasks: Any = None,
+  phase_tasks: Any = None,
   schedule: str | None = None,
   sid_init: bool | None = None,
   length_buckets: tuple[int, ...] | None = None,
@@ -198,11 +198,11 @@ def sft_config(
     model: a ModelConfig (default ``model_config()``).
     train: a TrainConfig template (default ``train_config()``).
     mesh: a MeshConfig (default ``mesh_config()``: data parallel).
-    steps: optimizer steps of stage 1, 2, 3.
+    steps: optimizer steps of phase 1, 2, 3.
     batch_size: global batch size.
-    lengths: (inputs, targets) tokens per stage; the defaults hold every
-      prompt of the default world with one-token labels (stage 1/2 inputs
-      <= 42, stage 3 / eval <= 108 tokens) and the 5-token SID + EOS targets
+    lengths: (inputs, targets) tokens per phase; the defaults hold every
+      prompt of the default world with one-token labels (phase 1/2 inputs
+      <= 42, phase 3 / eval <= 108 tokens) and the 5-token SID + EOS targets
       (text targets need more: ((64, 40), (64, 40), (192, 6)) with
       ``museq={'prompt_style': 'words'}``, the paper's task list).
     eval_batches: eval_click batches in the teacher-forced eval.
@@ -213,10 +213,10 @@ def sft_config(
     restrict_sid_levels: per-level SID softmax.
     shuffle_buffer: examples per task in the train shuffle buffer (0 = the
       task's own 10,000; larger shuffles better, costs a slower first batch).
-    stage_tasks: per stage ((task kind, rate multiplier), ...); () = the
-      stage's seqio mixture (``train.sft_config.SFTConfig.stage_tasks``; default
-      ``train.sft_config.MAIN_STAGE_TASKS``).
-    schedule: "per_stage" or "continuous" learning-rate schedule.
+    phase_tasks: per phase ((task kind, rate multiplier), ...); () = the
+      phase's seqio mixture (``train.sft_config.SFTConfig.phase_tasks``; default
+      ``train.sft_config.MAIN_PHASE_TASKS``).
+    schedule: "per_phase" or "continuous" learning-rate schedule.
     sid_init: SID embeddings from the KHQE codebooks (``train.sid_init``).
     length_buckets: encoder-length bucket bounds of the train batches
       (``train.sft_config.SFTConfig.length_buckets``); () = pad to ``lengths``.
@@ -239,9 +239,9 @@ def sft_config(
     prefix=prefix,
     restrict_sid_levels=restrict_sid_levels,
     shuffle_buffer=shuffle_buffer,
-    stage_tasks=None
-    if stage_tasks is None
-    else tuple(tuple((str(k), float(r)) for k, r in e) for e in stage_tasks),
+    phase_tasks=None
+    if phase_tasks is None
+    else tuple(tuple((str(k), float(r)) for k, r in e) for e in phase_tasks),
     schedule=schedule,
     sid_init=sid_init,
     length_buckets=None
@@ -291,7 +291,7 @@ def pars_config(
   rerank_label_relevance: bool | None = None,
   seed: int | None = None,
 ):
-  """The pars stage (``pars.stage.StageConfig``); None = the dataclass
+  """The pars stage (``pars.stage.ParsStageConfig``); None = the dataclass
   default (the main job's, sized to a minute or two on 2 CPU cores).
 
   Args:
@@ -313,7 +313,7 @@ def pars_config(
     seed: RM, example sampling and phase seeds (phase k: seed + k).
   """
 
-  base = stage.StageConfig()
+  base = ParsStageConfig()
   pars = base.pars
   if steps is None:
     steps = (pars.phase1.num_steps, pars.phase2.num_steps)
@@ -367,7 +367,7 @@ def pars_config(
       rerank=rerank,
       rerank_label_relevance=rerank_label_relevance,
     ),
-    "StageConfig",
+    "ParsStageConfig",
   )
 
 
@@ -393,7 +393,7 @@ def pipeline_config(
       (e.g. without "pars": the eval has the SFT row only).
     train: the SFTConfig of the train stage (None = ``sft_config()``).
     eval: the EvalConfig of the eval stage (None = ``eval_config()``).
-    pars: the pars stage's StageConfig (None = ``pars_config()``).
+    pars: the pars stage's ParsStageConfig (None = ``pars_config()``).
   """
   given = _given(
     world=world,

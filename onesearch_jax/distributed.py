@@ -35,7 +35,7 @@ import numpy as np
 from onesearch_jax import sharding as sh
 from onesearch_jax.train import state as state_lib
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 MULTIHOST_ENV = "ONESEARCH_MULTIHOST"
 
@@ -150,14 +150,14 @@ def maybe_initialize(
   """
   launch = detect_launch(coordinator, num_processes, process_id, env)
   if not launch.multihost:
-    log.info("distributed: single-host run (%s); not initialising", launch.source)
+    logger.info("distributed: single-host run (%s); not initialising", launch.source)
     return launch
   if initialize is None:
     if jax.distributed.is_initialized():
-      log.info("distributed: already initialised")
+      logger.info("distributed: already initialised")
       return launch
     initialize = jax.distributed.initialize
-  log.info(
+  logger.info(
     "distributed: multi-host launch (%s); jax.distributed.initialize("
     "coordinator=%s, num_processes=%s, process_id=%s)",
     launch.source,
@@ -170,7 +170,7 @@ def maybe_initialize(
     num_processes=launch.num_processes,
     process_id=launch.process_id,
   )
-  log.info(
+  logger.info(
     "distributed: process %d of %d, %d local / %d global devices",
     jax.process_index(),
     jax.process_count(),

@@ -42,7 +42,7 @@ from onesearch_jax.train import state as state_lib
 from onesearch_jax.train.optimizers import OptimizerConfig
 
 # The PARS phases of ``workdir/pars``, in training order.
-PHASES = ("pars1", "pars2")
+PARS_PHASES = ("pars1", "pars2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +111,7 @@ class Generator:
     return jax.tree.map(lambda x: np.asarray(x)[:rows], result)
 
   def prompter(self, world: WorldTables | str | os.PathLike) -> SessionPrompter:
-    """The stage-3 prompts of sessions and requests in ``world``, as the SFT
+    """The phase-3 prompts of sessions and requests in ``world``, as the SFT
     run built them (``session_prompter``)."""
     return session_prompter(world, self.table, self.train_dir, self.vocabulary)
 
@@ -141,7 +141,7 @@ def load_generator(
   *,
   beam_size: int,
   model: EncoderDecoder | None = None,
-  stage: str = "stage3",
+  phase: str = "phase3",
   batch_size: int | None = None,
   mesh: jax.sharding.Mesh | None = None,
   rules: sh.Rules | None = None,
@@ -151,9 +151,9 @@ def load_generator(
   Args:
     workdir: holds ``sids/`` and a finished ``train/``.
     beam_size: W.
-    model: the model to search with (None: the SFT run's final ``stage``
+    model: the model to search with (None: the SFT run's final ``phase``
       model, restored on one device); it must have the run's shapes.
-    stage: the SFT stage whose parameters are loaded when ``model`` is None.
+    phase: the SFT phase whose parameters are loaded when ``model`` is None.
     batch_size: fixed rows per call (see ``Generator.batch_size``).
     mesh: the batch is split over its batch axes and the model and trie are
       replicated on it (None: one device).
@@ -168,7 +168,7 @@ def load_generator(
     raise ValueError(f"load_generator: batch_size must be >= 1: {batch_size}")
   wd = Workdir.of(workdir)
   if model is None:
-    model, vocabulary, model_config = sft_load.load_trained(wd.train, stage)
+    model, vocabulary, model_config = sft_load.load_trained(wd.train, phase)
   else:
     model_config = sft_load.read_model_config(wd.train)
     spec = model_batches.read_spec(wd.train)
@@ -195,7 +195,7 @@ def existing_phases(pars_dir: str | os.PathLike) -> list[str]:
   """The PARS phases of a pars stage's directory (``workdir/pars``) that have
   a checkpoint."""
   out = []
-  for phase in PHASES:
+  for phase in PARS_PHASES:
     directory = pathlib.Path(pars_dir) / phase / "checkpoints"
     if directory.exists():
       ckpt = checkpoints.Checkpointer(directory)
@@ -214,12 +214,12 @@ def load_phase_model(
 
   Args:
     workdir: holds ``train/`` (the ModelConfig) and ``pars/<phase>``.
-    phase: one of ``PHASES``.
+    phase: one of ``PARS_PHASES``.
     optimizer: the phase's optimizer settings (the checkpoint holds its
       state; ``ParsConfig.phase1.optimizer`` / ``phase2.optimizer``).
   """
-  if phase not in PHASES:
-    raise ValueError(f"phase {phase!r} not in {PHASES}")
+  if phase not in PARS_PHASES:
+    raise ValueError(f"phase {phase!r} not in {PARS_PHASES}")
   wd = Workdir.of(workdir)
   model_config = sft_load.read_model_config(wd.train)
   ts = state_lib.create_train_state(

@@ -3,7 +3,7 @@
 ``run.py --mode=infer --requests=FILE --output=FILE`` calls `infer`. The
 requests file is JSONL (``{"user_id", "query", "time_index"?, "request_id"?}``
 per line) or TSV with a header (``data.session_prompts.read_requests``).
-Each request gets the stage-3 prompt an eval example at that time would
+Each request gets the phase-3 prompt an eval example at that time would
 have (unknown users get Mu-Seq's cold-start default), is decoded by the
 trie-constrained beam search of the trained model, and its beams are mapped
 to items through the SID -> items multimap (collisions in popularity order);

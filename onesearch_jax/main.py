@@ -155,7 +155,7 @@ def _parse_gin() -> dict:
 
 def _compilation_cache(wd: Workdir) -> None:
   """XLA executables cached in the workdir: a re-run, and a stage whose step
-  compiles to the same program as an earlier one (SFT stages 1 and 2), skip
+  compiles to the same program as an earlier one (SFT phases 1 and 2), skip
   compilation."""
   jax.config.update("jax_compilation_cache_dir", str(wd.jax_cache))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

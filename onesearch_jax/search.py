@@ -7,7 +7,7 @@ workdir (``sids/`` + a finished ``train/``) and the world it was trained on:
   its vocabulary, the catalogue trie and the jitted constrained beam search,
   compiled once for ``[batch_size, L]``; short batches are padded with
   copies of row 0);
-* the stage-3 prompts of requests (``Generator.prompter``: an eval example
+* the phase-3 prompts of requests (``Generator.prompter``: an eval example
   at the request time; unknown users get Mu-Seq's cold start);
 * the SID -> items multimap (``eval.sid_items.SidItemIndex``: collisions in
   popularity order) and the item rows of the world (titles).
@@ -71,7 +71,7 @@ class Searcher:
     world_dir: the world the model was trained on (histories, item titles).
     beam_size: beams per request (W).
     batch_size: requests per beam-search call (one compiled shape).
-    stage: which SFT stage's parameters (default the last).
+    phase: which SFT phase's parameters (default the last).
 
   Attributes:
     generator: the workdir's ``generator.Generator``; ``model``,
@@ -90,7 +90,7 @@ class Searcher:
     *,
     beam_size: int = 50,
     batch_size: int = 32,
-    stage: str = "stage3",
+    phase: str = "phase3",
   ):
     if beam_size < 1 or batch_size < 1:
       raise ValueError(
@@ -99,7 +99,7 @@ class Searcher:
     self.beam_size = int(beam_size)
     self.batch_size = int(batch_size)
     self.generator = generator_lib.load_generator(
-      workdir, beam_size=self.beam_size, stage=stage, batch_size=self.batch_size
+      workdir, beam_size=self.beam_size, phase=phase, batch_size=self.batch_size
     )
     self.model = self.generator.model
     self.vocabulary = self.generator.vocabulary

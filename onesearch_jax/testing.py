@@ -10,7 +10,7 @@ session live in the ``tests/**/conftest.py`` files and call these.
   hand-rolled random world (every session controlled: a few users, four
   categories, English and Chinese text, a last day in the test split), a
   random SID table over it, and a real KHQE artefact with random codes.
-- ``tiny_sft_config``: the tiny model's short three-stage SFT run.
+- ``tiny_sft_config``: the tiny model's short three-phase SFT run.
 - ``hand_world`` / ``hand_table``: the PARS tests' three-item world.
 - ``fast_compile``: XLA without most optimisations, for tiny models.
 
@@ -228,11 +228,11 @@ def tiny_sft_config(**kw) -> SFTConfig:
     eval_batches=1,
     eval_batch_size=8,
     sentencepiece={"vocab_size": 300},
-    # Each stage warms up from lr 0, so stage 2's first step keeps stage 1's
-    # final parameters (test_three_stages_chain...); the main job's
+    # Each phase warms up from lr 0, so phase 2's first step keeps phase 1's
+    # final parameters (test_three_phases_chain...); the main job's
     # continuous schedule is tested in tests/train/optimizers_test.py.
-    schedule="per_stage",
-    # Fixed-width batches: one compiled step per stage (the bucketed path is
+    schedule="per_phase",
+    # Fixed-width batches: one compiled step per phase (the bucketed path is
     # tested in tests/data/model_batches_test.py and tests/train/sft_test.py).
     length_buckets=(),
   )

@@ -17,8 +17,8 @@ from onesearch_jax.pars import stage as pars_stage
 from onesearch_jax.train import sft_config
 from onesearch_jax.world.config import WorldConfig
 
-# The stage tasks of the main job when the hashes below were recorded.
-STAGE_TASKS = (
+# The phase tasks of the main job when the hashes below were recorded.
+PHASE_TASKS = (
   (("s1_title_to_sid", 1.0), ("s1_query_to_sid", 1.0)),
   (("s2_query_to_sidi", 1.0), ("s2_sidq_to_sidi", 1.0), ("s1_title_to_sid", 0.5)),
   (("s3_personal", 1.0), ("s3_window", 1.0), ("s1_title_to_sid", 0.2)),
@@ -33,8 +33,10 @@ PINNED = {
   "sids": "744715abbc95d4a0d366a888d77ec85a096646e96afe60070cc869ad47aea492",
   # Re-pinned when the main job took 4 decoder layers and length buckets
   # (the old recipe's dict without the new key still hashes to the old
-  # code's value: test below).
-  "sft": "757a52a10c1b1f6bc2258f1e187f02699680d669fb078ab43de7d67856c9c029",
+  # code's value: test below), and when SFTConfig.stage_tasks became
+  # phase_tasks (SFT phases; the train stage of an old workdir re-runs, as
+  # its train/stageK directories are train/phaseK now).
+  "sft": "db471029e0bf347971306aa45cc827e8d8f817638064a479514be9bb1fc61bd8",
   "pars": "af622df31bee43eea84c632f412923de7f1614f1d2e94ce9da3fadac31f86320",
   "eval": "18074b1c285f187bf3774235c4fa0291cfd2315c1dd22d8ec48b4c904eed4184",
 }
@@ -56,7 +58,7 @@ def _main_inputs() -> dict:
   return {
     "world": {"world": config_io.to_dict(configs.world_config())},
     "sids": config_io.to_dict(configs.sids_config()),
-    "sft": sft_config.config_to_dict(configs.sft_config(stage_tasks=STAGE_TASKS)),
+    "sft": sft_config.config_to_dict(configs.sft_config(phase_tasks=PHASE_TASKS)),
     "pars": pars_stage.config_to_dict(configs.pars_config()),
     "eval": config_io.to_dict(configs.eval_config()),
   }
@@ -69,12 +71,13 @@ def test_main_job_stage_input_hashes_are_pinned():
 
 def test_sft_hash_without_the_new_field_is_the_old_codes():
   old_recipe = configs.sft_config(
-    stage_tasks=STAGE_TASKS,
+    phase_tasks=PHASE_TASKS,
     length_buckets=(),
     model=configs.model_config("main", {"num_decoder_layers": 2}),
   )
   sft_dict = sft_config.config_to_dict(old_recipe)
   assert sft_dict.pop("length_buckets") == []
+  sft_dict["stage_tasks"] = sft_dict.pop("phase_tasks")  # the field's old name
   assert (
     _old_hash(sft_dict)
     == "3fc3407bf9277b36580e751c614cae40b676424a2fa821647f3c88411840d86a"
@@ -134,12 +137,12 @@ def test_to_dict_is_json_with_lists_and_repr():
           shape=(1, -1, 1), rules="fsdp", custom_rules=sh.FSDP_TP_RULES
         ),
         steps=(11, 12, 30),
-        stage_tasks=((), (("s2_query_to_sidi", 2.0),), ()),
-        schedule="per_stage",
+        phase_tasks=((), (("s2_query_to_sidi", 2.0),), ()),
+        schedule="per_phase",
         museq={"use_profile": False},
       ),
     ),
-    (pars_stage.StageConfig, configs.pars_config(seed=2, steps=(3, 4))),
+    (pars_stage.ParsStageConfig, configs.pars_config(seed=2, steps=(3, 4))),
     (WorldConfig, WorldConfig.tiny(seed=9)),
     (
       BuildConfig,
@@ -164,10 +167,10 @@ def test_from_dict_inverts_to_dict(cls, cfg):
 
 def test_sft_config_from_an_old_file_keeps_the_old_meaning():
   raw = sft_config.config_to_dict(sft_config.SFTConfig())
-  for name in ("stage_tasks", "schedule", "sid_init"):
+  for name in ("phase_tasks", "schedule", "sid_init"):
     del raw[name]  # files written before these fields existed
   old = sft_config.config_from_dict(raw)
-  assert old.stage_tasks == ((), (), ()) and old.schedule == "per_stage"
+  assert old.phase_tasks == ((), (), ()) and old.schedule == "per_phase"
   assert not old.sid_init and old.steps == sft_config.SFTConfig().steps
 
 

@@ -15,7 +15,8 @@ from onesearch_jax import sharding as sh
 from onesearch_jax.eval.config import EvalConfig
 from onesearch_jax.khqe.build import BuildConfig
 from onesearch_jax.model.configs import ModelConfig
-from onesearch_jax.pars import listwise, stage
+from onesearch_jax.pars import listwise
+from onesearch_jax.pars.stage import ParsStageConfig
 from onesearch_jax.stages.config import PipelineConfig
 from onesearch_jax.train.loop import TrainConfig
 from onesearch_jax.train.optimizers import OptimizerConfig
@@ -34,10 +35,10 @@ from onesearch_jax.world.config import WorldConfig
     (configs.train_config, lambda: TrainConfig(num_steps=1)),
     (configs.sft_config, SFTConfig),
     (configs.eval_config, EvalConfig),
-    (configs.pars_config, stage.StageConfig),
+    (configs.pars_config, ParsStageConfig),
     (
       configs.pipeline_config,
-      lambda: PipelineConfig(eval=EvalConfig(), pars=stage.StageConfig()),
+      lambda: PipelineConfig(eval=EvalConfig(), pars=ParsStageConfig()),
     ),
   ],
   ids=lambda x: getattr(x, "__name__", ""),
@@ -64,12 +65,12 @@ def test_the_main_job_values():
   s = SFTConfig()
   assert s.steps == (100, 100, 2100) and s.schedule == "continuous"
   assert s.lengths == ((48, 6), (48, 6), (112, 6))
-  assert s.stage_tasks == (
+  assert s.phase_tasks == (
     (("s1_title_to_sid", 1.0), ("s1_query_to_sid", 1.0)),
     (("s2_query_to_sidi", 1.0), ("s2_sidq_to_sidi", 1.0), ("s1_title_to_sid", 0.5)),
     (("s3_personal", 1.0), ("s3_window", 1.0), ("s1_title_to_sid", 0.2)),
   )
-  p = stage.StageConfig().pars
+  p = ParsStageConfig().pars
   assert p.reward_model.num_steps == 600 and p.data.phase1_sessions == 64
   assert (p.phase1.seed, p.phase2.seed) == (1, 2)
   assert p.phase1.num_steps == p.phase2.num_steps == 20
@@ -89,8 +90,8 @@ def test_factory_arguments_still_reach_their_fields():
   assert (ph1.num_steps, ph1.log_every, ph1.optimizer.total_steps) == (4, 4, 4)
   assert (ph2.log_every, ph2.checkpoint.save_every_steps) == (10, 30)
   assert ph1.optimizer.learning_rate == 1e-3 and ph1.checkpoint.keep_last == 1
-  s = configs.sft_config(steps=[10, 20, 30], stage_tasks=[[["s1_title_to_sid", 2]]] * 3)
-  assert s.steps == (10, 20, 30) and s.stage_tasks[0] == (("s1_title_to_sid", 2.0),)
+  s = configs.sft_config(steps=[10, 20, 30], phase_tasks=[[["s1_title_to_sid", 2]]] * 3)
+  assert s.steps == (10, 20, 30) and s.phase_tasks[0] == (("s1_title_to_sid", 2.0),)
   assert configs.world_config("tiny", seed=5) == WorldConfig.tiny(seed=5)
   assert configs.eval_config(ks=[1], k_max=1).ks == (1,)
   assert configs.pipeline_config(stages=["world"]).stages == ("world",)

@@ -146,7 +146,7 @@ def tiny_sid_build(tiny_world_dir, tmp_path_factory):
   cfg = testing.tiny_sid_build_config()
   out = tmp_path_factory.mktemp("tiny_sids")
   lines: list[str] = []
-  summary = build.build_sids(tiny_world_dir, out, cfg, progress=lines.append)
+  summary = build.build_sids(tiny_world_dir, out, cfg, log=lines.append)
   return summary, out, lines, cfg
 
 

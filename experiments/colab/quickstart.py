@@ -16,7 +16,7 @@
 # # OneSearch in JAX: Colab quickstart
 #
 # Builds a tiny simulated e-commerce world, tokenizes its items into semantic
-# IDs (KHQE), trains a tiny encoder-decoder through the three SFT stages,
+# IDs (KHQE), trains a tiny encoder-decoder through the three SFT phases,
 # evaluates it against BM25, and then searches interactively: a query and a
 # user go in, the trie-constrained beam search generates SIDs, and the SIDs
 # map back to items. Runs on a CPU runtime in a few minutes (a GPU/TPU

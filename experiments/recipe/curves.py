@@ -8,8 +8,8 @@ one training seed:
    once and shared by every run (hard links);
 2. ``ROOT/<name>_s<seed>``: ``run.py --mode=train`` with every
    ``--save_every`` step checkpointed and kept;
-3. every kept checkpoint (the end of stages 1 and 2 and every checkpoint of
-   stage 3) is decoded with the trie beam search (beam ``--beam``) on the
+3. every kept checkpoint (the end of phases 1 and 2 and every checkpoint of
+   phase 3) is decoded with the trie beam search (beam ``--beam``) on the
    validation day's click sessions; click HR@10 / MRR@10 against examples
    seen and training seconds go to ``ROOT/<name>_s<seed>/curve.json``.
 
@@ -59,16 +59,16 @@ flags.DEFINE_string(
 VALIDATION = "world_config.eval_day = 'validation'"
 
 
-def _run(args: list[str], log: pathlib.Path) -> None:
+def _run(args: list[str], log_path: pathlib.Path) -> None:
   env = dict(
     os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
   )
   cmd = [sys.executable, str(REPO / "run.py"), *args]
   print("$", " ".join(cmd), flush=True)
-  with open(log, "w") as f:
+  with open(log_path, "w") as f:
     rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO)
   if rc:
-    raise SystemExit(f"command failed (rc {rc}); log: {log}")
+    raise SystemExit(f"command failed (rc {rc}); log: {log_path}")
 
 
 def ensure_base(root: pathlib.Path) -> pathlib.Path:
@@ -103,11 +103,11 @@ def train(root: pathlib.Path, base: pathlib.Path, run_dir: pathlib.Path) -> None
   print(f"trained in {time.time() - t:.0f} s", flush=True)
 
 
-def _stage_seconds(stage_dir: pathlib.Path) -> dict[int, float]:
+def _phase_seconds(phase_dir: pathlib.Path) -> dict[int, float]:
   """Training seconds at each logged step (sum of interval / rate)."""
   from onesearch_jax.train import sft_history
 
-  tr, _ = sft_history.read_history(stage_dir)
+  tr, _ = sft_history.read_history(phase_dir)
   out, total, last = {0: 0.0}, 0.0, 0
   for r in tr:
     total += (r["step"] - last) / max(r["steps_per_sec"], 1e-9)
@@ -152,14 +152,14 @@ def curve(run_dir: pathlib.Path) -> list[dict]:
   mesh = sh.single_device_mesh()
   points, searcher = [], None
   examples_before, seconds_before = 0, 0.0
-  for k, name in enumerate(sft_config.STAGES):
-    stage_dir = train_dir / name
-    secs = _stage_seconds(stage_dir)
-    ckpt = checkpoints.Checkpointer(stage_dir / "checkpoints")
+  for k, name in enumerate(sft_config.PHASES):
+    phase_dir = train_dir / name
+    secs = _phase_seconds(phase_dir)
+    ckpt = checkpoints.Checkpointer(phase_dir / "checkpoints")
     steps = ckpt.all_steps()
     if k < 2:
       steps = [s for s in steps if s == cfg.steps[k]]
-    opt = cfg.stage_train_config(k).optimizer
+    opt = cfg.phase_train_config(k).optimizer
     for step in steps:
       ts = state.create_train_state(model_cfg, opt, mesh, sh.DP_RULES, seed=0)
       ts, _ = ckpt.restore(ts, step=step)
@@ -179,7 +179,7 @@ def curve(run_dir: pathlib.Path) -> list[dict]:
       mask[eval_set.rows_of("click")[:n_rows]] = True
       res = _click_metrics(eval_set, full, mask)
       pt = {
-        "stage": name,
+        "phase": name,
         "step": step,
         "examples": examples_before + step * cfg.batch_size,
         "train_seconds": round(seconds_before + _seconds_at(secs, step), 1),

@@ -35,10 +35,10 @@ TASK_KINDS = (
   "eval_click",
   "eval_order",
 )
-# The kinds a training stage may sample (the eval_* kinds are eval-only).
+# The kinds an SFT phase may sample (the eval_* kinds are eval-only).
 TRAIN_TASK_KINDS = tuple(k for k in TASK_KINDS if not k.startswith("eval_"))
-# Augmentation kinds left out of the registered ``{p}_stage*`` mixtures (an
-# SFT recipe samples them only where ``SFTConfig.stage_tasks`` names them).
+# Augmentation kinds left out of the registered ``{p}_phase*`` mixtures (an
+# SFT recipe samples them only where ``SFTConfig.phase_tasks`` names them).
 AUGMENT_KINDS = ("s3_query",)
 
 
@@ -73,10 +73,10 @@ def _cols(rows: list[dict]) -> dict[str, list]:
   return {k: [r[k] for r in rows] for k in rows[0]}
 
 
-def _stage3_row(
+def _phase3_row(
   ex: museq.Example, table: SIDTable, config: museq.MuSeqConfig, eval_row: bool
 ) -> dict[str, Any]:
-  row = prompts.stage3_fields(
+  row = prompts.phase3_fields(
     ex.session.user_id, ex.session.query, ex.features, table, config
   )
   row["target"] = table.item_sid(ex.targets[0])
@@ -90,7 +90,7 @@ def _stage3_row(
 
 
 def _without_user(row: dict[str, Any]) -> dict[str, Any]:
-  """A stage-3 row with its user segments blanked (the ``s3_query`` kind)."""
+  """A phase-3 row with its user segments blanked (the ``s3_query`` kind)."""
   out = dict(row)
   for k in ("uid", "seq_q", "seq_short", "profile"):
     out[k] = prompts.EMPTY
@@ -130,7 +130,7 @@ def build_corpus(
   items = {r["item_id"]: r for r in world.items}
   has_item = table.item_row
   has_query = table.query_row
-  # Stage 1.
+  # Phase 1.
   train_queries = sorted(
     {
       r["query"]
@@ -187,7 +187,7 @@ def build_corpus(
       [{"sid": r["sid"], "category": r["category"]} for r in item_rows]
     ),
   }
-  # Stage 2.
+  # Phase 2.
   s2 = [
     {
       "query": q,
@@ -200,7 +200,7 @@ def build_corpus(
   for kind in TASK_KINDS:
     if kind.startswith("s2_"):
       columns[kind] = _cols(s2)
-  # Stage 3 and eval.
+  # Phase 3 and eval.
   index = build_index(world, table, config)
 
   def rows_of(examples, eval_row, kind):
@@ -209,7 +209,7 @@ def build_corpus(
       if ex.session.query not in has_query:
         skips[f"{kind}_query_without_sid"] += 1
         continue
-      out.append(_stage3_row(ex, table, config, eval_row))
+      out.append(_phase3_row(ex, table, config, eval_row))
     return out
 
   s3_rows = rows_of(index.train_examples(), False, "s3")

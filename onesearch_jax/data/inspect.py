@@ -4,7 +4,7 @@
       --world_dir=workdir/world --sid_dir=workdir/sids
 
 ``--task`` is a task kind (``s1_query_to_sid``, ``s3_personal``,
-``eval_click``, ...), a full registered name, or a mixture ("stage1").
+``eval_click``, ...), a full registered name, or a mixture ("phase1").
 Without ``--sid_dir`` a random synthetic SID table is used (labelled as such).
 Ablations: ``--user_id=hashed|none``, ``--no_seq_short``, ``--no_long_seq``,
 ``--no_sliding_window``.

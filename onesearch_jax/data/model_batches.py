@@ -9,7 +9,7 @@ preprocessor writes exact zeros where it is 0, which is checked here).
 
 * ``TrainBatches(name, ...)``: the train loop's ``batches(position)``: an
   iterator of numpy batches starting at batch ``position`` of a seeded,
-  endlessly repeated stage mixture (deterministic skip: the same seed gives
+  endlessly repeated phase mixture (deterministic skip: the same seed gives
   the same batch at the same position, so a resumed run sees the examples
   an uninterrupted one would).
 * ``fixed_batches(name, ...)``: the first N batches of a task in file order
@@ -123,14 +123,14 @@ class TrainBatches:
   The mixture is sampled here (``tf.data.Dataset.sample_from_datasets`` with
   seqio's rates, seeded) rather than by ``seqio.get_dataset`` so that the
   per-task shuffle buffer is a knob: with seqio's task default (10,000
-  examples per task) the first stage-1 batch of the default world waits for
+  examples per task) the first phase-1 batch of the default world waits for
   60,000 examples to be preprocessed, a large part of a short CPU run.
 
   Args:
     name: registered task or mixture, or a list of (registered task, rate)
       members sampled with probability proportional to their rates. Such a
       list may mix tasks with and without the dense long-seq feature (e.g.
-      indexing replay in stage 3): members without it get exact zeros
+      indexing replay in phase 3): members without it get exact zeros
       [9, long_seq_dim] and an all-zero mask (their prompts have no [EMB]
       slot, so the Q-Former output is not used for them).
     batch_size: per-host batch size.
@@ -371,7 +371,7 @@ class DataSpec:
     prefix: task name prefix.
     museq: Mu-Seq settings (``dataclasses.asdict(MuSeqConfig)``).
     sentencepiece: ``dataclasses.asdict(SentencePieceConfig)``.
-    eval_inputs_length: encoder length of the stage-3 / eval prompts.
+    eval_inputs_length: encoder length of the phase-3 / eval prompts.
   """
 
   world_dir: str

@@ -73,7 +73,7 @@ class MuSeqConfig:
   n_emb_tokens: int = 3  # [EMB] placeholders (Q-Former outputs N_M)
   window_rate: float = 1.0  # mixture rate multiplier of the window task
   # Prompt labels: "tokens" = one special token per segment label and task
-  # (data/prompts.py, ~40% shorter stage-3 prompts), "words" = English labels.
+  # (data/prompts.py, ~40% shorter phase-3 prompts), "words" = English labels.
   prompt_style: str = "tokens"
 
   def __post_init__(self):
@@ -151,7 +151,7 @@ class Session:
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-  """A stage-3 (or eval) example before prompt rendering.
+  """A phase-3 (or eval) example before prompt rendering.
 
   Attributes:
     session: the session the target comes from.

@@ -6,13 +6,13 @@
   decoder_target_tokens [B, T] int32    target tokens (SID or text + EOS)
   decoder_input_tokens  [B, T] int32    targets shifted right (BOS = 0)
   decoder_loss_weights  [B, T] int32    1 on non-pad target positions
-  long_seq              [B, 9, D] float32  (stage 3 / eval only) click, order,
+  long_seq              [B, 9, D] float32  (phase 3 / eval only) click, order,
                                         RSU x levels L1..L3 centroid sums
   long_seq_mask         [B, 9] int32    1 where that sequence is non-empty
 
 It is seqio's ``EncDecFeatureConverter`` with the two dense features passed
-through (``passthrough_features``; seqio forbids packing then, so stage-3
-batches are padded, while stage 1/2 may pack).
+through (``passthrough_features``; seqio forbids packing then, so phase-3
+batches are padded, while phase 1/2 may pack).
 
 Multi-host: pass ``seqio.ShardInfo(jax.process_index(), jax.process_count())``;
 each host reads the examples ``i`` with ``i % num_shards == index`` (seqio
@@ -96,7 +96,7 @@ def get_batches(
     seed: shuffle / mixture sampling seed (same seed, same order).
     shuffle: shuffle the examples.
     num_epochs: repeats (None = forever).
-    pack: pack examples (stage 1/2 only).
+    pack: pack examples (phase 1/2 only).
     cache_dir: cache the converted examples there (Tasks only).
     drop_remainder: drop a last partial batch.
 

@@ -1,4 +1,4 @@
-"""Prompt templates of the three SFT stages (SPEC §3.4, §4.1), English words.
+"""Prompt templates of the three SFT phases (SPEC §3.4, §4.1), English words.
 
 A template is a ``str.format``-style string over the string fields of a raw
 example (``{query}``, ``{sid}``, ...). ``render`` fills it in Python (docs,
@@ -7,7 +7,7 @@ tests, inspection); ``render_tf`` builds the same string with
 ``[BOS] [SEP] [EOS]``; ``[EMB]`` marks where the model splices the Q-Former
 outputs of the long-term sequences.
 
-The stage-3 prompt follows the formal order of SPEC §3.4 (``[BOS] uid q SID_q
+The phase-3 prompt follows the formal order of SPEC §3.4 (``[BOS] uid q SID_q
 Seq_q Seq_short Seq_long_emb U [EOS]``), one ``[SEP]`` between segments, with
 the instruction of the official Chinese prompt ("give the appropriate item
 id") before ``[EOS]``. Ablations drop their segment entirely.
@@ -46,8 +46,8 @@ class Template:
     return tuple(names)
 
 
-# Stage 1: semantic content alignment.
-STAGE1 = {
+# Phase 1: semantic content alignment.
+PHASE1 = {
   "query_to_sid": Template(
     "[BOS] query: {query} [SEP] give the query id: [EOS]", "{sid}"
   ),
@@ -68,8 +68,8 @@ STAGE1 = {
   ),
 }
 
-# Stage 2: query-item co-occurrence (no user features).
-STAGE2 = {
+# Phase 2: query-item co-occurrence (no user features).
+PHASE2 = {
   "query_to_title": Template(
     "[BOS] query: {query} [SEP] give the title of a clicked item: [EOS]", "{title}"
   ),
@@ -88,11 +88,11 @@ STAGE2 = {
 
 # The same tasks with one special token per segment label and per task
 # ("tokens" style, the default): the English labels above cost about 60 of
-# the ~150 stage-3 prompt tokens (the small sentencepiece model splits them
+# the ~150 phase-3 prompt tokens (the small sentencepiece model splits them
 # into near-characters) and carry nothing the model needs; the task marker
 # at the end says what to generate, so tasks with the same input segment
 # (query -> its SID vs query -> a clicked title) stay distinct.
-STAGE1_TOKENS = {
+PHASE1_TOKENS = {
   "query_to_sid": Template("[BOS][Q]{query}[GEN_QID]", "{sid}"),
   "sid_to_query": Template("[BOS][QID]{sid}[GEN_Q]", "{query}"),
   "title_to_sid": Template("[BOS][TITLE]{title}[GEN_IID]", "{sid}"),
@@ -100,14 +100,14 @@ STAGE1_TOKENS = {
   "text_to_category": Template("[BOS][TEXT]{text}[GEN_CAT]", "{category}"),
   "sid_to_category": Template("[BOS][IID]{sid}[GEN_CAT]", "{category}"),
 }
-STAGE2_TOKENS = {
+PHASE2_TOKENS = {
   "query_to_title": Template("[BOS][Q]{query}[GEN_TITLE]", "{title}"),
   "title_to_query": Template("[BOS][TITLE]{title}[GEN_Q]", "{query}"),
   "sidq_to_sidi": Template("[BOS][QID]{sid_q}[GEN_IID]", "{sid_i}"),
   "sidi_to_sidq": Template("[BOS][IID]{sid_i}[GEN_QID]", "{sid_q}"),
   "query_to_sidi": Template("[BOS][Q]{query}[QID]{sid_q}[GEN_IID]", "{sid_i}"),
 }
-STAGE2["query_to_sidi"] = Template(
+PHASE2["query_to_sidi"] = Template(
   "[BOS] query: {query} [SEP] query id: {sid_q} [SEP] give the id of a clicked "
   "item: [EOS]",
   "{sid_i}",
@@ -115,19 +115,19 @@ STAGE2["query_to_sidi"] = Template(
 PROMPT_STYLES = ("tokens", "words")
 
 
-def stage1_templates(config: MuSeqConfig) -> dict[str, Template]:
-  """Stage-1 templates of the configured prompt style."""
-  return dict(STAGE1_TOKENS if config.prompt_style == "tokens" else STAGE1)
+def phase1_templates(config: MuSeqConfig) -> dict[str, Template]:
+  """Phase-1 templates of the configured prompt style."""
+  return dict(PHASE1_TOKENS if config.prompt_style == "tokens" else PHASE1)
 
 
-def stage2_templates(config: MuSeqConfig) -> dict[str, Template]:
-  """Stage-2 templates of the configured prompt style."""
-  return dict(STAGE2_TOKENS if config.prompt_style == "tokens" else STAGE2)
+def phase2_templates(config: MuSeqConfig) -> dict[str, Template]:
+  """Phase-2 templates of the configured prompt style."""
+  return dict(PHASE2_TOKENS if config.prompt_style == "tokens" else PHASE2)
 
 
-# Stage-3 segment labels per style: segment -> label, and how the prompt is
+# Phase-3 segment labels per style: segment -> label, and how the prompt is
 # opened, joined and closed.
-_STAGE3_LABELS = {
+_PHASE3_LABELS = {
   "tokens": {
     "uid": "[UID]",
     "query": "[Q]",
@@ -147,20 +147,20 @@ _STAGE3_LABELS = {
     "profile": "user: ",
   },
 }
-_STAGE3_FRAME = {  # (open, join, close)
+_PHASE3_FRAME = {  # (open, join, close)
   "tokens": ("[BOS]", "", "[GEN_IID]"),
   "words": ("[BOS] ", " [SEP] ", " [SEP] give the appropriate item id: [EOS]"),
 }
 
 
-def stage3_template(config: MuSeqConfig) -> Template:
+def phase3_template(config: MuSeqConfig) -> Template:
   """The personalised prompt, with the segments the ablations keep.
 
   "tokens" style: ``[BOS][UID]uid[Q]query[QID]SID_q[RQ]q1[SEP]q2..[RC]SIDs
   [LT][EMB]..[PF]profile[GEN_IID]``; "words" style: the English labels,
   segments joined by ``[SEP]``, the official prompt's instruction last.
   """
-  label = _STAGE3_LABELS[config.prompt_style]
+  label = _PHASE3_LABELS[config.prompt_style]
   keep = {
     "uid": config.user_id != "none",
     "seq_short": config.use_seq_short,
@@ -173,21 +173,21 @@ def stage3_template(config: MuSeqConfig) -> Template:
       continue
     body = "[EMB]" * config.n_emb_tokens if seg == "long" else "{" + seg + "}"
     parts.append(label[seg] + body)
-  opening, join, close = _STAGE3_FRAME[config.prompt_style]
+  opening, join, close = _PHASE3_FRAME[config.prompt_style]
   return Template(opening + join.join(parts) + close, "{target}")
 
 
-def stage3_fields(
+def phase3_fields(
   user_id: str,
   query: str,
   features: museq.UserFeatures,
   table: SIDTable,
   config: MuSeqConfig,
 ) -> dict[str, Any]:
-  """The fields of ``stage3_template`` for one session (training and serving).
+  """The fields of ``phase3_template`` for one session (training and serving).
 
   The one place that turns Mu-Seq features into prompt fields: the seqio
-  stage-3 / eval tasks (``corpus.build_corpus``) and the host-side prompter
+  phase-3 / eval tasks (``corpus.build_corpus``) and the host-side prompter
   (``session_prompts.SessionPrompter``) both call it.
 
   Args:
@@ -231,8 +231,8 @@ def stage3_fields(
 
 def template_words() -> list[str]:
   """Every literal text of every template (sentencepiece training text)."""
-  templates = list(STAGE1.values()) + list(STAGE2.values())
-  templates.append(stage3_template(MuSeqConfig(prompt_style="words")))
+  templates = list(PHASE1.values()) + list(PHASE2.values())
+  templates.append(phase3_template(MuSeqConfig(prompt_style="words")))
   out = []
   for t in templates:
     for text in (t.inputs, t.targets):

@@ -1,6 +1,6 @@
-"""Stage-3 model inputs of logged sessions or live requests, on the host.
+"""Phase-3 model inputs of logged sessions or live requests, on the host.
 
-The seqio stage-3 / eval tasks (``tasks.py``) build the personalised prompt of
+The seqio phase-3 / eval tasks (``tasks.py``) build the personalised prompt of
 a session inside tf.data. PARS (``prompt_fn(session_ids)``) and inference
 (``run.py --mode=infer``) need the same model inputs for arbitrary sessions or
 requests; ``SessionPrompter`` makes them through the same code paths, so the
@@ -9,8 +9,8 @@ training and serving prompts cannot drift:
 * features: ``museq.MuSeqIndex.features`` (index built by
   ``corpus.build_index``), no leakage: only interactions strictly before the
   session / request time;
-* prompt fields: ``prompts.stage3_fields`` (also used by ``tasks``), rendered
-  with ``prompts.stage3_template(config)``;
+* prompt fields: ``prompts.phase3_fields`` (also used by ``tasks``), rendered
+  with ``prompts.phase3_template(config)``;
 * tokens: ``OneSearchVocabulary.encode`` (tested equal to the tf.data path),
   trimmed like seqio's ``append_eos_after_trim`` (the first L-1 tokens, then
   EOS = 1) and padded with 0 to L;
@@ -210,7 +210,7 @@ def trim_and_pad(ids: Sequence[int], length: int) -> np.ndarray:
 
 
 class SessionPrompter:
-  """Stage-3 prompts + long-seq features of logged sessions and requests.
+  """Phase-3 prompts + long-seq features of logged sessions and requests.
 
   Args:
     world: the world tables (``world_source.read_world``) or its directory.
@@ -225,7 +225,7 @@ class SessionPrompter:
     sessions: session id -> ``museq.Session``.
     end_time: the time of a request with ``time_index=None`` (last logged
       time + 1: every logged interaction counts).
-    template: the stage-3 template of ``config``.
+    template: the phase-3 template of ``config``.
   """
 
   def __init__(
@@ -256,7 +256,7 @@ class SessionPrompter:
     self.table = sid_table
     self.vocabulary = vocabulary
     self.inputs_length = int(inputs_length)
-    self.template = prompts.stage3_template(self.config)
+    self.template = prompts.phase3_template(self.config)
     self.index = corpus.build_index(world, sid_table, self.config)
     self.sessions: dict[str, museq.Session] = {}
     for s in self.index.sessions:
@@ -285,13 +285,13 @@ class SessionPrompter:
     )
 
   def fields(self, item: str | Request) -> dict[str, Any]:
-    """``prompts.stage3_fields`` of a session id or a request."""
+    """``prompts.phase3_fields`` of a session id or a request."""
     if isinstance(item, Request):
       user, query = item.user_id, item.query
     else:
       s = self._session(item)
       user, query = s.user_id, s.query
-    return prompts.stage3_fields(
+    return prompts.phase3_fields(
       user, query, self.features(item), self.table, self.config
     )
 

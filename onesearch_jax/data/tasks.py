@@ -1,4 +1,4 @@
-"""seqio Tasks and Mixtures of the three SFT stages (SPEC §4.1) + eval tasks.
+"""seqio Tasks and Mixtures of the three SFT phases (SPEC §4.1) + eval tasks.
 
 The ONLY module that calls ``seqio.TaskRegistry.add``. Nothing is registered
 at import time: ``register_tasks(world_dir, sid_dir)`` reads a world and a SID
@@ -6,31 +6,31 @@ artefact, builds every example once (``build_corpus``), trains the vocabulary
 (``build_vocabulary``) and registers, under a name prefix (default
 "onesearch"):
 
-Stage 1 (semantic alignment), split "train":
+Phase 1 (semantic alignment), split "train":
   ``{p}_s1_query_to_sid``, ``{p}_s1_sid_to_query`` (queries of train sessions),
   ``{p}_s1_title_to_sid``, ``{p}_s1_sid_to_title``, ``{p}_s1_sid_to_category``
   (every item with a SID), ``{p}_s1_text_to_category`` (item titles, and
   queries with their most clicked train category path).
-Stage 2 (co-occurrence), split "train", one example per distinct (query,
+Phase 2 (co-occurrence), split "train", one example per distinct (query,
   clicked item) pair of the train split:
   ``{p}_s2_query_to_title``, ``{p}_s2_title_to_query``, ``{p}_s2_sidq_to_sidi``,
   ``{p}_s2_sidi_to_sidq``, ``{p}_s2_query_to_sidi`` (query text + SID_q ->
   clicked item SID).
-Stage 3 (personalised), split "train": ``{p}_s3_personal`` (one example per
+Phase 3 (personalised), split "train": ``{p}_s3_personal`` (one example per
   clicked item of a train session), ``{p}_s3_window`` (sliding-window
   samples, ``museq.MuSeqIndex.window_examples``; absent when
   ``config.sliding_window`` is False) and ``{p}_s3_query`` (the
   ``s3_personal`` examples with the user segments blanked: uid, Seq_q,
-  Seq_short and profile "none", no long-term items; the stage-3 prompt of a
+  Seq_short and profile "none", no long-term items; the phase-3 prompt of a
   cold-start user). ``s3_query`` is context dropout: it teaches the query's
-  own click distribution in the stage-3 prompt; the stage mixtures only
-  sample it where ``SFTConfig.stage_tasks`` names it.
+  own click distribution in the phase-3 prompt; the phase mixtures only
+  sample it where ``SFTConfig.phase_tasks`` names it.
 Eval, split "test": ``{p}_eval_click`` / ``{p}_eval_order``: one example per
   test session with a click / purchase, carrying "user_id", "session_id",
   "query" and "target_item_ids" (all clicked / purchased items) for item-level
   metrics; "targets" is the SID of the first of them.
 
-Mixtures ``{p}_stage1``, ``{p}_stage2``, ``{p}_stage3``: each task's rate is its
+Mixtures ``{p}_phase1``, ``{p}_phase2``, ``{p}_phase3``: each task's rate is its
 number of examples (examples-proportional mixing, i.e. every example is seen
 about once per epoch of the mixture); the window task's rate is multiplied by
 ``config.window_rate``.
@@ -79,7 +79,7 @@ class RegisteredTasks:
 
   Attributes:
     tasks: task kind -> registered task name.
-    mixtures: "stage1" | "stage2" | "stage3" -> mixture name.
+    mixtures: "phase1" | "phase2" | "phase3" -> mixture name.
     vocabulary: the shared vocabulary.
     counts: task kind -> number of examples (a kind with 0 is not registered).
     skips: reason -> count.
@@ -219,9 +219,9 @@ def register_tasks(
     if vocab_dir is not None:
       vocabulary.save(vocab_dir)
 
-  templates = {f"s1_{k}": t for k, t in prompts.stage1_templates(config).items()}
-  templates.update({f"s2_{k}": t for k, t in prompts.stage2_templates(config).items()})
-  s3 = prompts.stage3_template(config)
+  templates = {f"s1_{k}": t for k, t in prompts.phase1_templates(config).items()}
+  templates.update({f"s2_{k}": t for k, t in prompts.phase2_templates(config).items()})
+  s3 = prompts.phase3_template(config)
   for kind in ("s3_personal", "s3_window", "s3_query", "eval_click", "eval_order"):
     templates[kind] = s3
   d = sid_table.dim
@@ -262,10 +262,10 @@ def register_tasks(
     )
     tasks[kind] = name
   mixtures = {}
-  for stage in ("s1", "s2", "s3"):
+  for phase in ("s1", "s2", "s3"):
     members = []
     for kind, name in tasks.items():
-      if not kind.startswith(stage + "_") or kind in AUGMENT_KINDS:
+      if not kind.startswith(phase + "_") or kind in AUGMENT_KINDS:
         continue
       rate = float(counts[kind])
       if kind == "s3_window":
@@ -273,10 +273,10 @@ def register_tasks(
       members.append((name, rate))
     if not members:
       continue
-    mname = f"{prefix}_stage{stage[1]}"
+    mname = f"{prefix}_phase{phase[1]}"
     seqio.MixtureRegistry.remove(mname)
     seqio.MixtureRegistry.add(mname, members)
-    mixtures[f"stage{stage[1]}"] = mname
+    mixtures[f"phase{phase[1]}"] = mname
   out = RegisteredTasks(
     tasks=tasks,
     mixtures=mixtures,

@@ -375,7 +375,7 @@ def run_baselines(
   systems: Sequence[str] = BASELINES,
   bm25_config: bm25_lib.BM25Config | None = None,
   mca_config: mca_lib.MCAConfig | None = None,
-  progress: Callable[[str], None] | None = print,
+  log: Callable[[str], None] | None = print,
   timings: dict | None = None,
 ) -> dict[str, np.ndarray]:
   """Rankings of the BM25, dense, MCA, sidq_pop and query_memory baselines.
@@ -389,7 +389,7 @@ def run_baselines(
     k_max: ranking length.
     systems: which of BASELINES to run.
     bm25_config, mca_config: settings (None: defaults).
-    progress: called with one line per finished step (None: silent).
+    log: called with one line per finished step (None: silent).
     timings: if given, filled with step -> seconds.
 
   Returns:
@@ -398,13 +398,13 @@ def run_baselines(
   for s in systems:
     if s not in BASELINES:
       raise ValueError(f"run_baselines: unknown system {s!r}; known {BASELINES}")
-  say = progress or (lambda _: None)
+  log = log or (lambda _: None)
   times = timings if timings is not None else {}
   t0 = time.perf_counter()
 
   def done(step, t):
     times[step] = time.perf_counter() - t
-    say(f"[baselines +{time.perf_counter() - t0:6.1f}s] {step} ({times[step]:.1f} s)")
+    log(f"[baselines +{time.perf_counter() - t0:6.1f}s] {step} ({times[step]:.1f} s)")
 
   t = time.perf_counter()
   tables = examples.read_eval_tables(world_dir)

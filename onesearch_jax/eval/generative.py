@@ -49,7 +49,7 @@ def decode_set(
   searcher: beam_lib.BeamSearcher,
   inputs: Inputs,
   *,
-  progress: Callable[[str], None] | None = None,
+  log: Callable[[str], None] | None = None,
   name: str = "",
 ) -> SetBeams:
   """Runs the beam search over every batch of one eval stream.
@@ -60,7 +60,7 @@ def decode_set(
     inputs: (batch, metas) pairs; batch has encoder_input_tokens [B, L]
       (+ long_seq_features [B, 9, D]); metas[i] describes row i and may be
       shorter than B (padding rows are dropped).
-    progress: printer for one line per ~10 batches.
+    log: printer for one line per ~10 batches.
     name: set name for the progress lines.
 
   Returns:
@@ -74,8 +74,8 @@ def decode_set(
     sids.append(np.asarray(res.sid_index)[:n])
     scores.append(np.asarray(res.scores)[:n])
     sessions += [str(m["session_id"]) for m in metas]
-    if progress and (i + 1) % 10 == 0:
-      progress(
+    if log and (i + 1) % 10 == 0:
+      log(
         f"[eval] decoded {len(sessions)} {name} queries in {time.time() - start:.1f} s"
       )
   w = searcher.beam_size
@@ -103,7 +103,7 @@ def decode_sets(
   searcher: beam_lib.BeamSearcher,
   streams: Mapping[str, Inputs],
   *,
-  progress: Callable[[str], None] | None = None,
+  log: Callable[[str], None] | None = None,
 ) -> dict[str, SetBeams]:
   """``decode_set`` of several eval streams, each distinct row decoded once.
 
@@ -118,7 +118,7 @@ def decode_sets(
   Args:
     searcher: the compiled beam search.
     streams: kind -> (batch, metas) pairs (see ``decode_set``).
-    progress: printer for one line per ~10 decoded batches.
+    log: printer for one line per ~10 decoded batches.
 
   Returns:
     kind -> SetBeams (``seconds``: that stream's share of the wall time;
@@ -146,8 +146,8 @@ def decode_sets(
         decoded += 1
         for i, k in enumerate(keys):
           seen.setdefault(k, (sids[-1][i], scores[-1][i]))
-        if progress and decoded % 10 == 0:
-          progress(
+        if log and decoded % 10 == 0:
+          log(
             f"[eval] decoded {len(sessions) + n} {kind} queries in "
             f"{time.time() - start:.1f} s"
           )

@@ -38,7 +38,7 @@ def evaluate_workdir(
       with `pars`, pars/ (a finished pars stage).
     world_dir: the world the SIDs were built from.
     eval_cfg: an eval.config.EvalConfig.
-    pars: the pars stage's StageConfig (None: SFT model only).
+    pars: the pars stage's ParsStageConfig (None: SFT model only).
     log: progress printer.
 
   Returns:
@@ -90,7 +90,7 @@ def workdir_models(
     world_dir: the world.
     generator: the workdir's generator (``generator.load_generator``): its
       model is the "onesearch" row.
-    pars: the pars stage's StageConfig (None: the SFT model only).
+    pars: the pars stage's ParsStageConfig (None: the SFT model only).
     log: progress printer.
 
   Returns:
@@ -153,7 +153,7 @@ def rank_workdir(
     generator: the workdir's generator at ``eval_cfg.beam_size`` (None:
       loaded here).
     models: (name, EncoderDecoder) pairs of the run's architecture; None =
-      the generator's model (SFT stage 3) as "onesearch".
+      the generator's model (SFT phase 3) as "onesearch".
     rerankers: (name, source model name, fn) with fn(session_ids,
       sid_index [n, W], scores [n, W]) -> (sid_index, scores) re-ordered; a
       row ranked from the source model's beams.
@@ -183,7 +183,7 @@ def rank_workdir(
       eval_set=eval_set,
       k_max=eval_cfg.k_max,
       systems=eval_cfg.baselines,
-      progress=log,
+      log=log,
     )
   if generator is None:
     generator = generator_lib.load_generator(wd, beam_size=eval_cfg.beam_size)
@@ -224,7 +224,7 @@ def rank_workdir(
     # Each distinct query once: the order set's sessions are click sessions
     # with the same inputs, whose beams it reuses.
     per_set = generative.decode_sets(
-      searcher, {kind: inputs(kind) for kind in kinds}, progress=log
+      searcher, {kind: inputs(kind) for kind in kinds}, log=log
     )
     for kind, beams in per_set.items():
       n = beams.sid_index.shape[0]

@@ -1,6 +1,6 @@
 """The build_sids stage: world directory -> the versioned SID artefact.
 
-Steps (each reported through `progress` with its wall time):
+Steps (each reported through `log` with its wall time):
 
   1. read the world (items, recall and ranking queries);
   2. embeddings: train the sentencepiece vocabulary and the aligned encoder
@@ -197,18 +197,18 @@ def _popularity(world: reader.World) -> np.ndarray:
 
 
 class _Clock:
-  def __init__(self, progress: Callable[[str], None] | None):
-    self.progress = progress
+  def __init__(self, log: Callable[[str], None] | None):
+    self._log = log
     self.timings: dict[str, float] = {}
     self._t0 = time.perf_counter()
 
-  def say(self, msg: str) -> None:
-    if self.progress is not None:
-      self.progress(f"[build_sids +{time.perf_counter() - self._t0:6.1f}s] {msg}")
+  def log(self, msg: str) -> None:
+    if self._log is not None:
+      self._log(f"[build_sids +{time.perf_counter() - self._t0:6.1f}s] {msg}")
 
   def done(self, step: str, start: float, msg: str) -> None:
     self.timings[step] = time.perf_counter() - start
-    self.say(f"{step}: {msg} ({self.timings[step]:.1f} s)")
+    self.log(f"{step}: {msg} ({self.timings[step]:.1f} s)")
 
 
 def build_sids(
@@ -216,7 +216,7 @@ def build_sids(
   out_dir: str | os.PathLike,
   config: BuildConfig = BuildConfig(),
   *,
-  progress: Callable[[str], None] | None = None,
+  log: Callable[[str], None] | None = None,
   mesh: jax.sharding.Mesh | None = None,
 ) -> BuildSummary:
   """Builds item and query SIDs for a world and writes the SID artefact.
@@ -226,7 +226,7 @@ def build_sids(
     out_dir: the artefact directory (created; artefact.save puts the report in
       ``out_dir/report``).
     config: the BuildConfig.
-    progress: optional callback receiving one line per step, with timings.
+    log: optional printer of one line per step, with timings.
     mesh: optional mesh the quantiser shards its points over.
 
   Returns:
@@ -237,7 +237,7 @@ def build_sids(
     embeddings_io.EmbeddingsError: bad precomputed embeddings.
     ValueError: a world with no item or no query.
   """
-  clock = _Clock(progress)
+  clock = _Clock(log)
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
 
@@ -266,21 +266,21 @@ def build_sids(
       seed=config.train.seed,
       pairs_per_key=config.train.pairs_per_key,
     )
-    clock.say(
+    clock.log(
       f"encoder: vocab {vocab.vocab_size} pieces; pairs q2i={len(pairs.q2i)} "
       f"q2q={len(pairs.q2q)} i2i={len(pairs.i2i)} rank={len(pairs.rank)}; "
       f"skipped {pairs.skipped or 'nothing'}"
     )
 
-    def log(step: int, m: Mapping[str, float]) -> None:
-      clock.say(
+    def log_fn(step: int, m: Mapping[str, float]) -> None:
+      clock.log(
         f"encoder step {step}/{config.train.steps}: loss {m['loss']:.3f} "
         f"(q2i {m['q2i']:.3f} q2q {m['q2q']:.3f} i2i {m['i2i']:.3f} "
         f"rank {m['rank']:.3f})"
       )
 
     trained = encoder_lib.train_encoder(
-      vocab, queries, texts, pairs, config.encoder, config.train, progress=log
+      vocab, queries, texts, pairs, config.encoder, config.train, log_fn=log_fn
     )
     history = trained.history
     item_raw = trained.embed(texts)

@@ -42,7 +42,7 @@ from flax import nnx
 
 from onesearch_jax.khqe import deterministic_npz, text_vocab
 
-ProgressFn = Callable[[int, Mapping[str, float]], None]
+LogFn = Callable[[int, Mapping[str, float]], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +78,7 @@ class EncoderTrainConfig:
   rank_scale: float = 20.0  # softplus sharpness for L_rank
   weights: LossWeights = LossWeights()  # λ of each loss
   pairs_per_key: int = 20  # cap on co-click pairs built per shared item/query
-  log_every: int = 50  # progress callback period (steps)
+  log_every: int = 50  # log_fn period (steps)
   seed: int = 0  # init, batch sampling and pair building
 
 
@@ -328,7 +328,7 @@ def train_encoder(
   config: EncoderConfig = EncoderConfig(),
   train_config: EncoderTrainConfig = EncoderTrainConfig(),
   *,
-  progress: ProgressFn | None = None,
+  log_fn: LogFn | None = None,
 ) -> TrainedEncoder:
   """Trains the aligned encoder with the collaborative losses.
 
@@ -339,7 +339,7 @@ def train_encoder(
     pairs: the CollabPairs; a loss with no pairs is switched off.
     config: encoder shape.
     train_config: optimisation settings and loss weights.
-    progress: called as progress(step, {"loss", "q2i", ..., "seconds"}) every
+    log_fn: called as log_fn(step, {"loss", "q2i", ..., "seconds"}) every
       `log_every` steps and at the last step.
 
   Returns:
@@ -396,8 +396,8 @@ def train_encoder(
       logged = {k: float(v) for k, v in metrics.items()}
       logged["seconds"] = time.perf_counter() - start
       history.append({"step": float(i), **logged})
-      if progress is not None:
-        progress(i, logged)
+      if log_fn is not None:
+        log_fn(i, logged)
   return TrainedEncoder(
     vocab=vocab, config=config, model=nnx.merge(graphdef, params), history=history
   )

@@ -27,7 +27,7 @@ Initialisation.
   ``init_oversample * k`` points, not N); it is drawn on the host, so the init
   is identical with and without a mesh.
   ``init="random"`` instead takes k distinct seeded random points (faiss's
-  init; measured on the OPQ stage: balances codes better but lowers ICR, so
+  init; measured on the OPQ step: balances codes better but lowers ICR, so
   k-means++ stays the default).
 * ``fit_grouped_kmeans``: k distinct random points per group (what faiss,
   and hence the official per-parent k-means, does).

@@ -200,7 +200,7 @@ def fit(
   config: QuantizerConfig,
   *,
   mesh: jax.sharding.Mesh | None = None,
-  progress: Callable[[str], None] | None = None,
+  log: Callable[[str], None] | None = None,
 ) -> Quantizer:
   """Fits RQ-Kmeans (3 levels) and OPQ on the level-3 residual.
 
@@ -208,12 +208,12 @@ def fit(
     emb: [N, D] float32 embeddings (queries and items clustered jointly).
     config: quantiser settings.
     mesh: optional mesh; points are sharded over it.
-    progress: optional callback receiving one line per stage.
+    log: optional printer of one line per fitting step.
 
   Returns:
     The fitted ``Quantizer``.
   """
-  return _fit(emb, config, mesh=mesh, progress=progress, with_codes=False)[0]
+  return _fit(emb, config, mesh=mesh, log=log, with_codes=False)[0]
 
 
 def fit_encode(
@@ -221,7 +221,7 @@ def fit_encode(
   config: QuantizerConfig,
   *,
   mesh: jax.sharding.Mesh | None = None,
-  progress: Callable[[str], None] | None = None,
+  log: Callable[[str], None] | None = None,
 ) -> tuple[Quantizer, np.ndarray, np.ndarray]:
   """``fit`` plus the codes of the training points, without re-encoding.
 
@@ -229,17 +229,17 @@ def fit_encode(
     emb: [N, D] float32 embeddings.
     config: quantiser settings.
     mesh: optional mesh.
-    progress: optional callback.
+    log: optional printer of one line per fitting step.
 
   Returns:
     (quantizer, codes [N, 3 + s] int32 (equal to ``quantizer.encode(emb)``,
     see the module note on duplicates), sq [N, E] float32 squared residual
     norm after each level, for ``mean_errors``).
   """
-  return _fit(emb, config, mesh=mesh, progress=progress, with_codes=True)
+  return _fit(emb, config, mesh=mesh, log=log, with_codes=True)
 
 
-def _fit(emb, config, *, mesh, progress, with_codes):
+def _fit(emb, config, *, mesh, log, with_codes):
   emb = np.asarray(emb, np.float32)
   if emb.ndim != 2:
     raise ValueError(f"fit: expected embeddings [N, D], got shape {emb.shape}")
@@ -250,7 +250,7 @@ def _fit(emb, config, *, mesh, progress, with_codes):
     seed=config.seed,
     n_iter=config.n_iter,
     mesh=mesh,
-    progress=progress,
+    log=log,
   )
   opq = None
   if config.opq_subspaces:
@@ -263,8 +263,8 @@ def _fit(emb, config, *, mesh, progress, with_codes):
       final_retrain=config.opq_final_retrain,
       mesh=mesh,
     )
-    if progress:
-      progress(f"OPQ: {config.opq_subspaces}x{config.opq_codes}")
+    if log:
+      log(f"OPQ: {config.opq_subspaces}x{config.opq_codes}")
   quant = Quantizer(config=config, rq=codebooks, opq=opq)
   if not with_codes:
     return quant, None, None

@@ -144,7 +144,7 @@ def fit_rq(
   seed: int = 0,
   n_iter: int = 25,
   mesh: jax.sharding.Mesh | None = None,
-  progress: Callable[[str], None] | None = None,
+  log: Callable[[str], None] | None = None,
 ) -> tuple[RQCodebooks, np.ndarray, np.ndarray]:
   """Fits 3-level RQ-Kmeans.
 
@@ -155,7 +155,7 @@ def fit_rq(
     seed: base seed; level i uses ``seed + i``.
     n_iter: Lloyd iterations per level.
     mesh: optional mesh to shard the points over.
-    progress: optional callback receiving one line per level.
+    log: optional printer of one line per level.
 
   Returns:
     (codebooks, codes [N, 3] int32, final residual [N, D] float32).
@@ -163,16 +163,16 @@ def fit_rq(
   if l3_mode not in L3_MODES:
     raise ValueError(f"l3_mode must be one of {L3_MODES}, got {l3_mode!r}")
   k1, k2, k3 = levels
-  say = progress or (lambda _: None)
+  log = log or (lambda _: None)
   r = np.asarray(emb, np.float32)
   km1 = kmeans.fit_kmeans(r, k1, seed=seed, n_iter=n_iter, mesh=mesh)
   r1 = r - km1.centroids[km1.assign]
-  say(f"RQ level 1: k={k1} inertia={km1.inertia:.4g}")
+  log(f"RQ level 1: k={k1} inertia={km1.inertia:.4g}")
   km2 = kmeans.fit_kmeans(r1, k2, seed=seed + 1, n_iter=n_iter, mesh=mesh)
   r2 = r1
   r2 -= km2.centroids[km2.assign]  # in place: keeps only one N x D residual
   del r1
-  say(f"RQ level 2: k={k2} inertia={km2.inertia:.4g}")
+  log(f"RQ level 2: k={k2} inertia={km2.inertia:.4g}")
   if l3_mode in PARENT_MODES:
     groups = l3_group_ids(l3_mode, km1.assign, km2.assign, k2)
     n_groups = k1 * k2 if l3_mode == "parent_ab" else k2
@@ -186,7 +186,7 @@ def fit_rq(
     l3, c = km3.centroids, km3.assign
     r3 = r2
     r3 -= l3[c]
-  say(f"RQ level 3 ({l3_mode}): k={k3} mse={np.mean(np.sum(r3 * r3, -1)):.4g}")
+  log(f"RQ level 3 ({l3_mode}): k={k3} mse={np.mean(np.sum(r3 * r3, -1)):.4g}")
   codebooks = RQCodebooks(l1=km1.centroids, l2=km2.centroids, l3=l3, l3_mode=l3_mode)
   codes = np.stack([km1.assign, km2.assign, c], axis=1).astype(np.int32)
   return codebooks, codes, r3

@@ -11,7 +11,7 @@ codes (no item id, no test-day counts), and it was trained on train-split
 impressions. Its S_rel, however, looks up the world's relevance LABELS where a
 (query, item) pair is labelled, and the eval's graded NDCG uses the same
 labels; the eval variant therefore scores with the relevance TOWER's
-prediction only (``StageConfig.rerank_label_relevance = False``).
+prediction only (``ParsStageConfig.rerank_label_relevance = False``).
 """
 
 from __future__ import annotations

@@ -133,30 +133,32 @@ def _group(keys: np.ndarray, n: int, n_groups: int) -> list[np.ndarray]:
 
 
 def logged_examples(
-  log: InteractionLog,
+  interactions: InteractionLog,
   table: rewards.RewardTable,
   codec: SidCodec,
   cfg: PhaseDataConfig = PhaseDataConfig(),
 ) -> PreferenceExamples:
   """Phase 2: positives = top-3 levels, negatives = bottom-3 (train split)."""
   rng = np.random.default_rng(cfg.seed)
-  n, k = log.n_items, cfg.num_negatives
+  n, k = interactions.n_items, cfg.num_negatives
   stats: collections.Counter = collections.Counter()
-  bought = _group(log.purchased_keys, n, log.n_sessions)
-  clicked = _group(log.clicked_keys, n, log.n_sessions)
-  shown = _group(log.impressed_keys, n, log.n_sessions)
-  user_bought = _group(log.user_train_purchase_keys, n, len(log.user_ids))
+  bought = _group(interactions.purchased_keys, n, interactions.n_sessions)
+  clicked = _group(interactions.clicked_keys, n, interactions.n_sessions)
+  shown = _group(interactions.impressed_keys, n, interactions.n_sessions)
+  user_bought = _group(
+    interactions.user_train_purchase_keys, n, len(interactions.user_ids)
+  )
   by_l3 = collections.defaultdict(list)
-  for i in np.flatnonzero(log.has_sid):
-    by_l3[int(log.item_l3[i])].append(i)
+  for i in np.flatnonzero(interactions.has_sid):
+    by_l3[int(interactions.item_l3[i])].append(i)
   by_l3 = {c: np.asarray(v) for c, v in by_l3.items()}
-  sid_items = np.flatnonzero(log.has_sid)
+  sid_items = np.flatnonzero(interactions.has_sid)
   rows = []
-  for s in np.flatnonzero(log.session_train):
+  for s in np.flatnonzero(interactions.session_train):
     cand = np.unique(
-      np.concatenate([bought[s], clicked[s], user_bought[log.session_user[s]]])
+      np.concatenate([bought[s], clicked[s], user_bought[interactions.session_user[s]]])
     )
-    cand = cand[log.has_sid[cand]]
+    cand = cand[interactions.has_sid[cand]]
     lv = table.levels(np.full(cand.shape, s), cand)
     pos_mask = np.isin(lv, rewards.POSITIVE_LEVELS)
     if not pos_mask.any():
@@ -166,9 +168,9 @@ def logged_examples(
     pos_r = table.rewards(np.full(pos.shape, s), pos)
     order = np.lexsort((-pos_r, pos_lv))[: cfg.max_positives]
     # Negative pools by level.
-    sh = shown[s][log.has_sid[shown[s]]]
+    sh = shown[s][interactions.has_sid[shown[s]]]
     sh = sh[table.levels(np.full(sh.shape, s), sh) == rewards.EXPOSED]
-    cat = int(log.session_l3[s])
+    cat = int(interactions.session_l3[s])
     same = by_l3.get(cat, np.zeros(0, np.int64))
     same = (
       rng.choice(same, size=min(same.size, 4 * k), replace=False) if same.size else same
@@ -196,13 +198,15 @@ def logged_examples(
         stats["positives_without_negative"] += 1
         continue
       rows.append((s, int(pos[j]), picked))
-  stats["sessions_train"] = int(log.session_train.sum())
+  stats["sessions_train"] = int(interactions.session_train.sum())
   stats["examples"] = len(rows)
-  return _examples_from_items(log, table, codec, rows, k, dict(stats))
+  return _examples_from_items(interactions, table, codec, rows, k, dict(stats))
 
 
-def _examples_from_items(log, table, codec, rows, k, stats) -> PreferenceExamples:
-  s_len = log.code_width
+def _examples_from_items(
+  interactions, table, codec, rows, k, stats
+) -> PreferenceExamples:
+  s_len = interactions.code_width
   if not rows:
     return PreferenceExamples.empty(k, s_len, stats)
   e = len(rows)
@@ -212,7 +216,7 @@ def _examples_from_items(log, table, codec, rows, k, stats) -> PreferenceExample
     items[x, 0] = c
     items[x, 1 : 1 + len(rej)] = rej
   present = items >= 0
-  codes = log.item_codes[np.maximum(items, 0)]
+  codes = interactions.item_codes[np.maximum(items, 0)]
   toks = codec.tokens(np.maximum(codes, 0))
   lv = np.where(present, table.levels(session[:, None], items), -1)
   rw = np.where(present, table.rewards(session[:, None], items), 0.0)
@@ -330,7 +334,7 @@ def rm_guided_from_candidates(
 
 
 def rm_guided_examples(
-  log: InteractionLog,
+  interactions: InteractionLog,
   table: rewards.RewardTable,
   codec: SidCodec,
   lookup: ItemLookup,
@@ -347,13 +351,13 @@ def rm_guided_examples(
     (others as rm_guided_from_candidates / batch_stream)
   """
   rng = np.random.default_rng(cfg.seed)
-  train = np.flatnonzero(log.session_train)
+  train = np.flatnonzero(interactions.session_train)
   n = min(cfg.phase1_sessions, train.size)
   picked = np.sort(rng.choice(train, size=n, replace=False)) if n else train[:0]
   parts = []
   for a in range(0, n, cfg.generate_batch):
     rows = picked[a : a + cfg.generate_batch]
-    prompts = prompt_fn([log.session_ids[i] for i in rows])
+    prompts = prompt_fn([interactions.session_ids[i] for i in rows])
     tokens, scores = generate(prompts)
     parts.append(
       rm_guided_from_candidates(
@@ -361,7 +365,9 @@ def rm_guided_examples(
       )
     )
   if not parts:
-    return PreferenceExamples.empty(cfg.num_negatives, log.code_width, {"generated": 0})
+    return PreferenceExamples.empty(
+      cfg.num_negatives, interactions.code_width, {"generated": 0}
+    )
   return PreferenceExamples.concat(parts)
 
 
@@ -370,7 +376,7 @@ def rm_guided_examples(
 
 def batch_stream(
   examples: PreferenceExamples,
-  log: InteractionLog,
+  interactions: InteractionLog,
   prompt_fn: PromptFn,
   batch_size: int,
   seed: int = 0,
@@ -394,7 +400,7 @@ def batch_stream(
     if idx.size < batch_size:
       weight[idx.size :] = 0.0
       idx = np.concatenate([idx, np.resize(perm, batch_size - idx.size)])
-    prompts = prompt_fn([log.session_ids[i] for i in examples.session[idx]])
+    prompts = prompt_fn([interactions.session_ids[i] for i in examples.session[idx]])
     return listwise.make_batch(
       prompts,
       examples.chosen[idx],

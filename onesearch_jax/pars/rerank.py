@@ -75,7 +75,7 @@ class RMReranker:
     def score(session, items):
       return rm.score(session, items, cfg)["r_score"]
 
-    return cls(score, rm.log.session_index(), codec, lookup, gen_weight)
+    return cls(score, rm.interactions.session_index(), codec, lookup, gen_weight)
 
   def session_rows(self, session_ids: Sequence[str]) -> np.ndarray:
     rows = [self.session_index.get(str(s), -1) for s in session_ids]

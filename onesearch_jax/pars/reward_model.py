@@ -265,7 +265,7 @@ class TrainedRewardModel:
 
   model: RewardModel
   context: RMContext
-  log: InteractionLog
+  interactions: InteractionLog
   relevance: RelevanceRows
   metrics: dict[str, float]
   history: list[dict[str, float]]
@@ -339,7 +339,7 @@ class TrainedRewardModel:
   def label_relevance(self, session: np.ndarray, item: np.ndarray) -> np.ndarray:
     """grade / 3 where (session's query, item) is labelled, else NaN."""
     if not hasattr(self, "_rel_keys"):
-      rel, n = self.relevance, self.log.n_items
+      rel, n = self.relevance, self.interactions.n_items
       ok = rel.query_index >= 0
       keys = rel.query_index[ok].astype(np.int64) * n + rel.item[ok]
       uniq, inv = np.unique(keys, return_inverse=True)
@@ -347,8 +347,8 @@ class TrainedRewardModel:
       cnt = np.bincount(inv, minlength=uniq.size)
       self._rel_keys, self._rel_vals = uniq, sums / np.maximum(cnt, 1) / 3.0
     session, item = np.broadcast_arrays(np.asarray(session), np.asarray(item))
-    q = self.log.session_query[session].astype(np.int64)
-    keys = np.where(item >= 0, q * self.log.n_items + item, -1)
+    q = self.interactions.session_query[session].astype(np.int64)
+    keys = np.where(item >= 0, q * self.interactions.n_items + item, -1)
     hit = InteractionLog.member(self._rel_keys, keys)
     pos = np.clip(
       np.searchsorted(self._rel_keys, keys), 0, max(self._rel_keys.size - 1, 0)
@@ -415,7 +415,7 @@ def restore(
   directory: str | pathlib.Path,
   cfg: RewardModelConfig,
   ctx: RMContext,
-  log: InteractionLog,
+  interactions: InteractionLog,
   relevance: RelevanceRows,
 ) -> TrainedRewardModel:
   """The inverse of `save` (same config and context sizes)."""
@@ -429,4 +429,4 @@ def restore(
   nnx.replace_by_pure_dict(params, restored)
   nnx.update(model, params)
   metrics = json.loads((directory / "metrics.json").read_text())
-  return TrainedRewardModel(model, ctx, log, relevance, metrics, [])
+  return TrainedRewardModel(model, ctx, interactions, relevance, metrics, [])

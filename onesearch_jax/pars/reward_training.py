@@ -60,12 +60,12 @@ def logloss(labels: np.ndarray, probs: np.ndarray) -> float:
 def evaluate(trm: TrainedRewardModel) -> dict[str, float]:
   """AUC / logloss on the TEST split (position-free scores and with the
   training position bias), plus held-out relevance accuracy."""
-  log = trm.log
-  rows = log.test_impressions()
-  s, i = log.imp_session[rows], log.imp_item[rows]
-  click, order = log.imp_click[rows], log.imp_order[rows]
+  interactions = trm.interactions
+  rows = interactions.test_impressions()
+  s, i = interactions.imp_session[rows], interactions.imp_item[rows]
+  click, order = interactions.imp_click[rows], interactions.imp_order[rows]
   free = trm.predict(s, i)
-  biased = trm.predict(s, i, log.imp_pos[rows])
+  biased = trm.predict(s, i, interactions.imp_pos[rows])
   out = {"test_impressions": float(rows.size), "test_clicks": float(click.sum()),
          "test_orders": float(order.sum())}  # fmt: skip
   for tag, p in (("", free), ("_pos", biased)):
@@ -94,7 +94,7 @@ def evaluate(trm: TrainedRewardModel) -> dict[str, float]:
 
 def train_reward_model(
   ctx: RMContext,
-  log: InteractionLog,
+  interactions: InteractionLog,
   relevance: RelevanceRows,
   cfg: RewardModelConfig | None = None,
   log_fn: Callable[[int, dict[str, float]], None] | None = None,
@@ -110,7 +110,7 @@ def train_reward_model(
   step_loop.NonFiniteMetricsError.
 
   Args:
-    ctx, log, relevance: the RM's inputs (rm_features, logs).
+    ctx, interactions, relevance: the RM's inputs (rm_features, logs).
     cfg: sizes and training (default RewardModelConfig()).
     log_fn: called with (step, record) at each record.
 
@@ -119,7 +119,7 @@ def train_reward_model(
     'train_seconds' / 'steps_per_sec' in `metrics`.
   """
   cfg = cfg or RewardModelConfig()
-  rows = log.train_impressions()
+  rows = interactions.train_impressions()
   if rows.size == 0:
     raise ValueError("train_reward_model: the log has no train-split impressions")
   rel_rows = np.flatnonzero(~relevance.held_out)
@@ -130,11 +130,11 @@ def train_reward_model(
   dctx = {k: jnp.asarray(v) for k, v in ctx.arrays().items()}
   d = {
     "items": jnp.asarray(ctx.item_codes),
-    "imp_session": jnp.asarray(log.imp_session),
-    "imp_item": jnp.asarray(log.imp_item),
-    "imp_pos": jnp.asarray(log.imp_pos),
-    "imp_click": jnp.asarray(log.imp_click),
-    "imp_order": jnp.asarray(log.imp_order),
+    "imp_session": jnp.asarray(interactions.imp_session),
+    "imp_item": jnp.asarray(interactions.imp_item),
+    "imp_pos": jnp.asarray(interactions.imp_pos),
+    "imp_click": jnp.asarray(interactions.imp_click),
+    "imp_order": jnp.asarray(interactions.imp_order),
     "rel_codes": jnp.asarray(relevance.query.codes),
     "rel_valid": jnp.asarray(relevance.query.valid),
     "rel_words": jnp.asarray(relevance.query.words),
@@ -211,7 +211,7 @@ def train_reward_model(
   jax.block_until_ready(res.state.state)
   seconds = time.perf_counter() - t0
   model, _ = res.state.merge()
-  trm = TrainedRewardModel(model, ctx, log, relevance, {}, res.history)
+  trm = TrainedRewardModel(model, ctx, interactions, relevance, {}, res.history)
   metrics = evaluate(trm)
   metrics["train_seconds"] = seconds
   metrics["steps_per_sec"] = cfg.num_steps / seconds

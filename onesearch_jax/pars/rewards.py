@@ -72,20 +72,20 @@ class ItemCounts:
   orders: np.ndarray
 
 
-def item_counts(log: InteractionLog) -> ItemCounts:
+def item_counts(interactions: InteractionLog) -> ItemCounts:
   """Per-item train-split exposures, clicks and orders (vectorised)."""
-  n = log.n_items
-  imp = log.train_impressions()
-  exposures = np.bincount(log.imp_item[imp], minlength=n)
+  n = interactions.n_items
+  imp = interactions.train_impressions()
+  exposures = np.bincount(interactions.imp_item[imp], minlength=n)
 
   def count(keys):
     sess, item = keys // n, keys % n
-    return np.bincount(item[log.session_train[sess]], minlength=n)
+    return np.bincount(item[interactions.session_train[sess]], minlength=n)
 
   return ItemCounts(
     exposures.astype(np.int64),
-    count(log.clicked_keys).astype(np.int64),
-    count(log.purchased_keys).astype(np.int64),
+    count(interactions.clicked_keys).astype(np.int64),
+    count(interactions.purchased_keys).astype(np.int64),
   )
 
 
@@ -145,7 +145,7 @@ def official_gap_weight(
 class RewardTable:
   """Calibrated per-item rates of one log, and level / reward lookups."""
 
-  log: InteractionLog
+  interactions: InteractionLog
   counts: ItemCounts
   ctr: np.ndarray  # [N] float64
   cvr: np.ndarray  # [N] float64
@@ -153,11 +153,11 @@ class RewardTable:
   cvr_unknown: float
 
   @classmethod
-  def build(cls, log: InteractionLog) -> RewardTable:
-    counts = item_counts(log)
+  def build(cls, interactions: InteractionLog) -> RewardTable:
+    counts = item_counts(interactions)
     ctr, cvr = calibrated_rates(counts.exposures, counts.clicks, counts.orders)
     c0, v0 = calibrated_rates(0, 0, 0)
-    return cls(log, counts, ctr, cvr, float(c0), float(v0))
+    return cls(interactions, counts, ctr, cvr, float(c0), float(v0))
 
   def levels(self, session: np.ndarray, item: np.ndarray) -> np.ndarray:
     """Interaction level of (session, item) pairs (vectorised, any shape).
@@ -169,31 +169,33 @@ class RewardTable:
     Returns:
       [...] int32 level indices 0..5 (the first that applies, top down).
     """
-    log = self.log
+    interactions = self.interactions
     session = np.asarray(session, np.int64)
     item = np.asarray(item, np.int64)
     session, item = np.broadcast_arrays(session, item)
     valid = item >= 0
     safe = np.where(valid, item, 0)
-    key = log.key(session, item)
-    bought = log.member(log.purchased_keys, key)
-    clicked = log.member(log.clicked_keys, key)
-    shown = log.member(log.impressed_keys, key)
-    same_cat = valid & (log.item_l3[safe] == log.session_l3[session])
+    key = interactions.key(session, item)
+    bought = interactions.member(interactions.purchased_keys, key)
+    clicked = interactions.member(interactions.clicked_keys, key)
+    shown = interactions.member(interactions.impressed_keys, key)
+    same_cat = valid & (interactions.item_l3[safe] == interactions.session_l3[session])
     ukey = np.where(
-      valid, log.session_user[session].astype(np.int64) * log.n_items + item, -1
+      valid,
+      interactions.session_user[session].astype(np.int64) * interactions.n_items + item,
+      -1,
     )
     pos = np.clip(
-      np.searchsorted(log.user_train_purchase_keys, ukey),
+      np.searchsorted(interactions.user_train_purchase_keys, ukey),
       0,
-      max(log.user_train_purchase_keys.size - 1, 0),
+      max(interactions.user_train_purchase_keys.size - 1, 0),
     )
-    if log.user_train_purchase_keys.size:
-      hit = log.user_train_purchase_keys[pos] == ukey
-      n_user = np.where(hit, log.user_train_purchase_counts[pos], 0)
+    if interactions.user_train_purchase_keys.size:
+      hit = interactions.user_train_purchase_keys[pos] == ukey
+      n_user = np.where(hit, interactions.user_train_purchase_counts[pos], 0)
     else:
       n_user = np.zeros(ukey.shape, np.int64)
-    here = (bought & log.session_train[session]).astype(np.int64)
+    here = (bought & interactions.session_train[session]).astype(np.int64)
     elsewhere = (n_user - here) > 0
     out = np.full(session.shape, OTHER_CATEGORY, np.int32)
     out = np.where(same_cat, SAME_CATEGORY, out)

@@ -127,60 +127,67 @@ class RMContext:
 
 def build_context(
   world: World,
-  log: InteractionLog,
+  interactions: InteractionLog,
   sid_table: SIDTable,
   cfg: FeatureConfig = FeatureConfig(),
 ) -> RMContext:
-  """Mu-Seq + query + profile context of every session of `log`."""
+  """Mu-Seq + query + profile context of every session of `interactions`."""
   item_codes = {
-    item: log.item_codes[i] for i, item in enumerate(log.item_ids) if log.has_sid[i]
+    item: interactions.item_codes[i]
+    for i, item in enumerate(interactions.item_ids)
+    if interactions.has_sid[i]
   }
   mcfg = museq.MuSeqConfig(
     short_window=cfg.seq_window, long_max=cfg.long_max, query_window=1
   )
   index = museq.MuSeqIndex(
-    world.users, world.items, log.recall_rows, item_codes, log.code_ranges, mcfg
+    world.users,
+    world.items,
+    interactions.recall_rows,
+    item_codes,
+    interactions.code_ranges,
+    mcfg,
   )
-  s, c, w = log.n_sessions, log.code_width, cfg.seq_window
+  s, c, w = interactions.n_sessions, interactions.code_width, cfg.seq_window
   uid = np.zeros((s, 2 * c), np.int32)
   uid_valid = np.zeros(s, np.float32)
   seq = np.zeros((s, w, c), np.int32)
   seq_mask = np.zeros((s, w), np.float32)
-  item_row = log.item_index()
-  for k, r in enumerate(log.recall_rows):
+  item_row = interactions.item_index()
+  for k, r in enumerate(interactions.recall_rows):
     f = index.features(
       str(r["user_id"]),
       str(r["query"]),
       int(r["time_index"]),
-      train_only=bool(log.session_train[k]),
+      train_only=bool(interactions.session_train[k]),
     )
     if f.uid_codes is not None:
       uid[k] = f.uid_codes
       uid_valid[k] = 1.0
     for j, item in enumerate(f.seq_short[-w:]):
-      seq[k, j] = log.item_codes[item_row[item]]
+      seq[k, j] = interactions.item_codes[item_row[item]]
       seq_mask[k, j] = 1.0
-  q = query_features(log.queries, sid_table, cfg)
-  user_hash = np.asarray([_hash(u, cfg.user_buckets) for u in log.user_ids], np.int32)[
-    log.session_user
-  ]
+  q = query_features(interactions.queries, sid_table, cfg)
+  user_hash = np.asarray(
+    [_hash(u, cfg.user_buckets) for u in interactions.user_ids], np.int32
+  )[interactions.session_user]
   return RMContext(
     uid=uid,
     uid_valid=uid_valid,
     user_hash=user_hash,
     seq=seq,
     seq_mask=seq_mask,
-    gender=log.user_gender[log.session_user],
-    age=log.user_age[log.session_user],
-    query_codes=q.codes[log.session_query],
-    query_valid=q.valid[log.session_query],
-    query_words=q.words[log.session_query],
-    item_codes=np.maximum(log.item_codes, 0),
-    n_genders=len(log.genders),
-    n_ages=len(log.ages),
-    code_ranges=log.code_ranges,
+    gender=interactions.user_gender[interactions.session_user],
+    age=interactions.user_age[interactions.session_user],
+    query_codes=q.codes[interactions.session_query],
+    query_valid=q.valid[interactions.session_query],
+    query_words=q.words[interactions.session_query],
+    item_codes=np.maximum(interactions.item_codes, 0),
+    n_genders=len(interactions.genders),
+    n_ages=len(interactions.ages),
+    code_ranges=interactions.code_ranges,
     config=cfg,
-    missing_query_sid=int(s - q.valid[log.session_query].sum()),
+    missing_query_sid=int(s - q.valid[interactions.session_query].sum()),
   )
 
 
@@ -197,7 +204,7 @@ class RelevanceRows:
 
 
 def relevance_rows(
-  world: World, log: InteractionLog, sid_table: SIDTable, cfg: FeatureConfig
+  world: World, interactions: InteractionLog, sid_table: SIDTable, cfg: FeatureConfig
 ) -> RelevanceRows:
   """The relevance labels with item_id (the simulator's extension field).
 
@@ -205,14 +212,14 @@ def relevance_rows(
   skipped and counted; the hold-out is the 20 % with hash(query|item) % 5 ==
   0, stable under reordering.
   """
-  item_row = log.item_index()
-  qrow = {q: i for i, q in enumerate(log.queries)}
+  item_row = interactions.item_index()
+  qrow = {q: i for i, q in enumerate(interactions.queries)}
   queries, items, grades, held, qidx = [], [], [], [], []
   skipped = 0
   for r in world.relevance:
     item = r.get("item_id")
     i = item_row.get(str(item)) if item is not None else None
-    if i is None or not log.has_sid[i]:
+    if i is None or not interactions.has_sid[i]:
       skipped += 1
       continue
     q = str(r["query"])

@@ -98,11 +98,12 @@ def _with_params(ts: state_lib.TrainState, params_from: state_lib.TrainState):
 
 
 def build_reward_inputs(world, table: SIDTable, cfg: ParsConfig):
-  """(log, context, relevance rows, reward table) of a world + SID table."""
-  log = InteractionLog.build(world, table)
-  ctx = rm_features.build_context(world, log, table, cfg.features)
-  rel = rm_features.relevance_rows(world, log, table, cfg.features)
-  return log, ctx, rel, rewards.RewardTable.build(log)
+  """(interactions, context, relevance rows, reward table) of a world + SID
+  table."""
+  interactions = InteractionLog.build(world, table)
+  ctx = rm_features.build_context(world, interactions, table, cfg.features)
+  rel = rm_features.relevance_rows(world, interactions, table, cfg.features)
+  return interactions, ctx, rel, rewards.RewardTable.build(interactions)
 
 
 def run_pars(
@@ -130,31 +131,37 @@ def run_pars(
     prompt_fn: session ids -> prompt arrays.
     stop_after: stop each phase after this many steps (tests / preemption).
   """
-  say = log or (lambda _m: None)
+  log = log or (lambda _m: None)
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   world = reader.load_world(world_dir)
   table = sid_dir if isinstance(sid_dir, SIDTable) else SIDTable.from_artefact(sid_dir)
-  ilog, ctx, rel, rtable = build_reward_inputs(world, table, cfg)
-  say(f"[pars] log: {ilog.n_sessions} sessions, {ilog.imp_session.size} impressions, "
-      f"skips {dict(ilog.skips)}; relevance rows {rel.item.size} (skipped {rel.skipped})")  # fmt: skip
+  interactions, ctx, rel, rtable = build_reward_inputs(world, table, cfg)
+  log(
+    f"[pars] interaction log: {interactions.n_sessions} sessions, "
+    f"{interactions.imp_session.size} impressions, skips {dict(interactions.skips)}; "
+    f"relevance rows {rel.item.size} (skipped {rel.skipped})"
+  )
   rm_dir = out / "reward_model"
   if (rm_dir / "metrics.json").exists():
-    rm = rm_lib.restore(rm_dir, cfg.reward_model, ctx, ilog, rel)
-    say(f"[pars] reward model restored from {rm_dir}")
+    rm = rm_lib.restore(rm_dir, cfg.reward_model, ctx, interactions, rel)
+    log(f"[pars] reward model restored from {rm_dir}")
   else:
     n = cfg.reward_model.num_steps
     rm = reward_training.train_reward_model(
-      ctx, ilog, rel, cfg.reward_model,
-      log_fn=lambda s, m: say(f"[rm] step {s}/{n} " + " ".join(
+      ctx, interactions, rel, cfg.reward_model,
+      log_fn=lambda s, m: log(f"[rm] step {s}/{n} " + " ".join(
         f"{k}={v:.4f}" for k, v in m.items() if k != "step")),
     )  # fmt: skip
     rm_lib.save(rm, rm_dir)
-  say("[pars] reward model: " + ", ".join(
+  log("[pars] reward model: " + ", ".join(
     f"{k}={v:.4f}" for k, v in sorted(rm.metrics.items()) if "auc" in k or "logloss" in k))  # fmt: skip
   codec = SidCodec.from_ranges(cfg.model.sid_ranges, table.code_ranges)
   lookup = ItemLookup.build(
-    ilog.item_codes, ilog.has_sid, rtable.counts.clicks, table.code_ranges
+    interactions.item_codes,
+    interactions.has_sid,
+    rtable.counts.clicks,
+    table.code_ranges,
   )
 
   def score_fn(session, items):
@@ -178,23 +185,25 @@ def run_pars(
       sft_model, _ = ts1.merge()
       with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
         ex1 = phases.rm_guided_examples(
-          ilog, rtable, codec, lookup, score_fn, prompt_fn,
+          interactions, rtable, codec, lookup, score_fn, prompt_fn,
           lambda b: generate_fn(sft_model, b), cfg.data,
         )  # fmt: skip
       path.parent.mkdir(parents=True, exist_ok=True)
       ex1.save(path)
     examples["pars1"] = ex1
     summary["pars1_examples"] = ex1.stats
-    say(f"[pars] phase 1 examples: {ex1.stats}")
+    log(f"[pars] phase 1 examples: {ex1.stats}")
     if len(ex1):
       ref1 = listwise.reference_from(ts1)
       result1 = listwise.train_phase(
         ts1, ref1,
-        phases.batch_stream(ex1, ilog, prompt_fn, cfg.batch_size, cfg.data.seed),
+        phases.batch_stream(
+          ex1, interactions, prompt_fn, cfg.batch_size, cfg.data.seed
+        ),
         cfg.phase1, out / "pars1" / "checkpoints",
         meta={"phase": 1, "sid_hash": table.content_hash},
         stop_after=stop_after,
-        log_fn=lambda s, m: say(f"[pars1] step {s} " + _fmt(m)),
+        log_fn=lambda s, m: log(f"[pars1] step {s} " + _fmt(m)),
       )  # fmt: skip
       current = result1.state
       summary["pars1_history"] = result1.history
@@ -203,12 +212,12 @@ def run_pars(
     if path.exists():
       ex2 = phases.PreferenceExamples.load(path)
     else:
-      ex2 = phases.logged_examples(ilog, rtable, codec, cfg.data)
+      ex2 = phases.logged_examples(interactions, rtable, codec, cfg.data)
       path.parent.mkdir(parents=True, exist_ok=True)
       ex2.save(path)
     examples["pars2"] = ex2
     summary["pars2_examples"] = ex2.stats
-    say(f"[pars] phase 2 examples: {ex2.stats}")
+    log(f"[pars] phase 2 examples: {ex2.stats}")
     if len(ex2):
       ts2 = state_lib.create_train_state(
         cfg.model, cfg.phase2.optimizer, mesh, rules, seed=cfg.phase2.seed
@@ -217,11 +226,13 @@ def run_pars(
       ref2 = listwise.reference_from(ts2)
       result2 = listwise.train_phase(
         ts2, ref2,
-        phases.batch_stream(ex2, ilog, prompt_fn, cfg.batch_size, cfg.data.seed + 1),
+        phases.batch_stream(
+          ex2, interactions, prompt_fn, cfg.batch_size, cfg.data.seed + 1
+        ),
         cfg.phase2, out / "pars2" / "checkpoints",
         meta={"phase": 2, "sid_hash": table.content_hash},
         stop_after=stop_after,
-        log_fn=lambda s, m: say(f"[pars2] step {s} " + _fmt(m)),
+        log_fn=lambda s, m: log(f"[pars2] step {s} " + _fmt(m)),
       )  # fmt: skip
       summary["pars2_history"] = result2.history
   (out / "summary.json").write_text(

@@ -4,7 +4,7 @@ Wires `run.run_pars` to a workdir's finished SFT run (``workdir/train``) and
 SID artefact (``workdir/sids``):
 
   cfg.model              the trained ModelConfig (model_config.json)
-  sft_checkpoint_loader  load_params_from(train/stage3/checkpoints)
+  sft_checkpoint_loader  load_params_from(train/phase3/checkpoints)
   prompt_fn              the workdir generator's SessionPrompter (the run's
                          vocabulary, Mu-Seq config, eval encoder length)
   generate_fn            the workdir generator's trie beam search (compiled
@@ -34,7 +34,7 @@ from onesearch_jax.train import state as state_lib
 
 
 @dataclasses.dataclass(frozen=True)
-class StageConfig:
+class ParsStageConfig:
   """The pars stage of the main job.
 
   Attributes:
@@ -53,16 +53,18 @@ class StageConfig:
 
   def __post_init__(self):
     if self.generate_beam < 2:
-      raise ValueError(f"StageConfig.generate_beam must be >= 2: {self.generate_beam}")
+      raise ValueError(
+        f"ParsStageConfig.generate_beam must be >= 2: {self.generate_beam}"
+      )
 
 
-def config_to_dict(cfg: StageConfig) -> dict[str, Any]:
+def config_to_dict(cfg: ParsStageConfig) -> dict[str, Any]:
   """JSON-able settings (the stage's marker input)."""
   return json.loads(json.dumps(dataclasses.asdict(cfg), default=repr))
 
 
 def trained_pars_config(
-  cfg: StageConfig, train_dir: pathlib.Path
+  cfg: ParsStageConfig, train_dir: pathlib.Path
 ) -> run_lib.ParsConfig:
   """cfg.pars with the trained run's ModelConfig and MeshConfig."""
   sft_cfg = sft_load.read_config(train_dir)
@@ -75,7 +77,7 @@ def run_stage(
   world_dir: pathlib.Path,
   workdir: Workdir | pathlib.Path,
   out_dir: pathlib.Path,
-  cfg: StageConfig,
+  cfg: ParsStageConfig,
   log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
   """Runs PARS on a workdir's finished SFT run; returns the marker fields.
@@ -119,7 +121,7 @@ def run_stage(
   res = run_lib.run_pars(
     world_dir,
     table,
-    run_lib.load_params_from(train_dir / "stage3" / "checkpoints"),
+    run_lib.load_params_from(train_dir / "phase3" / "checkpoints"),
     out_dir,
     pcfg,
     generate_fn,

@@ -11,7 +11,7 @@ from onesearch_jax.world.config import WorldConfig
 if TYPE_CHECKING:  # heavy imports (jax, seqio); this module stays light to import
   from onesearch_jax.eval.config import EvalConfig
   from onesearch_jax.khqe.build import BuildConfig
-  from onesearch_jax.pars.stage import StageConfig
+  from onesearch_jax.pars.stage import ParsStageConfig
   from onesearch_jax.train.sft_config import SFTConfig
 
 
@@ -32,8 +32,8 @@ class PipelineConfig:
   train: SFTConfig | None = None
   # Eval settings; None = EvalConfig().
   eval: EvalConfig | None = None
-  # PARS settings; None = configs.pars_config() (== StageConfig()).
-  pars: StageConfig | None = None
+  # PARS settings; None = configs.pars_config() (== ParsStageConfig()).
+  pars: ParsStageConfig | None = None
 
 
 STAGE_ORDER = ("world", "sids", "train", "pars", "eval")

@@ -26,7 +26,7 @@ def run(
   log: Callable[[str], None],
 ) -> StageResult:
   """Trie beam search of every generative variant + the baselines on the test
-  split: "onesearch" (SFT stage 3) and, when the pars stage ran,
+  split: "onesearch" (SFT phase 3) and, when the pars stage ran,
   "onesearch+pars1", "onesearch+pars2", "onesearch+rm" and
   "onesearch+pars2+rm" (the RM re-rank of the SFT / pars2 beams).
 

@@ -1,7 +1,7 @@
 """The main job: the pipeline stages in order, resumable by artefact.
 
 Stages: ``world`` (simulate, or validate a real world directory), ``sids``
-(the KHQE tokenizer), ``train`` (the SFT stages 1 -> 2 -> 3,
+(the KHQE tokenizer), ``train`` (the SFT phases 1 -> 2 -> 3,
 ``train.sft.run_sft``, in ``workdir/train``), ``pars`` (reward model +
 listwise alignment phases 1 and 2, ``pars.stage.run_stage``, in
 ``workdir/pars``) and ``eval`` (every generative variant and the baselines on

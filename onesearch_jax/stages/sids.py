@@ -22,7 +22,7 @@ def run(
   build_cfg = cfg.sids if cfg.sids is not None else build.BuildConfig()
 
   def body(out: pathlib.Path) -> dict:
-    summary = build.build_sids(world_dir, out, build_cfg, progress=log)
+    summary = build.build_sids(world_dir, out, build_cfg, log=log)
     metrics = {k: dict(v) for k, v in summary.metrics.items()}
     return {"output_hash": summary.content_hash, "metrics": metrics}
 

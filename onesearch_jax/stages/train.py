@@ -1,4 +1,4 @@
-"""Stage "train": the SFT stages 1 -> 2 -> 3 (``train.sft.run_sft``), ``wd.train``."""
+"""Stage "train": the SFT phases 1 -> 2 -> 3 (``train.sft.run_sft``), ``wd.train``."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def run(
   def body(out: pathlib.Path) -> dict:
     res = sft.run_sft(world_dir, wd.sids, out, sft_cfg, sid_hash=sid_hash, log=log)
     if not res.finished:
-      raise RuntimeError(f"training stopped before the end: {res.stages}")
-    last = res.stages["stage3"].evals[-1] if res.stages["stage3"].evals else {}
+      raise RuntimeError(f"training stopped before the end: {res.phases}")
+    last = res.phases["phase3"].evals[-1] if res.phases["phase3"].evals else {}
     return {
       "output_hash": res.params_hash,
       "sid_hash": sid_hash,

@@ -52,7 +52,7 @@ class Workdir:
 
   @property
   def train(self) -> pathlib.Path:
-    """The SFT run, stages 1 -> 2 -> 3 (stage "train")."""
+    """The SFT run, phases 1 -> 2 -> 3 (stage "train")."""
     return self.root / "train"
 
   @property

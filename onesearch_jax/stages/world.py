@@ -46,7 +46,7 @@ def run(
 
     def simulate(out: pathlib.Path) -> dict:
       log(f"[world] simulating {cfg.world.n_items}-item world (seed {cfg.world.seed})")
-      manifest = simulator.write_world(cfg.world, out, progress=log)
+      manifest = simulator.write_world(cfg.world, out, log=log)
       return {"output_hash": manifest["content_hash"]}
 
     result = run_stage(

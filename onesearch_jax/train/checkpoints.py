@@ -31,7 +31,7 @@ from jax.experimental import multihost_utils
 
 from onesearch_jax.train.state import TrainState, with_state
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class CheckpointCorruptError(RuntimeError):
@@ -151,7 +151,7 @@ class Checkpointer:
       try:
         out = self._restore_step(ts, s)
       except Exception as e:  # noqa: BLE001 - any read failure means "unreadable"
-        log.warning(
+        logger.warning(
           "checkpoint %s is unreadable (%s: %s); trying the previous step",
           self.step_directory(s),
           type(e).__name__,
@@ -207,7 +207,7 @@ class Checkpointer:
           f"({type(e).__name__}: {_first_line(e)}); move or delete it by hand "
           "and rerun (training would otherwise fail to save that step again)"
         ) from e
-      log.warning("moved unreadable checkpoint %s to %s", src, dst)
+      logger.warning("moved unreadable checkpoint %s to %s", src, dst)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"quarantine checkpoint {step}")
     self._manager.reload()

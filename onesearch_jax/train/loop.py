@@ -1,9 +1,9 @@
-"""The SFT train loop: one stage's init, jitted step, eval and checkpoints.
+"""The SFT train loop: one phase's init, jitted step, eval and checkpoints.
 
 A thin wrapper over the loop core (train/step_loop.py: resume, progress
 records, checkpoint cadence, the NaN guard, an unreadable newest checkpoint
 skipped). This module adds what is SFT's own: a fresh state or one started
-from a previous stage (`init_from`) or edited by `init_params`, the jitted
+from a previous phase (`init_from`) or edited by `init_params`, the jitted
 SFT step, teacher-forced eval, the timing fields of a log record
 (steps_per_sec, tokens_per_sec, mfu, eta_sec), and the SID artefact hash in
 the checkpoint meta (resuming against a different SID artefact is an
@@ -35,10 +35,10 @@ Batch = Mapping[str, np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """One training stage; the defaults besides num_steps are the main job's
-  per-stage SFT loop (``train.sft_config.SFTConfig.train``)."""
+  """One training phase; the defaults besides num_steps are the main job's
+  per-phase SFT loop (``train.sft_config.SFTConfig.train``)."""
 
-  num_steps: int = 1000  # total optimizer steps of this stage
+  num_steps: int = 1000  # total optimizer steps of this phase
   log_every: int = 10  # host metrics every N steps
   eval_every: int = 200  # teacher-forced eval every N steps; 0 = never
   seed: int = 0  # parameter init and dropout seed
@@ -91,7 +91,7 @@ def _check_sid_hash(meta, sid_hash, where):
 
 def _params_from(ts, source: checkpoints.Checkpointer, sid_hash: str):
   """Fresh optimizer (new schedule, step 0) with parameters from `source`."""
-  try:  # the stage's final step exactly: no fallback to an older one
+  try:  # the phase's final step exactly: no fallback to an older one
     restored, meta = source.restore(ts, step=source.latest_step())
   finally:
     source.close()
@@ -115,7 +115,7 @@ def train(
   log_fn: Callable[[int, dict[str, float]], None] | None = None,
   init_params: Callable[[Any], None] | None = None,
 ) -> TrainResult:
-  """Trains one stage, resuming from `workdir`'s latest checkpoint.
+  """Trains one phase, resuming from `workdir`'s latest checkpoint.
 
   Args:
     model_cfg: the model.
@@ -126,9 +126,9 @@ def train(
     workdir: checkpoints go to workdir/checkpoints.
     eval_batches: returns the eval set (a fresh iterable per eval).
     sid_hash: the SID artefact's content hash (stored, checked on resume).
-    init_from: a previous stage's checkpoint directory, used when workdir has
+    init_from: a previous phase's checkpoint directory, used when workdir has
       none: its parameters are loaded and the optimizer starts fresh (step 0,
-      its own warmup), so stage 1 -> 2 -> 3 each run their own schedule.
+      its own warmup), so phase 1 -> 2 -> 3 each run their own schedule.
     stop_after: stop (with a forced checkpoint) after this many steps of
       this call - simulates preemption in tests.
     log_fn: called with (step, metrics) every log_every steps.

@@ -16,7 +16,7 @@ DECAYS = ("cosine", "linear", "constant", "rsqrt")
 class OptimizerConfig:
   """Optimizer, schedule and clipping; the defaults are the main job's SFT
   optimizer (AdamW, peak lr 3e-3, 10 warmup steps, cosine to 10%; each SFT
-  stage sets total_steps)."""
+  phase sets total_steps)."""
 
   name: str = "adamw"  # 'adamw' or 'adafactor'
   learning_rate: float = 3e-3  # peak learning rate
@@ -30,7 +30,7 @@ class OptimizerConfig:
   eps: float = 1e-8  # AdamW epsilon
   clip_norm: float = 1.0  # global-norm clipping; 0 disables
   # The schedule is evaluated at (optimizer step + step_offset): a later SFT
-  # stage continues one schedule over all stages instead of re-warming.
+  # phase continues one schedule over all phases instead of re-warming.
   step_offset: int = 0
 
   def __post_init__(self):

@@ -1,23 +1,23 @@
-"""The SFT schedule: stage 1 -> 2 -> 3 on the seqio mixtures of a world + SIDs.
+"""The SFT schedule: phase 1 -> 2 -> 3 on the seqio mixtures of a world + SIDs.
 
 ``run_sft(world_dir, sid_dir, out_dir, cfg, sid_hash=..., log=print)``
 
 1. registers the tasks (``data.model_batches.register_from_spec``; the
    vocabulary is saved under ``out_dir/vocab``),
 2. derives the ModelConfig from the vocabulary (``derive_model_config``),
-3. trains ``stage1`` (semantic alignment), ``stage2`` (co-occurrence, its
-   parameters initialised from stage 1) and ``stage3`` (personalised, from
-   stage 2) with ``train.loop.train``; each stage runs its own optimizer
+3. trains ``phase1`` (semantic alignment), ``phase2`` (co-occurrence, its
+   parameters initialised from phase 1) and ``phase3`` (personalised, from
+   phase 2) with ``train.loop.train``; each phase runs its own optimizer
    schedule (fresh AdamW state, warmup + decay over its own steps) and a
    teacher-forced eval on the first batches of ``eval_click`` (loss and
    accuracy over the 5 SID target tokens only),
-4. writes ``out_dir/stage{1,2,3}/checkpoints`` (orbax),
-   ``out_dir/stage{k}/history.jsonl`` (every logged step and eval),
-   ``out_dir/stage{k}/result.json`` (the stage is finished),
+4. writes ``out_dir/phase{1,2,3}/checkpoints`` (orbax),
+   ``out_dir/phase{k}/history.jsonl`` (every logged step and eval),
+   ``out_dir/phase{k}/result.json`` (the phase is finished),
    ``out_dir/history.json``, ``out_dir/training_curves.png``,
    ``out_dir/model_config.json`` and ``out_dir/sft_config.json``.
 
-Resume: a finished stage (``result.json``) is skipped; an unfinished one
+Resume: a finished phase (``result.json``) is skipped; an unfinished one
 continues from its latest checkpoint at the saved data position (the loop's
 contract), so a killed run loses at most ``checkpoint.save_every_steps``
 steps and ends with the same parameters as an uninterrupted one.
@@ -45,7 +45,7 @@ from onesearch_jax.train import loop, state
 from onesearch_jax.train import sid_init as sid_init_lib
 from onesearch_jax.train import summaries as summaries_lib
 from onesearch_jax.train.sft_config import (
-  STAGES,
+  PHASES,
   SFTConfig,
   artefact_opq_subspaces,
   config_to_dict,
@@ -56,8 +56,8 @@ from onesearch_jax.train.sft_load import RESULT
 
 
 @dataclasses.dataclass
-class StageSummary:
-  """One stage of a run."""
+class PhaseSummary:
+  """One phase of a run."""
 
   name: str
   finished: bool
@@ -75,14 +75,14 @@ class SFTResult:
 
   out_dir: pathlib.Path
   model_cfg: ModelConfig
-  stages: dict[str, StageSummary]
-  params_hash: str  # of the final stage-3 parameters ("" if unfinished)
+  phases: dict[str, PhaseSummary]
+  params_hash: str  # of the final phase-3 parameters ("" if unfinished)
   counts: dict[str, int]  # examples per task kind
   seconds: float
 
   @property
   def finished(self) -> bool:
-    return all(s.finished for s in self.stages.values()) and len(self.stages) == 3
+    return all(s.finished for s in self.phases.values()) and len(self.phases) == 3
 
 
 def _spec(world_dir, sid_dir, out_dir: pathlib.Path, cfg: SFTConfig, sid_hash):
@@ -112,19 +112,19 @@ def _check_config(out_dir: pathlib.Path, cfg: SFTConfig) -> None:
     path.write_text(json.dumps(want, indent=2, sort_keys=True))
 
 
-def _progress(name: str, stage_dir: pathlib.Path, total: int, batch_size: int, log):
+def _progress(name: str, phase_dir: pathlib.Path, total: int, batch_size: int, log):
   first = [True]
 
   def log_fn(step: int, m: dict[str, float]) -> None:
     if "eval_loss" in m:
-      append_history(stage_dir, {"kind": "eval", **m, "step": step})
+      append_history(phase_dir, {"kind": "eval", **m, "step": step})
       log(
         f"[train] {name} eval @ step {step}: SID loss {m['eval_loss']:.3f}, "
         f"SID token accuracy {m['eval_accuracy']:.3f} "
         f"({int(m['eval_tokens'])} tokens)"
       )
       return
-    append_history(stage_dir, {"kind": "train", **m, "step": step})
+    append_history(phase_dir, {"kind": "train", **m, "step": step})
     note = " (this interval includes compiling)" if first[0] else ""
     first[0] = False
     log(
@@ -148,7 +148,7 @@ def run_sft(
   log: Callable[[str], None] = print,
   stop_after: tuple[int, int] | None = None,
 ) -> SFTResult:
-  """Runs (or resumes) the SFT stages 1 -> 2 -> 3.
+  """Runs (or resumes) the SFT phases 1 -> 2 -> 3.
 
   Args:
     world_dir: the world directory (KuaiSearch schema).
@@ -158,7 +158,7 @@ def run_sft(
     sid_hash: the SID artefact's content hash ("" = do not check); stored
       in every checkpoint and checked on resume.
     log: progress printer.
-    stop_after: (stage index 0..2, steps) stops that stage after that many
+    stop_after: (phase index 0..2, steps) stops that phase after that many
       steps of this call with a forced checkpoint (simulated preemption, for
       tests); the run then returns unfinished.
 
@@ -213,7 +213,7 @@ def run_sft(
     shard_info = seqio.ShardInfo(jax.process_index(), nproc)
     if length_buckets:
       # Hosts would cut one global batch to different widths; padding every
-      # batch to the stage length gives the same per-row math, only slower.
+      # batch to the phase length gives the same per-row math, only slower.
       log(f"[train] {nproc} hosts: length_buckets {length_buckets} off")
       length_buckets = ()
   eval_set: list[dict] = []
@@ -230,21 +230,21 @@ def run_sft(
     {k: v for k, v in b.items() if k != "long_seq_features"} for b in eval_set
   ]
 
-  summaries: dict[str, StageSummary] = {}
+  summaries: dict[str, PhaseSummary] = {}
   final_hash = ""
-  for k, name in enumerate(STAGES):
-    stage_dir = out_dir / name
-    stage_dir.mkdir(exist_ok=True)
-    train_cfg = cfg.stage_train_config(k)
-    result_path = stage_dir / RESULT
+  for k, name in enumerate(PHASES):
+    phase_dir = out_dir / name
+    phase_dir.mkdir(exist_ok=True)
+    train_cfg = cfg.phase_train_config(k)
+    result_path = phase_dir / RESULT
     if result_path.exists():
       done = json.loads(result_path.read_text())
-      tr, ev = read_history(stage_dir)
-      summaries[name] = StageSummary(name, True, done["steps"], 0.0, None, True, tr, ev)
+      tr, ev = read_history(phase_dir)
+      summaries[name] = PhaseSummary(name, True, done["steps"], 0.0, None, True, tr, ev)
       final_hash = done.get("params_hash", "")
       log(f"[train] {name} finished earlier ({done['steps']} steps), skipping")
       continue
-    mixture = stage_members(cfg, k, registered, log)
+    mixture = phase_members(cfg, k, registered, log)
     long_seq = k == 2 and model_cfg.use_qformer
     batches = model_batches.TrainBatches(
       mixture,
@@ -258,23 +258,23 @@ def run_sft(
       length_buckets=length_buckets,
     )
     evals = eval_set if long_seq else without_long
-    init_from = out_dir / STAGES[k - 1] / "checkpoints" if k else None
+    init_from = out_dir / PHASES[k - 1] / "checkpoints" if k else None
     log(
       f"[train] {name}: {train_cfg.num_steps} steps of {_describe(mixture)}, batch "
       f"{cfg.batch_size}, lengths {cfg.lengths[k]}"
-      + (f", parameters from {STAGES[k - 1]}" if k else "")
+      + (f", parameters from {PHASES[k - 1]}" if k else "")
       + " (compiling...)"
     )
     t = time.perf_counter()
-    # TensorBoard scalars per stage (train/* and eval/* tags; process 0 only).
-    writer = summaries_lib.SummaryWriter(stage_dir / "tensorboard")
+    # TensorBoard scalars per phase (train/* and eval/* tags; process 0 only).
+    writer = summaries_lib.SummaryWriter(phase_dir / "tensorboard")
     try:
       res = loop.train(
         model_cfg,
         train_cfg,
         cfg.mesh,
         batches,
-        stage_dir,
+        phase_dir,
         eval_batches=(lambda e=evals: e) if evals else None,
         sid_hash=sid_hash,
         init_from=init_from,
@@ -285,7 +285,7 @@ def run_sft(
           else None
         ),
         log_fn=summaries_lib.fan_out(
-          _progress(name, stage_dir, train_cfg.num_steps, cfg.batch_size, log),
+          _progress(name, phase_dir, train_cfg.num_steps, cfg.batch_size, log),
           writer,
         ),
       )
@@ -297,8 +297,8 @@ def run_sft(
     log(f"[train] {name} data: {batches.stats.format(cfg.lengths[k])}")
     step = res.state.step
     finished = step >= train_cfg.num_steps
-    tr, ev = read_history(stage_dir)
-    summaries[name] = StageSummary(
+    tr, ev = read_history(phase_dir)
+    summaries[name] = PhaseSummary(
       name, finished, step, seconds, res.resumed_from, False, tr, ev
     )
     if not finished:
@@ -319,7 +319,7 @@ def run_sft(
         sort_keys=True,
       )
     )
-    log(_stage_line(name, tr, ev, seconds))
+    log(_phase_line(name, tr, ev, seconds))
   history = {
     n: {"steps": cfg.steps[i], "train": s.train, "eval": s.evals}
     for i, (n, s) in enumerate(summaries.items())
@@ -329,7 +329,7 @@ def run_sft(
   result = SFTResult(
     out_dir=out_dir,
     model_cfg=model_cfg,
-    stages=summaries,
+    phases=summaries,
     params_hash=final_hash if len(summaries) == 3 else "",
     counts=dict(registered.counts),
     seconds=time.perf_counter() - t_run,
@@ -339,11 +339,11 @@ def run_sft(
   return result
 
 
-def stage_members(
+def phase_members(
   cfg: SFTConfig, k: int, registered, log: Callable[[str], None] | None = None
 ) -> str | list[tuple[str, float]]:
-  """What stage k samples: its seqio mixture name, or the (task, rate) list
-  of ``cfg.stage_tasks[k]`` (rate = multiplier x the task's examples).
+  """What phase k samples: its seqio mixture name, or the (task, rate) list
+  of ``cfg.phase_tasks[k]`` (rate = multiplier x the task's examples).
 
   A listed kind with no examples (e.g. ``s3_window`` under the
   ``sliding_window=False`` ablation) is left out and reported through `log`.
@@ -351,14 +351,14 @@ def stage_members(
   Raises:
     ValueError: a listed kind is unknown, or no listed kind has examples.
   """
-  entry = cfg.stage_tasks[k]
+  entry = cfg.phase_tasks[k]
   if not entry:
-    return registered.mixtures[STAGES[k]]
+    return registered.mixtures[PHASES[k]]
   out, empty = [], []
   for kind, mult in entry:
     if kind not in corpus_lib.TRAIN_TASK_KINDS:
       raise ValueError(
-        f"SFTConfig.stage_tasks[{k}]: unknown training task kind {kind!r}; "
+        f"SFTConfig.phase_tasks[{k}]: unknown training task kind {kind!r}; "
         f"known: {list(corpus_lib.TRAIN_TASK_KINDS)}"
       )
     if kind not in registered.tasks:
@@ -366,9 +366,9 @@ def stage_members(
       continue
     out.append((registered.tasks[kind], float(mult) * registered.counts[kind]))
   if empty and log is not None:
-    log(f"[train] {STAGES[k]}: no examples for {empty}; sampling the other tasks")
+    log(f"[train] {PHASES[k]}: no examples for {empty}; sampling the other tasks")
   if not out:
-    raise ValueError(f"SFTConfig.stage_tasks[{k}]: none of {entry} has examples")
+    raise ValueError(f"SFTConfig.phase_tasks[{k}]: none of {entry} has examples")
   return out
 
 
@@ -379,7 +379,7 @@ def _describe(mixture) -> str:
   return ", ".join(f"{n} {r / total:.0%}" for n, r in mixture)
 
 
-def _stage_line(name, tr, ev, seconds) -> str:
+def _phase_line(name, tr, ev, seconds) -> str:
   parts = [f"[train] {name} done in {seconds:.0f} s"]
   if tr:
     parts.append(f"train loss {tr[0]['loss']:.3f} -> {tr[-1]['loss']:.3f}")

@@ -1,8 +1,8 @@
 """The SFT schedule's config: ``SFTConfig``, its JSON form, and the ModelConfig
 a vocabulary + SID artefact imply.
 
-* ``SFTConfig``: the three stages (steps, lengths, task rates, optimizer
-  schedule); the defaults are the main job's (``MAIN_STAGE_TASKS``).
+* ``SFTConfig``: the three phases (steps, lengths, task rates, optimizer
+  schedule); the defaults are the main job's (``MAIN_PHASE_TASKS``).
 * ``config_to_dict`` / ``config_from_dict``: the ``sft_config.json`` form (an
   on-disk format, hashed by the pipeline's stage markers; see ``config_io``).
 * ``derive_model_config``: vocab_size, SID ranges (one per OPQ code of the
@@ -24,13 +24,13 @@ from onesearch_jax.khqe import artefact
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.train import loop
 
-STAGES = ("stage1", "stage2", "stage3")
+PHASES = ("phase1", "phase2", "phase3")
 
 # The main job's SFT task lists (docs/TRAINING.md, "The recipe"): SID targets
-# only; stage 2 adds query -> clicked-item SID pairs; title -> SID indexing is
-# replayed in stages 2 and 3 (rate = multiplier x the task's example count).
-# SFTConfig.stage_tasks defaults to it.
-MAIN_STAGE_TASKS = (
+# only; phase 2 adds query -> clicked-item SID pairs; title -> SID indexing is
+# replayed in phases 2 and 3 (rate = multiplier x the task's example count).
+# SFTConfig.phase_tasks defaults to it.
+MAIN_PHASE_TASKS = (
   (("s1_title_to_sid", 1.0), ("s1_query_to_sid", 1.0)),
   (("s2_query_to_sidi", 1.0), ("s2_sidq_to_sidi", 1.0), ("s1_title_to_sid", 0.5)),
   (("s3_personal", 1.0), ("s3_window", 1.0), ("s1_title_to_sid", 0.2)),
@@ -39,7 +39,8 @@ MAIN_STAGE_TASKS = (
 
 @dataclasses.dataclass(frozen=True)
 class SFTConfig:
-  """The three SFT stages; the defaults are the main job's schedule (the
+  """The three SFT phases (the paper's "SFT stage k" is our phase k: "stage"
+  names the pipeline stages); the defaults are the main job's schedule (the
   data-efficient recipe of docs/TRAINING.md), which ``configs.sft_config()``
   and gin/runs/main.gin reproduce.
 
@@ -48,13 +49,13 @@ class SFTConfig:
       sid_ranges, emb_placeholder_id, num_query_tokens and seq_feature_dim
       are replaced by the values the vocabulary and SID artefact imply
       (``derive_model_config``).
-    train: the per-stage loop settings (log/eval cadence, seed, loss,
+    train: the per-phase loop settings (log/eval cadence, seed, loss,
       optimizer, checkpoints); num_steps (1 here, a placeholder) and
-      optimizer.total_steps are set to each stage's steps.
+      optimizer.total_steps are set to each phase's steps.
     mesh: device mesh and sharding rules.
-    steps: optimizer steps of stage 1, 2, 3.
+    steps: optimizer steps of phase 1, 2, 3.
     batch_size: global batch size (split over hosts, then the data axes).
-    lengths: (inputs, targets) token lengths of stage 1, 2, 3; stage 3's
+    lengths: (inputs, targets) token lengths of phase 1, 2, 3; phase 3's
       are also the eval set's.
     eval_batches: batches of eval_click in the teacher-forced eval.
     eval_batch_size: rows per eval batch.
@@ -63,23 +64,23 @@ class SFTConfig:
     prefix: seqio task name prefix.
     restrict_sid_levels: per-level SID softmax (``derive_model_config``).
     shuffle_buffer: examples per task in the train shuffle buffer (0 = the
-      seqio task's own, 10,000); filling it is the cost of a stage's first
+      seqio task's own, 10,000); filling it is the cost of a phase's first
       batch.
-    stage_tasks: per stage, ((task kind, rate multiplier), ...): the stage
+    phase_tasks: per phase, ((task kind, rate multiplier), ...): the phase
       samples each task with probability proportional to multiplier x its
       number of examples (examples-proportional, as seqio's mixtures); a
-      kind of another stage may be listed (e.g. indexing replay of
-      "s1_title_to_sid" in stage 3). An empty tuple for a stage = its seqio
-      mixture ``{prefix}_stage{k}`` (every task of the stage at rate 1).
-    schedule: "per_stage" (each stage warms up and decays over its own
+      kind of another phase may be listed (e.g. indexing replay of
+      "s1_title_to_sid" in phase 3). An empty tuple for a phase = its seqio
+      mixture ``{prefix}_phase{k}`` (every task of the phase at rate 1).
+    schedule: "per_phase" (each phase warms up and decays over its own
       steps) or "continuous" (one warmup + decay over the sum of the steps,
-      later stages continue it: no re-warming).
+      later phases continue it: no re-warming).
     sid_init: initialise the SID token embeddings (and logits columns) from
-      the KHQE codebooks before stage 1 (``train.sid_init``).
+      the KHQE codebooks before phase 1 (``train.sid_init``).
     length_buckets: encoder-length bucket bounds of the train batches
       (``model_batches.TrainBatches``): a batch holds one bucket's examples
       and its encoder is cut to the bound. () = every batch padded to the
-      stage's input length. Multi-host runs pad every batch (logged).
+      phase's input length. Multi-host runs pad every batch (logged).
   """
 
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig.main)
@@ -87,8 +88,8 @@ class SFTConfig:
   mesh: sh.MeshConfig = sh.MeshConfig()
   steps: tuple[int, int, int] = (100, 100, 2100)
   batch_size: int = 32
-  # Hold every prompt of the default world with one-token labels (stage 1/2
-  # inputs <= 42, stage 3 / eval <= 108 tokens) and the 5-token SID + EOS
+  # Hold every prompt of the default world with one-token labels (phase 1/2
+  # inputs <= 42, phase 3 / eval <= 108 tokens) and the 5-token SID + EOS
   # targets; text targets need more: ((64, 40), (64, 40), (192, 6)).
   lengths: tuple[tuple[int, int], ...] = ((48, 6), (48, 6), (112, 6))
   eval_batches: int = 4
@@ -98,7 +99,7 @@ class SFTConfig:
   prefix: str = "onesearch"
   restrict_sid_levels: bool = True
   shuffle_buffer: int = 2000
-  stage_tasks: tuple[tuple[tuple[str, float], ...], ...] = MAIN_STAGE_TASKS
+  phase_tasks: tuple[tuple[tuple[str, float], ...], ...] = MAIN_PHASE_TASKS
   schedule: str = "continuous"
   sid_init: bool = False
   length_buckets: tuple[int, ...] = (48, 64, 80, 96)
@@ -108,15 +109,15 @@ class SFTConfig:
       raise ValueError(
         f"SFTConfig.length_buckets must be > 0, got {self.length_buckets}"
       )
-    if len(self.stage_tasks) != 3:
-      raise ValueError(f"SFTConfig.stage_tasks needs 3 entries, got {self.stage_tasks}")
-    for entry in self.stage_tasks:
+    if len(self.phase_tasks) != 3:
+      raise ValueError(f"SFTConfig.phase_tasks needs 3 entries, got {self.phase_tasks}")
+    for entry in self.phase_tasks:
       for kind, rate in entry:
         if not isinstance(kind, str) or not float(rate) > 0:
-          raise ValueError(f"SFTConfig.stage_tasks: bad (kind, rate) {(kind, rate)}")
-    if self.schedule not in ("per_stage", "continuous"):
+          raise ValueError(f"SFTConfig.phase_tasks: bad (kind, rate) {(kind, rate)}")
+    if self.schedule not in ("per_phase", "continuous"):
       raise ValueError(
-        f"SFTConfig.schedule must be 'per_stage' or 'continuous', got {self.schedule!r}"
+        f"SFTConfig.schedule must be 'per_phase' or 'continuous', got {self.schedule!r}"
       )
     if len(self.steps) != 3 or min(self.steps) <= 0:
       raise ValueError(f"SFTConfig.steps must be 3 positive ints, got {self.steps}")
@@ -126,7 +127,7 @@ class SFTConfig:
       )
     if self.lengths[2][1] < 4:
       # run_sft checks the artefact's SID width (3 + opq_subspaces) + EOS.
-      raise ValueError("stage-3 targets length must be >= 4 (a 3-token SID + EOS)")
+      raise ValueError("phase-3 targets length must be >= 4 (a 3-token SID + EOS)")
     if self.batch_size <= 0 or self.eval_batch_size <= 0 or self.eval_batches < 0:
       raise ValueError("batch sizes must be > 0 and eval_batches >= 0")
     warm = self.train.optimizer.warmup_steps
@@ -137,8 +138,8 @@ class SFTConfig:
         f"(schedule {self.schedule})"
       )
 
-  def stage_train_config(self, k: int) -> loop.TrainConfig:
-    """The loop config of stage k (0-based)."""
+  def phase_train_config(self, k: int) -> loop.TrainConfig:
+    """The loop config of phase k (0-based)."""
     n = self.steps[k]
     if self.schedule == "continuous":
       opt = dataclasses.replace(
@@ -156,8 +157,8 @@ class SFTConfig:
 
 # What an sft_config.json written before these fields existed ran with.
 _ABSENT_IN_OLD_FILES = {
-  "stage_tasks": ((), (), ()),
-  "schedule": "per_stage",
+  "phase_tasks": ((), (), ()),
+  "schedule": "per_phase",
   "sid_init": False,
   "length_buckets": (),
 }

@@ -1,8 +1,8 @@
-"""A SFT run's per-stage history: ``stage{k}/history.jsonl`` and the curves.
+"""A SFT run's per-phase history: ``phase{k}/history.jsonl`` and the curves.
 
-``append_history(stage_dir, row)`` appends one logged step or eval (a row
+``append_history(phase_dir, row)`` appends one logged step or eval (a row
 ``{"kind": "train" | "eval", "step": int, ...metrics}``);
-``read_history(stage_dir)`` reads them back (train rows, eval rows);
+``read_history(phase_dir)`` reads them back (train rows, eval rows);
 ``plot_curves(history, path)`` draws train loss and eval SID accuracy over
 the global step (``run_sft``'s ``training_curves.png``).
 """
@@ -12,22 +12,22 @@ from __future__ import annotations
 import json
 import pathlib
 
-from onesearch_jax.train.sft_config import STAGES
+from onesearch_jax.train.sft_config import PHASES
 from onesearch_jax.world import jsonl
 
 HISTORY = "history.jsonl"
 
 
-def append_history(stage_dir: pathlib.Path, row: dict) -> None:
-  """Appends one row (a logged train step or an eval) to the stage's history."""
-  with open(stage_dir / HISTORY, "a") as f:
+def append_history(phase_dir: pathlib.Path, row: dict) -> None:
+  """Appends one row (a logged train step or an eval) to the phase's history."""
+  with open(phase_dir / HISTORY, "a") as f:
     f.write(json.dumps(row, sort_keys=True) + "\n")
 
 
-def read_history(stage_dir: pathlib.Path) -> tuple[list[dict], list[dict]]:
-  """(train rows, eval rows) of a stage; a resumed run's re-done steps keep
+def read_history(phase_dir: pathlib.Path) -> tuple[list[dict], list[dict]]:
+  """(train rows, eval rows) of a phase; a resumed run's re-done steps keep
   only their last entry."""
-  path = pathlib.Path(stage_dir) / HISTORY
+  path = pathlib.Path(phase_dir) / HISTORY
   if not path.exists():
     return [], []
   rows: dict[tuple[str, int], dict] = {}
@@ -41,7 +41,7 @@ def read_history(stage_dir: pathlib.Path) -> tuple[list[dict], list[dict]]:
 
 
 def plot_curves(history: dict[str, dict[str, list[dict]]], path: pathlib.Path) -> None:
-  """Train loss and eval SID accuracy over the global step, per stage."""
+  """Train loss and eval SID accuracy over the global step, per phase."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -49,7 +49,7 @@ def plot_curves(history: dict[str, dict[str, list[dict]]], path: pathlib.Path) -
 
   fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.6))
   offset = 0
-  for name in STAGES:
+  for name in PHASES:
     h = history.get(name)
     if not h:
       continue

@@ -1,10 +1,10 @@
 """Reading a finished (or running) SFT output directory, for evaluation.
 
 ``read_config(out_dir)`` / ``read_model_config(out_dir)`` give the run's
-SFTConfig and derived ModelConfig; ``load_trained(out_dir)`` the stage-3
+SFTConfig and derived ModelConfig; ``load_trained(out_dir)`` the phase-3
 model, vocabulary and ModelConfig on one device; ``eval_inputs(out_dir,
 kind, batch_size)`` the encoder inputs with per-row session metadata.
-A stage is finished when ``out_dir/stage{k}/result.json`` (``RESULT``) exists.
+A phase is finished when ``out_dir/phase{k}/result.json`` (``RESULT``) exists.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from onesearch_jax.data import vocab as vocab_lib
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.model.transformer import EncoderDecoder
 from onesearch_jax.train import checkpoints, state
-from onesearch_jax.train.sft_config import STAGES, SFTConfig, config_from_dict
+from onesearch_jax.train.sft_config import PHASES, SFTConfig, config_from_dict
 
 RESULT = "result.json"
 
@@ -45,36 +45,40 @@ def read_model_config(out_dir: str | os.PathLike) -> ModelConfig:
 
 
 def load_trained(
-  out_dir: str | pathlib.Path, stage: str = "stage3"
+  out_dir: str | pathlib.Path, phase: str = "phase3"
 ) -> tuple[EncoderDecoder, vocab_lib.OneSearchVocabulary, ModelConfig]:
-  """The trained model of a finished stage, on one device.
+  """The trained model of a finished phase, on one device.
 
   Args:
     out_dir: a ``run_sft`` output directory.
-    stage: which stage's final parameters (default: the last).
+    phase: which phase's final parameters (default: the last).
 
   Returns:
-    (model with the stage's final parameters, the vocabulary, the ModelConfig).
+    (model with the phase's final parameters, the vocabulary, the ModelConfig).
 
   Raises:
-    FileNotFoundError: the stage did not finish.
+    FileNotFoundError: the phase did not finish.
   """
   out_dir = pathlib.Path(out_dir)
-  if stage not in STAGES:
-    raise ValueError(f"stage {stage!r} not in {STAGES}")
-  if not (out_dir / stage / RESULT).exists():
-    raise FileNotFoundError(f"{out_dir / stage}: the stage has not finished")
+  if phase not in PHASES:
+    raise ValueError(f"phase {phase!r} not in {PHASES}")
+  if not (out_dir / phase / RESULT).exists():
+    old = (out_dir / "stage3").is_dir()  # SFT phases were called stages
+    raise FileNotFoundError(
+      f"{out_dir / phase}: the phase has not finished"
+      + (" (an older run's stage1..3 directories: retrain)" if old else "")
+    )
   cfg = read_config(out_dir)
   model_cfg = read_model_config(out_dir)
   spec = model_batches.read_spec(out_dir)
   vocabulary = vocab_lib.OneSearchVocabulary.load(spec.vocab_dir)
   mesh = sh.single_device_mesh()
-  k = STAGES.index(stage)
-  opt = cfg.stage_train_config(k).optimizer
+  k = PHASES.index(phase)
+  opt = cfg.phase_train_config(k).optimizer
   ts = state.create_train_state(model_cfg, opt, mesh, sh.DP_RULES, seed=0)
-  ckpt = checkpoints.Checkpointer(out_dir / stage / "checkpoints")
+  ckpt = checkpoints.Checkpointer(out_dir / phase / "checkpoints")
   try:
-    # Exactly the stage's final step: a damaged final checkpoint is an
+    # Exactly the phase's final step: a damaged final checkpoint is an
     # error here, never a silent fallback to an earlier step.
     ts, _ = ckpt.restore(ts, step=cfg.steps[k])
   finally:
@@ -93,7 +97,7 @@ def eval_inputs(
 
   Args:
     source: a ``run_sft`` output directory (its tasks are re-registered with
-      the saved vocabulary; the encoder length is the run's stage-3 one) or a
+      the saved vocabulary; the encoder length is the run's phase-3 one) or a
       ``tasks.RegisteredTasks``.
     kind: "eval_click" or "eval_order".
     batch_size: rows per batch.

@@ -19,8 +19,8 @@ only directions change. Level-3 tokens keep their random rows: their local
 codes are conditional on the parent, so code k means something different
 under every parent and no single vector stands for it.
 
-Choice (the paper is silent): the init is applied once, before stage 1;
-later stages continue from the trained parameters.
+Choice (the paper is silent): the init is applied once, before phase 1;
+later phases continue from the trained parameters.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ Batch = Mapping[str, np.ndarray]
 Metrics = Mapping[str, jax.Array]
 StepFn = Callable[[nnx.State, Batch], tuple[nnx.State, Metrics]]
 LogFn = Callable[[int, dict[str, float]], None]
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 FINITE_METRICS = ("loss", "z_loss", "grad_norm")  # must stay finite every step
 
@@ -221,7 +221,7 @@ def run(
     first = next(it, None)
     if first is None or start >= cfg.num_steps:
       if first is None:
-        log.warning("no data at position %d (step %d)", position, start)
+        logger.warning("no data at position %d (step %d)", position, start)
       return LoopResult(ts, [], [], resumed_from, 0)
     fns = build(ts, first)
     history: list[dict[str, float]] = []
@@ -241,7 +241,7 @@ def run(
       batch = pending if pending is not None else next(it, None)
       pending = None
       if batch is None:
-        log.warning("data ran out at position %d (step %d)", position, step)
+        logger.warning("data ran out at position %d (step %d)", position, step)
         break
       st, metrics = fns.train(st, batch)
       check()  # the previous step's metrics, while this step runs

@@ -161,14 +161,14 @@ def format_progress(
 
 
 class ProgressPrinter:
-  """log_fn that emits `format_progress` lines through `emit` (print, logging)."""
+  """log_fn that prints `format_progress` lines through `log` (print, logging)."""
 
-  def __init__(self, emit: Callable[[str], Any], total_steps: int | None = None):
-    self.emit = emit
+  def __init__(self, log: Callable[[str], Any], total_steps: int | None = None):
+    self.log = log
     self.total_steps = total_steps
 
   def __call__(self, step: int, metrics: Mapping[str, Any]) -> None:
-    self.emit(format_progress(step, metrics, self.total_steps))
+    self.log(format_progress(step, metrics, self.total_steps))
 
 
 def fan_out(*fns: LogFn | None) -> LogFn:

@@ -47,7 +47,7 @@ def simulate(
   rng: np.random.Generator,
   emit_recall: Callable[[dict[str, Any]], None],
   emit_ranking: Callable[[dict[str, Any]], None],
-  progress: Callable[[str], None] | None = None,
+  log: Callable[[str], None] | None = None,
 ) -> dict[str, QueryLogEntry]:
   """Runs every day of the log, emitting recall and ranking rows in time order.
 
@@ -58,7 +58,7 @@ def simulate(
     rng: the generator (consumed).
     emit_recall: called with each recall.jsonl row.
     emit_ranking: called with each kept ranking.jsonl row.
-    progress: optional progress callback.
+    log: optional progress printer (one line per day).
 
   Returns:
     The query log: distinct query string -> first intent, count, impressions.
@@ -134,7 +134,7 @@ def simulate(
         pool = index.members("l2", intent.l2)
         wider = (("l1", intent.l1),)
       if pool.size > config.retrieval_pool:
-        # Huge categories: the engine's first stage keeps the most popular
+        # Huge categories: the engine's recall keeps the most popular
         # items (members are sorted by popularity) plus a random tail sample.
         head = pool[: config.retrieval_pool]
         tail = pool[config.retrieval_pool :]
@@ -269,8 +269,8 @@ def simulate(
         query_log[query] = QueryLogEntry(intent, 1, shown)
       else:
         entry.count += 1
-    if progress is not None:
-      progress(
+    if log is not None:
+      log(
         f"day {day + 1}/{n_days}: {users.size} sessions ({split}), "
         f"{n_session} written, {n_skipped} skipped (no published item)"
       )

@@ -51,29 +51,35 @@ def _validation_split(write: Callable[[dict], None], n_days: int):
   return wrapped
 
 
+def _timed(log: Callable[[str], None] | None, t0: float) -> Callable[[str], None]:
+  """``log`` with the seconds since t0 in front of each line (None: silent)."""
+
+  def timed(msg: str) -> None:
+    if log is not None:
+      log(f"[world {time.perf_counter() - t0:6.1f}s] {msg}")
+
+  return timed
+
+
 def write_world(
   config: WorldConfig,
   out_dir: str | os.PathLike,
   *,
-  progress: Callable[[str], None] | None = None,
+  log: Callable[[str], None] | None = None,
 ) -> dict:
   """Generates a world and writes it to out_dir.
 
   Args:
     config: what to generate (sizes, behaviour, seed).
     out_dir: the directory to write (created; existing files are replaced).
-    progress: optional callback receiving progress lines.
+    log: optional progress printer.
 
   Returns:
     The manifest dict (also written to <out_dir>/manifest.json).
   """
   out = pathlib.Path(out_dir)
   (out / "extras").mkdir(parents=True, exist_ok=True)
-  t0 = time.perf_counter()
-
-  def say(msg: str) -> None:
-    if progress is not None:
-      progress(f"[world {time.perf_counter() - t0:6.1f}s] {msg}")
+  log = _timed(log, time.perf_counter())
 
   rng_catalog, rng_latent, rng_users, rng_sessions, rng_relevance = (
     np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(5)
@@ -86,7 +92,7 @@ def write_world(
     for start in range(0, catalog.n_items, config.chunk_items):
       for row in catalog.rows(start, min(start + config.chunk_items, catalog.n_items)):
         w.write(row)
-      say(f"items {min(start + config.chunk_items, catalog.n_items)}/{catalog.n_items}")
+      log(f"items {min(start + config.chunk_items, catalog.n_items)}/{catalog.n_items}")
   files["items.jsonl"], counts["items"] = w.sha256, w.rows
 
   catalog_lib.write_latents(catalog, out / "extras/item_latent.npy", rng_latent)
@@ -96,7 +102,7 @@ def write_world(
       f.write("".join(catalog.item_id(i) + "\n" for i in range(start, stop)))
   for name in ("extras/item_latent.npy", "extras/item_latent_ids.txt"):
     files[name] = manifest_lib.file_sha256(out / name)
-  say("item latents written")
+  log("item latents written")
 
   pop = population_lib.build_population(config, catalog, rng_users)
   with writer_lib.JsonlWriter(out / "users.jsonl") as w:
@@ -113,7 +119,7 @@ def write_world(
       write_recall = _validation_split(write_recall, config.n_days)
       write_ranking = _validation_split(write_ranking, config.n_days)
     query_log = sessions_lib.simulate(
-      config, catalog, pop, rng_sessions, write_recall, write_ranking, say
+      config, catalog, pop, rng_sessions, write_recall, write_ranking, log
     )
   files["recall.jsonl"], counts["recall"] = w_recall.sha256, w_recall.rows
   files["ranking.jsonl"], counts["ranking"] = w_ranking.sha256, w_ranking.rows
@@ -130,7 +136,7 @@ def write_world(
     ):
       w.write(row)
   files["relevance.jsonl"], counts["relevance"] = w.sha256, w.rows
-  say("relevance written")
+  log("relevance written")
 
   manifest = manifest_lib.write_manifest(
     out,
@@ -140,7 +146,7 @@ def write_world(
     files=files,
     extra=_manifest_extra(config),
   )
-  say(f"done: {counts}")
+  log(f"done: {counts}")
   return manifest
 
 

@@ -135,9 +135,9 @@ def _env() -> dict[str, str]:
 
 
 def _run(cmd, log_path, timeout) -> None:
-  with open(log_path, "w") as log:
+  with open(log_path, "w") as log_file:
     proc = subprocess.run(
-      cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT, timeout=timeout
+      cmd, env=_env(), stdout=log_file, stderr=subprocess.STDOUT, timeout=timeout
     )
   if proc.returncode:
     raise RuntimeError(f"{cmd} exited {proc.returncode}; see {log_path}")
@@ -153,11 +153,11 @@ def drill(args) -> dict:
   _run(_worker_cmd(args, ref_dir), root / "reference.log", args.timeout)
   ref = json.loads((ref_dir / "result.json").read_text())
 
-  with open(root / "killed.log", "w") as log:
+  with open(root / "killed.log", "w") as log_file:
     victim = subprocess.Popen(
       _worker_cmd(args, run_dir, cache),
       env=_env(),
-      stdout=log,
+      stdout=log_file,
       stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + args.timeout

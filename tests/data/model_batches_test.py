@@ -25,7 +25,7 @@ def _take(it, n):
 
 
 def test_data_feature_names_become_the_model_contract(registered):
-  name = registered.mixtures["stage3"]
+  name = registered.mixtures["phase3"]
   raw = next(
     pipeline.get_batches(
       name, batch_size=4, inputs_length=96, targets_length=6
@@ -49,12 +49,12 @@ def test_data_feature_names_become_the_model_contract(registered):
     )
 
 
-@pytest.mark.parametrize("stage,long_seq", [("stage1", False), ("stage3", True)])
-def test_skip_to_a_data_position_gives_the_same_batches(registered, stage, long_seq):
+@pytest.mark.parametrize("phase,long_seq", [("phase1", False), ("phase3", True)])
+def test_skip_to_a_data_position_gives_the_same_batches(registered, phase, long_seq):
   make = model_batches.TrainBatches(
-    registered.mixtures[stage],
+    registered.mixtures[phase],
     batch_size=4,
-    lengths=(96, 24) if stage == "stage1" else (96, 6),
+    lengths=(96, 24) if phase == "phase1" else (96, 6),
     long_seq=long_seq,
     seed=3,
     shuffle_buffer=64,
@@ -67,7 +67,7 @@ def test_skip_to_a_data_position_gives_the_same_batches(registered, stage, long_
       np.testing.assert_array_equal(a[k], b[k])
   assert ("long_seq_features" in full[0]) == long_seq
   other = model_batches.TrainBatches(
-    registered.mixtures[stage],
+    registered.mixtures[phase],
     batch_size=4,
     lengths=make.lengths,
     long_seq=long_seq,
@@ -147,7 +147,7 @@ def test_eval_inputs_rows_keep_their_metadata(registered, small_world):
 
 
 def test_member_list_mixes_plain_and_dense_tasks(registered):
-  """Indexing replay in stage 3: a plain task mixed with a dense one gets
+  """Indexing replay in phase 3: a plain task mixed with a dense one gets
   exact-zero long-seq features; both tasks appear about at their rates."""
   vocab = registered.vocabulary
   title, personal = registered.tasks["s1_title_to_sid"], registered.tasks["s3_personal"]
@@ -214,7 +214,7 @@ def test_length_buckets_regroup_the_same_rows_and_cut_only_padding(registered):
   of batches is a permutation of the same examples), each batch at its
   bucket's width, every row within its bucket and above the one below."""
   common = dict(batch_size=4, lengths=(96, 6), long_seq=True, seed=5, shuffle_buffer=64)
-  name = registered.mixtures["stage3"]
+  name = registered.mixtures["phase3"]
   plain = _take(model_batches.TrainBatches(name, **common)(0), 60)
   bounds = (32, 48, 64)
   make = model_batches.TrainBatches(name, length_buckets=(*bounds, 200), **common)

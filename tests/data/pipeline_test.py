@@ -39,7 +39,7 @@ def test_host_shards_partition_the_data_exactly_once(registered, kind, num_shard
         assert not set(shards[i]) & set(shards[j])
 
 
-def test_stage3_batches(registered):
+def test_phase3_batches(registered):
   name = registered.tasks["s3_personal"]
   ds = pipeline.get_batches(
     name, batch_size=4, inputs_length=256, targets_length=6, seed=1
@@ -60,9 +60,9 @@ def test_stage3_batches(registered):
   assert (b["decoder_target_tokens"][:, -1] == 1).all()  # 5 SID tokens + EOS
 
 
-def test_stage1_mixture_batches_packed(registered):
+def test_phase1_mixture_batches_packed(registered):
   ds = pipeline.get_batches(
-    registered.mixtures["stage1"],
+    registered.mixtures["phase1"],
     batch_size=2,
     inputs_length=128,
     targets_length=64,
@@ -83,7 +83,7 @@ def test_order_is_deterministic_by_seed(registered):
   name = registered.tasks["s3_personal"]
   assert _order(name, 7) == _order(name, 7)
   assert _order(name, 7) != _order(name, 8)
-  mix = registered.mixtures["stage3"]
+  mix = registered.mixtures["phase3"]
   assert _order(mix, 3) == _order(mix, 3)
 
 
@@ -107,5 +107,5 @@ def test_cache_dir(registered, tmp_path):
   )
   with pytest.raises(ValueError, match="Tasks only"):
     pipeline.get_batches(
-      registered.mixtures["stage3"], batch_size=2, cache_dir=tmp_path
+      registered.mixtures["phase3"], batch_size=2, cache_dir=tmp_path
     )

@@ -11,7 +11,7 @@ from onesearch_jax.data import museq, museq_math, preprocessors, prompts
 
 
 def test_render_prompt_matches_python_render():
-  t = prompts.STAGE2["sidq_to_sidi"]
+  t = prompts.PHASE2["sidq_to_sidi"]
   fields = {"sid_q": "<a_1><b_2><c_3><d_4><d_5>", "sid_i": "<a_0><b_0><c_0><d_0><d_9>"}
   ds = tf.data.Dataset.from_tensors({k: tf.constant(v) for k, v in fields.items()})
   out = preprocessors.render_prompt(ds, template=t)
@@ -29,7 +29,7 @@ def test_render_prompt_matches_python_render():
 
 
 def test_render_prompt_cjk_fields():
-  t = prompts.STAGE1["text_to_category"]
+  t = prompts.PHASE1["text_to_category"]
   fields = {"text": "红色连衣裙女夏季", "category": "服饰内衣/女装/连衣裙"}
   ds = tf.data.Dataset.from_tensors({k: tf.constant(v) for k, v in fields.items()})
   ex = next(iter(preprocessors.render_prompt(ds, template=t)))
@@ -38,9 +38,9 @@ def test_render_prompt_cjk_fields():
 
 
 @pytest.mark.parametrize("style", ["tokens", "words"])
-def test_stage3_template_ablations(style):
+def test_phase3_template_ablations(style):
   def template(**kw):
-    return prompts.stage3_template(museq.MuSeqConfig(prompt_style=style, **kw)).inputs
+    return prompts.phase3_template(museq.MuSeqConfig(prompt_style=style, **kw)).inputs
 
   full = template()
   segments = {
@@ -79,8 +79,8 @@ def test_token_style_templates_use_only_special_labels():
   tok = museq.MuSeqConfig(prompt_style="tokens")
   words = museq.MuSeqConfig(prompt_style="words")
   pairs = [
-    (prompts.stage1_templates(tok), prompts.stage1_templates(words)),
-    (prompts.stage2_templates(tok), prompts.stage2_templates(words)),
+    (prompts.phase1_templates(tok), prompts.phase1_templates(words)),
+    (prompts.phase2_templates(tok), prompts.phase2_templates(words)),
   ]
   specials = "|".join(re.escape(t) for t in vocab_lib.SPECIALS)
   for t_map, w_map in pairs:

@@ -1,4 +1,4 @@
-"""Host-side stage-3 prompts == the seqio tasks' examples; requests; reader."""
+"""Host-side phase-3 prompts == the seqio tasks' examples; requests; reader."""
 
 from __future__ import annotations
 

@@ -47,12 +47,12 @@ def test_registers_every_task_and_mixture(registered):
   }
   assert set(registered.tasks) == kinds
   assert all(n in seqio.TaskRegistry.names() for n in registered.tasks.values())
-  assert set(registered.mixtures) == {"stage1", "stage2", "stage3"}
-  for stage, mname in registered.mixtures.items():
+  assert set(registered.mixtures) == {"phase1", "phase2", "phase3"}
+  for phase, mname in registered.mixtures.items():
     mix = seqio.get_mixture_or_task(mname)
     for task in mix.tasks:
       kind = task.name.removeprefix("test_small_")
-      assert kind.startswith("s" + stage[-1]) and kind not in corpus_lib.AUGMENT_KINDS
+      assert kind.startswith("s" + phase[-1]) and kind not in corpus_lib.AUGMENT_KINDS
       assert mix.get_rate(task) == registered.counts[kind]
 
 
@@ -69,7 +69,7 @@ def test_registration_is_idempotent_and_replaceable(
   )
   assert "s3_window" not in other.tasks
   assert [
-    t.name for t in seqio.get_mixture_or_task(other.mixtures["stage3"]).tasks
+    t.name for t in seqio.get_mixture_or_task(other.mixtures["phase3"]).tasks
   ] == ["test_small_b_s3_personal"]
   replaced = tasks.register_tasks(
     small_world, sid_table=small_table, prefix="test_small_b"
@@ -121,9 +121,9 @@ def test_examples_decode_to_rendered_prompts(small_world, small_table, registere
   )
   v = registered.vocabulary
   cfg = museq.MuSeqConfig()
-  templates = {f"s1_{k}": t for k, t in prompts.stage1_templates(cfg).items()}
-  templates.update({f"s2_{k}": t for k, t in prompts.stage2_templates(cfg).items()})
-  s3 = prompts.stage3_template(cfg)
+  templates = {f"s1_{k}": t for k, t in prompts.phase1_templates(cfg).items()}
+  templates.update({f"s2_{k}": t for k, t in prompts.phase2_templates(cfg).items()})
+  s3 = prompts.phase3_template(cfg)
   for kind, name in registered.tasks.items():
     split = "test" if kind.startswith("eval") else "train"
     t = templates.get(kind, s3)

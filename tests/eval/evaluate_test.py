@@ -106,7 +106,7 @@ def test_run_baselines_end_to_end_tiny_world(tiny_world_dir, tiny_sid_build, tmp
   )
   timings = {}
   rankings = evaluate.run_baselines(
-    tiny_world_dir, sid_dir, eval_set=es, k_max=100, progress=None, timings=timings
+    tiny_world_dir, sid_dir, eval_set=es, k_max=100, log=None, timings=timings
   )
   assert set(rankings) == {"bm25", "dense", "mca", "sidq_pop", "query_memory"}
   for r in rankings.values():

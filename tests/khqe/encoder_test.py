@@ -88,7 +88,7 @@ def test_training_lowers_loss_and_ranks_clicked_items_first(tiny_log):
   tcfg = enc.EncoderTrainConfig(steps=120, batch_size=64, log_every=20, seed=0)
   seen = []
   trained = enc.train_encoder(
-    vocab, queries, items, pairs, cfg, tcfg, progress=lambda s, m: seen.append(s)
+    vocab, queries, items, pairs, cfg, tcfg, log_fn=lambda s, m: seen.append(s)
   )
   assert seen[0] == 1 and seen[-1] == 120 and len(seen) == len(trained.history)
   first, last = trained.history[0], trained.history[-1]

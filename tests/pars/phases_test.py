@@ -68,9 +68,9 @@ def test_phase2_examples(hand_log, tools):
   assert ex.stats["examples"] == 3
 
 
-def codec_item(codec, log, tokens):
+def codec_item(codec, interactions, tokens):
   codes, _ = codec.codes(tokens)
-  hit = np.flatnonzero((log.item_codes == codes).all(1))
+  hit = np.flatnonzero((interactions.item_codes == codes).all(1))
   return int(hit[0]) if hit.size else -1
 
 

@@ -47,11 +47,11 @@ def trained(tiny_world_dir):
   items = [r["item_id"] for r in world.items]
   queries = sorted({r["query"] for r in world.recall})
   table = SIDTable.synthetic(items, queries, levels=(16, 8, 8), opq_codes=16, seed=0)
-  log = logs.InteractionLog.build(world, table)
-  ctx = rm_features.build_context(world, log, table)
-  rel = rm_features.relevance_rows(world, log, table, ctx.config)
+  interactions = logs.InteractionLog.build(world, table)
+  ctx = rm_features.build_context(world, interactions, table)
+  rel = rm_features.relevance_rows(world, interactions, table, ctx.config)
   cfg = reward_model.RewardModelConfig(num_steps=300, seed=0)
-  return reward_training.train_reward_model(ctx, log, rel, cfg), cfg
+  return reward_training.train_reward_model(ctx, interactions, rel, cfg), cfg
 
 
 def test_rm_auc_above_chance_on_tiny_world(trained):
@@ -63,10 +63,10 @@ def test_rm_auc_above_chance_on_tiny_world(trained):
   assert m["ctr_auc"] > 0.52, m
   assert m["ctcvr_auc_pos"] > 0.55, m
   # a constant predictor at the train CTR has logloss H(p); the RM beats it
-  rows = trm.log.test_impressions()
-  p = trm.log.imp_click[trm.log.train_impressions()].mean()
+  rows = trm.interactions.test_impressions()
+  p = trm.interactions.imp_click[trm.interactions.train_impressions()].mean()
   assert m["ctr_logloss_pos"] < reward_training.logloss(
-    trm.log.imp_click[rows], np.full(rows.size, p)
+    trm.interactions.imp_click[rows], np.full(rows.size, p)
   )
 
 
@@ -74,7 +74,7 @@ def test_score_shapes_invalid_items_and_label_relevance(trained):
   trm, _ = trained
   rel = trm.relevance
   x = int(np.flatnonzero(rel.query_index >= 0)[0])
-  session = int(np.flatnonzero(trm.log.session_query == rel.query_index[x])[0])
+  session = int(np.flatnonzero(trm.interactions.session_query == rel.query_index[x])[0])
   items = np.array([[rel.item[x], -1, 0]])
   out = trm.score(np.array([[session]]), items)
   assert out["r_score"].shape == (1, 3) and out["r_score"][0, 1] == -np.inf
@@ -89,7 +89,9 @@ def test_score_shapes_invalid_items_and_label_relevance(trained):
 def test_save_restore_round_trip(trained, tmp_path):
   trm, cfg = trained
   reward_model.save(trm, tmp_path / "rm")
-  back = reward_model.restore(tmp_path / "rm", cfg, trm.context, trm.log, trm.relevance)
+  back = reward_model.restore(
+    tmp_path / "rm", cfg, trm.context, trm.interactions, trm.relevance
+  )
   s, i = np.arange(5), np.arange(5)
   for k, v in trm.predict(s, i).items():
     np.testing.assert_allclose(back.predict(s, i)[k], v, rtol=1e-6)

@@ -35,7 +35,7 @@ def gen(workdir):
 
 @pytest.fixture(scope="module")
 def prompts(gen, sft_world):
-  """[5, L] stage-3 prompts of five logged sessions."""
+  """[5, L] phase-3 prompts of five logged sessions."""
   prompter = gen.prompter(sft_world)
   return prompter.for_sessions(sorted(prompter.sessions)[:5])
 
@@ -119,3 +119,10 @@ def test_load_generator_rejects_bad_sizes_and_lists_no_phases(workdir, tmp_path)
   assert generator_lib.existing_phases(tmp_path) == []
   with pytest.raises(ValueError, match="not in"):
     generator_lib.load_phase_model(workdir, "pars3", None)
+
+
+def test_a_train_dir_from_before_the_phase_names_asks_for_a_retrain(tmp_path):
+  wd = Workdir(tmp_path)
+  (wd.train / "stage3").mkdir(parents=True)  # SFT phases were called stages
+  with pytest.raises(FileNotFoundError, match="stage1..3 directories: retrain"):
+    generator_lib.load_generator(wd, beam_size=2)

@@ -21,7 +21,7 @@ from onesearch_jax.eval.config import EvalConfig
 from onesearch_jax.khqe.build import BuildConfig
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.model.model import LossConfig
-from onesearch_jax.pars.stage import StageConfig
+from onesearch_jax.pars.stage import ParsStageConfig
 from onesearch_jax.stages.config import PipelineConfig
 from onesearch_jax.train import optimizers, state, steps, synthetic
 from onesearch_jax.train.sft_config import SFTConfig
@@ -79,13 +79,13 @@ def test_main_gin_is_the_dataclass_defaults(run_module):
   defaults (one default per setting)."""
   main = _build(run_module, "gin/runs/main.gin")
   assert main == PipelineConfig(
-    sids=BuildConfig(), train=SFTConfig(), eval=EvalConfig(), pars=StageConfig()
+    sids=BuildConfig(), train=SFTConfig(), eval=EvalConfig(), pars=ParsStageConfig()
   )
 
 
 def _dataclass_default(selector: str, param: str):
   """The dataclass default a main.gin factory binding stands for."""
-  sft, pars = SFTConfig(), StageConfig()
+  sft, pars = SFTConfig(), ParsStageConfig()
   if selector in ("sft_config", "eval_config", "pipeline_config"):
     obj = {
       "sft_config": sft,

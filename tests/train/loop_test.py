@@ -1,4 +1,4 @@
-"""Train loop: preemption + resume equals an uninterrupted run; stage hand-off."""
+"""Train loop: preemption + resume equals an uninterrupted run; phase hand-off."""
 
 from __future__ import annotations
 
@@ -87,15 +87,15 @@ def test_preempted_run_resumes_to_the_same_state(tmp_path):
   with pytest.raises(ValueError, match="SID artefact"):
     loop.train(CFG, TRAIN, MESH, batches, tmp_path / "b", sid_hash="other")
 
-  # Stage hand-off: parameters from stage "a", a fresh optimizer at step 0.
-  stage2 = loop.TrainConfig(num_steps=1, log_every=1, checkpoint=TRAIN.checkpoint)
+  # Phase hand-off: parameters from phase "a", a fresh optimizer at step 0.
+  phase2 = loop.TrainConfig(num_steps=1, log_every=1, checkpoint=TRAIN.checkpoint)
   nxt = loop.train(
-    CFG, stage2, MESH, batches, tmp_path / "c", sid_hash="h1",
+    CFG, phase2, MESH, batches, tmp_path / "c", sid_hash="h1",
     init_from=tmp_path / "a" / "checkpoints",
   )  # fmt: skip
   assert nxt.resumed_from is None and nxt.state.step == 1
   # A fresh schedule has lr 0 at its step 0 (warmup), so after that one step
-  # the parameters are exactly stage 1's: they were loaded, not re-initialised.
+  # the parameters are exactly phase 1's: they were loaded, not re-initialised.
   p_full = nnx.state(full.state.merge()[0], nnx.Param)
   p_next = nnx.state(nxt.state.merge()[0], nnx.Param)
   diffs = [

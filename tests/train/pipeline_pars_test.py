@@ -73,7 +73,7 @@ def test_pars_stage_writes_aligned_checkpoints_and_skips_on_rerun(staged):
   }
   models = {
     p: generator_lib.load_phase_model(wd, p, optimizers[p])
-    for p in generator_lib.PHASES
+    for p in generator_lib.PARS_PHASES
   }
   for phase, model in models.items():
     leaves = _params(model)

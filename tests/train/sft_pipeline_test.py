@@ -34,19 +34,19 @@ def test_train_stage_resumes_then_skips(
   real = sft.run_sft
   monkeypatch.setattr(
     sft, "run_sft", lambda *a, **kw: real(*a, **kw, stop_after=(1, 1))
-  )  # preempted after stage 2's first step
+  )  # preempted after phase 2's first step
   with pytest.raises(RuntimeError, match="stopped before the end"):
     run(logs.append)
   stage_dir = wd.train
   assert read_marker(stage_dir) is None
-  assert (stage_dir / "stage1" / sft_load.RESULT).exists()
+  assert (stage_dir / "phase1" / sft_load.RESULT).exists()
   monkeypatch.setattr(sft, "run_sft", real)
   logs.clear()
   res = run(logs.append)
   assert not res.skipped
   assert any("resuming" in x for x in logs)
-  assert any("stage1 finished earlier" in x for x in logs)
-  assert any("stage2 resumed from step 1" in x for x in logs)
+  assert any("phase1 finished earlier" in x for x in logs)
+  assert any("phase2 resumed from step 1" in x for x in logs)
   assert res.marker["sid_hash"] == sid_hash and len(res.marker["output_hash"]) == 64
   assert 0.0 <= res.marker["final_eval"]["eval_accuracy"] <= 1.0
   logs.clear()

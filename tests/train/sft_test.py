@@ -1,4 +1,4 @@
-"""SFT stages 1 -> 2 -> 3: hand-off, resume, artefacts, load_trained, eval_inputs."""
+"""SFT phases 1 -> 2 -> 3: hand-off, resume, artefacts, load_trained, eval_inputs."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from onesearch_jax.model import model as model_lib
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.train import checkpoints, sft, sft_config, sft_load, state
 
-# Every test here shares one tiny 3-stage SFT run (sft_run): ~1-5 min of
+# Every test here shares one tiny 3-phase SFT run (sft_run): ~1-5 min of
 # compiling on 2 busy cores, so the module is in the slow set.
 pytestmark = pytest.mark.slow
 
@@ -27,21 +27,21 @@ def _params(model) -> list[np.ndarray]:
 
 
 def _restorer(out_dir):
-  """stage, step -> (parameters, meta) of that saved step (one device).
+  """phase, step -> (parameters, meta) of that saved step (one device).
 
-  One TrainState serves every stage: the stages' optimizers differ only in
+  One TrainState serves every phase: the phases' optimizers differ only in
   their schedule, not in the state's structure.
   """
   cfg = sft_load.read_config(out_dir)
   raw = json.loads((out_dir / "model_config.json").read_text())
   model_cfg = ModelConfig(**{**raw, "sid_ranges": tuple(map(tuple, raw["sid_ranges"]))})
-  opt = cfg.stage_train_config(0).optimizer
+  opt = cfg.phase_train_config(0).optimizer
   ts = state.create_train_state(
     model_cfg, opt, sh.single_device_mesh(), sh.DP_RULES, seed=0
   )
 
-  def restore(stage, step):
-    ckpt = checkpoints.Checkpointer(out_dir / stage / "checkpoints")
+  def restore(phase, step):
+    ckpt = checkpoints.Checkpointer(out_dir / phase / "checkpoints")
     got, meta = ckpt.restore(ts, step=step)
     ckpt.close()
     return _params(got.merge()[0]), meta
@@ -49,12 +49,12 @@ def _restorer(out_dir):
   return restore
 
 
-def test_three_stages_chain_and_write_their_artefacts(sft_run):
+def test_three_phases_chain_and_write_their_artefacts(sft_run):
   res, lines = sft_run
   out = res.out_dir
   assert res.finished and len(res.params_hash) == 64
-  for name, n in zip(sft_config.STAGES, (3, 3, 4), strict=True):
-    s = res.stages[name]
+  for name, n in zip(sft_config.PHASES, (3, 3, 4), strict=True):
+    s = res.phases[name]
     assert s.finished and s.steps == n and not s.skipped
     assert [r["step"] for r in s.train] == list(range(1, n + 1))
     assert [r["step"] for r in s.evals] == list(range(2, n + 1, 2))
@@ -64,22 +64,22 @@ def test_three_stages_chain_and_write_their_artefacts(sft_run):
     assert ckpt.latest_step() == n
     ckpt.close()
   hist = json.loads((out / "history.json").read_text())
-  assert set(hist) == set(sft_config.STAGES)
+  assert set(hist) == set(sft_config.PHASES)
   assert (out / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
   assert any(
-    "stage3 step 4/4: loss" in x and "steps/s" in x and "ETA" in x for x in lines
+    "phase3 step 4/4: loss" in x and "steps/s" in x and "ETA" in x for x in lines
   )
-  # Stage 2 starts from stage 1's final parameters: its first step runs at
-  # lr 0 (warmup from 0), so its step-1 checkpoint equals stage 1's last.
-  assert res.stages["stage2"].train[0]["learning_rate"] == 0.0
+  # Phase 2 starts from phase 1's final parameters: its first step runs at
+  # lr 0 (warmup from 0), so its step-1 checkpoint equals phase 1's last.
+  assert res.phases["phase2"].train[0]["learning_rate"] == 0.0
   restore = _restorer(out)
-  p1, _ = restore("stage1", 3)
-  p2, meta = restore("stage2", 1)
+  p1, _ = restore("phase1", 3)
+  p2, meta = restore("phase2", 1)
   assert meta["data_position"] == 1
   for a, b in zip(p1, p2, strict=True):
     np.testing.assert_array_equal(a, b)
-  p3, _ = restore("stage3", 1)
-  p2_end, _ = restore("stage2", 3)
+  p3, _ = restore("phase3", 1)
+  p2_end, _ = restore("phase2", 3)
   for a, b in zip(p2_end, p3, strict=True):
     np.testing.assert_array_equal(a, b)
 
@@ -118,14 +118,14 @@ def test_load_trained_reproduces_the_last_eval(sft_run):
   sums = model_lib.metric_sums(model, batches[0], run_cfg.train.loss)
   acc = float(sums["correct_sum"] / sums["weight_sum"])
   loss = float(sums["loss_sum"] / sums["weight_sum"])
-  last = res.stages["stage3"].evals[-1]
+  last = res.phases["phase3"].evals[-1]
   assert float(sums["weight_sum"]) == last["eval_tokens"] == 8 * 5  # SID tokens only
   np.testing.assert_allclose(acc, last["eval_accuracy"], atol=1e-6)
   np.testing.assert_allclose(loss, last["eval_loss"], rtol=1e-4)
   # The hash of the loaded parameters is the run's.
   ts = state.create_train_state(
     cfg,
-    run_cfg.stage_train_config(2).optimizer,
+    run_cfg.phase_train_config(2).optimizer,
     sh.single_device_mesh(),
     sh.DP_RULES,
   )
@@ -135,11 +135,11 @@ def test_load_trained_reproduces_the_last_eval(sft_run):
 
 
 def test_killed_run_resumes_to_the_same_parameters(sft_run, tmp_path, tiny_sft_config):
-  """Stage 3 stopped after 2 steps, then re-run: same data, same params."""
+  """Phase 3 stopped after 2 steps, then re-run: same data, same params."""
   full, _ = sft_run
   out = tmp_path / "resumed"
   shutil.copytree(full.out_dir, out)
-  shutil.rmtree(out / "stage3")
+  shutil.rmtree(out / "phase3")
   spec = model_batches.read_spec(full.out_dir)
   lines: list[str] = []
   part = sft.run_sft(
@@ -152,18 +152,18 @@ def test_killed_run_resumes_to_the_same_parameters(sft_run, tmp_path, tiny_sft_c
     stop_after=(2, 2),
   )
   assert not part.finished and part.params_hash == ""
-  assert part.stages["stage1"].skipped and part.stages["stage2"].skipped
-  assert part.stages["stage3"].steps == 2
-  assert not (out / "stage3" / sft_load.RESULT).exists()
+  assert part.phases["phase1"].skipped and part.phases["phase2"].skipped
+  assert part.phases["phase3"].steps == 2
+  assert not (out / "phase3" / sft_load.RESULT).exists()
   rest = sft.run_sft(
     spec.world_dir, spec.sid_dir, out, tiny_sft_config(), sid_hash=spec.sid_hash,
     log=lines.append,
   )  # fmt: skip
-  assert rest.finished and rest.stages["stage3"].resumed_from == 2
+  assert rest.finished and rest.phases["phase3"].resumed_from == 2
   assert rest.params_hash == full.params_hash  # bitwise-identical parameters
   # The resumed half saw the uninterrupted run's batches 3 and 4: same losses.
-  want = [r["loss"] for r in full.stages["stage3"].train]
-  got = [r["loss"] for r in rest.stages["stage3"].train]
+  want = [r["loss"] for r in full.phases["phase3"].train]
+  got = [r["loss"] for r in rest.phases["phase3"].train]
   assert got == want
   with pytest.raises(ValueError, match="different SFT config"):
     sft.run_sft(
@@ -171,8 +171,8 @@ def test_killed_run_resumes_to_the_same_parameters(sft_run, tmp_path, tiny_sft_c
       sid_hash=spec.sid_hash, log=lines.append,
     )  # fmt: skip
   with pytest.raises(ValueError, match="SID artefact"):
-    shutil.rmtree(out / "stage3" / "checkpoints" / "4")  # resume from step 3
-    (out / "stage3" / sft_load.RESULT).unlink()
+    shutil.rmtree(out / "phase3" / "checkpoints" / "4")  # resume from step 3
+    (out / "phase3" / sft_load.RESULT).unlink()
     sft.run_sft(
       spec.world_dir, spec.sid_dir, out, tiny_sft_config(), sid_hash="",
       log=lines.append,
@@ -201,42 +201,42 @@ def test_eval_inputs_from_the_output_dir(sft_run, sft_world):
   assert n == res.counts["eval_click"] > 0
 
 
-def test_stage_members_rates_and_missing_kinds():
+def test_phase_members_rates_and_missing_kinds():
   """Rates are multiplier x example count; a kind an ablation switched off is
-  left out with a note; unknown kinds and empty stages are errors."""
+  left out with a note; unknown kinds and empty phases are errors."""
   import dataclasses
   import types
 
   reg = types.SimpleNamespace(
     tasks={"s3_personal": "p_s3_personal", "s1_title_to_sid": "p_s1_title_to_sid"},
     counts={"s3_personal": 100, "s1_title_to_sid": 40},
-    mixtures={"stage3": "p_stage3"},
+    mixtures={"phase3": "p_phase3"},
   )
   cfg = sft_config.SFTConfig(
     schedule="continuous",
-    stage_tasks=(
+    phase_tasks=(
       (),
       (("s1_title_to_sid", 1.0),),
       (("s3_personal", 1.0), ("s3_window", 1.0), ("s1_title_to_sid", 0.5)),
     ),
   )
   notes = []
-  got = sft.stage_members(cfg, 2, reg, notes.append)
+  got = sft.phase_members(cfg, 2, reg, notes.append)
   assert got == [("p_s3_personal", 100.0), ("p_s1_title_to_sid", 20.0)]
   assert notes and "s3_window" in notes[0]
   assert (
-    sft.stage_members(cfg, 0, types.SimpleNamespace(mixtures={"stage1": "m1"})) == "m1"
+    sft.phase_members(cfg, 0, types.SimpleNamespace(mixtures={"phase1": "m1"})) == "m1"
   )
-  bad = dataclasses.replace(cfg, stage_tasks=((), (("s9_nope", 1.0),), ()))
+  bad = dataclasses.replace(cfg, phase_tasks=((), (("s9_nope", 1.0),), ()))
   with pytest.raises(ValueError, match="unknown training task kind"):
-    sft.stage_members(bad, 1, reg)
-  empty = dataclasses.replace(cfg, stage_tasks=((), (("s3_window", 1.0),), ()))
+    sft.phase_members(bad, 1, reg)
+  empty = dataclasses.replace(cfg, phase_tasks=((), (("s3_window", 1.0),), ()))
   with pytest.raises(ValueError, match="none of"):
-    sft.stage_members(empty, 1, reg)
+    sft.phase_members(empty, 1, reg)
 
 
-def test_length_bucketed_stage3_trains_and_resumes(sft_run, tmp_path, tiny_sft_config):
-  """Stage 3 with length buckets: finite losses, and a run stopped after 2
+def test_length_bucketed_phase3_trains_and_resumes(sft_run, tmp_path, tiny_sft_config):
+  """Phase 3 with length buckets: finite losses, and a run stopped after 2
   steps resumes to the uninterrupted bucketed run's parameters (the batch
   widths vary from step to step; each width compiles its own step)."""
   full, _ = sft_run
@@ -246,7 +246,7 @@ def test_length_bucketed_stage3_trains_and_resumes(sft_run, tmp_path, tiny_sft_c
   for name, stop in (("whole", None), ("halves", (2, 2))):
     out = tmp_path / name
     shutil.copytree(full.out_dir, out)
-    shutil.rmtree(out / "stage3")
+    shutil.rmtree(out / "phase3")
     (out / "sft_config.json").unlink(missing_ok=True)
     kw = {"stop_after": stop} if stop else {}
     runs[name] = sft.run_sft(
@@ -254,11 +254,11 @@ def test_length_bucketed_stage3_trains_and_resumes(sft_run, tmp_path, tiny_sft_c
       log=lambda _: None, **kw,
     )  # fmt: skip
   whole = runs["whole"]
-  assert whole.finished and whole.stages["stage3"].steps == 4
-  assert all(np.isfinite(r["loss"]) for r in whole.stages["stage3"].train)
+  assert whole.finished and whole.phases["phase3"].steps == 4
+  assert all(np.isfinite(r["loss"]) for r in whole.phases["phase3"].train)
   rest = sft.run_sft(
     spec.world_dir, spec.sid_dir, tmp_path / "halves", cfg, sid_hash=spec.sid_hash,
     log=lambda _: None,
   )  # fmt: skip
-  assert rest.finished and rest.stages["stage3"].resumed_from == 2
+  assert rest.finished and rest.phases["phase3"].resumed_from == 2
   assert rest.params_hash == whole.params_hash

@@ -1,6 +1,6 @@
 """SID ranges for any OPQ depth (the Table 7 ablation): derive_model_config
 slices the shared d_ range into one range per OPQ code, and run_sft refuses
-stage-3 targets too short for the artefact's SIDs."""
+phase-3 targets too short for the artefact's SIDs."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_artefact_opq_subspaces_and_short_targets(tmp_path, tiny_sft_config):
   assert sft_config.artefact_opq_subspaces(tmp_path) == 4
   with pytest.raises(ValueError, match="no quantizer.opq_subspaces"):
     sft_config.artefact_opq_subspaces(tmp_path / "missing")
-  # 7-token SIDs + EOS do not fit the default 6 stage-3 target tokens.
+  # 7-token SIDs + EOS do not fit the default 6 phase-3 target tokens.
   assert cfg.lengths[2][1] < 8
   with pytest.raises(ValueError, match="cannot hold the 7-token SIDs"):
     sft.run_sft(tmp_path, tmp_path, tmp_path / "out", cfg)

@@ -1,7 +1,7 @@
 """A multi-stage cascade (MCA) baseline: recall -> a small learned ranker.
 
-Stage 1 (recall): the union of the BM25 top-R and the dense top-R items of
-the query. Stage 2 (rank): a logistic regression (``hidden=0``) or a
+Recall: the union of the BM25 top-R and the dense top-R items of the
+query. Rank: a logistic regression (``hidden=0``) or a
 one-hidden-layer MLP in JAX over hand-made features, trained with Adam on
 train-split impressions (label: clicked) and applied to the candidates; the
 output is the candidates sorted by ranker score (ties: item row ascending).
