@@ -11,5 +11,7 @@ export XLA_FLAGS="${XLA_FLAGS:---xla_force_host_platform_device_count=8}"
 export JAX_PLATFORMS=cpu
 export TF_CPP_MIN_LOG_LEVEL=2
 # Two test processes (pytest-xdist, one per core; a test file stays in one
-# process so its module fixtures are built once). PYTEST_WORKERS=0: one process.
+# process so its module fixtures are built once, and the files sharing a
+# costly session fixture share a process: tests/conftest.py, heaviest files
+# first). PYTEST_WORKERS=0: one process.
 exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
