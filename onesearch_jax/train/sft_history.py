@@ -72,7 +72,8 @@ def plot_curves(history: dict[str, dict[str, list[dict]]], path: pathlib.Path) -
   )
   for ax in (ax_l, ax_a):
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # no eval records: no legend (nor warning)
+      ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=80)
   plt.close(fig)

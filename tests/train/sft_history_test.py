@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
@@ -35,3 +36,17 @@ def test_read_history_names_file_line_and_field(tmp_path):
   path.write_text('{"kind": "train", "step": 1}\n{"kind": "tr')  # a torn last line
   with pytest.raises(jsonl.JsonlError, match=rf"^{path}:2: invalid JSON: "):
     sft_history.read_history(tmp_path)
+
+
+def test_curves_without_eval_records_plot_without_a_legend_warning(tmp_path):
+  history = {
+    "phase1": {
+      "train": [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}],
+      "eval": [],
+    },
+  }
+  path = tmp_path / "curves.png"
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # matplotlib's "No artists with labels" would raise
+    sft_history.plot_curves(history, path)
+  assert path.stat().st_size > 0
