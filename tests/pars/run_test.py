@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from onesearch_jax import sharding as sh
+from onesearch_jax import testing
 from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.model import ModelConfig
 from onesearch_jax.pars import listwise, phases, reward_model, run
@@ -27,6 +28,13 @@ def _prompt_fn(ids):
     h = hashlib.sha256(s.encode()).digest()
     rows.append([2 + b % 22 for b in h[:8]])
   return {"encoder_input_tokens": np.asarray(rows, np.int32)}
+
+
+@pytest.fixture(autouse=True)
+def _fast_compile():
+  """XLA without most optimisations for each test here (tiny models)."""
+  with testing.fast_compile():
+    yield
 
 
 @pytest.mark.slow
