@@ -15,6 +15,10 @@ from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.stages.workdir import Workdir
 from onesearch_jax.train import sft_load
 
+# Every test here needs the shared tiny SFT run (~50 s to build), which no
+# quick test builds: the module is in the slow tier.
+pytestmark = pytest.mark.slow
+
 BEAM = 6
 
 
