@@ -10,7 +10,7 @@ through it:
 * ``search.Searcher`` (``run.py --mode=infer`` and the Colab quickstart);
 * the pars stage (``pars.stage``): phase-1 candidates of the model being
   aligned, swapped in with ``with_model`` at each call;
-* the RM re-rank of beams (``pars.rerank.BeamReranker``), which reads the
+* the RM re-rank of beams (``pars.beam_rerank.BeamReranker``), which reads the
   generator's ``unique_codes`` (the SIDs in ``sid_index`` order).
 
 ``load_phase_model`` restores an aligned PARS phase of ``workdir/pars`` and
