@@ -62,33 +62,52 @@ def pytest_xdist_make_scheduler(config, log):
   return None
 
 
-# Seconds per test file measured on a fresh clone (pytest --durations=0, 2
-# idle cores); a file not listed counts 1 s per test and SLOW_SECONDS per
-# `slow` test. Only the order of work units depends on it, never a result.
-FILE_SECONDS = json.loads(
-  (pathlib.Path(__file__).parent / "file_seconds.json").read_text()
+# Seconds per test (setup + call + teardown) measured on a fresh clone, 2
+# idle cores, written by a run with ONESEARCH_RECORD_TEST_SECONDS=PATH (see
+# pytest_sessionfinish); a test not listed counts SLOW_SECONDS if `slow`,
+# else 1 s. A work unit weighs the sum over its selected tests, so the quick
+# tier (-m "not slow") is balanced by its own tests. Only the order of work
+# units depends on it, never a result.
+TEST_SECONDS = json.loads(
+  (pathlib.Path(__file__).parent / "test_seconds.json").read_text()
 )
 SLOW_SECONDS = 30
 
 
 def pytest_collection_modifyitems(config, items):
-  """In an xdist worker: the heaviest work units first (``FILE_SECONDS``), so
+  """In an xdist worker: the heaviest work units first (``TEST_SECONDS``), so
   that the last units handed out are short and both workers finish together
   (longest-processing-time-first). The order within a unit is kept."""
   if not hasattr(config, "workerinput"):
     return
   weight: dict[str, float] = {}
-  counted: set[str] = set()
   for item in items:
-    path = item.nodeid.split("::", 1)[0]
     unit = _work_unit(config, item.nodeid)
-    if path in FILE_SECONDS:
-      seconds = 0.0 if path in counted else FILE_SECONDS[path]
-      counted.add(path)
-    else:
-      seconds = SLOW_SECONDS if item.get_closest_marker("slow") else 1.0
-    weight[unit] = weight.get(unit, 0.0) + seconds
+    default = SLOW_SECONDS if item.get_closest_marker("slow") else 1.0
+    weight[unit] = weight.get(unit, 0.0) + TEST_SECONDS.get(item.nodeid, default)
   items.sort(key=lambda item: -weight[_work_unit(config, item.nodeid)])
+
+
+_RECORDED: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+  """Sums each test's phase durations (in the controller under xdist)."""
+  if os.environ.get("ONESEARCH_RECORD_TEST_SECONDS"):
+    _RECORDED[report.nodeid] = _RECORDED.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+  """ONESEARCH_RECORD_TEST_SECONDS=tests/test_seconds.json: writes the
+  per-test seconds of this run (the controller's view; merged into the file's
+  entries, so a partial run updates only its tests)."""
+  path = os.environ.get("ONESEARCH_RECORD_TEST_SECONDS")
+  if not path or hasattr(session.config, "workerinput") or not _RECORDED:
+    return
+  out = pathlib.Path(path)
+  seconds = json.loads(out.read_text()) if out.exists() else {}
+  seconds.update({k: round(v, 2) for k, v in _RECORDED.items()})
+  out.write_text(json.dumps(dict(sorted(seconds.items())), indent=0) + "\n")
 
 
 def _work_unit(config, nodeid: str) -> str:

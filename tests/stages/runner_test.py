@@ -9,11 +9,15 @@ import pytest
 from onesearch_jax import configs
 from onesearch_jax.stages import resume, runner
 
+# A world smaller than the tiny preset: this test is about the stage
+# mechanics (markers, resume, rebuild), not the world; it writes four.
+SMALL = {"n_items": 300, "n_users": 80, "n_days": 5}
+
 
 def test_world_stage_runs_then_resumes_then_rebuilds(tmp_path):
   logs: list[str] = []
   cfg = configs.pipeline_config(
-    world=configs.world_config("tiny", seed=0), stages=("world",)
+    world=configs.world_config("tiny", seed=0, overrides=SMALL), stages=("world",)
   )
   first = runner.run_pipeline(cfg, tmp_path, log=logs.append)["world"]
   assert not first.skipped
@@ -38,7 +42,7 @@ def test_world_stage_runs_then_resumes_then_rebuilds(tmp_path):
 
   # Changed inputs rebuild.
   cfg2 = configs.pipeline_config(
-    world=configs.world_config("tiny", seed=1), stages=("world",)
+    world=configs.world_config("tiny", seed=1, overrides=SMALL), stages=("world",)
   )
   other = runner.run_pipeline(cfg2, tmp_path, log=logs.append)["world"]
   assert not other.skipped

@@ -265,11 +265,12 @@ def test_ranking_negative_sampling_keeps_all_clicks(tmp_path):
   assert 0.18 < kept_neg < 0.32
 
 
-def test_validation_day_is_carved_from_the_training_days(tmp_path, tiny_world_dir):
+def test_validation_day_is_carved_from_the_training_days(tmp_path):
   """eval_day='validation': the test day is gone, the day before is the eval
   split, and every earlier row is byte-identical to the normal world's."""
-  cfg = WorldConfig.tiny(seed=0)
-  val = tmp_path / "val"
+  cfg = dataclasses.replace(WorldConfig.tiny(seed=0), n_items=300, n_users=80, n_days=5)
+  tiny_world_dir, val = tmp_path / "test", tmp_path / "val"
+  simulator.write_world(cfg, tiny_world_dir)
   simulator.write_world(dataclasses.replace(cfg, eval_day="validation"), val)
   day = 86_400
   for name in ("recall.jsonl", "ranking.jsonl"):
