@@ -105,12 +105,8 @@ def workdir_models(
   if pars is None:
     return models, rerankers
   phases = generator_lib.existing_phases(wd.pars)
-  optimizers = {
-    "pars1": pars.pars.phase1.optimizer,
-    "pars2": pars.pars.phase2.optimizer,
-  }
   for phase in phases:
-    model = generator_lib.load_phase_model(wd, phase, optimizers[phase])
+    model = generator_lib.load_phase_model(wd, phase, pars.pars.phase(phase).optimizer)
     models.append((f"onesearch+{phase}", model))
   if pars.rerank:
     fn = beam_rerank.beam_reranker(

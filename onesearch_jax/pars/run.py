@@ -60,6 +60,14 @@ class ParsConfig:
   run_phase1: bool = True
   run_phase2: bool = True
 
+  def phase(self, name: str) -> listwise.ListwiseTrainConfig:
+    """The training settings of a PARS phase by its workdir name ("pars1",
+    "pars2": ``generator.PARS_PHASES``)."""
+    phases_by_name = {"pars1": self.phase1, "pars2": self.phase2}
+    if name not in phases_by_name:
+      raise ValueError(f"PARS phase {name!r} not in {sorted(phases_by_name)}")
+    return phases_by_name[name]
+
 
 @dataclasses.dataclass
 class ParsResult:

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from onesearch_jax import generator, testing
 from onesearch_jax import sharding as sh
-from onesearch_jax import testing
 from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.model import ModelConfig
 from onesearch_jax.pars import listwise, phases, reward_model, run
@@ -89,3 +89,11 @@ def test_run_pars_end_to_end_and_resume(tiny_world_dir, tmp_path):
                        lines.append, prompt_fn=_prompt_fn)  # fmt: skip
   assert again.phase1.steps_run == 0 and again.phase2.steps_run == 0
   assert any("restored" in line for line in lines)
+
+
+def test_phase_by_workdir_name():
+  cfg = run.ParsConfig()
+  assert [cfg.phase(p) for p in generator.PARS_PHASES] == [cfg.phase1, cfg.phase2]
+  assert cfg.phase("pars2").seed == 2
+  with pytest.raises(ValueError, match="pars3"):
+    cfg.phase("pars3")

@@ -67,12 +67,8 @@ def test_pars_stage_writes_aligned_checkpoints_and_skips_on_rerun(staged):
   assert any("[pars] up to date" in line for line in lines)
   sft_model, _, _ = sft_load.load_trained(wd.train)
   base = _params(sft_model)
-  optimizers = {
-    "pars1": PARS.pars.phase1.optimizer,
-    "pars2": PARS.pars.phase2.optimizer,
-  }
   models = {
-    p: generator_lib.load_phase_model(wd, p, optimizers[p])
+    p: generator_lib.load_phase_model(wd, p, PARS.pars.phase(p).optimizer)
     for p in generator_lib.PARS_PHASES
   }
   for phase, model in models.items():
