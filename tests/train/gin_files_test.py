@@ -201,11 +201,11 @@ def test_mesh_gin_files_train_two_steps_on_8_devices(run_module, name, _fast_com
   _two_steps(tiny, sft_cfg.mesh)
 
 
-@pytest.mark.parametrize(
-  "name", ["tiny", pytest.param("main", marks=pytest.mark.slow),
-           pytest.param("small", marks=pytest.mark.slow),
-           pytest.param("base", marks=pytest.mark.slow)],
-)  # fmt: skip
+# Slow: the quick set trains two 8-device steps in the dp mesh test above and
+# in tests/train/steps_test.py; test_model_gin_files checks every model
+# file's shapes.
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tiny", "main", "small", "base"])
 def test_model_gin_files_train_two_steps_on_8_devices(run_module, name, _fast_compile):
   model_cfg = _build(run_module, f"gin/models/{name}.gin").train.model
   if name in ("small", "base"):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from onesearch_jax import sharding as sh
+from onesearch_jax import testing
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.train import sid_init, state
 from onesearch_jax.train.optimizers import OptimizerConfig
@@ -46,6 +47,12 @@ def _cfg(**kw):
     sid_ranges=tuple(ranges),
     **kw,
   )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compile():
+  with testing.fast_compile():
+    yield
 
 
 @pytest.mark.parametrize("tied", [False, True])
