@@ -16,6 +16,12 @@ only ever holds a ``[S, C, T, K]`` distance block: memory stays bounded for any
 N (1M x 128 never allocates N x K). For a single global k-means G = 1, C = 1
 and T is the chunk size.
 
+The jitted core is ``lloyd.py``: per tile one matmul against precomputed
+centroid norms fused with a first-minimum argmin, tiles sized so the
+distances stay in cache (``_STEP_FLOATS``), and the Lloyd loop as one
+``lax.while_loop`` that stops at an exact fixed point (an assignment equal to
+the previous one), which returns bit for bit what ``n_iter`` iterations do.
+
 Sharding. With a mesh, the S axis is sharded over all mesh axes (a pure data
 axis); per-shard centroid sums and counts are reduced across devices by XLA
 (jit with in/out shardings, no shard_map). Centroids are replicated.
@@ -50,17 +56,17 @@ import functools
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from onesearch_jax.khqe.kmeans_init import kmeanspp_init, random_init
+from onesearch_jax.khqe.lloyd import lloyd
 
-_EPS = 1.0 / 1024.0
-# Distance block budget per step (floats): S*C*T*K stays below this.
-_STEP_FLOATS = 1 << 22
-_HIGHEST = jax.lax.Precision.HIGHEST
+# Distance block budget per step (floats): S*C*T*K stays below this. 2^19
+# floats (2 MiB) keeps a tile's distances in cache between the matmul and
+# the argmin: measured 2.5-4x faster than 2^22 on 200k x 512 x 128.
+_STEP_FLOATS = 1 << 19
 INITS = ("kmeans++", "random")
 
 
@@ -108,6 +114,12 @@ class _Layout:
   index: np.ndarray  # [n_steps, S, C, T] int64 point index, -1 for padding
 
 
+def global_tile(n: int, k: int, n_shards: int = 1) -> int:
+  """Tile rows T of a global k-means of n points into k clusters."""
+  per_shard = math.ceil(n / n_shards)
+  return max(8, min(per_shard, max(8, _STEP_FLOATS // (k * n_shards))))
+
+
 def _make_layout(
   x: np.ndarray, group: np.ndarray, n_groups: int, k: int, n_shards: int
 ) -> _Layout:
@@ -116,8 +128,7 @@ def _make_layout(
   counts = np.bincount(group, minlength=n_groups)
   if n_groups == 1:
     # One global k-means: big tiles, one tile per shard per step.
-    per_shard = math.ceil(n / n_shards)
-    tile = max(8, min(per_shard, max(8, _STEP_FLOATS // (k * n_shards))))
+    tile = global_tile(n, k, n_shards)
     tiles_per_step = 1
   else:
     tile = 64 if counts.max() >= 256 else 16
@@ -157,97 +168,6 @@ def _make_layout(
 # The jitted core.
 
 
-def _pass(xs, gs, ms, centroids, *, accumulate: bool):
-  """One sweep over all tiles against fixed centroids.
-
-  Args:
-    xs: [n_steps, S, C, T, D] points.
-    gs: [n_steps, S, C] tile groups.
-    ms: [n_steps, S, C, T] validity mask.
-    centroids: [G, K, D].
-    accumulate: also return per-shard sums [S, G*K, D] and counts [S, G*K].
-
-  Returns:
-    (assign [n_steps, S, C, T], sqdist [n_steps, S, C, T], sums, counts).
-  """
-  n_groups, k, d = centroids.shape
-  s = xs.shape[1]
-  cnorm = jnp.sum(centroids * centroids, axis=-1)  # [G, K]
-
-  def step(carry, inputs):
-    x, g, m = inputs  # [S, C, T, D], [S, C], [S, C, T]
-    cg = centroids[g]  # [S, C, K, D]
-    dots = jnp.einsum("sctd,sckd->sctk", x, cg, precision=_HIGHEST)
-    dist = cnorm[g][:, :, None, :] - 2.0 * dots  # [S, C, T, K]
-    a = jnp.argmin(dist, axis=-1).astype(jnp.int32)
-    xnorm = jnp.sum(x * x, axis=-1)
-    sq = jnp.maximum(jnp.min(dist, axis=-1) + xnorm, 0.0)
-    sq = jnp.where(m, sq, 0.0)
-    if accumulate:
-      sums, counts = carry
-      ids = (g[:, :, None] * k + a).reshape(s, -1)  # [S, C*T]
-      xm = jnp.where(m[..., None], x, 0.0).reshape(s, -1, d)
-      w = m.reshape(s, -1).astype(jnp.float32)
-      sums = jax.vmap(lambda acc, i, v: acc.at[i].add(v))(sums, ids, xm)
-      counts = jax.vmap(lambda acc, i, v: acc.at[i].add(v))(counts, ids, w)
-      carry = (sums, counts)
-    return carry, (a, sq)
-
-  if accumulate:
-    init = (
-      jnp.zeros((s, n_groups * k, d), jnp.float32),
-      jnp.zeros((s, n_groups * k), jnp.float32),
-    )
-  else:
-    init = ()
-  carry, (a, sq) = jax.lax.scan(step, init, (xs, gs, ms))
-  if accumulate:
-    return a, sq, carry[0], carry[1]
-  return a, sq, None, None
-
-
-def _update(centroids, sums, counts):
-  """Means of the assigned points, then split-largest empty repair.
-
-  Args:
-    centroids: [G, K, D] previous centroids.
-    sums: [S, G*K, D] per-shard sums; counts: [S, G*K].
-
-  Returns:
-    [G, K, D] new centroids.
-  """
-  n_groups, k, d = centroids.shape
-  sums = jnp.sum(sums, axis=0).reshape(n_groups, k, d)
-  counts = jnp.sum(counts, axis=0).reshape(n_groups, k)
-  means = sums / jnp.maximum(counts, 1.0)[..., None]
-  empty = counts == 0
-  means = jnp.where(empty[..., None], centroids, means)
-  # r-th empty cluster <- r-th largest cluster of the same group.
-  by_size = jnp.argsort(-counts, axis=1, stable=True)  # [G, K] largest first
-  n_nonempty = jnp.maximum(jnp.sum(~empty, axis=1, keepdims=True), 1)
-  empty_rank = jnp.cumsum(empty, axis=1) - 1
-  donor = jnp.take_along_axis(by_size, empty_rank % n_nonempty, axis=1)  # [G,K]
-  sign = jnp.where(jnp.arange(d) % 2 == 0, 1.0, -1.0)
-  donor_c = jnp.take_along_axis(means, donor[..., None], axis=1)  # [G, K, D]
-  repaired = jnp.where(empty[..., None], donor_c * (1.0 + _EPS * sign), means)
-  # Shrink each donor that gave its centroid away.
-  is_donor = jnp.zeros((n_groups, k), bool)
-  is_donor = jax.vmap(lambda z, i, e: z.at[i].max(e))(is_donor, donor, empty)
-  return jnp.where(
-    (is_donor & ~empty)[..., None], means * (1.0 - _EPS * sign), repaired
-  )
-
-
-def _lloyd(xs, gs, ms, centroids, n_iter):
-  def body(_, c):
-    _, _, sums, counts = _pass(xs, gs, ms, c, accumulate=True)
-    return _update(c, sums, counts)
-
-  centroids = jax.lax.fori_loop(0, n_iter, body, centroids)
-  a, sq, _, _ = _pass(xs, gs, ms, centroids, accumulate=False)
-  return centroids, a, sq
-
-
 @functools.cache
 def _compiled(mesh: jax.sharding.Mesh | None):
   """Returns the jitted Lloyd function for a mesh.
@@ -258,13 +178,13 @@ def _compiled(mesh: jax.sharding.Mesh | None):
   training points after a fit reuses the fit's compilation).
   """
   if mesh is None:
-    return jax.jit(_lloyd)
+    return jax.jit(lloyd)
   shard = NamedSharding(mesh, P(None, tuple(mesh.axis_names)))
   rep = NamedSharding(mesh, P())
   return jax.jit(
-    _lloyd,
+    lloyd,
     in_shardings=(shard, shard, shard, rep, rep),
-    out_shardings=(rep, shard, shard),
+    out_shardings=(rep, shard, shard, rep),
   )
 
 
@@ -288,7 +208,7 @@ def _run(
     args = tuple(jax.device_put(a, data) for a in args[:3]) + (
       jax.device_put(args[3], rep),
     )
-  centroids, a, sq = fn(*args, np.int32(n_iter))
+  centroids, a, sq, _ = fn(*args, np.int32(n_iter))
   a, sq = np.asarray(a), np.asarray(sq)
   assign = np.zeros((x.shape[0],), np.int32)
   sqdist = np.zeros((x.shape[0],), np.float32)

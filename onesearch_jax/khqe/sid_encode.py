@@ -13,7 +13,7 @@ last block is zero padded, and the compiled function is cached per (B,
 codebook shapes, mesh). Encoding any number of new items therefore reuses at
 most a handful of executables instead of compiling per N.
 
-Distances follow ``kmeans._pass`` exactly (``||c||^2 - 2 x.c`` at HIGHEST
+Distances follow ``lloyd.sweep`` exactly (``||c||^2 - 2 x.c`` at HIGHEST
 precision, first minimum on ties), so encoding the training points gives the
 fitted assignment.
 
@@ -31,20 +31,77 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-# Largest temporary of one block (floats): B*k distances or, for a parent
-# level 3, the B*k3*D gathered centroids.
-_BLOCK_FLOATS = 1 << 22
+from onesearch_jax.khqe.lloyd import argmin_first
+
+# Largest temporary of one tile (floats): t*k distances or, for a parent
+# level 3, the t*k3*D gathered centroids. 2^19 floats (2 MiB) keeps a tile's
+# distances in cache between the matmul and the argmin (see kmeans.py).
+_TILE_FLOATS = 1 << 19
+# Host blocks: one jitted call encodes B points, tile by tile; B * (widest
+# per-point temporary) stays below _BLOCK_FLOATS.
+_BLOCK_FLOATS = 1 << 23
 _MIN_BLOCK = 64
-_MAX_BLOCK = 8192
+_MAX_BLOCK = 16384
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def _nearest(x, centroids, cnorm):
-  """(index [B], squared distance [B]) of x [B, D] to centroids [K, D]."""
-  dots = jnp.einsum("bd,kd->bk", x, centroids, precision=_HIGHEST)
-  dist = cnorm[None, :] - 2.0 * dots
-  a = jnp.argmin(dist, axis=-1).astype(jnp.int32)
-  return a, centroids[a]
+def _tile_rows(width: int, rows: int) -> int:
+  """Rows per tile: a power of two <= rows with tile * width <= 2^19."""
+  t = max(1, _TILE_FLOATS // max(width, 1))
+  return min(rows, 1 << (t.bit_length() - 1))
+
+
+def _tiled(fn, width, *arrays):
+  """Applies ``fn`` to row tiles of ``arrays`` ([B, ...] each) in sequence,
+  so one tile's [t, width] temporaries stay in cache; outputs [B, ...]."""
+  b = arrays[0].shape[0]
+  t = _tile_rows(width, b)
+  split = [a.reshape((b // t, t) + a.shape[1:]) for a in arrays]
+  outs = jax.lax.map(lambda args: fn(*args), split)
+  return jax.tree.map(lambda o: o.reshape((b,) + o.shape[2:]), outs)
+
+
+def _nearest(x, centroids):
+  """(index [B], nearest centroid [B, D]) of x [B, D] among centroids [K, D]."""
+  cnorm = jnp.sum(centroids * centroids, -1)
+
+  def tile(xt):
+    dots = jnp.einsum("bd,kd->bk", xt, centroids, precision=_HIGHEST)
+    a, _ = argmin_first(cnorm[None, :] - 2.0 * dots)
+    return a, centroids[a]
+
+  return _tiled(tile, centroids.shape[0], x)
+
+
+def _nearest_in_group(r, g, l3):
+  """(index [B], centroid [B, D]) of r [B, D] among l3[g] ([G, k3, D])."""
+
+  def tile(rt, gt):
+    cg = l3[gt]  # [t, k3, D]
+    dots = jnp.einsum("bd,bkd->bk", rt, cg, precision=_HIGHEST)
+    c, _ = argmin_first(jnp.sum(cg * cg, -1) - 2.0 * dots)
+    return c, jnp.take_along_axis(cg, c[:, None, None], axis=1)[:, 0]
+
+  return _tiled(tile, l3.shape[1] * l3.shape[2], r, g)
+
+
+def _pq_codes(y, books):
+  """(codes [B, M], squared error [B]) of rotated y [B, D], books [M, K, d]."""
+  m, k, sub = books.shape
+  bnorm = jnp.sum(books * books, -1)  # [M, K]
+
+  def tile(yt):
+    codes, errs = [], []
+    for j in range(m):  # one plain 2-D matmul per subspace
+      part = yt[:, j * sub : (j + 1) * sub]
+      dots = jnp.einsum("bd,kd->bk", part, books[j], precision=_HIGHEST)
+      d, _ = argmin_first(bnorm[j][None, :] - 2.0 * dots)
+      codes.append(d)
+      errs.append(part - books[j][d])
+    e = jnp.stack(errs, axis=1)  # [t, M, d]
+    return jnp.stack(codes, axis=1), jnp.sum(e * e, axis=(1, 2))
+
+  return _tiled(tile, k, y)
 
 
 def _block(x, l1, l2, l3, opq_mean, opq_rot, opq_books, *, mode, group_k2):
@@ -65,35 +122,25 @@ def _block(x, l1, l2, l3, opq_mean, opq_rot, opq_books, *, mode, group_k2):
   codes, sq = [], []
   r = x
   if mode != "opq_only":
-    a, ca = _nearest(r, l1, jnp.sum(l1 * l1, -1))
+    a, ca = _nearest(r, l1)
     r = r - ca
     sq.append(jnp.sum(r * r, -1))
-    b, cb = _nearest(r, l2, jnp.sum(l2 * l2, -1))
+    b, cb = _nearest(r, l2)
     r = r - cb
     sq.append(jnp.sum(r * r, -1))
     if mode == "global":
-      c, cc = _nearest(r, l3, jnp.sum(l3 * l3, -1))
+      c, cc = _nearest(r, l3)
     else:
       g = b if mode == "parent" else a * group_k2 + b
-      cg = l3[g]  # [B, k3, D]
-      dots = jnp.einsum("bd,bkd->bk", r, cg, precision=_HIGHEST)
-      dist = jnp.sum(cg * cg, -1) - 2.0 * dots
-      c = jnp.argmin(dist, axis=-1).astype(jnp.int32)
-      cc = jnp.take_along_axis(cg, c[:, None, None], axis=1)[:, 0]
+      c, cc = _nearest_in_group(r, g, l3)
     r = r - cc
     sq.append(jnp.sum(r * r, -1))
     codes += [a, b, c]
   if opq_books is not None:
-    m, k, sub = opq_books.shape
     y = jnp.matmul(r - opq_mean, opq_rot, precision=_HIGHEST)
-    ys = y.reshape(y.shape[0], m, sub)
-    dots = jnp.einsum("bmd,mkd->bmk", ys, opq_books, precision=_HIGHEST)
-    dist = jnp.sum(opq_books * opq_books, -1)[None] - 2.0 * dots
-    d = jnp.argmin(dist, axis=-1).astype(jnp.int32)  # [B, M]
-    y_hat = jnp.take_along_axis(opq_books[None], d[:, :, None, None], axis=2)
-    e = ys - y_hat[:, :, 0]
-    sq.append(jnp.sum(e * e, axis=(1, 2)))
-    codes += [d[:, j] for j in range(m)]
+    d, err = _pq_codes(y, opq_books)
+    sq.append(err)
+    codes += [d[:, j] for j in range(d.shape[1])]
   return jnp.stack(codes, axis=1), jnp.stack(sq, axis=1)
 
 
@@ -109,7 +156,7 @@ def _compiled(mode: str, group_k2: int, mesh: jax.sharding.Mesh | None):
 
 def block_size(n: int, width: int, n_shards: int = 1) -> int:
   """The bucketed block size B for n points whose widest per-point temporary
-  holds ``width`` floats: a power of two in [64, 8192] (per shard), times
+  holds ``width`` floats: a power of two in [64, 16384] (per shard), times
   the number of shards."""
   cap = max(_MIN_BLOCK, min(_MAX_BLOCK, _BLOCK_FLOATS // max(width, 1)))
   cap = 1 << (cap.bit_length() - 1)  # a power of two

@@ -101,3 +101,28 @@ def test_init_and_final_retrain_options(kw):
     )
     np.testing.assert_array_equal(warm.rotation, q.rotation)
     assert not np.array_equal(warm.codebooks, q.codebooks)
+
+
+def test_fused_alternation_is_bit_identical_to_the_host_path(monkeypatch):
+  # The host path of a warm-started alternation: one fit_kmeans per subspace,
+  # the numpy decode, then Procrustes (what fit_opq did before the fusion).
+  def host(xc, y, books, n_iter, *, tile):
+    del tile
+    books, codes = opq._pq_train(
+      np.asarray(y),
+      np.asarray(books),
+      books.shape[1],
+      books.shape[0],
+      seed=0,
+      n_iter=int(n_iter),
+      mesh=None,
+    )
+    y_hat = opq._pq_decode(books, codes)
+    return opq._procrustes(xc, jnp.asarray(y_hat)), books
+
+  x = _correlated(n=3000, seed=5)
+  fused = opq.fit_opq(x, 2, 16, seed=0, n_iter=4, max_train_points=2000)
+  monkeypatch.setattr(opq, "_alternation", host)
+  ref = opq.fit_opq(x, 2, 16, seed=0, n_iter=4, max_train_points=2000)
+  np.testing.assert_array_equal(fused.rotation, ref.rotation)
+  np.testing.assert_array_equal(fused.codebooks, ref.codebooks)

@@ -171,15 +171,24 @@ def test_encode_in_many_padded_blocks_equals_brute_force(fitted, monkeypatch):
   np.testing.assert_array_equal(q.encode(x), _greedy_codes(x, q))
 
 
+def test_encode_in_cache_sized_tiles_equals_brute_force(fitted, monkeypatch):
+  x, q = fitted
+  # A tiny tile budget cuts every block into many tiles per level (8-row
+  # tiles for the parent level 3), each one matmul fused with its argmin.
+  monkeypatch.setattr(sid_encode, "_TILE_FLOATS", 256)
+  assert sid_encode._tile_rows(32, 2048) == 8
+  np.testing.assert_array_equal(q.encode(x), _greedy_codes(x, q))
+
+
 def test_block_sizes_are_bucketed():
   # Nearby N share one block size (one compiled executable) ...
   assert sid_encode.block_size(100, 16) == sid_encode.block_size(128, 16) == 128
   assert sid_encode.block_size(1, 16) == sid_encode.block_size(64, 16) == 64
   # ... large N are cut into capped power-of-two blocks ...
-  assert sid_encode.block_size(10**6, 512) == 8192
-  assert sid_encode.block_size(10**6, 64 * 128) == 512
+  assert sid_encode.block_size(10**6, 512) == 16384
+  assert sid_encode.block_size(10**6, 64 * 128) == 1024
   # ... and a mesh gets a multiple of its size.
-  assert sid_encode.block_size(10**6, 512, n_shards=8) == 8 * 8192
+  assert sid_encode.block_size(10**6, 512, n_shards=8) == 8 * 16384
   assert sid_encode.block_size(30, 512, n_shards=8) == 8 * 64
 
 
