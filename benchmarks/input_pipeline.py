@@ -7,8 +7,9 @@
 
 ``--vs_train_step`` (issue 4's check): for each SFT phase, in one process,
 the examples/s of the exact iterator the trainer uses
-(``data.model_batches.TrainBatches`` with the main job's batch size,
-lengths and shuffle buffer) next to the examples/s the main job's train
+(``data.model_batches.TrainBatches`` built as ``train/sft.py`` builds it:
+the main job's phase tasks, batch size, lengths, length buckets and shuffle
+buffer) next to the examples/s the main job's train
 step consumes (``configs.sft_config()``'s model, one device, compiled,
 batches already in memory), and their ratio (goal >= 5x).
 
@@ -88,7 +89,7 @@ def vs_train_step(
   from onesearch_jax import configs
   from onesearch_jax import sharding as sh
   from onesearch_jax.data import model_batches
-  from onesearch_jax.train import sft_config, state, steps
+  from onesearch_jax.train import sft, sft_config, state, steps
 
   cfg = configs.sft_config()
   t = time.perf_counter()
@@ -100,14 +101,16 @@ def vs_train_step(
   mesh = sh.make_mesh(cfg.mesh)
   rows = []
   for k, phase in enumerate(sft_config.PHASES):
-    long_seq = k == 2
-    tb = model_batches.TrainBatches(
-      reg.mixtures[phase],
+    long_seq = k == 2 and model_cfg.use_qformer
+    tb = model_batches.TrainBatches(  # as train/sft.py builds it
+      sft.phase_members(cfg, k, reg),
+      long_seq_dim=reg.long_seq_dim,
       batch_size=cfg.batch_size,
       lengths=cfg.lengths[k],
       long_seq=long_seq,
-      seed=0,
-      shuffle_buffer=cfg.shuffle_buffer,
+      seed=1000 * cfg.phase_train_config(k).seed + 10 * k,
+      shuffle_buffer=cfg.shuffle_buffer or None,
+      length_buckets=cfg.length_buckets,
     )
     t = time.perf_counter()
     it = tb(0)
@@ -121,15 +124,19 @@ def vs_train_step(
     bsh = state.batch_shardings(first, mesh, cfg.mesh.logical_rules)
     fn = steps.compile_train_step(ts, bsh, cfg.train.loss, opt)
     st = ts.state
-    for b in held[:3]:  # compile + warm-up
+    # Compile once per encoder width (length buckets) + warm-up, then time
+    # every held batch.
+    widths = {b["encoder_input_tokens"].shape[1]: b for b in held}
+    for b in [*held[:3], *widths.values()]:
       st, m = fn(st, state.shard_batch(b, bsh))
     jax.block_until_ready(m)
-    n = max(len(held) - 3, 1)
+    n = len(held)
     t = time.perf_counter()
-    for b in held[3 : 3 + n]:
+    for b in held:
       st, m = fn(st, state.shard_batch(b, bsh))
     jax.block_until_ready(m)
     step_eps = n * cfg.batch_size / (time.perf_counter() - t)
+    print(f"{phase}: encoder widths {sorted(widths)}", flush=True)
     rows.append((phase, cfg.lengths[k], t_first, pipe_eps, step_eps))
     print(
       f"{phase}: pipeline {pipe_eps:,.0f} ex/s (first batch {t_first:.1f} s), "
@@ -150,8 +157,9 @@ def vs_train_step(
     f"{model_cfg.vocab_size}, {n_params / 1e6:.2f} M params, {jax.device_count()} "
     f"device(s); batch {cfg.batch_size}; shuffle buffer {cfg.shuffle_buffer} per task",
     f"- pipeline: `TrainBatches` (the trainer's iterator), {batches} batches timed "
-    "after the first; train step: jitted step on batches held in memory, "
-    "3 warm-up steps, then the rest timed",
+    "after the first; train step: jitted step on the same batches held in "
+    "memory, compiled for each encoder width (length buckets) and warmed up, "
+    "then every held batch timed",
     "",
     "| phase | (inputs, targets) | first batch (s) | pipeline examples/s | "
     "train step examples/s | ratio |",
