@@ -33,6 +33,7 @@ def test_hand_count_one_layer_each():
   assert train_flops_per_batch(cfg, 5, 3, 2) == 3 * 5 * 2 * 1192
 
 
+@pytest.mark.slow  # compiles a train step for XLA's cost analysis (~9 s)
 def test_train_flops_match_xla_forward_plus_backward():
   # Wide enough that matmuls dominate what else XLA counts (elementwise ops).
   ranges = synthetic.sid_ranges_for(512, 256, (32, 32, 32, 32, 32))

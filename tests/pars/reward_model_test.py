@@ -54,6 +54,7 @@ def trained(tiny_world_dir):
   return reward_training.train_reward_model(ctx, interactions, rel, cfg), cfg
 
 
+@pytest.mark.slow  # the trained RM: ~12-20 s to build
 def test_rm_auc_above_chance_on_tiny_world(trained):
   trm, _ = trained
   m = trm.metrics
@@ -70,6 +71,7 @@ def test_rm_auc_above_chance_on_tiny_world(trained):
   )
 
 
+@pytest.mark.slow  # the trained RM: ~12-20 s to build
 def test_score_shapes_invalid_items_and_label_relevance(trained):
   trm, _ = trained
   rel = trm.relevance
@@ -86,6 +88,7 @@ def test_score_shapes_invalid_items_and_label_relevance(trained):
     assert ((out[k] > 0) & (out[k] < 1)).all()
 
 
+@pytest.mark.slow  # the trained RM: ~12-20 s to build
 def test_save_restore_round_trip(trained, tmp_path):
   trm, cfg = trained
   reward_model.save(trm, tmp_path / "rm")
