@@ -24,6 +24,7 @@ over all mesh axes along the points; codebooks are replicated.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -46,9 +47,12 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def _tile_rows(width: int, rows: int) -> int:
-  """Rows per tile: a power of two <= rows with tile * width <= 2^19."""
+  """Rows per tile: rows itself, or a power of two dividing rows, with
+  tile * width <= 2^19 (a mesh of n devices makes rows = n * 2^j, which a
+  power of two need not divide when n is not one)."""
   t = max(1, _TILE_FLOATS // max(width, 1))
-  return min(rows, 1 << (t.bit_length() - 1))
+  t = min(rows, 1 << (t.bit_length() - 1))
+  return t if rows % t == 0 else math.gcd(rows, t)
 
 
 def _tiled(fn, width, *arrays):

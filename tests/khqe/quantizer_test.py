@@ -180,6 +180,19 @@ def test_encode_in_cache_sized_tiles_equals_brute_force(fitted, monkeypatch):
   np.testing.assert_array_equal(q.encode(x), _greedy_codes(x, q))
 
 
+def test_encode_on_a_six_device_mesh_equals_brute_force(fitted, monkeypatch):
+  x, q = fitted
+  # 6 devices: 1200 points in one block of 6 * 256 rows; a tile budget of
+  # 1,024 rows for the 8-wide level 2 does not divide 1,536 rows, so its
+  # tiles are 512 rows (the largest power of two dividing the block).
+  monkeypatch.setattr(sid_encode, "_TILE_FLOATS", 8 * 1024)
+  assert sid_encode._tile_rows(8, 6 * 256) == 512
+  mesh = jax.make_mesh(
+    (6,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:6]
+  )
+  np.testing.assert_array_equal(q.encode(x, mesh=mesh), _greedy_codes(x, q))
+
+
 def test_block_sizes_are_bucketed():
   # Nearby N share one block size (one compiled executable) ...
   assert sid_encode.block_size(100, 16) == sid_encode.block_size(128, 16) == 128
