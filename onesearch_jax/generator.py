@@ -85,7 +85,10 @@ class Generator:
 
   def with_model(self, model: EncoderDecoder) -> Generator:
     """The same compiled search with another model of the same shapes (its
-    state is placed like the first one's; no recompile)."""
+    state is placed like the first one's; no recompile). The generator's own
+    model gives the generator itself (its state is not placed again)."""
+    if model is self.model:
+      return self
     return dataclasses.replace(
       self, model=model, searcher=self.searcher.with_model(model)
     )

@@ -216,9 +216,7 @@ def rank_workdir(
     if kind not in kinds:
       log(f"[eval] no {kind} sessions in the test split")
   for k, (name, model) in enumerate(models):
-    # The generator's own model is searched as loaded; others are swapped in.
-    current = generator if model is generator.model else generator.with_model(model)
-    searcher = current.searcher
+    searcher = generator.with_model(model).searcher
     # Each distinct query once: the order set's sessions are click sessions
     # with the same inputs, whose beams it reuses.
     per_set = generative.decode_sets(

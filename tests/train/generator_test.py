@@ -113,6 +113,8 @@ def test_with_model_swaps_weights_without_recompiling(workdir, gen, prompts):
   assert not np.array_equal(np.asarray(got.scores), np.asarray(first.scores))
   # The original generator is unchanged.
   _same(gen(prompts), first)
+  # Its own model gives the generator itself (no second placement).
+  assert gen.with_model(gen.model) is gen
 
 
 def test_load_generator_rejects_bad_sizes_and_lists_no_phases(workdir, tmp_path):
