@@ -285,6 +285,10 @@ def pars_config(
   warmup_steps: int | None = None,
   beta: float | None = None,
   sft_weight: float | None = None,
+  reg_weight: float | None = None,
+  decay: str | None = None,
+  phase1_rejected: str | None = None,
+  rm_stats: bool | None = None,
   run_phase1: bool | None = None,
   run_phase2: bool | None = None,
   rerank: bool | None = None,
@@ -306,6 +310,13 @@ def pars_config(
     warmup_steps: linear warmup steps.
     beta: the S-DPO temperature.
     sft_weight: weight of the optional SFT term on the chosen item.
+    reg_weight: weight of the chosen-likelihood regulariser inside the loss
+      (DPO-Positive: relu(log π_ref(chosen) − log π(chosen))).
+    decay: the phases' lr schedule after warmup ('constant', 'cosine', ...).
+    phase1_rejected: phase 1's rejected items, "rm_demoted" or
+      "above_chosen" (phases.PhaseDataConfig).
+    rm_stats: the reward model's train-split statistics features
+      (rm_features.FeatureConfig.use_stats).
     run_phase1, run_phase2: which phases run.
     rerank: add the RM re-rank row ("onesearch+pars2+rm") to the eval.
     rerank_label_relevance: S_rel from relevance labels in that row (leaks
@@ -322,7 +333,7 @@ def pars_config(
 
   def phase(cfg, n: int, k: int):
     n = int(n)
-    opt = _given(learning_rate=learning_rate, warmup_steps=warmup_steps)
+    opt = _given(learning_rate=learning_rate, warmup_steps=warmup_steps, decay=decay)
     return _replace(
       cfg,
       _given(
@@ -330,7 +341,9 @@ def pars_config(
         log_every=max(1, min(10, n)),
         seed=None if seed is None else seed + k,
         loss=_replace(
-          cfg.loss, _given(beta=beta, sft_weight=sft_weight), "ListwiseConfig"
+          cfg.loss,
+          _given(beta=beta, sft_weight=sft_weight, reg_weight=reg_weight),
+          "ListwiseConfig",
         ),
         optimizer=_replace(
           cfg.optimizer, {**opt, "total_steps": max(n, 1)}, "OptimizerConfig"
@@ -344,9 +357,11 @@ def pars_config(
     num_negatives=num_negatives,
     phase1_sessions=phase1_sessions,
     generate_batch=generate_batch,
+    phase1_rejected=phase1_rejected,
     seed=seed,
   )
   rm = _given(num_steps=rm_steps, seed=seed)
+  features = _given(use_stats=rm_stats)
   return _replace(
     base,
     _given(
@@ -354,6 +369,7 @@ def pars_config(
         pars,
         _given(
           reward_model=_replace(pars.reward_model, rm, "RewardModelConfig"),
+          features=_replace(pars.features, features, "FeatureConfig"),
           data=_replace(pars.data, data, "PhaseDataConfig"),
           phase1=phase(pars.phase1, steps[0], 1),
           phase2=phase(pars.phase2, steps[1], 2),

@@ -224,14 +224,25 @@ def load_phase_model(
   if phase not in PARS_PHASES:
     raise ValueError(f"phase {phase!r} not in {PARS_PHASES}")
   wd = Workdir.of(workdir)
+  return load_phase_model_from(wd, wd.pars / phase / "checkpoints", optimizer)
+
+
+def load_phase_model_from(
+  workdir: Workdir | str | os.PathLike,
+  checkpoint_dir: str | os.PathLike,
+  optimizer: OptimizerConfig,
+) -> EncoderDecoder:
+  """The model of a PARS phase's checkpoint directory (latest step, one
+  device), with the architecture of ``workdir``'s SFT run."""
+  wd = Workdir.of(workdir)
   model_config = sft_load.read_model_config(wd.train)
   ts = state_lib.create_train_state(
     model_config, optimizer, sh.single_device_mesh(), sh.DP_RULES, seed=0
   )
-  ckpt = checkpoints.Checkpointer(wd.pars / phase / "checkpoints")
+  ckpt = checkpoints.Checkpointer(checkpoint_dir)
   try:
     if ckpt.latest_step() is None:
-      raise FileNotFoundError(f"{wd.pars / phase}: no checkpoint")
+      raise FileNotFoundError(f"{checkpoint_dir}: no checkpoint")
     ts, _ = ckpt.restore(ts)
   finally:
     ckpt.close()

@@ -259,6 +259,18 @@ def results_markdown(results: Mapping) -> str:
           [sys_name, group, vals["n"], vals["n_graded"]] + [vals[m] for m in names]
         )
     lines += _table(header, rows)
+  auc = results.get("impression_auc")
+  if auc:
+    lines += ["", "## Click AUC on the test impressions", ""]
+    lines += [
+      f"{auc['impressions']} impressions of the non-train sessions, "
+      f"{auc['clicks']} clicks; position-free scores.",
+      "",
+    ]
+    lines += _table(
+      ["scorer", "click AUC"],
+      [[k, auc[k]] for k in ("reward model", "mca ranker") if k in auc],
+    )
   diag = {
     n: s["diagnostics"] for n, s in results["systems"].items() if "diagnostics" in s
   }
@@ -349,10 +361,12 @@ def write_results(results: Mapping, out_dir: str | os.PathLike) -> dict[str, str
 # ------------------------------------------------------------ baselines
 
 
-def _sessions(tables: examples.EvalTables, row_of: Mapping[str, int]):
+def _sessions(
+  tables: examples.EvalTables, row_of: Mapping[str, int], train_split: bool = True
+):
   train = []
   for r in tables.recall:
-    if r["split"] != "train":
+    if (r["split"] == "train") != train_split:
       continue
     train.append(
       mca_lib.Session(
@@ -377,6 +391,7 @@ def run_baselines(
   mca_config: mca_lib.MCAConfig | None = None,
   log: Callable[[str], None] | None = print,
   timings: dict | None = None,
+  extras: dict | None = None,
 ) -> dict[str, np.ndarray]:
   """Rankings of the BM25, dense, MCA, sidq_pop and query_memory baselines.
 
@@ -391,6 +406,10 @@ def run_baselines(
     bm25_config, mca_config: settings (None: defaults).
     log: called with one line per finished step (None: silent).
     timings: if given, filled with step -> seconds.
+    extras: if given and MCA runs, filled with "mca_impression_auc": the
+      click AUC of the MCA ranker's scores over every impression of the
+      non-train sessions ({"auc", "impressions", "clicks"}), the number the
+      reward model's position-free CTR AUC is compared with.
 
   Returns:
     name -> [E, k_max] int32 item rows of ``eval_set.item_ids`` (-1 pad).
@@ -461,6 +480,13 @@ def run_baselines(
       )
     ]
     out["mca"] = cascade.rank(eval_sessions, k_max)
+    if extras is not None:
+      z, y = cascade.impression_scores(_sessions(tables, row_of, train_split=False))
+      extras["mca_impression_auc"] = {
+        "auc": mca_lib.auc(z, y),
+        "impressions": int(y.size),
+        "clicks": int(y.sum()),
+      }
     done(f"mca (ranker log loss {ranker.losses[0]:.4f} -> {ranker.losses[-1]:.4f})", t)
   rules = [s for s in rules_lib.NAMES if s in systems]
   if rules:

@@ -9,6 +9,7 @@ with each of them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +22,9 @@ from onesearch_jax.eval.sid_items import SidItemIndex
 from onesearch_jax.pars import beam_rerank
 from onesearch_jax.stages.workdir import Workdir
 from onesearch_jax.train import sft_load
+
+# The eval row of the aligned generator (the last PARS phase's model).
+ALIGNED = "onesearch+pars"
 
 
 def evaluate_workdir(
@@ -43,8 +47,10 @@ def evaluate_workdir(
 
   Returns:
     ``eval.evaluate.evaluate_rankings`` results for every generative variant
-    ("onesearch", "onesearch+pars1", "onesearch+pars2", "onesearch+rm",
-    "onesearch+pars2+rm") and the configured baselines.
+    ("onesearch", "onesearch+pars", "onesearch+rm", "onesearch+pars+rm") and
+    the configured baselines, plus "impression_auc" when MCA ran: the click
+    AUC of the MCA ranker and (with `pars`) of the reward model on the same
+    test impressions.
   """
   return score_workdir(workdir, world_dir, eval_cfg, pars=pars, log=log)[2]
 
@@ -60,6 +66,7 @@ def score_workdir(
   """``evaluate_workdir`` with its inputs: (eval set, rankings, results)."""
   generator = generator_lib.load_generator(workdir, beam_size=eval_cfg.beam_size)
   models, rerankers = workdir_models(workdir, world_dir, generator, pars, log=log)
+  extras: dict = {}
   eval_set, rankings, diags = rank_workdir(
     workdir,
     world_dir,
@@ -68,11 +75,37 @@ def score_workdir(
     models=models,
     rerankers=rerankers,
     log=log,
+    extras=extras,
   )
   results = evaluate.evaluate_rankings(
     eval_set, rankings, ks=eval_cfg.ks, diagnostics=diags
   )
+  auc = impression_auc(Workdir.of(workdir), extras, pars is not None)
+  if auc:
+    results["impression_auc"] = auc
   return eval_set, rankings, results
+
+
+def impression_auc(wd: Workdir, extras: dict, with_rm: bool) -> dict:
+  """{"impressions", "clicks", "mca ranker", "reward model"}: click AUCs on
+  the non-train sessions' impressions (the reward model's position-free CTR
+  AUC from pars/reward_model/metrics.json, the MCA ranker's from the
+  baselines); {} when MCA did not run."""
+  mca = extras.get("mca_impression_auc")
+  if not mca:
+    return {}
+  out = {"impressions": mca["impressions"], "clicks": mca["clicks"],
+         "mca ranker": mca["auc"]}  # fmt: skip
+  metrics = wd.pars / "reward_model" / "metrics.json"
+  if with_rm and metrics.exists():
+    m = json.loads(metrics.read_text())
+    if int(m.get("test_impressions", -1)) != mca["impressions"]:
+      raise ValueError(
+        f"{metrics}: {m.get('test_impressions')} test impressions, the MCA "
+        f"ranker's AUC has {mca['impressions']}: not the same impressions"
+      )
+    out["reward model"] = m["ctr_auc"]
+  return out
 
 
 def workdir_models(
@@ -94,10 +127,11 @@ def workdir_models(
     log: progress printer.
 
   Returns:
-    ([(name, EncoderDecoder)]: "onesearch" and each PARS phase with a
-    checkpoint, [(name, source name, beam re-ranker)]: with pars.rerank,
+    ([(name, EncoderDecoder)]: "onesearch" and, when a PARS phase has a
+    checkpoint, "onesearch+pars" (the last phase's model: the aligned
+    generator), [(name, source name, beam re-ranker)]: with pars.rerank,
     "onesearch+rm" (the RM re-rank of the SFT beams) and
-    "onesearch+pars2+rm" (of the last phase's beams)).
+    "onesearch+pars+rm" (of the aligned model's beams)).
   """
   wd = Workdir.of(workdir)
   models: list[tuple[str, Any]] = [("onesearch", generator.model)]
@@ -105,9 +139,10 @@ def workdir_models(
   if pars is None:
     return models, rerankers
   phases = generator_lib.existing_phases(wd.pars)
-  for phase in phases:
-    model = generator_lib.load_phase_model(wd, phase, pars.pars.phase(phase).optimizer)
-    models.append((f"onesearch+{phase}", model))
+  if phases:
+    final = phases[-1]
+    model = generator_lib.load_phase_model(wd, final, pars.pars.phase(final).optimizer)
+    models.append((ALIGNED, model))
   if pars.rerank:
     fn = beam_rerank.beam_reranker(
       world_dir,
@@ -123,8 +158,8 @@ def workdir_models(
 
 def rerank_sources(phases: Sequence[str]) -> list[str]:
   """The rows whose beams the RM re-ranks: the SFT model's alone, and the
-  last aligned phase's (the eval rows "<source>+rm")."""
-  return ["onesearch"] + [f"onesearch+{p}" for p in list(phases)[-1:]]
+  aligned model's (the eval rows "<source>+rm")."""
+  return ["onesearch"] + ([ALIGNED] if phases else [])
 
 
 def rank_workdir(
@@ -136,6 +171,7 @@ def rank_workdir(
   models: Sequence[tuple[str, Any]] | None = None,
   rerankers: Sequence[tuple[str, str, Callable]] = (),
   log: Callable[[str], None] = print,
+  extras: dict | None = None,
 ) -> tuple[Any, dict, dict]:
   """The eval set and every system's item ranking of it.
 
@@ -180,6 +216,7 @@ def rank_workdir(
       k_max=eval_cfg.k_max,
       systems=eval_cfg.baselines,
       log=log,
+      extras=extras,
     )
   if generator is None:
     generator = generator_lib.load_generator(wd, beam_size=eval_cfg.beam_size)

@@ -220,6 +220,9 @@ def objective(
     "reward_accuracy": mean(parts["accuracy"]),
     "reward_margin": mean(margin),
     "chosen_logp": mean(pol_lp[:, 0]),
+    "rejected_logp": mean(
+      jnp.where(present, pol_lp[:, 1:], 0.0).sum(-1) / jnp.maximum(present.sum(-1), 1)
+    ),
     "examples": ex_w.sum(),
   }
   return metrics["loss"], metrics

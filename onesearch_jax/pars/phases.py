@@ -51,11 +51,23 @@ class PhaseDataConfig:
   max_positives: int = 2  # phase 2: examples per session at most
   phase1_sessions: int = 64  # phase 1: sampled train sessions
   generate_batch: int = 32  # phase 1: sessions per generate_fn call
+  # phase 1's rejected items: "rm_demoted" (the K lowest-R_score candidates
+  # the RM demoted) or "above_chosen" (the candidates the generator ranked
+  # above the chosen one, best generator rank first, then rm_demoted's fill)
+  phase1_rejected: str = "rm_demoted"
   seed: int = 0
 
   def __post_init__(self):
     if self.num_negatives < 1 or self.max_positives < 1:
       raise ValueError("num_negatives and max_positives must be >= 1")
+    if self.phase1_rejected not in REJECTED_MODES:
+      raise ValueError(
+        f"PhaseDataConfig.phase1_rejected must be one of {REJECTED_MODES}: "
+        f"{self.phase1_rejected!r}"
+      )
+
+
+REJECTED_MODES = ("rm_demoted", "above_chosen")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -243,6 +255,7 @@ def rm_guided_from_candidates(
   codec: SidCodec,
   lookup: ItemLookup,
   num_negatives: int,
+  rejected: str = "rm_demoted",
 ) -> PreferenceExamples:
   """Phase-1 examples from one batch of generated candidates.
 
@@ -255,6 +268,7 @@ def rm_guided_from_candidates(
     table: calibrated rewards / levels.
     codec, lookup: tokens -> items.
     num_negatives: K.
+    rejected: "rm_demoted" or "above_chosen" (PhaseDataConfig.phase1_rejected).
 
   Returns:
     The kept examples (stats: generated, kept, unchanged, invalid_sids, ...).
@@ -298,6 +312,12 @@ def rm_guided_from_candidates(
     rest = [j for j in others if j not in demoted]
     by_low = sorted(demoted, key=lambda j: rm_rank[x, j], reverse=True)
     by_low += sorted(rest, key=lambda j: rm_rank[x, j], reverse=True)
+    if rejected == "above_chosen":
+      above = sorted(
+        (j for j in others if gen_rank[x, j] < gen_rank[x, chosen]),
+        key=lambda j: gen_rank[x, j],
+      )
+      by_low = above + [j for j in by_low if j not in above]
     rej = by_low[:k]
     if not rej:
       stats["no_rejected"] += 1
@@ -361,8 +381,9 @@ def rm_guided_examples(
     tokens, scores = generate(prompts)
     parts.append(
       rm_guided_from_candidates(
-        rows, tokens, scores, score_fn, table, codec, lookup, cfg.num_negatives
-      )
+        rows, tokens, scores, score_fn, table, codec, lookup, cfg.num_negatives,
+        cfg.phase1_rejected,
+      )  # fmt: skip
     )
   if not parts:
     return PreferenceExamples.empty(

@@ -11,7 +11,11 @@ Architecture (small, SIM-flavoured; the paper gives no details):
   sequence         : target attention of the candidate over the short
                      sequence (softmax(seq·item/√E), masked) and a masked mean
   shared bottom    : MLP over [item, query, user, profile, att, mean,
-                     item⊙query, item⊙att, item⊙user, match] -> H
+                     item⊙query, item⊙att, item⊙user, match, stats] -> H
+  statistics       : the train-split statistics of the pair (rm_stats.py:
+                     item CTR / CVR, user-category / brand / style / price
+                     affinity, query-category and query-item click shares),
+                     into the bottom and a wide linear logit per head
   towers           : three MLP heads -> logits of CTR (click | shown),
                      CVR (order | click), CTCVR (order | shown)
   position bias    : a learned scalar per display position added to the CTR
@@ -66,6 +70,11 @@ class RewardModelConfig:
   batch_size: int = 512  # impressions per step
   rel_batch_size: int = 128  # relevance rows per step
   rel_weight: float = 1.0  # weight of the relevance loss
+  # Unshown negatives per step (click = order = 0, no position): items of a
+  # train session's category it did not show, and random items, so the
+  # heads also judge candidates no engine showed (generated SIDs are mostly
+  # such items); 0 = impressions only.
+  unshown_negatives: int = 128
   num_steps: int = 600  # the main job's (configs.pars_config rm_steps)
   eval_batch: int = 8192  # rows per jitted predict call
   seed: int = 0
@@ -133,6 +142,7 @@ class RewardModel(nnx.Module):
     n_ages: int,
     word_buckets: int,
     user_buckets: int,
+    n_stats: int = 0,
     *,
     rngs: nnx.Rngs,
   ):
@@ -151,7 +161,10 @@ class RewardModel(nnx.Module):
     self.user_embed = nnx.Embed(user_buckets, e, rngs=rngs)
     self.gender_embed = nnx.Embed(max(n_genders, 1), e, rngs=rngs)
     self.age_embed = nnx.Embed(max(n_ages, 1), e, rngs=rngs)
-    self.bottom = _MLP((9 * e + 3, cfg.hidden, cfg.hidden), rngs=rngs)
+    self.n_stats = n_stats
+    self.bottom = _MLP((9 * e + 3 + n_stats, cfg.hidden, cfg.hidden), rngs=rngs)
+    # Wide part: a linear logit per head straight from the statistics.
+    self.stats_wide = nnx.Linear(max(n_stats, 1), len(HEADS), rngs=rngs)
     self.towers = nnx.List(
       [_MLP((cfg.hidden, cfg.tower_hidden, 1), rngs=rngs) for _ in HEADS]
     )
@@ -196,7 +209,8 @@ class RewardModel(nnx.Module):
 
     Args:
       f: per-row arrays: the RMContext.arrays() fields gathered per row, plus
-        'item' [B, C] codes and optional 'position' [B] (0 = unknown).
+        'item' [B, C] codes, 'stats' [B, F] (rm_stats features, when the
+        model has n_stats > 0) and optional 'position' [B] (0 = unknown).
 
     Returns:
       {'ctr', 'cvr', 'ctcvr'}: [B] logits (position bias included when
@@ -216,17 +230,17 @@ class RewardModel(nnx.Module):
     p = jax.nn.softmax(att, -1) * (mask.sum(-1, keepdims=True) > 0)
     attended = jnp.einsum("bw,bwe->be", p, seq)
     mean = (seq * mask[..., None]).sum(1) / jnp.maximum(mask.sum(1, keepdims=True), 1.0)
-    h = self.bottom(
-      jnp.concatenate(
-        [item, query, user, profile, attended, mean, item * query, item * attended,
-         item * user, self.prefix_match(f["query_codes"], f["query_valid"], f["item"])],
-        -1,
-      )
-    )  # fmt: skip
-    h = jax.nn.relu(h)
+    parts = [item, query, user, profile, attended, mean, item * query, item * attended,
+             item * user, self.prefix_match(f["query_codes"], f["query_valid"], f["item"])]  # fmt: skip
+    if self.n_stats:
+      parts.append(f["stats"])
+    h = jax.nn.relu(self.bottom(jnp.concatenate(parts, -1)))
     out = {
       name: tower(h)[..., 0] for name, tower in zip(HEADS, self.towers, strict=True)
     }
+    if self.n_stats:
+      wide = self.stats_wide(f["stats"])
+      out = {name: out[name] + wide[..., j] for j, name in enumerate(HEADS)}
     if "position" in f:
       pos = jnp.clip(f["position"], 0, self.max_position)
       bias = jnp.where(pos > 0, self.position_bias[...][pos], 0.0)
@@ -298,16 +312,20 @@ class TrainedRewardModel:
     shape = session.shape
     s = session.reshape(-1).astype(np.int32)
     i = np.maximum(item.reshape(-1), 0).astype(np.int32)
+    stats = self.context.stats
+    st_all = None if stats is None else stats.features(s, i)
     pos = (
       None if position is None else np.asarray(position).reshape(-1).astype(np.int32)
     )
     if self._predict is None:
       graphdef, state = nnx.split(self.model)
 
-      def run(state, ctx, items, s, i, pos):
+      def run(state, ctx, items, s, i, pos, st):
         model = nnx.merge(graphdef, state)
         f = gather_rows(ctx, s)
         f["item"] = items[i]
+        if st is not None:
+          f["stats"] = st
         if pos is not None:
           f["position"] = pos
         out = {k: jax.nn.sigmoid(v) for k, v in model(f).items()}
@@ -330,7 +348,8 @@ class TrainedRewardModel:
       ss = np.pad(s[a:b], (0, pad))
       ii = np.pad(i[a:b], (0, pad))
       pp = None if pos is None else np.pad(pos[a:b], (0, pad))
-      out = jax.device_get(self._predict(self._state, ctx, items, ss, ii, pp))
+      st = None if st_all is None else np.pad(st_all[a:b], ((0, pad), (0, 0)))
+      out = jax.device_get(self._predict(self._state, ctx, items, ss, ii, pp, st))
       parts.append({k: v[: b - a] for k, v in out.items()})
     if not parts:
       return {k: np.zeros(shape, np.float32) for k in (*HEADS, "s_rel_model")}
@@ -392,6 +411,7 @@ def create_model(cfg: RewardModelConfig, ctx: RMContext) -> RewardModel:
     ctx.n_ages,
     fc.word_buckets,
     fc.user_buckets,
+    ctx.n_stats,
     rngs=nnx.Rngs(params=cfg.seed),
   )
 

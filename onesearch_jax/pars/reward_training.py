@@ -92,6 +92,40 @@ def evaluate(trm: TrainedRewardModel) -> dict[str, float]:
   return out
 
 
+def unshown_pairs(
+  interactions: InteractionLog, n: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+  """n (session, item) pairs no engine showed: train sessions drawn with their
+  impressions' frequency; half the items from the session's L3 category
+  (its "same category, not shown" items), half uniform over the items with
+  a SID; a drawn item the session did show is redrawn uniformly (and, in the
+  rare case that is shown too, kept: at most a few rows of noise).
+
+  Returns:
+    ([n] int32 session rows, [n] int32 item rows).
+  """
+  rng = np.random.default_rng([seed, 17])
+  rows = interactions.train_impressions()
+  with_sid = np.flatnonzero(interactions.has_sid)
+  if n == 0 or rows.size == 0 or with_sid.size == 0:
+    return np.zeros(0, np.int32), np.zeros(0, np.int32)
+  sess = interactions.imp_session[rows[rng.integers(0, rows.size, n)]].astype(np.int64)
+  item = with_sid[rng.integers(0, with_sid.size, n)]
+  l3 = interactions.item_l3[with_sid]
+  order = np.argsort(l3, kind="stable")
+  sorted_l3 = l3[order]
+  cat = interactions.session_l3[sess]
+  lo = np.searchsorted(sorted_l3, cat, "left")
+  hi = np.searchsorted(sorted_l3, cat, "right")
+  same = (rng.random(n) < 0.5) & (hi > lo) & (cat >= 0)
+  pick = lo + (rng.random(n) * np.maximum(hi - lo, 1)).astype(np.int64)
+  item = np.where(same, with_sid[order[np.minimum(pick, len(order) - 1)]], item)
+  shown = InteractionLog.member(interactions.impressed_keys, interactions.key(sess, item))
+  redraw = with_sid[rng.integers(0, with_sid.size, n)]
+  item = np.where(shown, redraw, item)
+  return sess.astype(np.int32), item.astype(np.int32)
+
+
 def train_reward_model(
   ctx: RMContext,
   interactions: InteractionLog,
@@ -141,17 +175,43 @@ def train_reward_model(
     "rel_item": jnp.asarray(relevance.item),
     "rel_grade": jnp.asarray(relevance.grade),
   }
+  if ctx.stats is not None:
+    d["imp_stats"] = jnp.asarray(
+      ctx.stats.features(interactions.imp_session, interactions.imp_item)
+    )
+  n_neg = cfg.unshown_negatives
+  if n_neg:
+    neg_s, neg_i = unshown_pairs(interactions, n_neg * cfg.num_steps, cfg.seed)
+    d["neg_session"] = jnp.asarray(neg_s)
+    d["neg_item"] = jnp.asarray(neg_i)
+    if ctx.stats is not None:
+      d["neg_stats"] = jnp.asarray(ctx.stats.features(neg_s, neg_i))
   rel_weight = cfg.rel_weight if rel_rows.size else 0.0
   if relevance.item.size == 0:  # no labels (e.g. real data): one dummy row, weight 0
     for k in ("rel_codes", "rel_valid", "rel_words", "rel_item", "rel_grade"):
       d[k] = jnp.zeros((1,) + d[k].shape[1:], d[k].dtype)
 
-  def step(state, dctx, d, idx, ridx):
+  def step(state, dctx, d, idx, ridx, nidx):
     model, optimizer = nnx.merge(graphdef, state)
     s = d["imp_session"][idx]
+    item = d["imp_item"][idx]
+    pos = d["imp_pos"][idx]
+    click, order = d["imp_click"][idx], d["imp_order"][idx]
+    if "imp_stats" in d:
+      st = d["imp_stats"][idx]
+    if nidx is not None:
+      s = jnp.concatenate([s, d["neg_session"][nidx]])
+      item = jnp.concatenate([item, d["neg_item"][nidx]])
+      pos = jnp.concatenate([pos, jnp.zeros(nidx.shape, pos.dtype)])
+      click = jnp.concatenate([click, jnp.zeros(nidx.shape, click.dtype)])
+      order = jnp.concatenate([order, jnp.zeros(nidx.shape, order.dtype)])
+      if "imp_stats" in d:
+        st = jnp.concatenate([st, d["neg_stats"][nidx]])
     f = gather_rows(dctx, s)
-    f["item"] = d["items"][d["imp_item"][idx]]
-    f["position"] = d["imp_pos"][idx]
+    f["item"] = d["items"][item]
+    f["position"] = pos
+    if "imp_stats" in d:
+      f["stats"] = st
     ri = d["rel_item"][ridx]
     rel = {
       "query_codes": d["rel_codes"][ridx],
@@ -163,7 +223,7 @@ def train_reward_model(
     }
 
     def objective(m):
-      return losses(m, f, d["imp_click"][idx], d["imp_order"][idx], rel)
+      return losses(m, f, click, order, rel)
 
     (loss, parts), grads = nnx.value_and_grad(objective, has_aux=True)(model)
     optimizer.update(model, grads)
@@ -182,10 +242,17 @@ def train_reward_model(
         else np.zeros(1, np.int64)
       )
       if p >= position:
-        yield {"idx": idx.astype(np.int32), "ridx": ridx.astype(np.int32)}
+        out = {"idx": idx.astype(np.int32), "ridx": ridx.astype(np.int32)}
+        if n_neg:
+          out["nidx"] = np.arange(p * n_neg, (p + 1) * n_neg, dtype=np.int32) % (
+            n_neg * cfg.num_steps
+          )
+        yield out
 
   def build(_ts, _first) -> step_loop.Steps:
-    return step_loop.Steps(train=lambda st, b: jstep(st, dctx, d, b["idx"], b["ridx"]))
+    return step_loop.Steps(
+      train=lambda st, b: jstep(st, dctx, d, b["idx"], b["ridx"], b.get("nidx"))
+    )
 
   ts = state_lib.TrainState(
     graphdef,

@@ -16,6 +16,10 @@ codes. Context arrays are indexed by the session row of an InteractionLog:
   query_valid [S] float32
   query_words [S, Lq] int32  hashed words (0 = pad), ids in [1, word_buckets)
 
+plus (use_stats) `stats`, the train-split statistics of any (session, item)
+pair (pars/rm_stats.py: item CTR / CVR / counts, user-category, -brand,
+-style and price affinity, query-category and query-item click shares).
+
 Mu-Seq features come from data/museq.MuSeqIndex with train_only for train
 sessions (a test session sees earlier interactions of both splits), so no
 test-day click enters a training example.
@@ -30,6 +34,7 @@ import numpy as np
 
 from onesearch_jax.data import museq
 from onesearch_jax.data.sid_table import SIDTable
+from onesearch_jax.pars import rm_stats
 from onesearch_jax.pars.logs import InteractionLog
 from onesearch_jax.world.reader import World
 
@@ -43,6 +48,7 @@ class FeatureConfig:
   word_buckets: int = 4096  # hashed word vocabulary (0 = pad)
   user_buckets: int = 1024  # hashed user ids
   long_max: int = 200  # Mu-Seq long window for SID_long (the paper: ~1000)
+  use_stats: bool = True  # train-split statistics features (pars/rm_stats.py)
 
   def __post_init__(self):
     if min(self.seq_window, self.query_words, self.word_buckets, self.user_buckets) < 1:
@@ -108,6 +114,11 @@ class RMContext:
   code_ranges: tuple[int, ...]
   config: FeatureConfig
   missing_query_sid: int  # sessions whose query has no SID
+  stats: rm_stats.RMStats | None = None  # statistics features (use_stats)
+
+  @property
+  def n_stats(self) -> int:
+    return 0 if self.stats is None else len(rm_stats.NAMES)
 
   def arrays(self) -> dict[str, np.ndarray]:
     """The per-session arrays (device inputs of the model)."""
@@ -188,6 +199,7 @@ def build_context(
     code_ranges=interactions.code_ranges,
     config=cfg,
     missing_query_sid=int(s - q.valid[interactions.session_query].sum()),
+    stats=rm_stats.RMStats.build(world, interactions) if cfg.use_stats else None,
   )
 
 

@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import time
 from collections.abc import Callable
 
 import jax
@@ -139,7 +140,12 @@ def run_pars(
     prompt_fn: session ids -> prompt arrays.
     stop_after: stop each phase after this many steps (tests / preemption).
   """
-  log = log or (lambda _m: None)
+  sink = log or (lambda _m: None)
+  t0 = time.perf_counter()
+
+  def log(message: str) -> None:  # every line carries the stage's elapsed time
+    sink(f"{message} (+{time.perf_counter() - t0:.1f} s)")
+
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   world = reader.load_world(world_dir)

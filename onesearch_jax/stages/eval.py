@@ -27,8 +27,9 @@ def run(
 ) -> StageResult:
   """Trie beam search of every generative variant + the baselines on the test
   split: "onesearch" (SFT phase 3) and, when the pars stage ran,
-  "onesearch+pars1", "onesearch+pars2", "onesearch+rm" and
-  "onesearch+pars2+rm" (the RM re-rank of the SFT / pars2 beams).
+  "onesearch+pars" (the aligned generator), "onesearch+rm" and
+  "onesearch+pars+rm" (the RM re-rank of the SFT / aligned beams), and the
+  click AUC of the reward model next to the MCA ranker's.
 
   Writes workdir/eval/{results.md, results.json, hr_curve.png} and
   examples.md (a few test-day searches of "onesearch", also printed).
@@ -45,6 +46,13 @@ def run(
     files = evaluate.write_results(results, out)
     log(f"[eval] results ({out / evaluate.RESULTS_MD} has every metric and slice):")
     log(evaluate.summary_table(results))
+    auc = results.get("impression_auc")
+    if auc:
+      log(
+        f"[eval] click AUC on the {auc['impressions']} test impressions: "
+        + ", ".join(f"{k} {auc[k]:.4f}" for k in ("reward model", "mca ranker")
+                    if k in auc)
+      )  # fmt: skip
     items = [row for _, row in reader.iter_rows(world_dir / "items.jsonl", "items")]
     shown = searches.example_searches(eval_set, rankings, items)
     if shown:

@@ -2,6 +2,12 @@
 uninterrupted one.
 
   python scripts/drills/kill_train.py --workdir /tmp/drill
+  python scripts/drills/kill_train.py --workdir /tmp/drill --loop=pars
+
+`--loop=sft` drills the SFT loop (train/loop.py); `--loop=pars` a PARS phase
+(pars/listwise.train_phase: S-DPO with a frozen reference, synthetic
+preference lists). Both run on the project's one loop core
+(train/step_loop.py).
 
 runs three subprocesses of this script in `worker` mode on a tiny model and
 synthetic data (CPU, 8 fake devices, asynchronous checkpoints every step):
@@ -36,6 +42,46 @@ import time
 TIMING = ("steps_per_sec", "tokens_per_sec", "eta_sec")
 
 
+def _pars_run(args, cfg, ckpt, optimizer, slow_log):
+  """A PARS phase (listwise S-DPO) on synthetic preference lists."""
+  import numpy as np
+
+  from onesearch_jax import sharding as sh
+  from onesearch_jax.pars import listwise
+  from onesearch_jax.train import state, synthetic
+
+  mesh_cfg = sh.MeshConfig(shape=(2, 4, 1), rules="fsdp")
+  ts = state.create_train_state(
+    cfg, optimizer, sh.make_mesh(mesh_cfg), mesh_cfg.logical_rules, seed=0
+  )
+  ref = listwise.reference_from(ts)
+
+  def make(p):
+    rng = np.random.default_rng(p)
+    prompts = synthetic.make_batch(cfg, 8, 7, seed=p)
+    chosen = synthetic.random_sids(rng, 8, cfg.sid_ranges)
+    rejected = np.stack([synthetic.random_sids(rng, 8, cfg.sid_ranges) for _ in range(3)], 1)
+    rw = np.concatenate([np.ones((8, 1)), rng.random((8, 3)) * 0.3], 1)
+    return listwise.make_batch(
+      {"encoder_input_tokens": prompts["encoder_input_tokens"]}, chosen, rejected, rw
+    )
+
+  def batches(position):
+    return (make(p) for p in range(position, 10**6))
+
+  phase = listwise.ListwiseTrainConfig(
+    num_steps=args.steps,
+    log_every=1,
+    loss=listwise.ListwiseConfig(beta=0.5, reg_weight=1.0),
+    optimizer=optimizer,
+    checkpoint=ckpt,
+  )
+  return listwise.train_phase(
+    ts, ref, batches, phase, pathlib.Path(args.workdir) / "checkpoints",
+    meta={"drill": "pars"}, log_fn=slow_log,
+  )  # fmt: skip
+
+
 def _worker(args) -> None:
   """One training run; writes <workdir>/result.json at the end."""
   import jax
@@ -53,32 +99,33 @@ def _worker(args) -> None:
   cfg = ModelConfig.tiny(
     sid_ranges=sid_ranges, emb_placeholder_id=3, dropout_rate=0.1, qformer_layers=1
   )
-  train_cfg = loop.TrainConfig(
-    num_steps=args.steps,
-    log_every=1,
-    optimizer=optimizers.OptimizerConfig(
-      learning_rate=1e-3, warmup_steps=1, total_steps=args.steps
-    ),
-    checkpoint=checkpoints.CheckpointConfig(
-      save_every_steps=1, keep_last=2, async_save=True
-    ),
+  optimizer = optimizers.OptimizerConfig(
+    learning_rate=1e-3, warmup_steps=1, total_steps=args.steps
   )
-
-  def batches(position):
-    return (synthetic.make_batch(cfg, 8, 7, seed=p) for p in range(position, 10**6))
+  ckpt = checkpoints.CheckpointConfig(save_every_steps=1, keep_last=2, async_save=True)
 
   def slow_log(step, metrics):  # a slower "step" so the kill lands mid-run
     time.sleep(args.step_sleep)
 
-  res = loop.train(
-    cfg,
-    train_cfg,
-    sh.MeshConfig(shape=(2, 4, 1), rules="fsdp"),
-    batches,
-    args.workdir,
-    sid_hash="drill",
-    log_fn=slow_log,
-  )
+  if args.loop == "pars":
+    res = _pars_run(args, cfg, ckpt, optimizer, slow_log)
+  else:
+    train_cfg = loop.TrainConfig(
+      num_steps=args.steps, log_every=1, optimizer=optimizer, checkpoint=ckpt
+    )
+
+    def batches(position):
+      return (synthetic.make_batch(cfg, 8, 7, seed=p) for p in range(position, 10**6))
+
+    res = loop.train(
+      cfg,
+      train_cfg,
+      sh.MeshConfig(shape=(2, 4, 1), rules="fsdp"),
+      batches,
+      args.workdir,
+      sid_hash="drill",
+      log_fn=slow_log,
+    )
   digest = hashlib.sha256()
   for x in jax.tree.leaves(res.state.state):
     digest.update(np.ascontiguousarray(np.asarray(x)).tobytes())
@@ -118,6 +165,7 @@ def _worker_cmd(args, workdir: pathlib.Path, cache: pathlib.Path | None = None):
     f"--workdir={workdir}",
     f"--steps={args.steps}",
     f"--step_sleep={args.step_sleep}",
+    f"--loop={args.loop}",
   ]
   return cmd + ([f"--compile_cache={cache}"] if cache else [])
 
@@ -213,6 +261,9 @@ def main(argv=None) -> int:
     help="kill only while an async save is in flight (a tmp dir exists)",
   )
   p.add_argument("--timeout", type=float, default=300.0, help="per subprocess")
+  p.add_argument(
+    "--loop", default="sft", choices=("sft", "pars"), help="the loop to drill"
+  )
   p.add_argument(
     "--compile_cache", default="", help="worker: persistent XLA compile cache dir"
   )

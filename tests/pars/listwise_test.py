@@ -325,3 +325,44 @@ def test_train_phase_stops_on_nan_before_checkpointing(tmp_path):
   ckpt.close()
   assert meta == {"phase": 1, "data_position": 1} and good.step == 1
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(good.state))
+
+
+def test_shipped_alignment_raises_the_chosen_logprob_on_shared_prefix_lists():
+  # The DPO failure mode of the issue: chosen and rejected SIDs share the
+  # first four levels (same category) and differ only in the last one. Plain
+  # DPO only constrains the chosen-minus-rejected gap and may lower both;
+  # the shipped PARS loss (configs.pars_config(): the DPO-Positive term) must
+  # move the chosen log-probability UP from the reference.
+  from onesearch_jax import configs
+
+  loss_cfg = configs.pars_config().pars.phase1.loss
+  assert loss_cfg.reg_weight > 0 or loss_cfg.sft_weight > 0
+  rng = np.random.default_rng(7)
+  b, k = 8, 3
+  prompts = synthetic.make_batch(CFG, b, 7, seed=11)
+  chosen = synthetic.random_sids(rng, b, SID_RANGES)
+  rejected = np.repeat(chosen[:, None], k, axis=1)
+  lo, hi = SID_RANGES[-1]
+  for i in range(b):  # distinct last-level codes, none equal to the chosen one
+    pool = [c for c in range(lo, hi) if c != chosen[i, -1]]
+    rejected[i, :, -1] = rng.choice(pool, k, replace=False)
+  rw = np.concatenate([np.ones((b, 1)), np.full((b, k), 0.2)], 1)
+  batch = listwise.make_batch(
+    {"encoder_input_tokens": prompts["encoder_input_tokens"]}, chosen, rejected, rw
+  )
+  ts, _ = _setup(lr=1e-2)
+  ref = listwise.reference_from(ts)
+  bsh = listwise.listwise_batch_shardings(batch, ts.mesh, ts.rules)
+  fn = listwise.CompiledListwiseStep(ts, ref[0], ref[2], bsh, loss_cfg)
+  st = ts.state
+  sharded = state.shard_batch(batch, bsh)
+  for _ in range(15):
+    st, m = fn(st, ref[1], sharded)
+  policy = nnx.merge(ts.graphdef, st)[0]
+  ref_model = nnx.merge(ref[0], ref[1])
+  pol_lp = np.asarray(listwise.sequence_logprobs(policy, batch))
+  ref_lp = np.asarray(listwise.sequence_logprobs(ref_model, batch))
+  assert pol_lp[:, 0].mean() > ref_lp[:, 0].mean() + 0.05, (pol_lp[:, 0], ref_lp[:, 0])
+  # ... and the chosen one now beats every rejected one by more than before.
+  gap = pol_lp[:, :1] - pol_lp[:, 1:]
+  assert (gap > ref_lp[:, :1] - ref_lp[:, 1:]).all()

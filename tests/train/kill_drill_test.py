@@ -1,5 +1,6 @@
 """kill -9 drill (scripts/drills/kill_train.py): SIGKILL during an async save,
-rerun, and the final parameters and metrics equal an uninterrupted run's."""
+rerun, and the final parameters and metrics equal an uninterrupted run's; for
+the SFT loop and for a PARS phase."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts/drills/kill_trai
 
 
 @pytest.mark.slow
-def test_kill_9_mid_save_then_rerun_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("loop", ["sft", "pars"])
+def test_kill_9_mid_save_then_rerun_equals_uninterrupted(tmp_path, loop):
   cmd = [
-    sys.executable, str(SCRIPT), f"--workdir={tmp_path}",
+    sys.executable, str(SCRIPT), f"--workdir={tmp_path}", f"--loop={loop}",
     "--steps=8", "--kill_after=3", "--kill_during_save", "--timeout=240",
   ]  # fmt: skip
   # Every process of the drill compiles afresh (no shared compile cache), with

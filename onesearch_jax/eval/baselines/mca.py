@@ -427,6 +427,33 @@ class Cascade:
     self.ranker = train_ranker(x, y, self.config)
     return self.ranker
 
+  def impression_scores(
+    self, sessions: Sequence[Session], chunk: int = 512
+  ) -> tuple[np.ndarray, np.ndarray]:
+    """Ranker logits of every impression of ``sessions`` (test sessions: the
+    features use the full train statistics, no leave-out) and their click
+    labels; ([M], [M]) in session then display order."""
+    if self.ranker is None:
+      raise ValueError("Cascade.impression_scores: call fit first")
+    scores, labels = [], []
+    for start in range(0, len(sessions), chunk):
+      part = [s for s in sessions[start : start + chunk] if s.impressed]
+      if not part:
+        continue
+      width = max(len(s.impressed) for s in part)
+      cand = np.full((len(part), width), -1, np.int32)
+      for i, s in enumerate(part):
+        cand[i, : len(s.impressed)] = s.impressed
+      z = self.ranker.score(self._features(part, cand, leave_out=False))
+      ok = cand >= 0
+      scores.append(z[ok])
+      labels.append(
+        np.stack([np.isin(cand[i], list(s.clicked)) for i, s in enumerate(part)])[ok]
+      )
+    if not scores:
+      return np.zeros(0, np.float32), np.zeros(0, bool)
+    return np.concatenate(scores), np.concatenate(labels)
+
   def rank(self, sessions: Sequence[Session], k: int, chunk: int = 512) -> np.ndarray:
     """[E, k] item rows: recall union, then the ranker's order."""
     if self.ranker is None:
