@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from onesearch_jax.world import reader
+from onesearch_jax.world import reader, relevance_match
 
 KINDS = ("click", "order")
 QUERY_FREQ = ("head", "torso", "tail")
@@ -190,10 +190,6 @@ def read_eval_tables(world: str | os.PathLike | reader.World) -> EvalTables:
   return EvalTables(directory, **tables)
 
 
-def _item_key(title, brand, seller) -> tuple[str, str, str]:
-  return (str(title or ""), str(brand or ""), str(seller or ""))
-
-
 def build_eval_set(
   world: str | os.PathLike | reader.World | EvalTables,
   *,
@@ -233,27 +229,25 @@ def build_eval_set(
       train_clicked.update(r["clicked_item_ids"])
   freq = query_frequency_slices(train_q, slice_config)
 
-  # Relevance labels: by item_id when present, else by (title, brand, seller).
-  by_key: dict[tuple[str, str, str], list[int]] = collections.defaultdict(list)
-  for n, it in enumerate(world.items):
-    by_key[_item_key(it["item_title"], it["brand_name"], it["seller_name"])].append(n)
+  # Relevance labels: by item_id when present, else by title
+  # (world.relevance_match: whitespace-normalised title, then brand + seller).
+  match = relevance_match.match_relevance(world.items, world.relevance)
   labels: dict[str, dict[int, int]] = collections.defaultdict(dict)
-  for r in world.relevance:
-    if r.get("item_id"):
-      if r["item_id"] not in row_of:
-        skips["relevance_item_not_in_items"] += 1
-        continue
-      rows = [row_of[r["item_id"]]]
-    else:
-      rows = by_key.get(_item_key(r["item_title"], r["brand"], r["seller_name"]), [])
-      if len(rows) != 1:
-        skips[
-          "relevance_item_unmatched" if not rows else "relevance_item_ambiguous"
-        ] += 1
-        continue
-    grade = int(r["score"])
+  for r, item_id, outcome in zip(
+    world.relevance, match.item_ids, match.outcomes, strict=True
+  ):
+    if item_id is None:
+      unmatched = outcome == "no_title_match"
+      skips[
+        "relevance_item_unmatched" if unmatched else "relevance_item_ambiguous"
+      ] += 1
+      continue
+    if item_id not in row_of:
+      skips["relevance_item_not_in_items"] += 1
+      continue
+    row = row_of[item_id]
     q = labels[r["query"]]
-    q[rows[0]] = max(q.get(rows[0], 0), grade)  # repeated label: keep the highest
+    q[row] = max(q.get(row, 0), int(r["score"]))  # repeated label: keep the highest
 
   ordered = sorted(
     (r for r in world.recall if r["split"] == "test"),

@@ -218,19 +218,21 @@ class RelevanceRows:
 def relevance_rows(
   world: World, interactions: InteractionLog, sid_table: SIDTable, cfg: FeatureConfig
 ) -> RelevanceRows:
-  """The relevance labels with item_id (the simulator's extension field).
+  """The relevance labels tied to an item: by their item_id (the simulator's
+  extension field) or, for real KuaiSearch rows without one, by title
+  (``World.relevance_match``, world/relevance_match.py).
 
-  Rows without item_id (real KuaiSearch) or whose item has no SID are
-  skipped and counted; the hold-out is the 20 % with hash(query|item) % 5 ==
-  0, stable under reordering.
+  Rows tied to no item (``World.relevance_pairs``) or whose item has no SID
+  are skipped and counted; the hold-out is the 20 % with hash(query|item) % 5
+  == 0, stable under reordering.
   """
   item_row = interactions.item_index()
   qrow = {q: i for i, q in enumerate(interactions.queries)}
   queries, items, grades, held, qidx = [], [], [], [], []
   skipped = 0
-  for r in world.relevance:
-    item = r.get("item_id")
-    i = item_row.get(str(item)) if item is not None else None
+  matched = world.matched_relevance().item_ids
+  for r, item in zip(world.relevance, matched, strict=True):
+    i = item_row.get(item) if item is not None else None
     if i is None or not interactions.has_sid[i]:
       skipped += 1
       continue

@@ -8,7 +8,15 @@ Two levels:
     ``score`` in 0..3, 0/1 flags, non-empty key fields;
   * ``load_world(dir)`` reads all five tables and adds the checks that need
     more than one row: duplicate keys, ids referenced from recall, ranking and
-    relevance that are not in users/items, and the manifest's sha256 hashes.
+    relevance that are not in users/items, and the manifest's sha256 hashes;
+    it ties relevance rows without an item id to items by title
+    (``relevance_match``).
+
+The public KuaiSearch release is read as it is: ``rank.jsonl`` is the ranking
+table (``table_path``), integer ids become their decimal strings
+(``validation.id_strings``), and because its sample files do not reference
+each other, a directory with ``rank.jsonl`` drops the rows whose ids are not
+in users/items and counts them (``dangling="drop"``) instead of failing.
 
 Every problem is a ``SchemaError`` (a ``ValueError``) whose message names the
 file, the 1-based line, the field and what is wrong::
@@ -35,23 +43,31 @@ Choices (see docs/DATA.md (Part 2)):
     that is present is verified unless ``verify_manifest=False``.
 
 Command line: ``python -m onesearch_jax.world.reader <dir> [--skip]
-[--no-verify-manifest]`` validates a directory and prints the row counts and
-the report; it exits with status 1 on the first error (raise mode) or when
-any row was skipped (skip mode).
+[--no-verify-manifest] [--dangling=auto|error|drop]`` validates a directory
+and prints the row counts and the report (rows dropped for dangling ids are
+counted by table and reason); it exits with status 1 on the first error
+(raise mode) or when any row was skipped (skip mode); dropped rows are not
+errors.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import os
 import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from onesearch_jax.world import jsonl, schema
+from onesearch_jax.world import (
+  jsonl,
+  manifest_check,
+  ranking_statistics,
+  schema,
+  table_files,
+)
 from onesearch_jax.world import manifest as manifest_lib
+from onesearch_jax.world import relevance_match as relevance_lib
 from onesearch_jax.world.validation import (  # the reader's API re-exports these
   REASONS as REASONS,
 )
@@ -59,15 +75,25 @@ from onesearch_jax.world.validation import (
   SchemaError,
   SkipReport,
   check_row,
+  id_strings,
   schema_error,
 )
 
 # The manifest's hash rules, re-exported for existing callers (world/manifest.py
-# owns them).
+# owns them), its check (world/manifest_check.py) and the table file lookup
+# (world/table_files.py).
 file_sha256 = manifest_lib.file_sha256
 content_hash = manifest_lib.content_hash
+check_manifest = manifest_check.check_manifest
+table_path = table_files.table_path
+table_of = table_files.table_of
 
 ON_ERROR = ("raise", "skip")
+# What load_world does with a row that references an id outside the
+# directory: "error" (an unknown_*_id error, raised or skipped by on_error),
+# "drop" (dropped and counted in SkipReport.dangling, not an error), "auto"
+# ("drop" for the release layout, a directory with rank.jsonl; else "error").
+DANGLING = ("auto", "error", "drop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +101,17 @@ class World:
   """A loaded world: each table as a list of row dicts, in file order.
 
   Rows keep their extra (unknown) fields. Absent optional fields are absent
-  from the dict (or None where the file wrote null).
+  from the dict (or None where the file wrote null). Ids are strings (JSON
+  integers in the file are read as their decimal strings).
+
+  ``relevance_match`` ties each relevance row to an item where it can
+  (``world/relevance_match.py``): ``relevance_match.item_ids[i]`` is row i's
+  item id (its own ``item_id``, or the one its title matches) or None; the
+  rows themselves stay as in the file. The unmatched rows are
+  ``relevance_pairs``, (query, title, score) text pairs; counts by outcome
+  are in ``report.relevance``. The ranking rows' statistics objects stay
+  per-row dicts under their field names; ``statistics()`` stacks them into
+  float32 arrays.
   """
 
   path: str
@@ -86,6 +122,7 @@ class World:
   relevance: list[dict[str, Any]]
   report: SkipReport
   manifest: Mapping[str, Any] | None = None
+  relevance_match: relevance_lib.RelevanceMatch | None = None
 
   def table(self, name: str) -> list[dict[str, Any]]:
     if name not in schema.TABLES:
@@ -96,13 +133,20 @@ class World:
   def counts(self) -> dict[str, int]:
     return {name: len(self.table(name)) for name in schema.TABLES}
 
+  @property
+  def relevance_pairs(self) -> tuple[relevance_lib.RelevancePair, ...]:
+    """The relevance rows no item matches, as text pairs."""
+    return self.matched_relevance().pairs
 
-def _table_of(table: schema.Table | str) -> schema.Table:
-  if isinstance(table, schema.Table):
-    return table
-  if table not in schema.TABLES:
-    raise KeyError(f"unknown table {table!r}; expected one of {tuple(schema.TABLES)}")
-  return schema.TABLES[table]
+  def matched_relevance(self) -> relevance_lib.RelevanceMatch:
+    """``relevance_match``, computed here for a World built by hand."""
+    if self.relevance_match is not None:
+      return self.relevance_match
+    return relevance_lib.match_relevance(self.items, self.relevance)
+
+  def statistics(self) -> ranking_statistics.RankingStatistics:
+    """The ranking rows' user and item statistics as float32 arrays."""
+    return ranking_statistics.ranking_statistics(self.ranking)
 
 
 def iter_rows(
@@ -131,7 +175,7 @@ def iter_rows(
     raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
   if on_error == "skip" and report is None:
     raise ValueError("on_error='skip' needs a SkipReport to count the skipped rows")
-  table = _table_of(table)
+  table = table_of(table)
   for line, row, error in _scan(path, table, report):
     if error is None:
       yield line, row
@@ -171,79 +215,6 @@ def _scan(
     yield line, row, None
 
 
-# ------------------------------------------------------------------ manifest
-
-
-def check_manifest(directory: str | os.PathLike) -> list[SchemaError]:
-  """Verifies ``<dir>/manifest.json`` against the files beside it.
-
-  Checks that every listed file exists and has the listed sha256, and that
-  ``content_hash`` matches the ``files`` dict.
-
-  Returns:
-    The problems found (empty if the manifest is consistent).
-
-  Raises:
-    FileNotFoundError: there is no manifest.json.
-    SchemaError: the manifest itself is not valid JSON or lacks ``files``.
-  """
-  directory = os.fspath(directory)
-  manifest = _read_manifest(directory, must_be_object=False)
-  if manifest is None:
-    path = os.path.join(directory, schema.MANIFEST)
-    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-  files = manifest.get("files") if isinstance(manifest, dict) else None
-  if not isinstance(files, dict):
-    raise SchemaError(
-      schema.MANIFEST, None, "files", "manifest", "missing or not an object"
-    )
-  problems = []
-  for name, expected in sorted(files.items()):
-    target = os.path.join(directory, name)
-    if not os.path.isfile(target):
-      problems.append(
-        SchemaError(name, None, None, "manifest", "listed in manifest.json but missing")
-      )
-      continue
-    actual = manifest_lib.file_sha256(target)
-    if actual != expected:
-      problems.append(
-        SchemaError(
-          name,
-          None,
-          None,
-          "manifest",
-          f"sha256 {actual} differs from manifest.json's {expected}",
-        )
-      )
-  expected_hash = manifest_lib.content_hash(files)
-  if "content_hash" in manifest and manifest["content_hash"] != expected_hash:
-    problems.append(
-      SchemaError(
-        schema.MANIFEST,
-        None,
-        "content_hash",
-        "manifest",
-        f"{manifest['content_hash']} differs from the hash of 'files' "
-        f"({expected_hash})",
-      )
-    )
-  return problems
-
-
-def _read_manifest(directory: str, must_be_object: bool = True) -> Any:
-  """The parsed manifest (None when absent); SchemaError when unreadable."""
-  try:
-    manifest = manifest_lib.read_manifest(directory)
-  except json.JSONDecodeError as e:
-    raise SchemaError(
-      schema.MANIFEST, e.lineno, None, "manifest", f"malformed JSON: {e.msg}"
-    ) from None
-  if must_be_object and manifest is not None and not isinstance(manifest, dict):
-    raise SchemaError(schema.MANIFEST, 1, None, "manifest", "expected a JSON object")
-  return manifest
-
-
 # --------------------------------------------------------------------- world
 
 # Fields that reference ids in another table: table -> ((field, target), ...).
@@ -267,10 +238,11 @@ REFERENCES: Mapping[str, tuple[tuple[str, str], ...]] = {
 class _Loader:
   """Reads the tables in dependency order and applies cross-row checks."""
 
-  def __init__(self, directory: str, on_error: str, report: SkipReport):
+  def __init__(self, directory: str, on_error: str, report: SkipReport, dangling: str):
     self.directory = directory
     self.on_error = on_error
     self.report = report
+    self.dangling = dangling
     # Known ids per referenced table, and ids of rows that were skipped
     # (for a clearer message on the rows that reference them).
     self.known: dict[str, set[str]] = {"users": set(), "items": set()}
@@ -282,9 +254,8 @@ class _Loader:
     self.report.record_skip(table, error)
 
   def read(self, table: schema.Table) -> list[dict[str, Any]]:
-    path = os.path.join(self.directory, table.filename)
-    if not os.path.isfile(path):
-      raise SchemaError(table.filename, None, None, "missing_file", "file is missing")
+    path = table_path(self.directory, table)
+    file = os.path.basename(path)
     rows = []
     first_line: dict[tuple, int] = {}
     for line, row, error in _scan(path, table, self.report):
@@ -292,7 +263,10 @@ class _Loader:
         self._note_skipped_id(table, row, line)
         self.fail(table.name, error)
         continue
-      error = self._reference_error(table, row, line)
+      error, outside = self._reference_error(table, file, row, line)
+      if outside and self.dangling == "drop":
+        self.report.record_dangling(table.name, error)
+        continue
       if error is None and table.key:
         key = tuple(row[k] for k in table.key)
         if key in first_line:
@@ -301,7 +275,7 @@ class _Loader:
             for k, v in zip(table.key, key, strict=True)
           )
           error = SchemaError(
-            table.filename,
+            file,
             line,
             table.key[0] if len(table.key) == 1 else "+".join(table.key),
             "duplicate_key",
@@ -313,7 +287,7 @@ class _Loader:
         self._note_skipped_id(table, row, line)
         self.fail(table.name, error)
         continue
-      self._check_subsets(table, row, line)
+      self._check_subsets(table, file, row, line)
       rows.append(row)
     if table.name in self.known:
       key_field = table.key[0]
@@ -325,13 +299,16 @@ class _Loader:
     """Remembers the key of a skipped users/items row (for clearer messages)."""
     if table.name not in self.skipped_ids or not isinstance(row, dict):
       return
-    key = row.get(table.key[0])
+    key = id_strings(row.get(table.key[0]))
     if isinstance(key, str):
       self.skipped_ids[table.name].setdefault(key, f"{table.filename}:{line}")
 
   def _reference_error(
-    self, table: schema.Table, row: dict[str, Any], line: int
-  ) -> SchemaError | None:
+    self, table: schema.Table, file: str, row: dict[str, Any], line: int
+  ) -> tuple[SchemaError | None, bool]:
+    """The first unknown id of ``row`` as an error (or None), and whether
+    that id is outside the directory (True) rather than the key of a row
+    that was skipped as bad (False)."""
     for field, target in REFERENCES.get(table.name, ()):
       value = row.get(field)
       if value is None:
@@ -348,10 +325,13 @@ class _Loader:
           problem += f" (its row was skipped at {where})"
         else:
           problem += f" (not in {target}.jsonl)"
-        return SchemaError(table.filename, line, name, f"unknown_{kind}_id", problem)
-    return None
+        error = SchemaError(file, line, name, f"unknown_{kind}_id", problem)
+        return error, where is None
+    return None, False
 
-  def _check_subsets(self, table: schema.Table, row: dict[str, Any], line: int):
+  def _check_subsets(
+    self, table: schema.Table, file: str, row: dict[str, Any], line: int
+  ):
     if table.name != "recall":
       return
     impressed = set(row["impressed_item_ids"])
@@ -370,10 +350,20 @@ class _Loader:
         self.report.record_warning(
           table.name,
           reason,
-          f"{table.filename}:{line}: field '{name}': "
+          f"{file}:{line}: field '{name}': "
           f"{json.dumps(outside, ensure_ascii=False)} not in "
           f"{'impressed' if within is impressed else 'clicked'}_item_ids",
         )
+
+
+def dangling_policy(directory: str | os.PathLike, dangling: str = "auto") -> str:
+  """ "error" or "drop": ``dangling`` with "auto" resolved (module docstring)."""
+  if dangling not in DANGLING:
+    raise ValueError(f"dangling must be one of {DANGLING}, got {dangling!r}")
+  if dangling != "auto":
+    return dangling
+  release = os.path.isfile(os.path.join(os.fspath(directory), "rank.jsonl"))
+  return "drop" if release else "error"
 
 
 def load_world(
@@ -381,18 +371,27 @@ def load_world(
   *,
   on_error: str = "raise",
   verify_manifest: bool = True,
+  dangling: str = "auto",
 ) -> World:
   """Loads and validates a world directory.
 
   Args:
     path: directory holding ``{users,items,recall,ranking,relevance}.jsonl``
-      and optionally ``manifest.json``.
+      (the ranking table may be ``rank.jsonl``) and optionally
+      ``manifest.json``.
     on_error: "raise" (the first problem raises SchemaError) or "skip" (bad
       rows are skipped and counted in ``World.report``).
     verify_manifest: check the manifest's sha256 hashes when it is present.
+    dangling: a row referencing a user or item id that is not in the
+      directory: "error" (an ``unknown_*_id`` error, raised or skipped by
+      ``on_error``), "drop" (dropped and counted in
+      ``World.report.dangling``; the rest loads), "auto" ("drop" when the
+      directory has ``rank.jsonl``, the public release whose sample files do
+      not reference each other, else "error").
 
   Returns:
-    The World; ``world.report`` lists skips, warnings and extra fields.
+    The World; ``world.report`` lists skips, dropped rows, warnings, extra
+    fields and how relevance rows were tied to items.
 
   Raises:
     SchemaError: on the first problem (raise mode), or when a table file is
@@ -404,50 +403,68 @@ def load_world(
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"{directory}: not a directory")
   report = SkipReport()
-  manifest = _read_manifest(directory)
+  manifest = manifest_check.read_manifest(directory)
   if manifest is not None and verify_manifest:
     for problem in check_manifest(directory):
       if on_error == "raise":
         raise problem
       report.record_skip("manifest", problem)
     report.manifest_checked = True
-  loader = _Loader(directory, on_error, report)
+  loader = _Loader(directory, on_error, report, dangling_policy(directory, dangling))
   tables = {name: loader.read(table) for name, table in schema.TABLES.items()}
+  match = relevance_lib.match_relevance(tables["items"], tables["relevance"])
+  report.relevance.update(match.counts)
   if manifest is not None and verify_manifest:
     counts = manifest.get("counts", {})
     for name in schema.TABLES:
       if name not in counts:
         continue
-      lines = report.rows_kept[name] + report.skipped_in(name)
+      lines = (
+        report.rows_kept[name] + report.skipped_in(name) + report.dangling_in(name)
+      )
       if counts[name] != lines:
+        file = os.path.basename(table_path(directory, name))
         problem = SchemaError(
           schema.MANIFEST,
           None,
           f"counts.{name}",
           "manifest",
-          f"says {counts[name]} rows, {schema.TABLES[name].filename} has {lines}",
+          f"says {counts[name]} rows, {file} has {lines}",
         )
         if on_error == "raise":
           raise problem
         report.record_skip("manifest", problem)
-  return World(path=directory, report=report, manifest=manifest, **tables)
+  return World(
+    path=directory,
+    report=report,
+    manifest=manifest,
+    relevance_match=match,
+    **tables,
+  )
 
 
 def main(argv: list[str]) -> int:
-  """``python -m onesearch_jax.world.reader <dir> [--skip] [--no-verify-manifest]``."""
+  """``python -m onesearch_jax.world.reader <dir> [--skip] [--no-verify-manifest]
+  [--dangling=auto|error|drop]``."""
   usage = (
-    "usage: python -m onesearch_jax.world.reader <dir> [--skip] [--no-verify-manifest]"
+    "usage: python -m onesearch_jax.world.reader <dir> [--skip] "
+    "[--no-verify-manifest] [--dangling=auto|error|drop]"
   )
   flags = {a for a in argv[1:] if a.startswith("--")}
   dirs = [a for a in argv[1:] if not a.startswith("--")]
+  dangling = [f.split("=", 1)[1] for f in flags if f.startswith("--dangling=")]
   unknown = flags - {"--skip", "--no-verify-manifest"}
-  if len(dirs) != 1 or unknown or "--help" in flags:
+  unknown -= {f"--dangling={d}" for d in DANGLING}
+  if len(dirs) != 1 or unknown or "--help" in flags or len(dangling) > 1:
     print(usage, file=sys.stderr)
     return 2
   on_error = "skip" if "--skip" in flags else "raise"
   try:
     world = load_world(
-      dirs[0], on_error=on_error, verify_manifest="--no-verify-manifest" not in flags
+      dirs[0],
+      on_error=on_error,
+      verify_manifest="--no-verify-manifest" not in flags,
+      dangling=dangling[0] if dangling else "auto",
     )
   except (SchemaError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)

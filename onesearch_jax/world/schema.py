@@ -5,13 +5,17 @@ user with the real KuaiSearch files (or their own logs written with the same
 field names) runs the same pipeline as the simulated world.
 
 Files: ``<dir>/{users,items,recall,ranking,relevance}.jsonl`` (one JSON object
-per line) plus ``<dir>/manifest.json``. The field names are KuaiSearch's own.
+per line) plus ``<dir>/manifest.json``; the ranking table may also be named
+``rank.jsonl`` (the public release's name, ``Table.aliases``). The field names
+are KuaiSearch's own.
 A few *extension* fields, marked ``required=False``, carry what the simulator
 knows and the real data lacks (price and attributes of an item, its publish
 time, the item id of a relevance row); readers must work without them.
 
 Conventions (our choices where KuaiSearch is silent, see docs/DATA.md):
-  * ids are strings (KuaiSearch ids are large integers; strings are safe);
+  * ids are strings; an id field (``Field.is_id``) also accepts a JSON
+    integer, as the KuaiSearch release writes them, and the reader turns it
+    into its decimal string, so ``7`` and ``"7"`` are the same id;
   * ``time_index`` is an integer timestamp in seconds from the start of the
     log; only its order matters to the pipeline, the ``split`` field decides
     train/test (the simulated world puts its last day in ``test``);
@@ -79,10 +83,15 @@ class Field:
   kind: str  # one of KINDS
   required: bool = True  # False: an extension field, may be absent
   doc: str = ""
+  # An id ("str" or "list[str]"): a JSON integer is accepted too and read as
+  # its decimal string (the KuaiSearch release writes ids as integers).
+  is_id: bool = False
 
   def __post_init__(self):
     if self.kind not in KINDS:
       raise ValueError(f"field {self.name}: unknown kind {self.kind!r}")
+    if self.is_id and self.kind not in ("str", "list[str]"):
+      raise ValueError(f"field {self.name}: an id field is str or list[str]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,10 +101,17 @@ class Table:
   name: str  # file stem: <dir>/<name>.jsonl
   fields: tuple[Field, ...]
   key: tuple[str, ...] = ()  # fields that must be unique together ("" = none)
+  aliases: tuple[str, ...] = ()  # other accepted file stems (release names)
 
   @property
   def filename(self) -> str:
+    """The name our writers use."""
     return f"{self.name}.jsonl"
+
+  @property
+  def filenames(self) -> tuple[str, ...]:
+    """Every accepted file name, ours first (``reader.table_path`` picks)."""
+    return (self.filename, *(f"{a}.jsonl" for a in self.aliases))
 
   def field(self, name: str) -> Field:
     for f in self.fields:
@@ -112,7 +128,7 @@ USERS = Table(
   name="users",
   key=("user_id",),
   fields=(
-    Field("user_id", "str"),
+    Field("user_id", "str", is_id=True),
     Field("gender", "str", doc="female | male | unknown"),
     Field("age_bucket", "str", doc="e.g. '18-23', '50+'"),
     Field("fre_country", "str"),
@@ -125,17 +141,17 @@ ITEMS = Table(
   name="items",
   key=("item_id",),
   fields=(
-    Field("item_id", "str"),
+    Field("item_id", "str", is_id=True),
     Field("item_title", "str"),
-    Field("brand_id", "str"),
+    Field("brand_id", "str", is_id=True),
     Field("brand_name", "str"),
-    Field("seller_id", "str"),
+    Field("seller_id", "str", is_id=True),
     Field("seller_name", "str"),
-    Field("category_level1_id", "str"),
+    Field("category_level1_id", "str", is_id=True),
     Field("category_level1_name", "str"),
-    Field("category_level2_id", "str"),
+    Field("category_level2_id", "str", is_id=True),
     Field("category_level2_name", "str"),
-    Field("category_level3_id", "str"),
+    Field("category_level3_id", "str", is_id=True),
     Field("category_level3_name", "str"),
     # Extensions (the simulator writes them; real KuaiSearch lacks them).
     Field("item_price", "float", required=False, doc="list price"),
@@ -158,12 +174,12 @@ RECALL = Table(
   name="recall",
   key=("session_id",),
   fields=(
-    Field("user_id", "str"),
-    Field("session_id", "str"),
+    Field("user_id", "str", is_id=True),
+    Field("session_id", "str", is_id=True),
     Field("query", "str"),
-    Field("impressed_item_ids", "list[str]", doc="display order"),
-    Field("clicked_item_ids", "list[str]"),
-    Field("purchased_item_ids", "list[str]"),
+    Field("impressed_item_ids", "list[str]", is_id=True, doc="display order"),
+    Field("clicked_item_ids", "list[str]", is_id=True),
+    Field("purchased_item_ids", "list[str]", is_id=True),
     Field("time_index", "int"),
     Field("split", "str", doc="train | test"),
     Field("search_entrance", "str", required=False),
@@ -172,18 +188,29 @@ RECALL = Table(
 
 RANKING = Table(
   name="ranking",
+  aliases=("rank",),  # the public release's file name
   key=("session_id", "target_item_id"),
   fields=(
-    Field("user_id", "str"),
-    Field("session_id", "str"),
+    Field("user_id", "str", is_id=True),
+    Field("session_id", "str", is_id=True),
     Field("user_fan_number", "int"),
     Field("user_follow_number", "int"),
     Field("time_index", "int"),
     Field("search_entrance", "str"),
-    Field("recently_clicked_item_ids", "list[str]", doc="most recent last, <= 20"),
-    Field("recently_purchased_item_ids", "list[str]", doc="most recent last, <= 20"),
+    Field(
+      "recently_clicked_item_ids",
+      "list[str]",
+      is_id=True,
+      doc="most recent last, <= 20",
+    ),
+    Field(
+      "recently_purchased_item_ids",
+      "list[str]",
+      is_id=True,
+      doc="most recent last, <= 20",
+    ),
     Field("query", "str"),
-    Field("target_item_id", "str"),
+    Field("target_item_id", "str", is_id=True),
     Field("target_item_price", "float"),
     Field("is_clicked", "int", doc="0 | 1"),
     Field("is_purchased", "int", doc="0 | 1"),
@@ -218,7 +245,13 @@ RELEVANCE = Table(
     Field("seller_name", "str"),
     Field("attr_value", "str"),
     Field("score", "int", doc="0..3 (ESCI: I=0, C=1, S=2, E=3)"),
-    Field("item_id", "str", required=False, doc="extension: the judged item"),
+    Field(
+      "item_id",
+      "str",
+      required=False,
+      doc="extension: the judged item",
+      is_id=True,
+    ),
   ),
 )
 

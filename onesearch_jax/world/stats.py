@@ -8,7 +8,7 @@ import pathlib
 from collections.abc import Iterator
 from typing import Any
 
-from onesearch_jax.world import jsonl
+from onesearch_jax.world import jsonl, reader
 
 LENGTH_BUCKETS = ("1", "2", "3", "4", "5", "6+")
 
@@ -84,7 +84,7 @@ def compute_stats(world_dir: str | os.PathLike) -> dict[str, Any]:
   labels = collections.Counter(row["score"] for row in _rows(d / "relevance.jsonl"))
   n_labels = sum(labels.values()) or 1
   ranking = ranking_clicked = 0
-  for row in _rows(d / "ranking.jsonl"):
+  for row in _rows(pathlib.Path(reader.table_path(d, "ranking"))):
     ranking += 1
     ranking_clicked += row["is_clicked"]
 

@@ -115,6 +115,9 @@ class KuaiSearch(tfds.core.GeneratorBasedBuilder):
     <manual_dir>/users.jsonl  items.jsonl  recall.jsonl  ranking.jsonl
     <manual_dir>/relevance.jsonl  [manifest.json]
 
+  (the ranking table may be rank.jsonl, its name in the KuaiSearch release;
+  integer ids are written as their decimal strings).
+
   These are the KuaiSearch release files (one JSON object per line), the
   output of onesearch_jax.world (simulator or esci.write_world), or your own
   logs written with the same field names (see docs/DATA.md (Part 2)). Only
@@ -138,12 +141,16 @@ class KuaiSearch(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = os.fspath(dl_manager.manual_dir)
-    path = os.path.join(manual_dir, self.table.filename)
-    if not os.path.isfile(path):
+    try:
+      path = reader.table_path(manual_dir, self.table)
+    except reader.SchemaError as e:
+      if e.reason != "missing_file":
+        raise
+      path = os.path.join(manual_dir, self.table.filename)
       raise FileNotFoundError(
         f"{path} is missing.\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
-      )
-    _verify_against_manifest(manual_dir, self.table.filename)
+      ) from None
+    _verify_against_manifest(manual_dir, os.path.basename(path))
     if self.table.name not in _SPLIT_TABLES:
       return {"train": self._generate_examples(path, None)}
     splits = _split_counts(path, self.table)

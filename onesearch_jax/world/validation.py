@@ -32,6 +32,7 @@ REASONS = (
   "unknown_user_id",
   "unknown_item_id",
   "missing_file",
+  "ambiguous_file",
   "manifest",
 )
 
@@ -93,20 +94,27 @@ class SkipReport:
     default_factory=collections.Counter
   )
   manifest_checked: bool = False
+  # Rows dropped because they reference an id outside the directory (the
+  # ``dangling="drop"`` policy of ``reader.load_world``): not errors.
+  dangling: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  dangling_examples: dict[tuple[str, str], list[str]] = dataclasses.field(
+    default_factory=dict
+  )
+  # How relevance rows were tied to items (``relevance_match.match_relevance``).
+  relevance: collections.Counter = dataclasses.field(
+    default_factory=collections.Counter
+  )
 
   def record_skip(self, table: str, error: SchemaError) -> None:
-    key = (table, error.reason)
-    self.skipped[key] += 1
-    examples = self.skip_examples.setdefault(key, [])
-    if len(examples) < _MAX_EXAMPLES:
-      examples.append(str(error))
+    _count(self.skipped, self.skip_examples, (table, error.reason), str(error))
 
   def record_warning(self, table: str, reason: str, message: str) -> None:
-    key = (table, reason)
-    self.warnings[key] += 1
-    examples = self.warning_examples.setdefault(key, [])
-    if len(examples) < _MAX_EXAMPLES:
-      examples.append(message)
+    _count(self.warnings, self.warning_examples, (table, reason), message)
+
+  def record_dangling(self, table: str, error: SchemaError) -> None:
+    """A row dropped for an id outside the directory (``error.reason`` is
+    ``unknown_user_id`` / ``unknown_item_id``)."""
+    _count(self.dangling, self.dangling_examples, (table, error.reason), str(error))
 
   def record_extra_field(self, table: str, name: str) -> None:
     self.extra_fields.setdefault(table, set()).add(name)
@@ -119,6 +127,10 @@ class SkipReport:
     """Rows of ``table`` skipped for any reason."""
     return sum(n for (t, _), n in self.skipped.items() if t == table)
 
+  def dangling_in(self, table: str) -> int:
+    """Rows of ``table`` dropped for ids outside the directory."""
+    return sum(n for (t, _), n in self.dangling.items() if t == table)
+
   def format(self) -> str:
     """A human-readable multi-line summary."""
     out = []
@@ -129,6 +141,16 @@ class SkipReport:
     for (table, reason), n in sorted(self.skipped.items()):
       out.append(f"  {table}: {reason}: {n}")
       out.extend(f"    e.g. {e}" for e in self.skip_examples[(table, reason)])
+    if self.dangling:
+      out.append(
+        f"rows dropped for ids outside this directory: {sum(self.dangling.values())}"
+      )
+      for (table, reason), n in sorted(self.dangling.items()):
+        out.append(f"  {table}: {reason}: {n}")
+        out.extend(f"    e.g. {e}" for e in self.dangling_examples[(table, reason)])
+    if self.relevance:
+      how = ", ".join(f"{k}={n}" for k, n in sorted(self.relevance.items()))
+      out.append(f"relevance rows tied to items: {how}")
     if self.warnings:
       out.append(f"warnings: {sum(self.warnings.values())}")
       for (table, reason), n in sorted(self.warnings.items()):
@@ -145,6 +167,18 @@ class SkipReport:
 
   def __str__(self) -> str:
     return self.format()
+
+
+def _count(
+  counter: collections.Counter,
+  examples: dict[tuple[str, str], list[str]],
+  key: tuple[str, str],
+  message: str,
+) -> None:
+  counter[key] += 1
+  kept = examples.setdefault(key, [])
+  if len(kept) < _MAX_EXAMPLES:
+    kept.append(message)
 
 
 def _show(value: Any) -> str:
@@ -166,12 +200,16 @@ def _show(value: Any) -> str:
   return f"{kind} {text}"
 
 
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _scalar_problem(value: Any, kind: str) -> str | None:
   """Why ``value`` is not of scalar ``kind`` ("str"/"int"/"float"/"bool")."""
   if kind == "str":
     ok = isinstance(value, str)
   elif kind == "int":
-    ok = isinstance(value, int) and not isinstance(value, bool)
+    ok = _is_int(value)
   elif kind == "float":
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     if ok and not math.isfinite(value):
@@ -222,6 +260,20 @@ def _value_problem(table: schema.Table, name: str, value: Any) -> str | None:
   return None
 
 
+def id_strings(value: Any) -> Any:
+  """An id value with JSON integers turned into their decimal strings.
+
+  The KuaiSearch release writes ids (and the elements of id lists) as JSON
+  integers; internally every id is a string. Anything else is returned as is
+  for the type check to judge (a bool or a float is never an id).
+  """
+  if _is_int(value):
+    return str(value)
+  if isinstance(value, list) and any(_is_int(v) for v in value):
+    return [str(v) if _is_int(v) else v for v in value]
+  return value
+
+
 def check_row(table: schema.Table, row: Any, file: str, line: int) -> list[str]:
   """Checks one decoded row on its own; raises SchemaError on a problem.
 
@@ -233,6 +285,7 @@ def check_row(table: schema.Table, row: Any, file: str, line: int) -> list[str]:
 
   Returns:
     The names of fields that are not in the schema (kept, not an error).
+    Id fields given as JSON integers are rewritten in ``row`` as strings.
   """
   if not isinstance(row, dict):
     raise SchemaError(
@@ -248,6 +301,8 @@ def check_row(table: schema.Table, row: Any, file: str, line: int) -> list[str]:
     value = row[field.name]
     if value is None and not field.required:
       continue
+    if field.is_id:
+      value = row[field.name] = id_strings(value)
     bad = _type_problem(value, field.kind, field.name)
     if bad:
       raise SchemaError(file, line, bad[0], "wrong_type", bad[1])

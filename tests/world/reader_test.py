@@ -283,12 +283,14 @@ BAD_ROWS = [
   ("str_for_float", "items", _bad_item(item_price="abc"), "wrong_type", "item_price", 'expected float, got str "abc"'),
   ("nan_float", "items", _bad_item(item_price=float("nan")), "wrong_type", "item_price", "expected finite float, got nan"),
   ("null_required", "items", _bad_item(item_title=None), "wrong_type", "item_title", "expected str, got null"),
-  ("int_for_str", "users", json.dumps(_user(9)), "wrong_type", "user_id", "expected str, got int 9"),
+  ("int_for_str", "users", json.dumps(dict(_user("u9"), gender=9)), "wrong_type", "gender", "expected str, got int 9"),
+  ("bool_for_id", "users", json.dumps(_user(True)), "wrong_type", "user_id", "expected str, got bool true"),
+  ("float_for_id", "items", _bad_item(item_id=9.0), "wrong_type", "item_id", "expected str, got float 9.0"),
   ("float_for_int", "recall", json.dumps(_session("s9", "u1", [], [], [], t=1.5)), "wrong_type", "time_index", "expected int, got float 1.5"),
   ("bool_for_int", "ranking", json.dumps(_ranking("s9", "u1", "i1", is_clicked=True)), "wrong_type", "is_clicked", "expected int, got bool true"),
   ("bool_for_float", "ranking", json.dumps(_ranking("s9", "u1", "i1", target_item_price=False)), "wrong_type", "target_item_price", "expected float, got bool false"),
   ("str_for_list", "recall", json.dumps(_session("s9", "u1", "i1", [], [])), "wrong_type", "impressed_item_ids", r'expected list\[str\], got str "i1"'),
-  ("list_element", "recall", json.dumps(_session("s9", "u1", ["i1"], ["i1", 3], [])), "wrong_type", r"clicked_item_ids[1]", "expected str, got int 3"),
+  ("list_element", "recall", json.dumps(_session("s9", "u1", ["i1"], ["i1", 3.5], [])), "wrong_type", r"clicked_item_ids[1]", "expected str, got float 3.5"),
   ("dict_float_value", "ranking", json.dumps(_ranking("s9", "u1", "i1", user_statistical_features={"user_gmv_30d_hist": "9"})), "wrong_type", 'user_statistical_features["user_gmv_30d_hist"]', 'expected float, got str "9"'),
   ("dict_str_value", "items", _bad_item(attributes={"color": 1}), "wrong_type", 'attributes["color"]', "expected str, got int 1"),
   ("list_for_dict", "ranking", json.dumps(_ranking("s9", "u1", "i1", target_item_statistical_features=[])), "wrong_type", "target_item_statistical_features", r"expected dict\[str,float\], got list \[\]"),
@@ -498,7 +500,10 @@ def test_content_hash_is_sha256_of_sorted_json():
 def test_missing_table_file(tmp_path):
   directory = _write(tmp_path, _base(), manifest=False)
   (directory / "ranking.jsonl").unlink()
-  with pytest.raises(reader.SchemaError, match=r"^ranking\.jsonl: file is missing$"):
+  with pytest.raises(
+    reader.SchemaError,
+    match=r"^ranking\.jsonl: file is missing \(looked for ranking\.jsonl or rank\.jsonl\)$",
+  ):
     reader.load_world(directory, on_error="skip")
 
 
