@@ -286,9 +286,11 @@ def pars_config(
   beta: float | None = None,
   sft_weight: float | None = None,
   reg_weight: float | None = None,
+  reward_weight: bool | None = None,
   decay: str | None = None,
   phase1_rejected: str | None = None,
   rm_stats: bool | None = None,
+  gen_weight: float | None = None,
   run_phase1: bool | None = None,
   run_phase2: bool | None = None,
   rerank: bool | None = None,
@@ -312,11 +314,16 @@ def pars_config(
     sft_weight: weight of the optional SFT term on the chosen item.
     reg_weight: weight of the chosen-likelihood regulariser inside the loss
       (DPO-Positive: relu(log π_ref(chosen) − log π(chosen))).
+    reward_weight: weight each rejected item by the reward gap (the
+      official code's enable_s_dpo_rw_weight; ListwiseConfig.use_reward_weight).
     decay: the phases' lr schedule after warmup ('constant', 'cosine', ...).
     phase1_rejected: phase 1's rejected items, "rm_demoted" or
       "above_chosen" (phases.PhaseDataConfig).
     rm_stats: the reward model's train-split statistics features
       (rm_features.FeatureConfig.use_stats).
+    gen_weight: weight of the generator's log-probability next to R_score
+      where generated candidates are ordered (re-rank rows, phase-1 lists;
+      reward_model.RScoreConfig.gen_weight).
     run_phase1, run_phase2: which phases run.
     rerank: add the RM re-rank row ("onesearch+pars2+rm") to the eval.
     rerank_label_relevance: S_rel from relevance labels in that row (leaks
@@ -333,7 +340,11 @@ def pars_config(
 
   def phase(cfg, n: int, k: int):
     n = int(n)
-    opt = _given(learning_rate=learning_rate, warmup_steps=warmup_steps, decay=decay)
+    # A phase shorter than the warmup warms up over all but its last step
+    # (a cosine / linear decay needs warmup < total steps).
+    warm = cfg.optimizer.warmup_steps if warmup_steps is None else warmup_steps
+    opt = _given(learning_rate=learning_rate, decay=decay)
+    opt["warmup_steps"] = min(int(warm), max(n - 1, 0))
     return _replace(
       cfg,
       _given(
@@ -342,7 +353,12 @@ def pars_config(
         seed=None if seed is None else seed + k,
         loss=_replace(
           cfg.loss,
-          _given(beta=beta, sft_weight=sft_weight, reg_weight=reg_weight),
+          _given(
+            beta=beta,
+            sft_weight=sft_weight,
+            reg_weight=reg_weight,
+            use_reward_weight=reward_weight,
+          ),
           "ListwiseConfig",
         ),
         optimizer=_replace(
@@ -370,6 +386,7 @@ def pars_config(
         _given(
           reward_model=_replace(pars.reward_model, rm, "RewardModelConfig"),
           features=_replace(pars.features, features, "FeatureConfig"),
+          r_score=_replace(pars.r_score, _given(gen_weight=gen_weight), "RScoreConfig"),
           data=_replace(pars.data, data, "PhaseDataConfig"),
           phase1=phase(pars.phase1, steps[0], 1),
           phase2=phase(pars.phase2, steps[1], 2),

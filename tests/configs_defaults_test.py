@@ -71,12 +71,18 @@ def test_the_main_job_values():
     (("s3_personal", 1.0), ("s3_window", 1.0), ("s1_title_to_sid", 0.2)),
   )
   p = ParsStageConfig().pars
-  assert p.reward_model.num_steps == 600 and p.data.phase1_sessions == 64
+  assert p.reward_model.num_steps == 600 and p.data.phase1_sessions == 512
+  assert p.data.phase1_rejected == "above_chosen" and p.features.use_stats
   assert (p.phase1.seed, p.phase2.seed) == (1, 2)
-  assert p.phase1.num_steps == p.phase2.num_steps == 20
-  assert p.phase1.optimizer.learning_rate == 3e-4
+  assert p.phase1.num_steps == p.phase2.num_steps == 100
+  assert p.phase1.optimizer.learning_rate == 1e-4
   assert p.phase1.optimizer.warmup_steps == 5
-  assert PipelineConfig().stages == ("world", "sids", "train", "eval")
+  assert p.phase1.optimizer.decay == "cosine" and p.phase1.loss.reg_weight == 5.0
+  assert (p.run_phase1, p.run_phase2) == (True, False)
+  assert (p.r_score.lambda_ctr, p.r_score.lambda_cvr) == (1.0, 0.0)
+  assert (p.r_score.lambda_ctcvr, p.r_score.lambda_rel) == (1.0, 0.0)
+  assert p.r_score.gen_weight == 0.1
+  assert PipelineConfig().stages == ("world", "sids", "train", "pars", "eval")
 
 
 def test_factory_arguments_still_reach_their_fields():

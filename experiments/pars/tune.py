@@ -39,7 +39,9 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("val_workdir", "", "A finished validation-day workdir (world, sids, train).")
+flags.DEFINE_string(
+  "val_workdir", "", "A finished validation-day workdir (world, sids, train)."
+)
 flags.DEFINE_string("root", "/tmp/pars_tune", "Experiment root.")
 flags.DEFINE_string("name", "", "Run name (ROOT/NAME).")
 flags.DEFINE_multi_string("bindings", [], "pars_config gin bindings.")
@@ -47,11 +49,18 @@ flags.DEFINE_bool("collect", False, "Print the table of every run under --root."
 flags.DEFINE_string("plot", "", "--collect: write the DPO diagnostics plot here.")
 flags.DEFINE_list("plot_runs", [], "--collect: runs to plot (default: all).")
 flags.DEFINE_string(
-  "rerank_grid", "", "Evaluate RM re-rank variants of this run's beams (a run "
-  "name under --root with a reward model, or 'sft') instead of training."
+  "rerank_grid",
+  "",
+  "Evaluate RM re-rank variants of this run's beams (a run "
+  "name under --root with a reward model, or 'sft') instead of training.",
 )
 
-METRICS = (("click", "hr@10"), ("click", "mrr@10"), ("order", "hr@10"), ("order", "mrr@10"))
+METRICS = (
+  ("click", "hr@10"),
+  ("click", "mrr@10"),
+  ("order", "hr@10"),
+  ("order", "mrr@10"),
+)
 CURVES = ("chosen_logp", "rejected_logp", "reward_accuracy", "reward_margin")
 
 
@@ -60,9 +69,7 @@ def _pars_stage_config():
   from onesearch_jax import main as main_lib
 
   made = main_lib.register_configurables()
-  gin.parse_config_files_and_bindings(
-    [str(REPO / "gin/runs/main.gin")], FLAGS.bindings
-  )
+  gin.parse_config_files_and_bindings([str(REPO / "gin/runs/main.gin")], FLAGS.bindings)
   return made["pars_config"](), made["eval_config"]()
 
 
@@ -94,8 +101,15 @@ def run_one() -> None:
   stage_cfg, eval_cfg = _pars_stage_config()
   eval_cfg = dataclasses.replace(eval_cfg, baselines=(), exact_rows=0)
   pcfg = stage_cfg.pars
+  # The reward model depends on the world, the SIDs and its own settings only
+  # (not on the SFT model): shared by the runs of every training seed.
+  sid_hash = json.loads((wd.sids / "STAGE.json").read_text())["output_hash"]
   rm_key = json.dumps(
-    [dataclasses.asdict(pcfg.reward_model), dataclasses.asdict(pcfg.features)],
+    [
+      dataclasses.asdict(pcfg.reward_model),
+      dataclasses.asdict(pcfg.features),
+      sid_hash,
+    ],
     sort_keys=True,
   )
   rm_dir = root / f"rm_{hashlib.sha256(rm_key.encode()).hexdigest()[:10]}"
@@ -219,7 +233,9 @@ def rerank_grid() -> None:
       out, items = heads[kind]
       if mode == "r":
         cfg = rm_lib.RScoreConfig(*lam)
-        r = rm_lib.r_score(out["ctr"], out["cvr"], out["ctcvr"], out["s_rel_model"], cfg)
+        r = rm_lib.r_score(
+          out["ctr"], out["cvr"], out["ctcvr"], out["s_rel_model"], cfg
+        )
       else:
         r = np.log(np.maximum(out["ctr"], 1e-9))
       gen_s = np.where(np.isfinite(beams.scores), beams.scores, 0.0)
@@ -236,7 +252,9 @@ def rerank_grid() -> None:
   lines.append("|---|" + "---|" * len(METRICS))
   for name in variants:
     row = _row(results, name)
-    lines.append(f"| {name} | " + " | ".join(f"{row[f'{k} {m}']:.4f}" for k, m in METRICS) + " |")
+    lines.append(
+      f"| {name} | " + " | ".join(f"{row[f'{k} {m}']:.4f}" for k, m in METRICS) + " |"
+    )
   text = "\n".join(lines)
   print(text)
   (run_dir / f"rerank_{FLAGS.rerank_grid}.md").write_text(text + "\n")
@@ -283,6 +301,9 @@ def collect() -> None:
 
 def main(argv) -> None:
   del argv
+  from absl import logging
+
+  logging.set_verbosity(logging.WARNING)
   if FLAGS.collect:
     collect()
     return

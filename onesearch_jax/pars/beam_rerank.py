@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -29,7 +28,6 @@ from onesearch_jax.pars import reward_model as rm_lib
 from onesearch_jax.pars import run as run_lib
 from onesearch_jax.pars.sid_tokens import ItemLookup, SidCodec
 from onesearch_jax.stages.workdir import Workdir
-from onesearch_jax.world import reader
 
 
 @dataclasses.dataclass
@@ -86,8 +84,7 @@ def beam_reranker(
   """
   table = generator.table
   pars_dir = Workdir.of(workdir).pars
-  world = reader.load_world(pathlib.Path(world_dir))
-  ilog, ctx, rel, rtable = run_lib.build_reward_inputs(world, table, pars)
+  ilog, ctx, rel, rtable = run_lib.reward_inputs_of(world_dir, table, pars)
   rm = rm_lib.restore(pars_dir / "reward_model", pars.reward_model, ctx, ilog, rel)
   codec = SidCodec.from_ranges(generator.model_config.sid_ranges, table.code_ranges)
   lookup = ItemLookup.build(
@@ -95,7 +92,9 @@ def beam_reranker(
   )
   score_cfg = pars.r_score
   if label_relevance:
-    rr = rerank.RMReranker.from_reward_model(rm, codec, lookup, score_cfg)
+    rr = rerank.RMReranker.from_reward_model(
+      rm, codec, lookup, score_cfg, gen_weight=score_cfg.gen_weight
+    )
   else:
 
     def score(session, items):
@@ -105,7 +104,9 @@ def beam_reranker(
                          score_cfg)  # fmt: skip
       return np.where(items >= 0, r, -np.inf)
 
-    rr = rerank.RMReranker(score, ilog.session_index(), codec, lookup)
+    rr = rerank.RMReranker(
+      score, ilog.session_index(), codec, lookup, score_cfg.gen_weight
+    )
   log(f"[eval] RM re-rank: reward model of {pars_dir}, label relevance "
       f"{'on' if label_relevance else 'off'}")  # fmt: skip
   return BeamReranker(rr, np.asarray(generator.unique_codes))

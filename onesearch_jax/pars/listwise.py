@@ -236,15 +236,17 @@ class ListwiseTrainConfig:
   """One PARS phase; the defaults are a main-job phase (``configs.pars_config``
   sets log_every, total_steps and save_every_steps from num_steps)."""
 
-  num_steps: int = 20
+  num_steps: int = 100
   log_every: int = 10
   seed: int = 0
-  loss: ListwiseConfig = ListwiseConfig()
+  # DPO-Positive: the chosen log-probability may not fall below the
+  # reference's without a penalty (docs/PARS.md).
+  loss: ListwiseConfig = ListwiseConfig(reg_weight=5.0)
   optimizer: OptimizerConfig = OptimizerConfig(
-    learning_rate=3e-4, warmup_steps=5, total_steps=20, decay="constant"
+    learning_rate=1e-4, warmup_steps=5, total_steps=100, decay="cosine"
   )
   checkpoint: checkpoints.CheckpointConfig = checkpoints.CheckpointConfig(
-    save_every_steps=20, keep_last=1
+    save_every_steps=100, keep_last=1
   )
 
   def __post_init__(self):

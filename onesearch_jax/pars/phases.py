@@ -49,12 +49,12 @@ class PhaseDataConfig:
 
   num_negatives: int = 3  # K rejected per example
   max_positives: int = 2  # phase 2: examples per session at most
-  phase1_sessions: int = 64  # phase 1: sampled train sessions
+  phase1_sessions: int = 512  # phase 1: sampled train sessions
   generate_batch: int = 32  # phase 1: sessions per generate_fn call
   # phase 1's rejected items: "rm_demoted" (the K lowest-R_score candidates
   # the RM demoted) or "above_chosen" (the candidates the generator ranked
   # above the chosen one, best generator rank first, then rm_demoted's fill)
-  phase1_rejected: str = "rm_demoted"
+  phase1_rejected: str = "above_chosen"
   seed: int = 0
 
   def __post_init__(self):
@@ -256,6 +256,7 @@ def rm_guided_from_candidates(
   lookup: ItemLookup,
   num_negatives: int,
   rejected: str = "rm_demoted",
+  gen_weight: float = 0.0,
 ) -> PreferenceExamples:
   """Phase-1 examples from one batch of generated candidates.
 
@@ -269,6 +270,8 @@ def rm_guided_from_candidates(
     codec, lookup: tokens -> items.
     num_negatives: K.
     rejected: "rm_demoted" or "above_chosen" (PhaseDataConfig.phase1_rejected).
+    gen_weight: the RM order sorts R_score + gen_weight · gen_scores
+      (RScoreConfig.gen_weight).
 
   Returns:
     The kept examples (stats: generated, kept, unchanged, invalid_sids, ...).
@@ -280,7 +283,10 @@ def rm_guided_from_candidates(
   codes, valid = codec.codes(tokens)
   items = lookup.lookup(codes, valid)  # [B, W]
   r = np.asarray(score_fn(session[:, None], items), np.float64)
-  r = np.where(items >= 0, r, -np.inf)
+  gen = np.asarray(gen_scores, np.float64)
+  r = np.where(
+    items >= 0, r + gen_weight * np.where(np.isfinite(gen), gen, 0.0), -np.inf
+  )
   gen_order = np.argsort(-np.asarray(gen_scores, np.float64), axis=1, kind="stable")
   gen_rank = np.empty_like(gen_order)
   np.put_along_axis(gen_rank, gen_order, np.arange(w)[None].repeat(b, 0), axis=1)
@@ -362,6 +368,7 @@ def rm_guided_examples(
   prompt_fn: PromptFn,
   generate: Callable[[Mapping[str, np.ndarray]], tuple[np.ndarray, np.ndarray]],
   cfg: PhaseDataConfig = PhaseDataConfig(),
+  gen_weight: float = 0.0,
 ) -> PreferenceExamples:
   """Phase 1 over `cfg.phase1_sessions` sampled train sessions.
 
@@ -381,8 +388,16 @@ def rm_guided_examples(
     tokens, scores = generate(prompts)
     parts.append(
       rm_guided_from_candidates(
-        rows, tokens, scores, score_fn, table, codec, lookup, cfg.num_negatives,
+        rows,
+        tokens,
+        scores,
+        score_fn,
+        table,
+        codec,
+        lookup,
+        cfg.num_negatives,
         cfg.phase1_rejected,
+        gen_weight,
       )  # fmt: skip
     )
   if not parts:

@@ -88,12 +88,22 @@ class RewardModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RScoreConfig:
-  """R_score = λ1·CTR + λ2·CVR + λ3·CTCVR + 10·λ4·S_rel (λ not in the paper)."""
+  """R_score = λ1·CTR + λ2·CVR + λ3·CTCVR + 10·λ4·S_rel (λ not in the paper),
+  and the weight of the generator's log-probability where candidates the
+  generator proposed are ordered (re-rank, phase-1 lists):
+  key = R_score + gen_weight · log π(SID | prompt).
+
+  Chosen on the validation day (docs/PARS.md, "Choosing R_score"): CTR +
+  CTCVR with gen_weight 0.1. The pure R_score order (gen_weight 0) of the
+  beam halved click HR@10 there, whatever the λ: the heads judge the user's
+  taste, the generator's probability carries the query match.
+  """
 
   lambda_ctr: float = 1.0
-  lambda_cvr: float = 1.0
+  lambda_cvr: float = 0.0
   lambda_ctcvr: float = 1.0
-  lambda_rel: float = 0.1  # x10 inside the formula: relevance weight 1.0
+  lambda_rel: float = 0.0  # x10 inside the formula
+  gen_weight: float = 0.1
 
 
 def r_score(ctr, cvr, ctcvr, s_rel, cfg: RScoreConfig):

@@ -120,7 +120,9 @@ def unshown_pairs(
   same = (rng.random(n) < 0.5) & (hi > lo) & (cat >= 0)
   pick = lo + (rng.random(n) * np.maximum(hi - lo, 1)).astype(np.int64)
   item = np.where(same, with_sid[order[np.minimum(pick, len(order) - 1)]], item)
-  shown = InteractionLog.member(interactions.impressed_keys, interactions.key(sess, item))
+  shown = InteractionLog.member(
+    interactions.impressed_keys, interactions.key(sess, item)
+  )
   redraw = with_sid[rng.integers(0, with_sid.size, n)]
   item = np.where(shown, redraw, item)
   return sess.astype(np.int32), item.astype(np.int32)

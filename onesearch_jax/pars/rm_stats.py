@@ -131,9 +131,7 @@ class RMStats:
     del s_imp
     brand = _codes([str(r.get("brand_id") or "") for r in items])
     style = _codes([str((r.get("attributes") or {}).get("style") or "") for r in items])
-    price = np.asarray(
-      [float(r.get("item_price") or 0.0) for r in items], np.float64
-    )
+    price = np.asarray([float(r.get("item_price") or 0.0) for r in items], np.float64)
     logp = np.log(np.maximum(price, 1e-6))
     rel_price = np.zeros(n)
     known = price > 0

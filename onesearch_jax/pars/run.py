@@ -59,7 +59,7 @@ class ParsConfig:
   phase2: listwise.ListwiseTrainConfig = listwise.ListwiseTrainConfig(seed=2)
   batch_size: int = 16  # listwise examples per step (multiple of the batch mesh)
   run_phase1: bool = True
-  run_phase2: bool = True
+  run_phase2: bool = False  # logged-interaction DPO lowered validation MRR
 
   def phase(self, name: str) -> listwise.ListwiseTrainConfig:
     """The training settings of a PARS phase by its workdir name ("pars1",
@@ -115,6 +115,28 @@ def build_reward_inputs(world, table: SIDTable, cfg: ParsConfig):
   return interactions, ctx, rel, rewards.RewardTable.build(interactions)
 
 
+_INPUTS_CACHE: dict = {}
+
+
+def reward_inputs_of(world_dir: str | os.PathLike, table: SIDTable, cfg: ParsConfig):
+  """``build_reward_inputs`` of a world directory, memoised per process (the
+  main job's pars and eval stages share one build: ~15 s on the default
+  world). The key is the directory, its files' sizes and mtimes, the SID
+  table's content hash and the feature settings; one entry is kept."""
+  world_dir = pathlib.Path(world_dir)
+  files = sorted(
+    (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+    for p in world_dir.iterdir()
+    if p.is_file()
+  )
+  key = (str(world_dir.resolve()), tuple(files), table.content_hash, repr(cfg.features))
+  if key not in _INPUTS_CACHE:
+    _INPUTS_CACHE.clear()
+    world = reader.load_world(world_dir)
+    _INPUTS_CACHE[key] = build_reward_inputs(world, table, cfg)
+  return _INPUTS_CACHE[key]
+
+
 def run_pars(
   world_dir: str | os.PathLike,
   sid_dir: str | os.PathLike | SIDTable,
@@ -148,9 +170,8 @@ def run_pars(
 
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  world = reader.load_world(world_dir)
   table = sid_dir if isinstance(sid_dir, SIDTable) else SIDTable.from_artefact(sid_dir)
-  interactions, ctx, rel, rtable = build_reward_inputs(world, table, cfg)
+  interactions, ctx, rel, rtable = reward_inputs_of(world_dir, table, cfg)
   log(
     f"[pars] interaction log: {interactions.n_sessions} sessions, "
     f"{interactions.imp_session.size} impressions, skips {dict(interactions.skips)}; "
@@ -200,7 +221,7 @@ def run_pars(
       with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
         ex1 = phases.rm_guided_examples(
           interactions, rtable, codec, lookup, score_fn, prompt_fn,
-          lambda b: generate_fn(sft_model, b), cfg.data,
+          lambda b: generate_fn(sft_model, b), cfg.data, cfg.r_score.gen_weight,
         )  # fmt: skip
       path.parent.mkdir(parents=True, exist_ok=True)
       ex1.save(path)

@@ -25,7 +25,7 @@ class PipelineConfig:
   world_dir: str = ""
   # Stages to run, in STAGE_ORDER order, each with its STAGE_NEEDS.
   # The main job's: pars is left out (gin/runs/main.gin says why).
-  stages: tuple[str, ...] = ("world", "sids", "train", "eval")
+  stages: tuple[str, ...] = ("world", "sids", "train", "pars", "eval")
   # KHQE build settings; None = BuildConfig().
   sids: BuildConfig | None = None
   # SFT settings; None = configs.sft_config() (== SFTConfig()).

@@ -30,9 +30,7 @@ PARS = configs.pars_config(
   rm_steps=30, phase1_sessions=16, generate_beam=8, generate_batch=8,
   steps=(2, 2), batch_size=8, learning_rate=1e-3, warmup_steps=1,
 )  # fmt: skip
-VARIANTS = (
-  "onesearch", "onesearch+pars1", "onesearch+pars2", "onesearch+rm", "onesearch+pars2+rm"
-)  # fmt: skip
+VARIANTS = ("onesearch", "onesearch+pars", "onesearch+rm", "onesearch+pars+rm")
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +108,9 @@ def test_rm_rerank_permutes_beams_by_r_score(staged, sft_world):
   models, rerankers = workdir_eval.workdir_models(
     wd, sft_world, gen, PARS, log=lambda _: None
   )
-  assert [n for n, _ in models] == list(VARIANTS[:3])
+  assert [n for n, _ in models] == list(VARIANTS[:2])
   assert [(n, src) for n, src, _ in rerankers] == [
-    ("onesearch+rm", "onesearch"), ("onesearch+pars2+rm", "onesearch+pars2")
+    ("onesearch+rm", "onesearch"), ("onesearch+pars+rm", "onesearch+pars")
   ]  # fmt: skip
   fn = rerankers[1][2]
   sessions = sorted(fn.reranker.session_index)[:6]
