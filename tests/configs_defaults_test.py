@@ -78,7 +78,7 @@ def test_the_main_job_values():
   assert p.phase1.optimizer.learning_rate == 1e-4
   assert p.phase1.optimizer.warmup_steps == 5
   assert p.phase1.optimizer.decay == "cosine" and p.phase1.loss.reg_weight == 5.0
-  assert (p.run_phase1, p.run_phase2) == (True, False)
+  assert (p.run_phase1, p.run_phase2) == (False, False)
   assert (p.r_score.lambda_ctr, p.r_score.lambda_cvr) == (1.0, 0.0)
   assert (p.r_score.lambda_ctcvr, p.r_score.lambda_rel) == (1.0, 0.0)
   assert p.r_score.gen_weight == 0.1

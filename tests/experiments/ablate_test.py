@@ -24,8 +24,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXPERIMENTS = ("tokenizer", "opq_depth", "museq", "pars", "seeds")
 # The main job's stage list has no pars stage, so the variants that spell it
 # out change nothing there; the pars experiment adds the stage.
-NO_PARS: dict = {}
-WITH_PARS = {"stages": ("world", "sids", "train", "pars", "eval")}
+NO_PARS = {"stages": ("world", "sids", "train", "eval")}
+WITH_PARS: dict = {}
 NO_BASELINES = {"eval.baselines": ()}
 
 
@@ -146,16 +146,22 @@ EXPECTED = {
   "seeds/00_seed0.gin": {**NO_PARS},
   "seeds/01_seed1.gin": {**NO_PARS, **NO_BASELINES, "train.train.seed": 1},
   "seeds/02_seed2.gin": {**NO_PARS, **NO_BASELINES, "train.train.seed": 2},
-  "pars/01_sft_term.gin": {
+  "pars/01_phase1.gin": {**WITH_PARS, "pars.pars.run_phase1": True},
+  "pars/02_phase2.gin": {
     **WITH_PARS,
     **NO_BASELINES,
-    **{f"pars.pars.phase{k}.loss.sft_weight": 1.0 for k in (1, 2)},
+    "pars.pars.run_phase1": True,
+    "pars.pars.run_phase2": True,
   },
-  "pars/02_gentle.gin": {
+  "pars/03_long.gin": {
     **WITH_PARS,
     **NO_BASELINES,
-    **{f"pars.pars.phase{k}.loss.beta": 0.5 for k in (1, 2)},
-    **{f"pars.pars.phase{k}.optimizer.learning_rate": 1e-4 for k in (1, 2)},
+    "pars.pars.run_phase1": True,
+    "pars.pars.data.phase1_sessions": 4096,
+    "pars.pars.batch_size": 32,
+    "pars.pars.phase1.num_steps": 300,
+    "pars.pars.phase1.optimizer.total_steps": 300,
+    "pars.pars.phase1.checkpoint.save_every_steps": 300,
   },
 }
 

@@ -29,6 +29,7 @@ EVAL = EvalConfig(
 PARS = configs.pars_config(
   rm_steps=30, phase1_sessions=16, generate_beam=8, generate_batch=8,
   steps=(2, 2), batch_size=8, learning_rate=1e-3, warmup_steps=1,
+  run_phase1=True, run_phase2=True,
 )  # fmt: skip
 VARIANTS = ("onesearch", "onesearch+pars", "onesearch+rm", "onesearch+pars+rm")
 
