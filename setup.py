@@ -40,6 +40,11 @@ EXTRAS = {
   "bench": ["faiss-cpu", "torch", "transformers"],
   "colab": ["jupytext", "ipykernel"],
   "tpu": ["jax[tpu]>=0.10,<0.11"],
+  # The Beam caching job (data/cache_tasks.py), in its own environment
+  # (scripts/beam_venv.sh, constraints-beam.txt): apache-beam does not resolve
+  # against constraints.txt. google-crc32c: the TFRecord checksums of Beam's
+  # WriteToTFRecord (without it, or crcmod, the write fails).
+  "beam": ["apache-beam>=2.72", "google-crc32c>=1.5"],
 }
 
 setuptools.setup(

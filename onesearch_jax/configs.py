@@ -190,6 +190,7 @@ def sft_config(
   schedule: str | None = None,
   sid_init: bool | None = None,
   length_buckets: tuple[int, ...] | None = None,
+  task_cache_dir: str | None = None,
 ):
   """The SFT schedule (``train.sft_config.SFTConfig``); None = the dataclass
   default (the main job's).
@@ -220,6 +221,8 @@ def sft_config(
     sid_init: SID embeddings from the KHQE codebooks (``train.sid_init``).
     length_buckets: encoder-length bucket bounds of the train batches
       (``train.sft_config.SFTConfig.length_buckets``); () = pad to ``lengths``.
+    task_cache_dir: a seqio task cache of the Beam job to train from
+      (``train.sft_config.SFTConfig.task_cache_dir``); "" = off.
   """
 
   base = SFTConfig()
@@ -247,6 +250,7 @@ def sft_config(
     length_buckets=None
     if length_buckets is None
     else tuple(int(b) for b in length_buckets),
+    task_cache_dir=task_cache_dir,
   )
   return _replace(base, given, "SFTConfig")
 

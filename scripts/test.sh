@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Set up .venv (reused when present), lint with ruff, run the test suite.
+# With ONESEARCH_BEAM_TESTS=1 (set by .ci/run; also on when CI=true), then
+# set up .venv-beam (scripts/beam_venv.sh) and run the tests marked `beam`
+# (the Beam task cache on the tiny world) in it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/venv.sh
@@ -14,4 +17,14 @@ export TF_CPP_MIN_LOG_LEVEL=2
 # process so its module fixtures are built once, and the files sharing a
 # costly session fixture share a process: tests/conftest.py, heaviest files
 # first). PYTEST_WORKERS=0: one process.
-exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
+beam="${ONESEARCH_BEAM_TESTS:-}"
+if [ -z "$beam" ] && [ "${CI:-}" = "true" ]; then
+  beam=1
+fi
+if [ "$beam" != "1" ]; then
+  exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
+fi
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
+echo "[beam] the Beam environment and the tests marked beam"
+bash scripts/beam_venv.sh
+exec .venv-beam/bin/python -m pytest -m beam tests/data/cache_tasks_test.py

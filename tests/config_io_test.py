@@ -108,9 +108,9 @@ def test_hash_equals_the_old_asdict_hash(cfg):
 
 def test_sft_and_pars_dicts_equal_the_old_ones():
   cfg = configs.sft_config(steps=(3, 4, 5), museq={"use_profile": False})
-  assert sft_config.config_to_dict(cfg) == json.loads(
-    json.dumps(dataclasses.asdict(cfg))
-  )
+  want = json.loads(json.dumps(dataclasses.asdict(cfg)))
+  assert want.pop("task_cache_dir") == ""  # left out while off: the old form
+  assert sft_config.config_to_dict(cfg) == want
   pars = configs.pars_config(seed=4, steps=(2, 3))
   want = json.loads(json.dumps(dataclasses.asdict(pars), default=repr))
   assert pars_stage.config_to_dict(pars) == want

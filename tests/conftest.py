@@ -74,10 +74,25 @@ TEST_SECONDS = json.loads(
 SLOW_SECONDS = 30
 
 
+def _deselect_beam(config, items) -> None:
+  """Tests marked ``beam`` need the Beam environment (.venv-beam): they run
+  only when the -m expression names the marker (``-m beam``, what
+  scripts/test.sh's Beam step runs); otherwise they are deselected, and
+  pytest reports them as such."""
+  if "beam" in (config.option.markexpr or ""):
+    return
+  beam = [item for item in items if item.get_closest_marker("beam")]
+  if beam:
+    config.hook.pytest_deselected(items=beam)
+    items[:] = [item for item in items if not item.get_closest_marker("beam")]
+
+
 def pytest_collection_modifyitems(config, items):
-  """In an xdist worker: the heaviest work units first (``TEST_SECONDS``), so
-  that the last units handed out are short and both workers finish together
+  """Deselects the ``beam`` tests (``_deselect_beam``); in an xdist worker,
+  the heaviest work units first (``TEST_SECONDS``), so that the last units
+  handed out are short and both workers finish together
   (longest-processing-time-first). The order within a unit is kept."""
+  _deselect_beam(config, items)
   if not hasattr(config, "workerinput"):
     return
   weight: dict[str, float] = {}

@@ -152,6 +152,10 @@ class TrainBatches:
       compiled step per bound). The trailing columns cut are padding only,
       which the model masks, so a row's outputs do not change. Single host
       only (hosts would pick different widths for one global batch).
+    use_cached: read every task from seqio's offline cache (``use_cached=True``;
+      the cache directory must be among seqio's global cache directories,
+      ``task_cache.enable``). The cache holds the examples in the order the
+      Beam job wrote them: the same examples, shuffled differently.
   """
 
   def __init__(
@@ -166,8 +170,10 @@ class TrainBatches:
     shuffle_buffer: int | None = None,
     long_seq_dim: int = 0,
     length_buckets: tuple[int, ...] = (),
+    use_cached: bool = False,
   ):
     self.name = name
+    self.use_cached = use_cached
     self.batch_size = batch_size
     self.lengths = tuple(lengths)
     if isinstance(name, str):
@@ -232,6 +238,7 @@ class TrainBatches:
       ds = task.get_dataset(
         sequence_length=lengths if "long_seq" in task.output_features else plain,
         split=tasks.TRAIN,
+        use_cached=self.use_cached,
         shuffle=True,
         seed=self.seed + i,
         shard_info=self.shard_info,

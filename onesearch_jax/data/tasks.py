@@ -37,6 +37,16 @@ about once per epoch of the mixture); the window task's rate is multiplied by
 
 Examples whose query or target item has no SID are skipped and counted in
 ``RegisteredTasks.skips``.
+
+Offline caching (seqio's Beam cache, ``data/cache_tasks.py``): every task has
+a ``seqio.CacheDatasetPlaceholder`` after the prompt, tokenisation and
+long-seq steps, so the cache holds tokenised examples with their dense
+features, and ``append_eos_after_trim`` (which needs the sequence lengths)
+runs when the cache is read. Reading on the fly (``use_cached=False``, the
+main job) runs the same steps in the same order. ``source_shards > 1`` lists a
+task's source as that many shards (examples ``i % n == index``,
+``ShardedFunctionSource``), the unit of work the Beam cache spreads over its
+workers.
 """
 
 from __future__ import annotations
@@ -122,6 +132,56 @@ def _dataset_fn(split, shuffle_files, seed=None, *, cols, task_split):
   return tf.data.Dataset.from_tensor_slices(_to_tensors(cols))
 
 
+class ShardedFunctionSource(seqio.FunctionDataSource):
+  """A ``FunctionDataSource`` listed as ``num_shards`` shards.
+
+  Shard ``index`` of ``n`` holds the examples ``i % n == index`` of the
+  function's dataset, so the shards partition it. seqio's Beam cache
+  (``beam_utils.PreprocessTask``) makes one work item per listed shard, and
+  ``Task.get_dataset(shard_info=...)`` shards at the source whenever the
+  source lists at least as many shards as asked for (the same examples per
+  host as seqio's example-level sharding of a one-shard source).
+  """
+
+  def __init__(self, dataset_fn, splits, num_shards: int, num_input_examples=None):
+    if num_shards < 1:
+      raise ValueError(
+        f"ShardedFunctionSource: num_shards must be >= 1, got {num_shards}"
+      )
+    super().__init__(dataset_fn, splits, num_input_examples=num_input_examples)
+    self._num_shards = num_shards
+
+  def list_shards(self, split: str) -> list[str]:
+    n = self._num_shards
+    return [f"{split}-{i:05d}-of-{n:05d}" for i in range(n)]
+
+  def get_dataset(
+    self,
+    split: str = TRAIN,
+    shuffle: bool = True,
+    seed: int | None = None,
+    shard_info: seqio.ShardInfo | None = None,
+    *,
+    sequence_length=None,
+    use_cached: bool = False,
+    num_epochs: int | None = 1,
+  ) -> tf.data.Dataset:
+    ds = super().get_dataset(split, shuffle, seed, None, num_epochs=num_epochs)
+    if shard_info is not None and shard_info.num_shards > 1:
+      ds = ds.shard(shard_info.num_shards, shard_info.index)
+    return ds
+
+
+def _source(dataset_fn, split: str, n: int, source_shards: int) -> seqio.DataSource:
+  if source_shards == 1:
+    return seqio.FunctionDataSource(
+      dataset_fn, splits=[split], num_input_examples={split: n}
+    )
+  return ShardedFunctionSource(
+    dataset_fn, [split], source_shards, num_input_examples={split: n}
+  )
+
+
 def _output_features(vocabulary, dense: bool, d: int) -> dict[str, seqio.Feature]:
   out = {
     "inputs": seqio.Feature(vocabulary, add_eos=True),
@@ -160,6 +220,7 @@ def register_tasks(
   sp_config: vocab_lib.SentencePieceConfig | None = None,
   vocab_dir: str | os.PathLike | None = None,
   prefix: str = "onesearch",
+  source_shards: int = 1,
 ) -> RegisteredTasks:
   """Registers every task and mixture of a world + SID artefact (idempotent).
 
@@ -175,6 +236,9 @@ def register_tasks(
     vocab_dir: if it holds a saved vocabulary it is loaded, else the trained
       one is saved there (None: train in memory).
     prefix: task / mixture name prefix.
+    source_shards: shards each task's source lists (1: seqio's
+      ``FunctionDataSource``; more: ``ShardedFunctionSource``, for the Beam
+      cache). The examples are the same.
 
   Returns:
     The registered names, vocabulary, counts and skips.
@@ -201,6 +265,7 @@ def register_tasks(
     dataclasses.asdict(config),
     dataclasses.asdict(sp_config),
     str(vocab_dir),
+    source_shards,
   )
   if prefix in _REGISTERED:
     old_key, old = _REGISTERED[prefix]
@@ -243,6 +308,7 @@ def register_tasks(
           enabled=config.use_long_seq,
         )
       )
+    steps.append(seqio.CacheDatasetPlaceholder())
     steps.append(seqio.preprocessors.append_eos_after_trim)
     n = corpus.count(kind)
     counts[kind] = n
@@ -251,10 +317,11 @@ def register_tasks(
     seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add(
       name,
-      source=seqio.FunctionDataSource(
+      source=_source(
         functools.partial(_dataset_fn, cols=cols, task_split=split),
-        splits=[split],
-        num_input_examples={split: n},
+        split,
+        n,
+        source_shards,
       ),
       preprocessors=steps,
       output_features=_output_features(vocabulary, dense, d),

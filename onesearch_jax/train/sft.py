@@ -39,7 +39,7 @@ import jax
 import seqio
 
 from onesearch_jax.data import corpus as corpus_lib
-from onesearch_jax.data import model_batches
+from onesearch_jax.data import model_batches, task_cache
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.train import loop, state
 from onesearch_jax.train import sid_init as sid_init_lib
@@ -177,6 +177,8 @@ def run_sft(
   _check_config(out_dir, cfg)
   spec = _spec(world_dir, sid_dir, out_dir, cfg, sid_hash)
   t = time.perf_counter()
+  if cfg.task_cache_dir:
+    task_cache.adopt_vocabulary(cfg.task_cache_dir, spec.vocab_dir)
   registered = model_batches.register_from_spec(spec)
   model_batches.write_spec(out_dir, spec)
   log(
@@ -216,6 +218,8 @@ def run_sft(
       # batch to the phase length gives the same per-row math, only slower.
       log(f"[train] {nproc} hosts: length_buckets {length_buckets} off")
       length_buckets = ()
+  if cfg.task_cache_dir:
+    _enable_cache(cfg, spec, registered, log)
   eval_set: list[dict] = []
   if cfg.eval_batches and cfg.train.eval_every:
     eval_set = model_batches.fixed_batches(
@@ -256,6 +260,7 @@ def run_sft(
       shard_info=shard_info,
       shuffle_buffer=cfg.shuffle_buffer or None,
       length_buckets=length_buckets,
+      use_cached=bool(cfg.task_cache_dir),
     )
     evals = eval_set if long_seq else without_long
     init_from = out_dir / PHASES[k - 1] / "checkpoints" if k else None
@@ -337,6 +342,27 @@ def run_sft(
   if not result.finished:
     result.params_hash = ""
   return result
+
+
+def _enable_cache(cfg: SFTConfig, spec, registered, log) -> None:
+  """Checks the task cache against this run and points seqio at it."""
+  fp = task_cache.fingerprint(
+    spec.world_dir,
+    spec.sid_dir,
+    cfg.museq,
+    cfg.sentencepiece,
+    cfg.prefix,
+  )
+  task_cache.check(cfg.task_cache_dir, fp, spec.vocab_dir)
+  names = set()
+  for k in range(len(PHASES)):
+    members = phase_members(cfg, k, registered)
+    if isinstance(members, str):
+      names.update(t.name for t in seqio.get_mixture_or_task(members).tasks)
+    else:
+      names.update(n for n, _ in members)
+  task_cache.enable(cfg.task_cache_dir, sorted(names))
+  log(f"[train] reading {len(names)} tasks from the task cache {cfg.task_cache_dir}")
 
 
 def phase_members(

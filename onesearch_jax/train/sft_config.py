@@ -81,6 +81,13 @@ class SFTConfig:
       (``model_batches.TrainBatches``): a batch holds one bucket's examples
       and its encoder is cut to the bound. () = every batch padded to the
       phase's input length. Multi-host runs pad every batch (logged).
+    task_cache_dir: "" (default) = the phases preprocess their tasks on the
+      fly; else a seqio task cache written by the Beam job
+      (``data/cache_tasks.py``; local or ``gs://``): the run adopts its
+      vocabulary, checks it was made from this world, SID artefact and
+      Mu-Seq / sentencepiece settings, and reads every phase task from it
+      (``use_cached=True``; data/task_cache.py). Off, it is left out of the
+      JSON form, so the train stage's inputs hash is unchanged.
   """
 
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig.main)
@@ -103,6 +110,7 @@ class SFTConfig:
   schedule: str = "continuous"
   sid_init: bool = False
   length_buckets: tuple[int, ...] = (48, 64, 80, 96)
+  task_cache_dir: str = ""
 
   def __post_init__(self):
     if any(int(b) <= 0 for b in self.length_buckets):
@@ -165,8 +173,13 @@ _ABSENT_IN_OLD_FILES = {
 
 
 def config_to_dict(cfg: SFTConfig) -> dict[str, Any]:
-  """JSON-able form (``config_from_dict`` inverts it)."""
-  return config_io.to_dict(cfg)
+  """JSON-able form (``config_from_dict`` inverts it). ``task_cache_dir`` is
+  left out when off ("", the default), so a run without a task cache
+  writes (and hashes) what it did before the field existed."""
+  out = config_io.to_dict(cfg)
+  if not out["task_cache_dir"]:
+    del out["task_cache_dir"]
+  return out
 
 
 def config_from_dict(raw: dict[str, Any]) -> SFTConfig:

@@ -60,7 +60,9 @@ def _pars_run(args, cfg, ckpt, optimizer, slow_log):
     rng = np.random.default_rng(p)
     prompts = synthetic.make_batch(cfg, 8, 7, seed=p)
     chosen = synthetic.random_sids(rng, 8, cfg.sid_ranges)
-    rejected = np.stack([synthetic.random_sids(rng, 8, cfg.sid_ranges) for _ in range(3)], 1)
+    rejected = np.stack(
+      [synthetic.random_sids(rng, 8, cfg.sid_ranges) for _ in range(3)], 1
+    )
     rw = np.concatenate([np.ones((8, 1)), rng.random((8, 3)) * 0.3], 1)
     return listwise.make_batch(
       {"encoder_input_tokens": prompts["encoder_input_tokens"]}, chosen, rejected, rw
