@@ -37,7 +37,9 @@ PINNED = {
   # phase_tasks (SFT phases; the train stage of an old workdir re-runs, as
   # its train/stageK directories are train/phaseK now).
   "sft": "db471029e0bf347971306aa45cc827e8d8f817638064a479514be9bb1fc61bd8",
-  "pars": "af622df31bee43eea84c632f412923de7f1614f1d2e94ce9da3fadac31f86320",
+  # Re-pinned when the reward model took the statistics features and R_score
+  # its generator weight, and PARS its validation-day settings (phases off).
+  "pars": "5ffbf0196e556f56fbedd1eb8803281970bca4a77d75abd8f47c9bbf1125748a",
   "eval": "18074b1c285f187bf3774235c4fa0291cfd2315c1dd22d8ec48b4c904eed4184",
 }
 

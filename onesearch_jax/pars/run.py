@@ -210,11 +210,13 @@ def run_pars(
   summary: dict = {"reward_model": rm.metrics}
   examples: dict[str, phases.PreferenceExamples] = {}
   result1 = result2 = None
-  ts1 = state_lib.create_train_state(
-    cfg.model, cfg.phase1.optimizer, mesh, rules, seed=cfg.phase1.seed
-  )
-  ts1 = sft_checkpoint_loader(ts1)
-  current = ts1
+  current = None
+  if cfg.run_phase1 or cfg.run_phase2:  # the SFT model, only for a phase
+    ts1 = state_lib.create_train_state(
+      cfg.model, cfg.phase1.optimizer, mesh, rules, seed=cfg.phase1.seed
+    )
+    ts1 = sft_checkpoint_loader(ts1)
+    current = ts1
   if cfg.run_phase1:
     path = out / "pars1" / "examples.npz"
     if path.exists():

@@ -98,7 +98,7 @@ def run_stage(
   train_dir = wd.train
   pcfg = trained_pars_config(cfg, train_dir)
   mesh = sh.make_mesh(pcfg.mesh)
-  holder: dict[str, generator_lib.Generator] = {}
+  holder: dict = {}
 
   def generate_fn(model, prompts):
     # The workdir's generator on the run's mesh, built on the first call (a
@@ -117,7 +117,14 @@ def run_stage(
     return res.tokens, res.scores
 
   table = SIDTable.from_artefact(wd.sids)
-  prompter = generator_lib.session_prompter(world_dir, table, train_dir)
+
+  def prompt_fn(session_ids):
+    # Built on the first call (~10 s): a stage without alignment phases
+    # (the main job's) never renders a prompt.
+    if "prompter" not in holder:
+      holder["prompter"] = generator_lib.session_prompter(world_dir, table, train_dir)
+    return holder["prompter"].for_sessions(session_ids)
+
   res = run_lib.run_pars(
     world_dir,
     table,
@@ -126,7 +133,7 @@ def run_stage(
     pcfg,
     generate_fn,
     log,
-    prompt_fn=prompter.for_sessions,
+    prompt_fn=prompt_fn,
   )
   final = res.phase2 or res.phase1
   if final is not None:
