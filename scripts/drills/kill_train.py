@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 
-TIMING = ("steps_per_sec", "tokens_per_sec", "eta_sec")
+TIMING = ("steps_per_sec", "tokens_per_sec", "eta_sec", "seconds")
 
 
 def _pars_run(args, cfg, ckpt, optimizer, slow_log):

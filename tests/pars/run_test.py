@@ -68,7 +68,7 @@ def test_run_pars_end_to_end_and_resume(tiny_world_dir, tmp_path):
     mesh=sh.MeshConfig(shape=(2, 4, 1), rules="fsdp"),
     reward_model=reward_model.RewardModelConfig(num_steps=100),
     data=phases.PhaseDataConfig(num_negatives=2, phase1_sessions=16, generate_batch=8),
-    phase1=phase, phase2=phase, batch_size=8,
+    phase1=phase, phase2=phase, batch_size=8, run_phase1=True, run_phase2=True,
   )  # fmt: skip
   lines = []
   res = run.run_pars(tiny_world_dir, table, lambda ts: ts, tmp_path, cfg, generate_fn,

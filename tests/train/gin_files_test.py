@@ -67,9 +67,9 @@ def test_main_gin_is_the_factory_default(run_module):
   gin.clear_config(clear_constants=True)
   default = run_module[0].build_config(run_module[1])
   assert main == default  # `python run.py` == `--gin_file=gin/runs/main.gin`
-  assert main.stages == ("world", "sids", "train", "eval")  # pars: --mode=pars
+  assert main.stages == ("world", "sids", "train", "pars", "eval")
   assert main.train.steps == (100, 100, 2100) and main.train.schedule == "continuous"
-  assert main.pars.pars.phase1.num_steps == 20 and main.pars.generate_beam == 16
+  assert main.pars.pars.phase1.num_steps == 100 and main.pars.generate_beam == 16
   assert main.eval.beam_size == 350 and main.eval.ks == (10, 50, 350)
   assert main.train.model.d_model == 64 and main.world.n_items == 10_000
 
@@ -111,6 +111,11 @@ def _dataclass_default(selector: str, param: str):
     "warmup_steps": p.phase1.optimizer.warmup_steps,
     "beta": p.phase1.loss.beta,
     "run_phase1": p.run_phase1,
+    "rm_stats": p.features.use_stats,
+    "phase1_rejected": p.data.phase1_rejected,
+    "decay": p.phase1.optimizer.decay,
+    "reg_weight": p.phase1.loss.reg_weight,
+    "gen_weight": p.r_score.gen_weight,
     "run_phase2": p.run_phase2,
     "generate_beam": pars.generate_beam,
     "rerank": pars.rerank,
