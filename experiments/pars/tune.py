@@ -167,6 +167,7 @@ def rerank_grid() -> None:
   from onesearch_jax import generator as generator_lib
   from onesearch_jax.eval import evaluate, examples, generative
   from onesearch_jax.eval.sid_items import SidItemIndex
+  from onesearch_jax.pars import rerank
   from onesearch_jax.pars import reward_model as rm_lib
   from onesearch_jax.pars import run as run_lib
   from onesearch_jax.pars.sid_tokens import ItemLookup, SidCodec
@@ -238,8 +239,7 @@ def rerank_grid() -> None:
         )
       else:
         r = np.log(np.maximum(out["ctr"], 1e-9))
-      gen_s = np.where(np.isfinite(beams.scores), beams.scores, 0.0)
-      key = np.where(items >= 0, r + g * gen_s, -np.inf)
+      key = rerank.sort_key(np.where(items >= 0, r, -np.inf), beams.scores, g)
       order = np.argsort(-key, axis=1, kind="stable")
       sets[kind] = dataclasses.replace(
         beams,

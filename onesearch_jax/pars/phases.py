@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from onesearch_jax.pars import listwise, rewards
+from onesearch_jax.pars import listwise, rerank, rewards
 from onesearch_jax.pars.logs import InteractionLog
 from onesearch_jax.pars.sid_tokens import ItemLookup, SidCodec
 
@@ -283,10 +283,7 @@ def rm_guided_from_candidates(
   codes, valid = codec.codes(tokens)
   items = lookup.lookup(codes, valid)  # [B, W]
   r = np.asarray(score_fn(session[:, None], items), np.float64)
-  gen = np.asarray(gen_scores, np.float64)
-  r = np.where(
-    items >= 0, r + gen_weight * np.where(np.isfinite(gen), gen, 0.0), -np.inf
-  )
+  r = rerank.sort_key(np.where(items >= 0, r, -np.inf), gen_scores, gen_weight)
   gen_order = np.argsort(-np.asarray(gen_scores, np.float64), axis=1, kind="stable")
   gen_rank = np.empty_like(gen_order)
   np.put_along_axis(gen_rank, gen_order, np.arange(w)[None].repeat(b, 0), axis=1)

@@ -19,6 +19,18 @@ from onesearch_jax.pars.reward_model import RScoreConfig, TrainedRewardModel
 from onesearch_jax.pars.sid_tokens import ItemLookup, SidCodec
 
 
+def sort_key(
+  rm_scores: np.ndarray, gen_scores: np.ndarray, gen_weight: float = 0.0
+) -> np.ndarray:
+  """[B, W] R_score + gen_weight · generator score (a non-finite generator
+  score counts 0; -inf where R_score is not finite: an invalid candidate)."""
+  rm = np.asarray(rm_scores, np.float64)
+  gen = np.asarray(gen_scores, np.float64)
+  return np.where(
+    np.isfinite(rm), rm + gen_weight * np.where(np.isfinite(gen), gen, 0.0), -np.inf
+  )
+
+
 def rerank_order(
   rm_scores: np.ndarray, gen_scores: np.ndarray, gen_weight: float = 0.0
 ) -> np.ndarray:
@@ -37,7 +49,7 @@ def rerank_order(
   gen_rank = np.empty_like(gen_order)
   np.put_along_axis(gen_rank, gen_order, np.arange(w)[None].repeat(b, 0), axis=1)
   valid = np.isfinite(rm)
-  key = np.where(valid, rm + gen_weight * np.where(np.isfinite(gen), gen, 0.0), -np.inf)
+  key = sort_key(rm, gen, gen_weight)
   # lexsort: last key primary -> invalid last, then key desc, then gen rank.
   return np.lexsort((gen_rank, -key, ~valid), axis=1)
 

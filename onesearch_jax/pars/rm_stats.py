@@ -120,7 +120,6 @@ class RMStats:
     items = world.items
     n = log.n_items
     train_imp = log.train_impressions()
-    s_imp = log.imp_session[train_imp].astype(np.int64)
     i_imp = log.imp_item[train_imp].astype(np.int64)
     imps = np.bincount(i_imp, minlength=n).astype(np.float64)
     clicked = log.clicked_keys[log.session_train[log.clicked_keys // n]]
@@ -128,7 +127,6 @@ class RMStats:
     click_s, click_i = clicked // n, clicked % n
     clicks = np.bincount(click_i, minlength=n).astype(np.float64)
     orders = np.bincount(ordered % n, minlength=n).astype(np.float64)
-    del s_imp
     brand = _codes([str(r.get("brand_id") or "") for r in items])
     style = _codes([str((r.get("attributes") or {}).get("style") or "") for r in items])
     price = np.asarray([float(r.get("item_price") or 0.0) for r in items], np.float64)
