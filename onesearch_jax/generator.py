@@ -237,7 +237,12 @@ def load_phase_model_from(
   wd = Workdir.of(workdir)
   model_config = sft_load.read_model_config(wd.train)
   ts = state_lib.create_train_state(
-    model_config, optimizer, sh.single_device_mesh(), sh.DP_RULES, seed=0
+    model_config,
+    optimizer,
+    sh.single_device_mesh(),
+    sh.DP_RULES,
+    seed=0,
+    initialise=False,
   )
   ckpt = checkpoints.Checkpointer(checkpoint_dir)
   try:

@@ -483,7 +483,7 @@ def run_baselines(
     if extras is not None:
       z, y = cascade.impression_scores(_sessions(tables, row_of, train_split=False))
       extras["mca_impression_auc"] = {
-        "auc": mca_lib.auc(z, y),
+        "auc": metrics.roc_auc(y, z),
         "impressions": int(y.size),
         "clicks": int(y.sum()),
       }

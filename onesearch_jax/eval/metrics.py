@@ -311,3 +311,19 @@ def beam_diagnostics(
       tot["exact_found"] / tot["exact"] if tot.get("exact") else float("nan")
     )
   return out
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+  """ROC AUC of ``scores`` [N] for binary ``labels`` [N] (Mann-Whitney U
+  with average ranks over tied scores, so a tie counts one half); NaN when
+  one class is empty."""
+  labels = np.asarray(labels).astype(bool)
+  scores = np.asarray(scores, np.float64)
+  n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+  if n_pos == 0 or n_neg == 0:
+    return float("nan")
+  order = np.argsort(scores, kind="stable")
+  _, start, counts = np.unique(scores[order], return_index=True, return_counts=True)
+  ranks = np.empty(len(scores), np.float64)
+  ranks[order] = np.repeat(start + (counts + 1) / 2.0, counts)  # 1-based averages
+  return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -19,6 +19,7 @@ import optax
 from flax import nnx
 
 from onesearch_jax import sharding as sh
+from onesearch_jax.eval import metrics
 from onesearch_jax.pars.logs import InteractionLog
 from onesearch_jax.pars.reward_model import (
   RewardModelConfig,
@@ -30,23 +31,6 @@ from onesearch_jax.pars.reward_model import (
 from onesearch_jax.pars.rm_features import RelevanceRows, RMContext
 from onesearch_jax.train import state as state_lib
 from onesearch_jax.train import step_loop
-
-
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-  """ROC AUC (Mann-Whitney with average ranks for ties); NaN if one class."""
-  labels = np.asarray(labels, bool)
-  scores = np.asarray(scores, np.float64)
-  n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-  if n_pos == 0 or n_neg == 0:
-    return float("nan")
-  order = np.argsort(scores, kind="mergesort")
-  ranks = np.empty(len(scores), np.float64)
-  sorted_scores = scores[order]
-  # average ranks over ties
-  uniq, start, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-  avg = start + (counts + 1) / 2.0
-  ranks[order] = np.repeat(avg, counts)
-  return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def logloss(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -69,11 +53,11 @@ def evaluate(trm: TrainedRewardModel) -> dict[str, float]:
   out = {"test_impressions": float(rows.size), "test_clicks": float(click.sum()),
          "test_orders": float(order.sum())}  # fmt: skip
   for tag, p in (("", free), ("_pos", biased)):
-    out[f"ctr_auc{tag}"] = auc(click, p["ctr"])
+    out[f"ctr_auc{tag}"] = metrics.roc_auc(click, p["ctr"])
     out[f"ctr_logloss{tag}"] = logloss(click, p["ctr"])
-    out[f"ctcvr_auc{tag}"] = auc(order, p["ctcvr"])
+    out[f"ctcvr_auc{tag}"] = metrics.roc_auc(order, p["ctcvr"])
     out[f"ctcvr_logloss{tag}"] = logloss(order, p["ctcvr"])
-  out["cvr_auc"] = auc(order[click], free["cvr"][click])
+  out["cvr_auc"] = metrics.roc_auc(order[click], free["cvr"][click])
   out["cvr_logloss"] = logloss(order[click], free["cvr"][click])
   rel = trm.relevance
   held = np.flatnonzero(rel.held_out)
@@ -88,7 +72,7 @@ def evaluate(trm: TrainedRewardModel) -> dict[str, float]:
     grades = np.asarray(jax.nn.softmax(logits, -1)) @ np.arange(4.0)
     out["rel_heldout_rows"] = float(held.size)
     out["rel_heldout_accuracy"] = float((pred == rel.grade[held]).mean())
-    out["rel_heldout_exact_auc"] = auc(rel.grade[held] == 3, grades)
+    out["rel_heldout_exact_auc"] = metrics.roc_auc(rel.grade[held] == 3, grades)
   return out
 
 

@@ -75,7 +75,9 @@ def load_trained(
   mesh = sh.single_device_mesh()
   k = PHASES.index(phase)
   opt = cfg.phase_train_config(k).optimizer
-  ts = state.create_train_state(model_cfg, opt, mesh, sh.DP_RULES, seed=0)
+  ts = state.create_train_state(
+    model_cfg, opt, mesh, sh.DP_RULES, seed=0, initialise=False
+  )
   ckpt = checkpoints.Checkpointer(out_dir / phase / "checkpoints")
   try:
     # Exactly the phase's final step: a damaged final checkpoint is an

@@ -86,14 +86,24 @@ def create_train_state(
   mesh: jax.sharding.Mesh,
   rules: sh.Rules,
   seed: int = 0,
+  *,
+  initialise: bool = True,
 ) -> TrainState:
   """Initialises parameters and optimizer state directly in their shardings.
 
   The init runs under jax.jit with out_shardings from the abstract state, so
-  no device ever holds an unsharded copy of a large weight.
+  no device ever holds an unsharded copy of a large weight. With
+  ``initialise=False`` the state holds ShapeDtypeStructs (with shardings)
+  instead: the target of a checkpoint restore, without compiling and running
+  the initialiser (~10 s for the main model on CPU without a warm
+  compilation cache).
   """
   init = _init_fn(model_cfg, opt_cfg, seed)
-  graphdef, _, shardings = abstract_train_state(model_cfg, opt_cfg, mesh, rules, seed)
+  graphdef, abstract, shardings = abstract_train_state(
+    model_cfg, opt_cfg, mesh, rules, seed
+  )
+  if not initialise:
+    return TrainState(graphdef, abstract, shardings, mesh, tuple(rules))
 
   def make_state():
     return nnx.state(init())

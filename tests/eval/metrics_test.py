@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -155,3 +156,22 @@ def test_beam_diagnostics_hand_computed():
   assert d["duplicate_rate"] == pytest.approx(3 / 7)  # beam 2 of row 0; 2, 3 of row 1
   assert d["beam_recall"] == pytest.approx((2 + 2) / (3 + 4))
   assert "beam_recall" not in metrics.beam_diagnostics(sid)
+
+
+def test_auc_hand_computed():
+  assert (
+    metrics.roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == 0.75
+  )
+  assert metrics.roc_auc(np.array([0, 1]), np.array([1.0, 1.0])) == 0.5
+
+
+def test_auc_matches_pairwise_count():
+  rng = np.random.default_rng(0)
+  y = rng.random(40) < 0.3
+  s = np.round(rng.random(40), 1)  # ties on purpose
+  wins = sum(
+    (s[i] > s[j]) + 0.5 * (s[i] == s[j])
+    for i, j in itertools.product(np.flatnonzero(y), np.flatnonzero(~y))
+  )
+  assert metrics.roc_auc(y, s) == pytest.approx(wins / (y.sum() * (~y).sum()))
+  assert np.isnan(metrics.roc_auc(np.ones(3, bool), np.zeros(3)))

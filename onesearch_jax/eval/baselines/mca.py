@@ -258,23 +258,6 @@ def train_ranker(features: np.ndarray, labels: np.ndarray, config: MCAConfig) ->
   )
 
 
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-  """ROC AUC (ties count one half), by ranks."""
-  s = np.asarray(scores, np.float64)
-  y = np.asarray(labels).astype(bool)
-  n_pos, n_neg = int(y.sum()), int((~y).sum())
-  if n_pos == 0 or n_neg == 0:
-    return float("nan")
-  order = np.argsort(s, kind="stable")
-  ranks = np.empty(len(s))
-  sorted_s = s[order]
-  # Average ranks over ties.
-  _, start, counts = np.unique(sorted_s, return_index=True, return_counts=True)
-  avg = start + (counts - 1) / 2.0 + 1.0
-  ranks[order] = np.repeat(avg, counts)
-  return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def union_candidates(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   """Row-wise union of two [E, R] rankings (-1 pad), a's order then b's new
   items; [E, Ra + Rb] int32 (-1 pad)."""
