@@ -294,6 +294,7 @@ def pars_config(
   decay: str | None = None,
   phase1_rejected: str | None = None,
   rm_stats: bool | None = None,
+  release_stats: bool | None = None,
   gen_weight: float | None = None,
   run_phase1: bool | None = None,
   run_phase2: bool | None = None,
@@ -325,6 +326,8 @@ def pars_config(
       "above_chosen" (phases.PhaseDataConfig).
     rm_stats: the reward model's train-split statistics features
       (rm_features.FeatureConfig.use_stats).
+    release_stats: the ranking rows' statistics objects as reward-model
+      features (rm_features.FeatureConfig.release_stats).
     gen_weight: weight of the generator's log-probability next to R_score
       where generated candidates are ordered (re-rank rows, phase-1 lists;
       reward_model.RScoreConfig.gen_weight).
@@ -381,7 +384,7 @@ def pars_config(
     seed=seed,
   )
   rm = _given(num_steps=rm_steps, seed=seed)
-  features = _given(use_stats=rm_stats)
+  features = _given(use_stats=rm_stats, release_stats=release_stats)
   return _replace(
     base,
     _given(

@@ -115,7 +115,10 @@ def test_sft_and_pars_dicts_equal_the_old_ones():
   assert sft_config.config_to_dict(cfg) == want
   pars = configs.pars_config(seed=4, steps=(2, 3))
   want = json.loads(json.dumps(dataclasses.asdict(pars), default=repr))
+  assert want["pars"]["features"].pop("release_stats") is False  # left out while off
   assert pars_stage.config_to_dict(pars) == want
+  on = configs.pars_config(release_stats=True)
+  assert pars_stage.config_to_dict(on)["pars"]["features"]["release_stats"] is True
 
 
 def test_to_dict_is_json_with_lists_and_repr():

@@ -131,13 +131,14 @@ def run_one() -> None:
     sft = _row(_evaluate(wd, world_dir, eval_cfg, generator, None), "onesearch")
     sft_file.write_text(json.dumps(sft, indent=1))
   phases = generator_lib.existing_phases(out)
-  final = phases[-1]
-  model = generator_lib.load_phase_model_from(
-    wd, out / final / "checkpoints", pcfg.phase(final).optimizer
-  )
-  aligned = _row(
-    _evaluate(wd, world_dir, eval_cfg, generator, [("aligned", model)]), "aligned"
-  )
+  aligned = None  # no alignment phase ran: the reward model only (--rerank_grid)
+  if phases:
+    model = generator_lib.load_phase_model_from(
+      wd, out / phases[-1] / "checkpoints", pcfg.phase(phases[-1]).optimizer
+    )
+    aligned = _row(
+      _evaluate(wd, world_dir, eval_cfg, generator, [("aligned", model)]), "aligned"
+    )
   summary = json.loads((out / "summary.json").read_text())
   record = {
     "name": FLAGS.name,
@@ -263,6 +264,7 @@ def rerank_grid() -> None:
 def collect() -> None:
   root = pathlib.Path(FLAGS.root)
   runs = [json.loads(p.read_text()) for p in sorted(root.glob("*/tune.json"))]
+  runs = [r for r in runs if r["aligned"]]  # reward-model-only runs have no row
   cols = [f"{k} {m}" for k, m in METRICS]
   print("| run | workdir | bindings | " + " | ".join(cols) + " |")
   print("|---|---|---|" + "---|" * len(cols))

@@ -19,6 +19,8 @@ codes. Context arrays are indexed by the session row of an InteractionLog:
 plus (use_stats) `stats`, the train-split statistics of any (session, item)
 pair (pars/rm_stats.py: item CTR / CVR / counts, user-category, -brand,
 -style and price affinity, query-category and query-item click shares).
+With release_stats, the ranking rows' statistics objects join them
+(pars/release_stats.py: looked up as of the session's time).
 
 Mu-Seq features come from data/museq.MuSeqIndex with train_only for train
 sessions (a test session sees earlier interactions of both splits), so no
@@ -34,7 +36,7 @@ import numpy as np
 
 from onesearch_jax.data import museq
 from onesearch_jax.data.sid_table import SIDTable
-from onesearch_jax.pars import rm_stats
+from onesearch_jax.pars import release_stats, rm_stats
 from onesearch_jax.pars.logs import InteractionLog
 from onesearch_jax.world.reader import World
 
@@ -49,6 +51,9 @@ class FeatureConfig:
   user_buckets: int = 1024  # hashed user ids
   long_max: int = 200  # Mu-Seq long window for SID_long (the paper: ~1000)
   use_stats: bool = True  # train-split statistics features (pars/rm_stats.py)
+  # The ranking rows' statistics objects, looked up as of the session's time
+  # (pars/release_stats.py; the KuaiSearch release's *_statistical_features).
+  release_stats: bool = False
 
   def __post_init__(self):
     if min(self.seq_window, self.query_words, self.word_buckets, self.user_buckets) < 1:
@@ -114,11 +119,12 @@ class RMContext:
   code_ranges: tuple[int, ...]
   config: FeatureConfig
   missing_query_sid: int  # sessions whose query has no SID
-  stats: rm_stats.RMStats | None = None  # statistics features (use_stats)
+  # Statistics features (use_stats and / or release_stats; None = neither).
+  stats: rm_stats.StatsBlocks | None = None
 
   @property
   def n_stats(self) -> int:
-    return 0 if self.stats is None else len(rm_stats.NAMES)
+    return 0 if self.stats is None else len(self.stats.names)
 
   def arrays(self) -> dict[str, np.ndarray]:
     """The per-session arrays (device inputs of the model)."""
@@ -199,8 +205,17 @@ def build_context(
     code_ranges=interactions.code_ranges,
     config=cfg,
     missing_query_sid=int(s - q.valid[interactions.session_query].sum()),
-    stats=rm_stats.RMStats.build(world, interactions) if cfg.use_stats else None,
+    stats=_stats(world, interactions, cfg),
   )
+
+
+def _stats(world: World, interactions: InteractionLog, cfg: FeatureConfig):
+  blocks = []
+  if cfg.use_stats:
+    blocks.append(rm_stats.RMStats.build(world, interactions))
+  if cfg.release_stats:
+    blocks.append(release_stats.ReleaseStats.build(world, interactions))
+  return rm_stats.StatsBlocks(blocks) if blocks else None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -104,6 +104,8 @@ class _Share:
 class RMStats:
   """Statistics features of (session, item) pairs of one InteractionLog."""
 
+  names = NAMES  # the feature columns
+
   log: InteractionLog
   item_imps: np.ndarray  # [N] train impressions
   item_clicks: np.ndarray
@@ -199,3 +201,18 @@ class RMStats:
   def features(self, session: np.ndarray, item: np.ndarray) -> np.ndarray:
     """[..., F] float32 standardised features of (session, item) pairs."""
     return ((self.raw(session, item) - self.mean) / self.std).astype(np.float32)
+
+
+class StatsBlocks:
+  """Statistics feature blocks side by side: ``features`` [..., sum F] is
+  the blocks' standardised features concatenated in order."""
+
+  def __init__(self, blocks):
+    self.blocks = tuple(blocks)
+
+  @property
+  def names(self) -> tuple[str, ...]:
+    return tuple(n for b in self.blocks for n in b.names)
+
+  def features(self, session: np.ndarray, item: np.ndarray) -> np.ndarray:
+    return np.concatenate([b.features(session, item) for b in self.blocks], -1)

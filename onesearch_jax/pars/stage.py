@@ -59,8 +59,12 @@ class ParsStageConfig:
 
 
 def config_to_dict(cfg: ParsStageConfig) -> dict[str, Any]:
-  """JSON-able settings (the stage's marker input)."""
-  return json.loads(json.dumps(dataclasses.asdict(cfg), default=repr))
+  """JSON-able settings (the stage's marker input). A switch added later is
+  left out while it is off, so workdirs built before it keep their hash."""
+  out = json.loads(json.dumps(dataclasses.asdict(cfg), default=repr))
+  if not cfg.pars.features.release_stats:
+    del out["pars"]["features"]["release_stats"]
+  return out
 
 
 def trained_pars_config(
