@@ -29,7 +29,10 @@ Choices (where SPEC and the official code leave it open):
     paper); the first pass's logits feed L_KL and FGM.
   * FGM normalises over the whole batch's embedding gradient and reuses the
     first pass's dropout key for the adversarial pass.
-  * The EMA-teacher variant of the official code is not implemented here.
+  * The EMA-teacher variant (the official "ema" mode): ``sdft_loss`` takes a
+    separate ``teacher_model`` and ``sdft_train_step`` moves it towards the
+    student after each update, θ_T ← d·θ_T + (1 − d)·θ_S (``ema_update``).
+    The teacher starts as a copy of the student (``nnx.clone``).
 """
 
 from __future__ import annotations
@@ -59,12 +62,25 @@ class SDFTConfig:
   focal: bool = False  # focal loss instead of the cross-entropy
   focal_gamma: float = 3.0
   focal_alpha: float = 2.0
+  ema_decay: float = 0.999  # d of the EMA teacher (official default)
 
   def __post_init__(self):
     if min(self.kl_weight, self.rdrop_weight, self.fgm_epsilon) < 0:
       raise ValueError(f"SDFTConfig: weights and epsilon must be >= 0, got {self}")
     if self.temperature <= 0 or self.focal_gamma < 0:
       raise ValueError(f"SDFTConfig: temperature > 0 and focal_gamma >= 0: {self}")
+    if not 0.0 <= self.ema_decay <= 1.0:
+      raise ValueError(f"SDFTConfig: ema_decay must be in [0, 1], got {self.ema_decay}")
+
+
+def ema_update(teacher: EncoderDecoder, student: EncoderDecoder, decay: float) -> None:
+  """θ_T ← decay·θ_T + (1 − decay)·θ_S on every nnx.Param, in place."""
+  new = jax.tree.map(
+    lambda t, s: decay * t + (1.0 - decay) * s,
+    nnx.state(teacher, nnx.Param),
+    nnx.state(student, nnx.Param),
+  )
+  nnx.update(teacher, new)
 
 
 def _base_loss(
@@ -109,6 +125,7 @@ def sdft_loss(
   loss_cfg: model_lib.LossConfig,
   cfg: SDFTConfig,
   key: jax.Array | None,
+  teacher_model: EncoderDecoder | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """L_SDFT of one step (module docstring) and its parts.
 
@@ -120,12 +137,14 @@ def sdft_loss(
     loss_cfg: the model's loss options.
     cfg: the switches.
     key: dropout key (None: deterministic).
+    teacher_model: the EMA teacher (None: ``model`` itself, joint mode).
 
   Returns:
     (loss scalar, metrics: "base", "kl", "rdrop", "adv", "teacher_ce"
     scalars and the student pass's metric sums).
   """
-  t_logits = jax.lax.stop_gradient(model(teacher, None))
+  t_net = model if teacher_model is None else teacher_model
+  t_logits = jax.lax.stop_gradient(t_net(teacher, None))
   t_sums = model_lib.sums_of_logits(model, t_logits, teacher, loss_cfg)
   s_key = layers.fold(key, 0)
   logits = model(student, s_key)
@@ -168,9 +187,11 @@ def sdft_train_step(
   loss_cfg: model_lib.LossConfig,
   cfg: SDFTConfig,
   key: jax.Array | None,
+  teacher_model: EncoderDecoder | None = None,
 ) -> dict[str, jax.Array]:
   """One optimizer update on L_SDFT (mutates model and optimizer in place,
-  as ``train.steps.train_step``).
+  as ``train.steps.train_step``); with an EMA ``teacher_model``, then moves
+  it towards the updated student (``cfg.ema_decay``).
 
   Returns:
     Scalar metrics: loss, base, kl, rdrop, adv, teacher_ce, accuracy,
@@ -178,10 +199,12 @@ def sdft_train_step(
   """
 
   def objective(m):
-    return sdft_loss(m, student, teacher, loss_cfg, cfg, key)
+    return sdft_loss(m, student, teacher, loss_cfg, cfg, key, teacher_model)
 
   (loss, parts), grads = nnx.value_and_grad(objective, has_aux=True)(model)
   optimizer.update(model, grads)
+  if teacher_model is not None:
+    ema_update(teacher_model, model, cfg.ema_decay)
   denom = jnp.maximum(parts["weight_sum"], 1.0)
   out = {k: parts[k] for k in ("base", "kl", "rdrop", "adv", "teacher_ce")}
   out.update(

@@ -177,3 +177,33 @@ def test_a_few_steps_with_every_term_on_lower_the_loss():
     assert all(np.isfinite(float(v)) for v in metrics.values())
   assert float(metrics["adv"]) > 0 and float(metrics["rdrop"]) > 0
   assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
+
+
+def test_ema_teacher_update_and_use():
+  student_m = _model(0.0)
+  teacher_m = nnx.clone(student_m)
+  # Shift the teacher's parameters: theta_T = theta_S + 1.
+  nnx.update(
+    teacher_m, jax.tree.map(lambda x: x + 1.0, nnx.state(teacher_m, nnx.Param))
+  )
+  before = jax.tree.leaves(nnx.state(student_m, nnx.Param))
+  sdft.ema_update(teacher_m, student_m, 0.9)
+  for t, s in zip(
+    jax.tree.leaves(nnx.state(teacher_m, nnx.Param)), before, strict=True
+  ):
+    np.testing.assert_allclose(t, s + 0.9, rtol=1e-5, atol=1e-6)  # 0.9(s+1) + 0.1 s
+  student, teacher = _batches()
+  cfg = sdft.SDFTConfig(kl_weight=1.0)
+  joint, _ = sdft.sdft_loss(student_m, student, teacher, LOSS, cfg, None)
+  ema, parts = sdft.sdft_loss(student_m, student, teacher, LOSS, cfg, None, teacher_m)
+  t_logits = teacher_m(teacher, None)
+  want = distill_losses.distill_kl(
+    t_logits,
+    student_m(student, None),
+    np.pad(np.ones((4, 5), np.float32), ((0, 0), (0, 1))),
+    allowed=model_lib.loss_allowed(student_m, student)[0],
+  )
+  np.testing.assert_allclose(parts["kl"], want, rtol=1e-5)
+  assert abs(float(ema) - float(joint)) > 1e-6
+  with pytest.raises(ValueError, match="ema_decay"):
+    sdft.SDFTConfig(ema_decay=1.5)
