@@ -63,7 +63,7 @@ class CacheJob:
     world_dir: world directory (local or ``gs://``).
     sid_dir: SID artefact directory (local or ``gs://``).
     vocab_dir: the saved vocabulary (the cache's ``vocab/``).
-    museq: ``dataclasses.asdict(MuSeqConfig)``.
+    museq: ``museq.config_dict(MuSeqConfig)``.
     sentencepiece: ``dataclasses.asdict(SentencePieceConfig)``.
     prefix: task name prefix.
     source_shards: shards each task's source lists (work items per task).
@@ -304,7 +304,7 @@ def main(argv: list[str]) -> int:
     world_dir=_absolute(str(wd.world_source(fl.world_dir))),
     sid_dir=_absolute(fl.sid_dir or str(wd.sids)),
     vocab_dir=os.path.join(fl.output_cache_dir, task_cache.VOCAB),
-    museq=dataclasses.asdict(sft.museq),
+    museq=museq.config_dict(sft.museq),
     sentencepiece=dataclasses.asdict(sft.sentencepiece),
     prefix=sft.prefix,
     source_shards=fl.source_shards,

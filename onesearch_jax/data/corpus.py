@@ -13,6 +13,8 @@ from typing import Any
 from onesearch_jax.data import museq, prompts, world_source
 from onesearch_jax.data import vocab as vocab_lib
 from onesearch_jax.data.sid_table import SIDTable
+from onesearch_jax.v2 import keyword_source
+from onesearch_jax.v2.keyword_thoughts import KeywordGenerator, KeywordRequest
 
 TRAIN, TEST = "train", "test"  # the world's splits (re-exported by tasks)
 # Every task kind register_tasks can make (a kind with no examples, or one
@@ -74,11 +76,15 @@ def _cols(rows: list[dict]) -> dict[str, list]:
 
 
 def _phase3_row(
-  ex: museq.Example, table: SIDTable, config: museq.MuSeqConfig, eval_row: bool
+  ex: museq.Example,
+  table: SIDTable,
+  config: museq.MuSeqConfig,
+  eval_row: bool,
+  keywords: KeywordGenerator | None,
 ) -> dict[str, Any]:
-  row = prompts.phase3_fields(
-    ex.session.user_id, ex.session.query, ex.features, table, config
-  )
+  s = ex.session
+  kws = keyword_source.prompt_keywords(keywords, s.user_id, s.query, ex.features)
+  row = prompts.phase3_fields(s.user_id, s.query, ex.features, table, config, kws)
   row["target"] = table.item_sid(ex.targets[0])
   if eval_row:
     row.update(
@@ -89,11 +95,18 @@ def _phase3_row(
   return row
 
 
-def _without_user(row: dict[str, Any]) -> dict[str, Any]:
-  """A phase-3 row with its user segments blanked (the ``s3_query`` kind)."""
+def _without_user(
+  row: dict[str, Any], config: museq.MuSeqConfig, keywords: KeywordGenerator | None
+) -> dict[str, Any]:
+  """A phase-3 row with its user segments blanked (the ``s3_query`` kind);
+  its keywords, if any, are the query's alone (no calibration by clicks)."""
   out = dict(row)
   for k in ("uid", "seq_q", "seq_short", "profile"):
     out[k] = prompts.EMPTY
+  if "keywords" in out:
+    kws = keywords.keywords(KeywordRequest(row["query"])) if keywords else ()
+    sep = prompts.LIST_SEP if config.prompt_style == "words" else "[SEP]"
+    out["keywords"] = sep.join(kws) or prompts.EMPTY
   for k in ("long_click", "long_order", "long_rsu"):
     out[k] = []
   return out
@@ -202,6 +215,9 @@ def build_corpus(
       columns[kind] = _cols(s2)
   # Phase 3 and eval.
   index = build_index(world, table, config)
+  keywords = keyword_source.build_keyword_generator(
+    config.keywords, world.items, world.recall
+  )
 
   def rows_of(examples, eval_row, kind):
     out = []
@@ -209,12 +225,12 @@ def build_corpus(
       if ex.session.query not in has_query:
         skips[f"{kind}_query_without_sid"] += 1
         continue
-      out.append(_phase3_row(ex, table, config, eval_row))
+      out.append(_phase3_row(ex, table, config, eval_row, keywords))
     return out
 
   s3_rows = rows_of(index.train_examples(), False, "s3")
   columns["s3_personal"] = _cols(s3_rows)
-  columns["s3_query"] = _cols([_without_user(r) for r in s3_rows])
+  columns["s3_query"] = _cols([_without_user(r, config, keywords) for r in s3_rows])
   if config.sliding_window:
     columns["s3_window"] = _cols(rows_of(index.window_examples(), False, "s3_window"))
   for kind in ("click", "order"):

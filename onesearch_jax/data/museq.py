@@ -75,8 +75,19 @@ class MuSeqConfig:
   # Prompt labels: "tokens" = one special token per segment label and task
   # (data/prompts.py, ~40% shorter phase-3 prompts), "words" = English labels.
   prompt_style: str = "tokens"
+  # Keyword thoughts in the phase-3 prompt (OneSearch-V2 "+RAG"; docs/V2.md):
+  # "none" (off, the main job), "builtin" (the dictionary generator,
+  # v2/keyword_thoughts.py) or "cache:<path>" (a JSONL keyword cache file).
+  keywords: str = "none"
 
   def __post_init__(self):
+    if self.keywords not in ("none", "builtin") and not (
+      self.keywords.startswith("cache:") and len(self.keywords) > len("cache:")
+    ):
+      raise ValueError(
+        "MuSeqConfig.keywords must be 'none', 'builtin' or 'cache:<path>', got "
+        f"{self.keywords!r}"
+      )
     if self.user_id not in USER_ID_MODES:
       raise ValueError(f"user_id must be one of {USER_ID_MODES}, got {self.user_id!r}")
     if self.prompt_style not in ("tokens", "words"):
@@ -91,6 +102,15 @@ class MuSeqConfig:
       raise ValueError("windows must be >= 1")
     if self.user_id == "hashed" and self.user_hash_buckets < 1:
       raise ValueError("user_hash_buckets must be >= 1")
+
+
+def config_dict(config: MuSeqConfig) -> dict:
+  """``dataclasses.asdict`` without ``keywords`` when it is off ("none"), so
+  hashes of configs written before the field existed stay the same."""
+  out = dataclasses.asdict(config)
+  if out["keywords"] == "none":
+    del out["keywords"]
+  return out
 
 
 # ------------------------------------------------------------ the index

@@ -125,6 +125,16 @@ def phase2_templates(config: MuSeqConfig) -> dict[str, Template]:
   return dict(PHASE2_TOKENS if config.prompt_style == "tokens" else PHASE2)
 
 
+PHASE3_SEGMENTS = (
+  "uid",
+  "query",
+  "sid_q",
+  "seq_q",
+  "seq_short",
+  "long",
+  "profile",
+  "keywords",
+)
 # Phase-3 segment labels per style: segment -> label, and how the prompt is
 # opened, joined and closed.
 _PHASE3_LABELS = {
@@ -136,6 +146,7 @@ _PHASE3_LABELS = {
     "seq_short": "[RC]",
     "long": "[LT]",
     "profile": "[PF]",
+    "keywords": "[TEXT]",
   },
   "words": {
     "uid": "user id: ",
@@ -145,6 +156,7 @@ _PHASE3_LABELS = {
     "seq_short": "recently clicked items: ",
     "long": "long-term behaviour: ",
     "profile": "user: ",
+    "keywords": "related keywords: ",
   },
 }
 _PHASE3_FRAME = {  # (open, join, close)
@@ -159,6 +171,14 @@ def phase3_template(config: MuSeqConfig) -> Template:
   "tokens" style: ``[BOS][UID]uid[Q]query[QID]SID_q[RQ]q1[SEP]q2..[RC]SIDs
   [LT][EMB]..[PF]profile[GEN_IID]``; "words" style: the English labels,
   segments joined by ``[SEP]``, the official prompt's instruction last.
+
+  With ``config.keywords`` on (OneSearch-V2's keyword thoughts as input,
+  "+RAG") a last segment ``[TEXT]kw1[SEP]kw2..`` ("related keywords: " in
+  the words style) follows the profile, where the official V2 prompt puts
+  its keyword span (just before the instruction). It reuses the ``[TEXT]``
+  label (free text) rather than a new special, so the vocabulary, and with
+  it the main job, is the same whether the switch is on or off; the
+  student prompt of self-distillation is this prompt without that segment.
   """
   label = _PHASE3_LABELS[config.prompt_style]
   keep = {
@@ -166,9 +186,10 @@ def phase3_template(config: MuSeqConfig) -> Template:
     "seq_short": config.use_seq_short,
     "long": config.use_long_seq,
     "profile": config.use_profile,
+    "keywords": config.keywords != "none",
   }
   parts = []
-  for seg in ("uid", "query", "sid_q", "seq_q", "seq_short", "long", "profile"):
+  for seg in PHASE3_SEGMENTS:
     if not keep.get(seg, True):
       continue
     body = "[EMB]" * config.n_emb_tokens if seg == "long" else "{" + seg + "}"
@@ -183,6 +204,7 @@ def phase3_fields(
   features: museq.UserFeatures,
   table: SIDTable,
   config: MuSeqConfig,
+  keywords: tuple[str, ...] = (),
 ) -> dict[str, Any]:
   """The fields of ``phase3_template`` for one session (training and serving).
 
@@ -196,9 +218,12 @@ def phase3_fields(
     features: its Mu-Seq features (``museq.MuSeqIndex.features``).
     table: the SID table (every item of ``features`` has a SID).
     config: Mu-Seq settings.
+    keywords: the session's keyword thoughts (used with ``config.keywords``
+      on; ``v2.keyword_source.prompt_keywords``).
 
   Returns:
-    String fields "uid", "query", "sid_q", "seq_q", "seq_short", "profile" and
+    String fields "uid", "query", "sid_q", "seq_q", "seq_short", "profile"
+    (and "keywords", joined like Seq_q, when ``config.keywords`` is on) and
     the int item-row lists "long_click", "long_order", "long_rsu" (rows of
     ``table.item_centroids``). A query without a SID gets ``sid_q = EMPTY``
     ("none"); the training tasks skip such sessions, so only serving sees it.
@@ -215,7 +240,7 @@ def phase3_fields(
     )
   rows = table.item_row
   words = config.prompt_style == "words"
-  return {
+  out = {
     "uid": uid,
     "query": query,
     "sid_q": table.query_sid(query) if query in table.query_row else EMPTY,
@@ -227,6 +252,9 @@ def phase3_fields(
     "long_order": [rows[i] for i in f.long_order],
     "long_rsu": [rows[i] for i in f.long_rsu],
   }
+  if config.keywords != "none":
+    out["keywords"] = (LIST_SEP if words else "[SEP]").join(keywords) or EMPTY
+  return out
 
 
 def template_words() -> list[str]:

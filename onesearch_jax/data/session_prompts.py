@@ -64,6 +64,7 @@ from onesearch_jax.data import (
 )
 from onesearch_jax.data import vocab as vocab_lib
 from onesearch_jax.data.sid_table import SIDTable
+from onesearch_jax.v2 import keyword_source
 from onesearch_jax.world import jsonl
 
 REQUEST_FIELDS = ("user_id", "query", "time_index", "request_id")
@@ -226,6 +227,7 @@ class SessionPrompter:
     end_time: the time of a request with ``time_index=None`` (last logged
       time + 1: every logged interaction counts).
     template: the phase-3 template of ``config``.
+    keywords: the keyword generator of ``config.keywords`` (None when off).
   """
 
   def __init__(
@@ -258,6 +260,9 @@ class SessionPrompter:
     self.inputs_length = int(inputs_length)
     self.template = prompts.phase3_template(self.config)
     self.index = corpus.build_index(world, sid_table, self.config)
+    self.keywords = keyword_source.build_keyword_generator(
+      self.config.keywords, world.items, world.recall
+    )
     self.sessions: dict[str, museq.Session] = {}
     for s in self.index.sessions:
       if s.session_id in self.sessions:
@@ -291,9 +296,9 @@ class SessionPrompter:
     else:
       s = self._session(item)
       user, query = s.user_id, s.query
-    return prompts.phase3_fields(
-      user, query, self.features(item), self.table, self.config
-    )
+    features = self.features(item)
+    kws = keyword_source.prompt_keywords(self.keywords, user, query, features)
+    return prompts.phase3_fields(user, query, features, self.table, self.config, kws)
 
   def prompt_text(self, item: str | Request) -> str:
     """The rendered prompt of a session id or a request (before trimming)."""

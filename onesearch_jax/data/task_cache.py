@@ -61,7 +61,7 @@ def fingerprint(
       world_dir, manifest_lib.read_manifest(world_dir)
     ),
     "sid_hash": artefact.check_hash(sid_dir),
-    "museq": dataclasses.asdict(config),
+    "museq": museq.config_dict(config),
     "sentencepiece": dataclasses.asdict(sp_config),
     "prefix": prefix,
   }

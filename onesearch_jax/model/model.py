@@ -54,7 +54,19 @@ def metric_sums(
     of weighted targets outside their SID level's range; 0 when the
     restriction is off).
   """
-  logits = model(batch, key)
+  return sums_of_logits(model, model(batch, key), batch, loss_cfg)
+
+
+def loss_allowed(
+  model: EncoderDecoder, batch: Mapping[str, jax.Array]
+) -> tuple[jax.Array | None, jax.Array]:
+  """The restriction the training loss applies to a batch's targets.
+
+  Returns:
+    (allowed bool [B, T, V] or None when the restriction is off, with every
+    target id let through; violations: float32 count of weighted targets
+    outside their SID level's range).
+  """
   targets = jnp.asarray(batch["decoder_target_tokens"])
   weights = jnp.asarray(batch["decoder_loss_weights"])
   allowed = allowed_outputs(model, targets)
@@ -66,6 +78,19 @@ def metric_sums(
     hit = jnp.take_along_axis(allowed, targets[..., None], axis=-1)[..., 0]
     violations = jnp.sum(((~hit) & (weights > 0)).astype(jnp.float32))
     allowed = allowed | jax.nn.one_hot(targets, allowed.shape[-1], dtype=bool)
+  return allowed, violations
+
+
+def sums_of_logits(
+  model: EncoderDecoder,
+  logits: jax.Array,
+  batch: Mapping[str, jax.Array],
+  loss_cfg: LossConfig,
+) -> dict[str, jax.Array]:
+  """``metric_sums`` of logits [B, T, V] already computed for ``batch``."""
+  targets = jnp.asarray(batch["decoder_target_tokens"])
+  weights = jnp.asarray(batch["decoder_loss_weights"])
+  allowed, violations = loss_allowed(model, batch)
   sums = losses.weighted_cross_entropy(
     logits,
     targets,

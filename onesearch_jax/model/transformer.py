@@ -196,7 +196,10 @@ class EncoderDecoder(nnx.Module):
     return x, mask
 
   def encode(
-    self, batch: Mapping[str, jax.Array], key: jax.Array | None = None
+    self,
+    batch: Mapping[str, jax.Array],
+    key: jax.Array | None = None,
+    input_delta: jax.Array | None = None,
   ) -> tuple[jax.Array, jax.Array]:
     """Runs the encoder.
 
@@ -204,6 +207,8 @@ class EncoderDecoder(nnx.Module):
       batch: needs 'encoder_input_tokens' [B, L]; optional
         'long_seq_features' [B, 9, D_seq].
       key: dropout key (None: deterministic).
+      input_delta: optional [B, L', D] added to the input embeddings (after
+        the Q-Former splice, before dropout): FGM's adversarial step.
 
     Returns:
       (encoder_out [B, L', D], encoder_mask [B, L'] bool).
@@ -213,6 +218,8 @@ class EncoderDecoder(nnx.Module):
     if feats is not None:
       feats = jnp.asarray(feats)
     x, mask = self.embed_encoder_inputs(tokens, feats, layers.fold(key, 0))
+    if input_delta is not None:
+      x = x + input_delta.astype(x.dtype)
     x = layers.dropout(x, self.cfg.dropout_rate, layers.fold(key, 1))
     x = sh.constrain(x, _ACT)
     pos = jnp.arange(x.shape[1])
@@ -271,10 +278,14 @@ class EncoderDecoder(nnx.Module):
     return self.logits(x)
 
   def __call__(
-    self, batch: Mapping[str, jax.Array], key: jax.Array | None = None
+    self,
+    batch: Mapping[str, jax.Array],
+    key: jax.Array | None = None,
+    input_delta: jax.Array | None = None,
   ) -> jax.Array:
-    """Full forward pass: batch -> raw logits [B, T, V] float32."""
-    enc_out, enc_mask = self.encode(batch, layers.fold(key, 0))
+    """Full forward pass: batch -> raw logits [B, T, V] float32
+    (``input_delta``: see ``encode``)."""
+    enc_out, enc_mask = self.encode(batch, layers.fold(key, 0), input_delta)
     return self.decode(
       batch["decoder_input_tokens"], enc_out, enc_mask, layers.fold(key, 1)
     )

@@ -173,12 +173,14 @@ _ABSENT_IN_OLD_FILES = {
 
 
 def config_to_dict(cfg: SFTConfig) -> dict[str, Any]:
-  """JSON-able form (``config_from_dict`` inverts it). ``task_cache_dir`` is
-  left out when off ("", the default), so a run without a task cache
-  writes (and hashes) what it did before the field existed."""
+  """JSON-able form (``config_from_dict`` inverts it). ``task_cache_dir`` and
+  ``museq.keywords`` are left out when off ("" and "none", the defaults), so
+  a run without them writes (and hashes) what it did before they existed."""
   out = config_io.to_dict(cfg)
   if not out["task_cache_dir"]:
     del out["task_cache_dir"]
+  if out["museq"]["keywords"] == "none":
+    del out["museq"]["keywords"]
   return out
 
 
