@@ -6,8 +6,10 @@ Usage:
   python benchmarks/streaming.py --n_items 200000 --mode eager --workdir /tmp/e
 
 Each step runs in a fresh child process (its own peak RSS, from
-``resource.getrusage``); the parent polls the child's resident memory and
-kills it past ``--max_rss_gib`` (10). Steps:
+``resource.getrusage``; it counts the resident pages of memory-mapped files
+too, which the kernel can drop); the parent polls the child's resident and
+anonymous memory every 0.5 s (the anonymous peak is what the step holds)
+and kills it past ``--max_rss_gib`` (10). Steps:
 
   world     ``simulator.write_world``: ``WorldConfig.large`` with the given
             items, users (small), days and latent width D;
@@ -231,23 +233,27 @@ def _child(args) -> None:
   print("RESULT " + json.dumps(out), flush=True)
 
 
-def _vm_rss_gib(pid: int) -> float:
+def _rss_now_gib(pid: int) -> tuple[float, float]:
+  """(resident, of which anonymous) GiB of a process; the rest is file pages
+  (memory-mapped inputs, which the kernel can drop and re-read)."""
+  out = {}
   try:
     with open(f"/proc/{pid}/status") as f:
       for line in f:
-        if line.startswith("VmRSS:"):
-          return int(line.split()[1]) / 2**20
+        if line.startswith(("VmRSS:", "RssAnon:")):
+          out[line.split(":")[0]] = int(line.split()[1]) / 2**20
   except OSError:
     pass
-  return 0.0
+  return out.get("VmRSS", 0.0), out.get("RssAnon", 0.0)
 
 
 def _run_step(step: str, argv: list[str], max_rss_gib: float) -> dict:
   cmd = [sys.executable, os.path.abspath(__file__), *argv, f"--_step={step}"]
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-  peak = 0.0
+  peak = peak_anon = 0.0
   while proc.poll() is None:
-    peak = max(peak, _vm_rss_gib(proc.pid))
+    rss, anon = _rss_now_gib(proc.pid)
+    peak, peak_anon = max(peak, rss), max(peak_anon, anon)
     if peak > max_rss_gib:
       proc.kill()
       raise RuntimeError(f"step {step}: RSS {peak:.1f} GiB > {max_rss_gib}; killed")
@@ -256,7 +262,9 @@ def _run_step(step: str, argv: list[str], max_rss_gib: float) -> dict:
   if proc.returncode:
     raise RuntimeError(f"step {step} failed (exit {proc.returncode})")
   line = [x for x in out.splitlines() if x.startswith("RESULT ")][-1]
-  return json.loads(line.removeprefix("RESULT "))
+  result = json.loads(line.removeprefix("RESULT "))
+  result["peak_anon_gib"] = round(peak_anon, 3)  # polled every 0.5 s
+  return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -292,8 +300,11 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(r), flush=True)
     rows.append(r)
   print(f"load average at end: {os.getloadavg()}")
-  print(f"\n| step ({args.mode}) | items | wall s | peak RSS GiB | throughput |")
-  print("|---|---|---|---|---|")
+  print(
+    f"\n| step ({args.mode}) | items | wall s | peak RSS GiB | of which anonymous "
+    "| throughput |"
+  )
+  print("|---|---|---|---|---|---|")
   for r in rows:
     if r["step"] == "tasks":
       rate = (
@@ -310,7 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
       rate = f"{r['rows']:,} rows, {r['rows'] / max(r['wall_s'], 1e-9):,.0f} rows/s"
     print(
-      f"| {r['step']} | {r['items']:,} | {r['wall_s']} | {r['peak_rss_gib']:.2f} | {rate} |"
+      f"| {r['step']} | {r['items']:,} | {r['wall_s']} | {r['peak_rss_gib']:.2f} "
+      f"| {r['peak_anon_gib']:.2f} | {rate} |"
     )
 
 
