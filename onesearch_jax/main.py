@@ -200,7 +200,7 @@ def _run(argv: list[str]) -> int:
     print(msg, flush=True)
 
   if FLAGS.mode == "validate":  # reads files only: no runtime to set up
-    world = reader.load_world(FLAGS.world_dir)
+    world = reader.validate_world(FLAGS.world_dir)  # streamed: no table held
     log(f"{world.counts}\n{world.report.format()}")
     return 0
   # TensorFlow (seqio's tf.data) must not take an accelerator from JAX.

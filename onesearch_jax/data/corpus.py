@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from onesearch_jax.data import museq, prompts, world_source
@@ -45,24 +47,53 @@ AUGMENT_KINDS = ("s3_query",)
 
 
 @dataclasses.dataclass(frozen=True)
+class LazyColumns:
+  """The examples of one kind, made on demand from a row stream.
+
+  Attributes:
+    fields: the string fields of every example.
+    count: how many examples ``rows()`` yields.
+    rows: a fresh iterator of the examples (dicts of ``fields``) per call.
+  """
+
+  fields: tuple[str, ...]
+  count: int
+  rows: Callable[[], Iterator[dict[str, str]]]
+
+
+@dataclasses.dataclass(frozen=True)
 class Corpus:
   """Raw examples of every task, as columns (lists of equal length).
 
   Attributes:
     columns: task kind ("s1_query_to_sid", ..., "eval_order") -> field ->
       list of values (str, or int lists for the long-seq item rows, or str
-      lists for "target_item_ids").
+      lists for "target_item_ids"); or, for the phase-1 item kinds of a
+      streamed corpus (``build_corpus(..., item_stream=...)``), a
+      ``LazyColumns``.
     skips: reason -> count of examples not made.
     texts: canonical text for the sentencepiece model.
   """
 
-  columns: dict[str, dict[str, list]]
+  columns: dict[str, dict[str, list] | LazyColumns]
   skips: dict[str, int]
   texts: list[str]
 
   def count(self, kind: str) -> int:
     cols = self.columns[kind]
+    if isinstance(cols, LazyColumns):
+      return cols.count
     return len(next(iter(cols.values()))) if cols else 0
+
+  def rows(self, kind: str) -> Iterator[dict[str, Any]]:
+    """The examples of ``kind`` one by one (either storage)."""
+    cols = self.columns[kind]
+    if isinstance(cols, LazyColumns):
+      yield from cols.rows()
+      return
+    names = list(cols)
+    for values in zip(*(cols[k] for k in names), strict=True):
+      yield dict(zip(names, values, strict=True))
 
 
 def _category_path(item: dict[str, Any]) -> str:
@@ -126,8 +157,78 @@ def build_index(
   )
 
 
+# Item titles a streamed corpus gives the sentencepiece trainer (the first
+# ones of items.jsonl, plus every title the log references).
+STREAM_VOCAB_TITLES = 200_000
+# The phase-1 kinds with one example per catalogue item (streamed).
+ITEM_KINDS = (
+  "s1_title_to_sid",
+  "s1_sid_to_title",
+  "s1_sid_to_category",
+  "s1_text_to_category",
+)
+
+
+def _lazy_item_kinds(
+  item_stream: Callable[[], Iterable[dict[str, Any]]],
+  table: SIDTable,
+  text_cat_queries: list[dict[str, str]],
+  skips: collections.Counter,
+) -> tuple[dict[str, LazyColumns], set[str]]:
+  """The phase-1 item kinds over a stream of item rows (file order), and the
+  texts they add to the vocabulary; one counting pass over the stream."""
+  has_item = table.item_row
+
+  def examples(fields):
+    def rows():
+      for it in item_stream():
+        if it["item_id"] in has_item:
+          full = {
+            "title": str(it["item_title"]),
+            "text": str(it["item_title"]),
+            "sid": table.item_sid(it["item_id"]),
+            "category": _category_path(it),
+          }
+          yield {k: full[k] for k in fields}
+
+    return rows
+
+  n_with_sid = n_items = 0
+  texts: set[str] = set()
+  for it in item_stream():
+    n_items += 1
+    n_with_sid += it["item_id"] in has_item
+    texts.add(_category_path(it))
+    if n_items <= STREAM_VOCAB_TITLES:
+      texts.add(str(it["item_title"]))
+  skips["s1_item_without_sid"] += n_items - n_with_sid
+  skips["s1_sid_item_not_in_world"] += len(table.item_ids) - n_with_sid
+  text_cat = examples(("text", "category"))
+  kinds = {
+    "s1_title_to_sid": LazyColumns(
+      ("title", "sid"), n_with_sid, examples(("title", "sid"))
+    ),
+    "s1_sid_to_title": LazyColumns(
+      ("title", "sid"), n_with_sid, examples(("title", "sid"))
+    ),
+    "s1_sid_to_category": LazyColumns(
+      ("sid", "category"), n_with_sid, examples(("sid", "category"))
+    ),
+    "s1_text_to_category": LazyColumns(
+      ("text", "category"),
+      n_with_sid + len(text_cat_queries),
+      lambda: itertools.chain(text_cat(), iter(text_cat_queries)),
+    ),
+  }
+  return kinds, texts
+
+
 def build_corpus(
-  world: world_source.WorldTables, table: SIDTable, config: museq.MuSeqConfig
+  world: world_source.WorldTables,
+  table: SIDTable,
+  config: museq.MuSeqConfig,
+  *,
+  item_stream: Callable[[], Iterable[dict[str, Any]]] | None = None,
 ) -> Corpus:
   """Builds the raw examples of every task (pure Python / numpy).
 
@@ -135,6 +236,14 @@ def build_corpus(
     world: users, items, recall.
     table: the SID table.
     config: Mu-Seq settings.
+    item_stream: None (in memory), or a function returning a fresh iterator
+      over every item row (``world_source.iter_table(dir, "items")``): then
+      ``world.items`` need only hold the items the log clicks or purchases
+      (``read_world(dir, items="referenced")``), the phase-1 item kinds
+      (``ITEM_KINDS``) are ``LazyColumns`` over the stream in file order
+      (the SID table's order when the SIDs were built from this world), and
+      the vocabulary sees the first ``STREAM_VOCAB_TITLES`` titles plus
+      those the log references (all of them for smaller catalogues).
 
   Returns:
     The corpus.
@@ -156,7 +265,7 @@ def build_corpus(
   )
   q_rows = [{"query": q, "sid": table.query_sid(q)} for q in train_queries]
   item_rows = []
-  for item_id in table.item_ids:
+  for item_id in table.item_ids if item_stream is None else ():
     if item_id not in items:
       skips["s1_sid_item_not_in_world"] += 1
       continue
@@ -168,7 +277,8 @@ def build_corpus(
         "category": _category_path(it),
       }
     )
-  skips["s1_item_without_sid"] = sum(1 for i in items if i not in has_item)
+  if item_stream is None:
+    skips["s1_item_without_sid"] = sum(1 for i in items if i not in has_item)
   # Query category paths (most clicked train category; ties: smallest path).
   q_cats: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
   pairs = set()
@@ -183,9 +293,11 @@ def build_corpus(
       else:
         skips["s2_pair_without_sid"] += 1
   text_cat = [{"text": r["title"], "category": r["category"]} for r in item_rows]
+  q_text_cat = []
   for q in sorted(q_cats):
     cats = q_cats[q]
-    text_cat.append({"text": q, "category": min(cats, key=lambda c: (-cats[c], c))})
+    q_text_cat.append({"text": q, "category": min(cats, key=lambda c: (-cats[c], c))})
+  text_cat += q_text_cat
   columns = {
     "s1_query_to_sid": _cols(q_rows),
     "s1_sid_to_query": _cols(q_rows),
@@ -213,6 +325,10 @@ def build_corpus(
   for kind in TASK_KINDS:
     if kind.startswith("s2_"):
       columns[kind] = _cols(s2)
+  stream_texts: set[str] = set()
+  if item_stream is not None:
+    lazy, stream_texts = _lazy_item_kinds(item_stream, table, q_text_cat, skips)
+    columns.update(lazy)
   # Phase 3 and eval.
   index = build_index(world, table, config)
   keywords = keyword_source.build_keyword_generator(
@@ -236,7 +352,7 @@ def build_corpus(
   for kind in ("click", "order"):
     columns[f"eval_{kind}"] = _cols(rows_of(index.eval_examples(kind), True, "eval"))
   skips.update(index.skips)
-  texts = set(prompts.template_words())
+  texts = set(prompts.template_words()) | stream_texts
   texts.update(str(it["item_title"]) for it in world.items)
   texts.update(str(r["query"]) for r in world.recall)
   texts.update(_category_path(it) for it in world.items)

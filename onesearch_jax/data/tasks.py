@@ -74,6 +74,7 @@ from onesearch_jax.data.corpus import (
   AUGMENT_KINDS,
   TEST,
   TRAIN,
+  LazyColumns,
   build_corpus,
   build_vocabulary,
 )
@@ -125,10 +126,29 @@ def _to_tensors(cols: dict[str, list]) -> dict[str, Any]:
   return out
 
 
+def _column_batches(cols: LazyColumns, size: int = 1024):
+  """The rows of ``cols`` as dicts of lists of up to ``size`` values (one
+  Python-to-TF hand-over per batch, not per example)."""
+  batch = {k: [] for k in cols.fields}
+  for row in cols.rows():
+    for k in cols.fields:
+      batch[k].append(row[k])
+    if len(batch[cols.fields[0]]) == size:
+      yield batch
+      batch = {k: [] for k in cols.fields}
+  if batch[cols.fields[0]]:
+    yield batch
+
+
 def _dataset_fn(split, shuffle_files, seed=None, *, cols, task_split):
   del shuffle_files, seed  # order is fixed; the Task shuffles by seed
   if split != task_split:
     raise ValueError(f"split {split!r} not available (only {task_split!r})")
+  if isinstance(cols, LazyColumns):  # made from items.jsonl, in batches
+    return tf.data.Dataset.from_generator(
+      functools.partial(_column_batches, cols),
+      output_signature={k: tf.TensorSpec((None,), tf.string) for k in cols.fields},
+    ).unbatch()
   return tf.data.Dataset.from_tensor_slices(_to_tensors(cols))
 
 
@@ -221,6 +241,7 @@ def register_tasks(
   vocab_dir: str | os.PathLike | None = None,
   prefix: str = "onesearch",
   source_shards: int = 1,
+  stream_items: bool = False,
 ) -> RegisteredTasks:
   """Registers every task and mixture of a world + SID artefact (idempotent).
 
@@ -239,6 +260,12 @@ def register_tasks(
     source_shards: shards each task's source lists (1: seqio's
       ``FunctionDataSource``; more: ``ShardedFunctionSource``, for the Beam
       cache). The examples are the same.
+    stream_items: keep no item table: only the items the log references are
+      held, and the phase-1 item tasks read ``items.jsonl`` row by row when
+      their dataset is iterated (``build_corpus(item_stream=...)``). For
+      catalogues too big to hold; the main job's default world keeps the
+      in-memory path (False), whose examples the streamed one equals
+      (``tests/data/tasks_stream_test.py``).
 
   Returns:
     The registered names, vocabulary, counts and skips.
@@ -266,6 +293,7 @@ def register_tasks(
     dataclasses.asdict(sp_config),
     str(vocab_dir),
     source_shards,
+    stream_items,
   )
   if prefix in _REGISTERED:
     old_key, old = _REGISTERED[prefix]
@@ -276,7 +304,18 @@ def register_tasks(
     _remove(old.names)
     del _REGISTERED[prefix]
 
-  corpus = build_corpus(world_source.read_world(world_dir), sid_table, config)
+  if stream_items:
+    corpus = build_corpus(
+      world_source.read_world(world_dir, items="referenced"),
+      sid_table,
+      config,
+      # read_world has checked every item row; the task passes re-read fast.
+      item_stream=functools.partial(
+        world_source.iter_table, world_dir, "items", schema_checks=False
+      ),
+    )
+  else:
+    corpus = build_corpus(world_source.read_world(world_dir), sid_table, config)
   if vocab_dir is not None and os.path.isfile(os.path.join(vocab_dir, "spm.model")):
     vocabulary = vocab_lib.OneSearchVocabulary.load(vocab_dir)
   else:
@@ -290,6 +329,14 @@ def register_tasks(
   for kind in ("s3_personal", "s3_window", "s3_query", "eval_click", "eval_order"):
     templates[kind] = s3
   d = sid_table.dim
+  # Streamed: the items' codes + the codebooks, not the [N, 3, D] table.
+  centroids = (
+    preprocessors.CodeCentroids(
+      sid_table.item_codes, sid_table.rq_centroids, sid_table.levels[1]
+    )
+    if stream_items
+    else sid_table.item_centroids
+  )
   tasks, counts = {}, {}
   for kind, cols in corpus.columns.items():
     name = f"{prefix}_{kind}"
@@ -303,7 +350,7 @@ def register_tasks(
       steps.append(
         functools.partial(
           preprocessors.long_seq_feature,
-          item_centroids=sid_table.item_centroids,
+          item_centroids=centroids,
           reduce=config.long_reduce,
           enabled=config.use_long_seq,
         )

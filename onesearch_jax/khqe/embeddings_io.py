@@ -43,16 +43,7 @@ def load_embeddings(
       count that differs from the id count.
   """
   npy_path, ids_path = os.fspath(npy_path), os.fspath(ids_path)
-  try:
-    emb = np.load(npy_path, allow_pickle=False)
-  except (OSError, ValueError) as e:
-    raise EmbeddingsError(f"{npy_path}: cannot read a .npy array ({e})") from e
-  if emb.ndim != 2:
-    raise EmbeddingsError(
-      f"{npy_path}: expected a 2-D [N, D] array, got shape {emb.shape}"
-    )
-  if not np.issubdtype(emb.dtype, np.floating):
-    raise EmbeddingsError(f"{npy_path}: expected floats, got dtype {emb.dtype}")
+  emb = _float_matrix(npy_path, mmap_mode=None)
   bad = ~np.isfinite(emb).all(axis=1)
   if bad.any():
     raise EmbeddingsError(
@@ -81,6 +72,81 @@ def load_embeddings(
       f"{npy_path} has {emb.shape[0]} rows but {ids_path} has {len(ids)} ids"
     )
   return ids, emb.astype(np.float32, copy=False)
+
+
+def open_embeddings(npy_path: str | os.PathLike) -> np.ndarray:
+  """An [N, D] float ``.npy`` file, memory-mapped (read only, never loaded).
+
+  Rows are read from disk when indexed, so a catalogue larger than memory can
+  be encoded block by block (``stream_sids.encode_file``). Finiteness is
+  checked block by block by the reader of the rows, not here.
+
+  Raises:
+    EmbeddingsError: unreadable, not 2-D, or not floating point.
+  """
+  return _float_matrix(os.fspath(npy_path), mmap_mode="r")
+
+
+def _float_matrix(npy_path: str, mmap_mode: str | None) -> np.ndarray:
+  """The [N, D] float array of ``npy_path`` (loaded, or memory-mapped)."""
+  try:
+    emb = np.load(npy_path, mmap_mode=mmap_mode, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise EmbeddingsError(f"{npy_path}: cannot read a .npy array ({e})") from e
+  if emb.ndim != 2:
+    raise EmbeddingsError(
+      f"{npy_path}: expected a 2-D [N, D] array, got shape {emb.shape}"
+    )
+  if not np.issubdtype(emb.dtype, np.floating):
+    raise EmbeddingsError(f"{npy_path}: expected floats, got dtype {emb.dtype}")
+  return emb
+
+
+class BlockWriter:
+  """Writes an [N, D] float32 ``.npy`` file block by block (N known ahead).
+
+  ``write(block)`` appends the next ``[B, D]`` rows; ``close()`` (or leaving
+  the ``with`` block) checks that exactly N rows were written. Only the
+  current block is in memory; the file is a memory map the OS writes back.
+  """
+
+  def __init__(self, npy_path: str | os.PathLike, n: int, dim: int):
+    self.path = os.fspath(npy_path)
+    self.n = n
+    self.rows = 0
+    self._out = np.lib.format.open_memmap(
+      self.path, mode="w+", dtype=np.float32, shape=(n, dim)
+    )
+
+  def write(self, block: np.ndarray) -> None:
+    block = np.asarray(block, np.float32)
+    if block.ndim != 2 or block.shape[1] != self._out.shape[1]:
+      raise EmbeddingsError(
+        f"{self.path}: block of shape {block.shape}, expected [B, {self._out.shape[1]}]"
+      )
+    if self.rows + block.shape[0] > self.n:
+      raise EmbeddingsError(
+        f"{self.path}: {self.rows + block.shape[0]} rows written, file holds {self.n}"
+      )
+    self._out[self.rows : self.rows + block.shape[0]] = block
+    self.rows += block.shape[0]
+
+  def close(self) -> None:
+    if self._out is None:
+      return
+    self._out.flush()
+    self._out = None
+    if self.rows != self.n:
+      raise EmbeddingsError(f"{self.path}: {self.rows} of {self.n} rows written")
+
+  def __enter__(self) -> BlockWriter:
+    return self
+
+  def __exit__(self, exc_type, *exc) -> None:
+    if exc_type is None:
+      self.close()
+    else:
+      self._out = None
 
 
 def save_embeddings(

@@ -154,6 +154,21 @@ class Quantizer:
     """
     return self._encode(emb, mesh)[0]
 
+  def encode_with_errors(
+    self, emb: np.ndarray, *, mesh: jax.sharding.Mesh | None = None
+  ) -> tuple[np.ndarray, np.ndarray]:
+    """``encode`` plus the squared residual norm after every level.
+
+    Args:
+      emb: [N, D] float32 embeddings.
+      mesh: optional mesh.
+
+    Returns:
+      (codes [N, 3 + s] int32, sq [N, E] float32: ||r||^2 after l1, l2, l3
+      and opq if used; ``mean_errors`` averages them).
+    """
+    return self._encode(emb, mesh)
+
   def rq_centroid_embeddings(self, codes: np.ndarray) -> np.ndarray:
     """Per-level RQ centroid vectors of codes.
 

@@ -22,7 +22,7 @@ def run(
 
     def validate(_: pathlib.Path) -> dict:
       log(f"[world] validating {world_dir}")
-      world = reader.load_world(world_dir)
+      world = reader.validate_world(world_dir)  # streamed: no table held
       log(f"{world.counts}\n{world.report.format()}")
       output_hash = manifest_lib.jsonl_content_hash(world_dir)
       return {"output_hash": output_hash, "world_dir": str(world_dir)}

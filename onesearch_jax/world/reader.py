@@ -10,7 +10,11 @@ Two levels:
     more than one row: duplicate keys, ids referenced from recall, ranking and
     relevance that are not in users/items, and the manifest's sha256 hashes;
     it ties relevance rows without an item id to items by title
-    (``relevance_match``).
+    (``relevance_match``);
+  * ``validate_world(dir)`` runs the same checks streamed, keeping no table
+    in memory (the ids and per-row key hashes only; see its docstring), and
+    returns the counts and the report. The command line uses it, so the full
+    release validates in bounded memory.
 
 The public KuaiSearch release is read as it is: ``rank.jsonl`` is the ranking
 table (``table_path``), integer ids become their decimal strings
@@ -52,12 +56,15 @@ errors.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import json
 import os
 import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
+
+import numpy as np
 
 from onesearch_jax.world import (
   jsonl,
@@ -238,11 +245,22 @@ REFERENCES: Mapping[str, tuple[tuple[str, str], ...]] = {
 class _Loader:
   """Reads the tables in dependency order and applies cross-row checks."""
 
-  def __init__(self, directory: str, on_error: str, report: SkipReport, dangling: str):
+  def __init__(
+    self,
+    directory: str,
+    on_error: str,
+    report: SkipReport,
+    dangling: str,
+    keep: bool = True,
+  ):
     self.directory = directory
     self.on_error = on_error
     self.report = report
     self.dangling = dangling
+    # keep=False (validate_world): rows are checked and counted, not kept
+    # (the relevance table excepted); duplicate keys are found from 8-byte
+    # key hashes at the end of each table (_deferred_duplicates).
+    self.keep = keep
     # Known ids per referenced table, and ids of rows that were skipped
     # (for a clearer message on the rows that reference them).
     self.known: dict[str, set[str]] = {"users": set(), "items": set()}
@@ -254,10 +272,14 @@ class _Loader:
     self.report.record_skip(table, error)
 
   def read(self, table: schema.Table) -> list[dict[str, Any]]:
+    """The kept rows of ``table`` (none unless ``keep`` or relevance)."""
     path = table_path(self.directory, table)
     file = os.path.basename(path)
     rows = []
+    kept = 0
+    keep_rows = self.keep or table.name == "relevance"
     first_line: dict[tuple, int] = {}
+    digests, digest_lines = array.array("q"), array.array("q")
     for line, row, error in _scan(path, table, self.report):
       if error is not None:
         self._note_skipped_id(table, row, line)
@@ -269,18 +291,11 @@ class _Loader:
         continue
       if error is None and table.key:
         key = tuple(row[k] for k in table.key)
-        if key in first_line:
-          shown = ", ".join(
-            f"{k}={json.dumps(v, ensure_ascii=False)}"
-            for k, v in zip(table.key, key, strict=True)
-          )
-          error = SchemaError(
-            file,
-            line,
-            table.key[0] if len(table.key) == 1 else "+".join(table.key),
-            "duplicate_key",
-            f"duplicate key {shown} (first at line {first_line[key]})",
-          )
+        if not self.keep:
+          digests.append(hash(key))
+          digest_lines.append(line)
+        elif key in first_line:
+          error = _duplicate_error(table, file, line, key, first_line[key])
         else:
           first_line[key] = line
       if error is not None:
@@ -288,12 +303,54 @@ class _Loader:
         self.fail(table.name, error)
         continue
       self._check_subsets(table, file, row, line)
-      rows.append(row)
-    if table.name in self.known:
-      key_field = table.key[0]
-      self.known[table.name] = {row[key_field] for row in rows}
-    self.report.rows_kept[table.name] = len(rows)
+      if table.name in self.known:
+        self.known[table.name].add(row[table.key[0]])
+      kept += 1
+      if keep_rows:
+        rows.append(row)
+    if digests:  # keep=False: the kept tables (relevance) have no key
+      kept -= len(self._deferred_duplicates(table, path, digests, digest_lines))
+    self.report.rows_kept[table.name] = kept
     return rows
+
+  def _deferred_duplicates(
+    self,
+    table: schema.Table,
+    path: str,
+    digests: array.array,
+    digest_lines: array.array,
+  ) -> set[int]:
+    """Finds duplicate keys from the key hashes of one table's rows.
+
+    Rows whose hash occurs twice are candidates; one more pass over the file
+    compares their actual keys (a hash collision is not a duplicate). Each
+    duplicate is failed (raised or skipped) like in the in-memory reader,
+    but after the whole table was read.
+
+    Returns:
+      The lines of the duplicate rows (they are not kept).
+    """
+    d = np.frombuffer(digests, np.int64)
+    sd = np.sort(d)
+    repeated = sd[1:][sd[1:] == sd[:-1]]
+    if not repeated.size:
+      return set()
+    lines = np.frombuffer(digest_lines, np.int64)
+    candidates = set(lines[np.isin(d, repeated)].tolist())
+    first: dict[tuple, int] = {}
+    dups: list[tuple[int, tuple]] = []
+    for line, row, error in _scan(path, table, None):
+      if line not in candidates or error is not None:
+        continue
+      key = tuple(row[k] for k in table.key)
+      if key in first:
+        dups.append((line, key))
+      else:
+        first[key] = line
+    file = os.path.basename(path)
+    for line, key in dups:
+      self.fail(table.name, _duplicate_error(table, file, line, key, first[key]))
+    return {line for line, _ in dups}
 
   def _note_skipped_id(self, table: schema.Table, row: Any, line: int) -> None:
     """Remembers the key of a skipped users/items row (for clearer messages)."""
@@ -356,6 +413,22 @@ class _Loader:
         )
 
 
+def _duplicate_error(
+  table: schema.Table, file: str, line: int, key: tuple, first: int
+) -> SchemaError:
+  shown = ", ".join(
+    f"{k}={json.dumps(v, ensure_ascii=False)}"
+    for k, v in zip(table.key, key, strict=True)
+  )
+  return SchemaError(
+    file,
+    line,
+    table.key[0] if len(table.key) == 1 else "+".join(table.key),
+    "duplicate_key",
+    f"duplicate key {shown} (first at line {first})",
+  )
+
+
 def dangling_policy(directory: str | os.PathLike, dangling: str = "auto") -> str:
   """ "error" or "drop": ``dangling`` with "auto" resolved (module docstring)."""
   if dangling not in DANGLING:
@@ -397,6 +470,92 @@ def load_world(
     SchemaError: on the first problem (raise mode), or when a table file is
       missing or the manifest itself is unreadable (both modes).
   """
+  directory, report, manifest, tables, match = _read(
+    path, on_error, verify_manifest, dangling, keep=True
+  )
+  return World(
+    path=directory,
+    report=report,
+    manifest=manifest,
+    relevance_match=match,
+    **tables,
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldSummary:
+  """What ``validate_world`` found: counts and the report, no rows.
+
+  Attributes:
+    path: the directory.
+    counts: table -> rows kept (as ``World.counts``).
+    report: skips, dropped rows, warnings, extra fields, relevance outcomes.
+    manifest: the manifest dict, or None.
+    relevance_match: how each relevance row was tied to an item.
+  """
+
+  path: str
+  counts: dict[str, int]
+  report: SkipReport
+  manifest: Mapping[str, Any] | None
+  relevance_match: relevance_lib.RelevanceMatch
+
+
+def validate_world(
+  path: str | os.PathLike,
+  *,
+  on_error: str = "raise",
+  verify_manifest: bool = True,
+  dangling: str = "auto",
+) -> WorldSummary:
+  """``load_world``'s checks, streamed: every row is read, none is kept.
+
+  For directories too big to hold (the full release: 18.6 M items, 81 M
+  ranking rows). Same arguments, same checks, same counts and report as
+  ``load_world``, with these differences:
+
+  * memory: the user and item ids are kept (a set of strings, for the
+    reference checks; ~90 bytes per id), plus 16 bytes per row of a keyed
+    table (an 8-byte key hash and its line) while that table is read, and
+    the relevance rows (a judgment set, small) with the items whose title
+    one of them names;
+  * duplicate keys are found at the end of their table (one more pass over
+    the file compares the keys of rows whose hashes collide), so in raise
+    mode a later bad row of the same table raises first, and a duplicate
+    recall row's subset warnings are still counted.
+
+  Raises:
+    SchemaError: as ``load_world``.
+  """
+  directory, report, manifest, _, match = _read(
+    path, on_error, verify_manifest, dangling, keep=False
+  )
+  return WorldSummary(
+    path=directory,
+    counts={name: report.rows_kept[name] for name in schema.TABLES},
+    report=report,
+    manifest=manifest,
+    relevance_match=match,
+  )
+
+
+def _titled_items(
+  directory: str, known: set[str], titles: set[str]
+) -> Iterator[dict[str, Any]]:
+  """The valid, first-seen item rows whose normalised title is in ``titles``
+  (one more streamed pass over the items table)."""
+  table = schema.TABLES["items"]
+  seen: set[str] = set()
+  for _, row, error in _scan(table_path(directory, table), table, None):
+    if error is not None or row["item_id"] not in known or row["item_id"] in seen:
+      continue
+    if relevance_lib.normalise_text(row["item_title"]) in titles:
+      seen.add(row["item_id"])
+      yield row
+
+
+def _read(path, on_error, verify_manifest, dangling, *, keep):
+  """(directory, report, manifest, tables, relevance match) of a world."""
   if on_error not in ON_ERROR:
     raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
   directory = os.fspath(path)
@@ -410,9 +569,19 @@ def load_world(
         raise problem
       report.record_skip("manifest", problem)
     report.manifest_checked = True
-  loader = _Loader(directory, on_error, report, dangling_policy(directory, dangling))
+  loader = _Loader(
+    directory, on_error, report, dangling_policy(directory, dangling), keep=keep
+  )
   tables = {name: loader.read(table) for name, table in schema.TABLES.items()}
-  match = relevance_lib.match_relevance(tables["items"], tables["relevance"])
+  items = tables["items"]
+  if not keep:
+    titles = {
+      relevance_lib.normalise_text(r["item_title"])
+      for r in tables["relevance"]
+      if r.get("item_id") in (None, "")
+    }
+    items = list(_titled_items(directory, loader.known["items"], titles))
+  match = relevance_lib.match_relevance(items, tables["relevance"])
   report.relevance.update(match.counts)
   if manifest is not None and verify_manifest:
     counts = manifest.get("counts", {})
@@ -434,13 +603,7 @@ def load_world(
         if on_error == "raise":
           raise problem
         report.record_skip("manifest", problem)
-  return World(
-    path=directory,
-    report=report,
-    manifest=manifest,
-    relevance_match=match,
-    **tables,
-  )
+  return directory, report, manifest, tables, match
 
 
 def main(argv: list[str]) -> int:
@@ -460,7 +623,7 @@ def main(argv: list[str]) -> int:
     return 2
   on_error = "skip" if "--skip" in flags else "raise"
   try:
-    world = load_world(
+    world = validate_world(
       dirs[0],
       on_error=on_error,
       verify_manifest="--no-verify-manifest" not in flags,

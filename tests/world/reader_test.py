@@ -317,11 +317,14 @@ BAD_ROWS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
+_BAD_ROW_CASES = pytest.mark.parametrize(
   "table,line,reason,field,problem",
   [c[1:] for c in BAD_ROWS],
   ids=[c[0] for c in BAD_ROWS],
 )
+
+
+@_BAD_ROW_CASES
 def test_bad_row_raises_with_file_line_field(
   tmp_path, table, line, reason, field, problem
 ):
@@ -345,11 +348,7 @@ def test_bad_row_raises_with_file_line_field(
   assert re.search(problem, str(error)), str(error)
 
 
-@pytest.mark.parametrize(
-  "table,line,reason,field,problem",
-  [c[1:] for c in BAD_ROWS],
-  ids=[c[0] for c in BAD_ROWS],
-)
+@_BAD_ROW_CASES
 def test_bad_row_skip_mode_counts_exactly(
   tmp_path, table, line, reason, field, problem
 ):
@@ -514,3 +513,86 @@ def test_bad_arguments(tmp_path):
     list(reader.iter_rows(tmp_path / "x.jsonl", "users", on_error="skip"))
   with pytest.raises(KeyError, match="unknown table"):
     list(reader.iter_rows(tmp_path / "x.jsonl", "orders"))
+
+
+# ------------------------------------------- validate_world (streamed checks)
+
+RELEASE_DIR = ZH_DIR.parent / "kuaisearch_release"
+
+
+def _same_outcome(directory, **kwargs):
+  """load_world and validate_world agree: counts, report, relevance match."""
+  world = reader.load_world(directory, **kwargs)
+  summary = reader.validate_world(directory, **kwargs)
+  assert summary.counts == world.counts
+  assert summary.report.format() == world.report.format()
+  assert summary.report.skipped == world.report.skipped
+  assert summary.report.dangling == world.report.dangling
+  assert summary.relevance_match == world.relevance_match
+  return summary
+
+
+@pytest.mark.parametrize("directory", [ZH_DIR, RELEASE_DIR], ids=["zh", "release"])
+def test_validate_world_equals_load_world_on_fixtures(directory):
+  summary = _same_outcome(directory, on_error="skip")
+  assert sum(summary.counts.values()) > 0
+
+
+@_BAD_ROW_CASES
+def test_validate_world_same_error_and_skips(
+  tmp_path, table, line, reason, field, problem
+):
+  del reason, field, problem
+  directory = _write_bad(tmp_path, _base(), table, line)
+  with pytest.raises(reader.SchemaError) as eager:
+    reader.load_world(directory)
+  with pytest.raises(reader.SchemaError) as streamed:
+    reader.validate_world(directory)
+  assert str(streamed.value) == str(eager.value)
+  assert (streamed.value.reason, streamed.value.line) == (
+    eager.value.reason,
+    eager.value.line,
+  )
+  _same_outcome(directory, on_error="skip")
+
+
+def test_validate_world_many_duplicates_and_hash_candidates(tmp_path):
+  # Several duplicate keys in each keyed table, a repeated ranking key among
+  # rows that differ elsewhere; every duplicate is found with its first line.
+  tables = _base()
+  extra = {
+    "users": [
+      json.dumps(_user("u1")),
+      json.dumps(_user("u2")),
+      json.dumps(_user("u1")),
+    ],
+    "recall": [json.dumps(_session("s2", "u1", [], [], []))],
+    "ranking": [
+      json.dumps(_ranking("s1", "u1", "i1", is_clicked=0)),
+      json.dumps(_ranking("s1", "u1", "i3")),
+    ],
+  }
+  directory = _write(tmp_path, tables, extra_lines=extra)
+  summary = _same_outcome(directory, on_error="skip")
+  assert summary.report.skipped == collections.Counter(
+    {
+      ("users", "duplicate_key"): 3,
+      ("recall", "duplicate_key"): 1,
+      ("ranking", "duplicate_key"): 1,
+    }
+  )
+  assert summary.counts["ranking"] == 3
+  assert summary.report.skip_examples[("users", "duplicate_key")] == [
+    "users.jsonl:3: field 'user_id': duplicate key user_id=\"u1\" (first at line 1)",
+    "users.jsonl:4: field 'user_id': duplicate key user_id=\"u2\" (first at line 2)",
+    "users.jsonl:5: field 'user_id': duplicate key user_id=\"u1\" (first at line 1)",
+  ]
+
+
+def test_main_validates_streamed(tmp_path, capsys, monkeypatch):
+  # The command line never builds the row lists of load_world.
+  monkeypatch.setattr(reader, "load_world", None)
+  assert reader.main(["reader", str(ZH_DIR)]) == 0
+  assert "users=3, items=10, recall=9, ranking=20, relevance=12" in (
+    capsys.readouterr().out
+  )
