@@ -33,6 +33,11 @@ DEFAULT_CSV = (
   REPO.parent / "shared" / "data" / "real" / "esci" / "esci_pairs_with_titles.csv"
 )
 DEFAULT_GIN = REPO / "experiments" / "esci" / "esci.gin"
+# esci.write_esci_world options a run may set (flags of the same names).
+WORLD_OPTIONS = ("validation", "pseudo_per_item", "pseudo_seed")
+# The recipe's pseudo-queries per product (chosen on the validation world,
+# experiments/esci/README.md).
+DEFAULT_PSEUDO_PER_ITEM = 4
 # The README table: (results.json metric, column label).
 COLUMNS = (
   ("hr@10", "HR@10"),
@@ -43,18 +48,30 @@ COLUMNS = (
 )
 
 
-def ensure_world(csv_path: str | os.PathLike, world_dir: pathlib.Path) -> str:
+def ensure_world(
+  csv_path: str | os.PathLike, world_dir: pathlib.Path, **options: int
+) -> str:
   """Writes the ESCI world unless ``world_dir`` already holds it.
 
+  Args:
+    csv_path: the ESCI CSV.
+    world_dir: the world directory.
+    **options: ``esci.write_esci_world`` options (validation,
+      pseudo_per_item, pseudo_seed); unset ones are 0.
+
   Returns:
-    "kept" (the manifest names the same source CSV hash and
+    "kept" (the manifest names the same source CSV hash and options, and
     ``reader.check_manifest`` finds every file intact) or "written".
   """
+  options = {k: int(options.get(k, 0)) for k in WORLD_OPTIONS}
   manifest = manifest_lib.read_manifest(world_dir)
   if manifest is not None:
-    same_src = manifest.get("source") == "esci" and manifest.get("config", {}).get(
-      "src_sha256"
-    ) == manifest_lib.file_sha256(csv_path)
+    have = manifest.get("config", {})
+    same_src = (
+      manifest.get("source") == "esci"
+      and have.get("src_sha256") == manifest_lib.file_sha256(csv_path)
+      and all(have.get(k, 0) == v for k, v in options.items())
+    )
     if same_src and manifest.get("files"):
       try:
         intact = not reader.check_manifest(world_dir)
@@ -62,7 +79,7 @@ def ensure_world(csv_path: str | os.PathLike, world_dir: pathlib.Path) -> str:
         intact = False
       if intact:
         return "kept"
-  esci.write_esci_world(csv_path, world_dir)
+  esci.write_esci_world(csv_path, world_dir, **options)
   return "written"
 
 
@@ -86,11 +103,26 @@ def main(argv=None) -> int:
   p.add_argument(
     "--gin_bindings", action="append", default=[], help="extra gin bindings"
   )
+  p.add_argument(
+    "--validation",
+    type=int,
+    default=0,
+    help="hold out N train queries as the test split; leave the test queries out",
+  )
+  p.add_argument(
+    "--pseudo_per_item",
+    type=int,
+    default=DEFAULT_PSEUDO_PER_ITEM,
+    help="pseudo-queries per product from its own text (train sessions)",
+  )
+  p.add_argument("--pseudo_seed", type=int, default=0)
   args = p.parse_args(argv)
   root = pathlib.Path(args.root).resolve()
   world_dir, workdir = root / "esci_world", root / "workdir"
   start = time.time()
-  print(f"[esci] world {world_dir}: {ensure_world(args.csv, world_dir)}", flush=True)
+  options = {k: getattr(args, k) for k in WORLD_OPTIONS}
+  state = ensure_world(args.csv, world_dir, **options)
+  print(f"[esci] world {world_dir}: {state} {options}", flush=True)
   cmd = [
     sys.executable,
     str(REPO / "run.py"),

@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -64,6 +65,7 @@ COLUMNS = (
 LABEL_GAIN: Mapping[str, int] = {"E": 3, "S": 2, "C": 1, "I": 0}
 CSV_SPLITS = ("train", "test", "")
 ANONYMOUS_USER = "esci-anonymous"
+PSEUDO_USER = "esci-pseudo"
 LICENSE_FILES = ("LICENSE", "NOTICE")
 
 
@@ -297,22 +299,163 @@ def _item_row(product: EsciProduct) -> dict:
   return row
 
 
+def validation_ids(bench: EsciBenchmark, n: int) -> list[str]:
+  """The validation queries: ``n`` query ids of the non-test queries with at
+  least one E product, those with the smallest sha256(query_id) (fixed by the
+  ids alone), in CSV order.
+
+  Raises:
+    ValueError: fewer than ``n`` such queries.
+  """
+  exact = {j.query_id for j in bench.judgements if j.label == "E"}
+  pool = [
+    q.query_id for q in bench.queries if q.split != "test" and q.query_id in exact
+  ]
+  if n > len(pool):
+    raise ValueError(
+      f"validation={n}, but only {len(pool)} train queries have an E product"
+    )
+  chosen = set(sorted(pool, key=lambda q: hashlib.sha256(q.encode()).hexdigest())[:n])
+  return [q for q in pool if q in chosen]
+
+
+_WORD = re.compile(r"[^\W_]+(?:['.&+/-][^\W_]+)*")
+# Words a query does not start or end with (a span "chairs with" -> "chairs").
+_EDGE_STOP = frozenset("a an and the of for with in on by to from or at as w".split())
+
+
+def _words(text: str) -> list[str]:
+  return _WORD.findall(text.lower())
+
+
+def _trim(words: list[str]) -> list[str]:
+  lo, hi = 0, len(words)
+  while lo < hi and words[lo] in _EDGE_STOP:
+    lo += 1
+  while hi > lo and words[hi - 1] in _EDGE_STOP:
+    hi -= 1
+  return words[lo:hi]
+
+
+def pseudo_queries(product: EsciProduct, k: int, *, seed: int = 0) -> list[str]:
+  """Up to ``k`` distinct search-like queries made from one product's text.
+
+  Only ``product.title``, ``brand`` and ``color`` are read; the result depends
+  on them, ``product_id``, ``k`` and ``seed`` only. Text is lower-cased to
+  words (runs of letters and digits, any script; inner ' . & + / -
+  kept); stop words are trimmed
+  from a phrase's ends. In order of preference:
+
+    1. the head: the first 4 title words after a leading brand;
+    2. the brand's first 3 words + the head's first 2 words;
+    3. the color's first 2 words + the head's first 2 words;
+    4. the first title segment (up to , ( [ | : or " - "), at most 6 words;
+    5. spans of 2-4 consecutive title words at positions drawn from a
+       generator seeded by sha256(seed, product_id), until k are found or
+       a fixed number of draws (8 k) is spent.
+
+  Args:
+    product: the product.
+    k: how many at most (0: none).
+    seed: the span draws' seed.
+
+  Returns:
+    Distinct queries of 1-6 words (longer phrases are cut), in the order
+    above.
+  """
+  if k <= 0:
+    return []
+  title = _words(product.title)
+  brand = _words(product.brand)
+  body = title[len(brand) :] if brand and title[: len(brand)] == brand else title
+  head = _trim(body[:4])
+  out: list[str] = []
+
+  def add(words: list[str]) -> None:
+    words = _trim(words[:6])
+    text = " ".join(words)
+    if words and len(out) < k and text not in out:
+      out.append(text)
+
+  add(head)
+  if brand:
+    add(brand[:3] + _trim(body[:2]))
+  color = _words(product.color)
+  if color:
+    add(color[:2] + _trim(body[:2]))
+  first = re.split(r"[,(\[|:]| - ", product.title, maxsplit=1)[0]
+  add(_words(first)[:6])
+  digest = hashlib.sha256(f"{seed}:{product.product_id}".encode()).digest()
+  state = int.from_bytes(digest[:8], "little")
+  for _ in range(8 * k):
+    if len(out) >= k or len(title) < 2:
+      break
+    state = (state * 6364136223846793005 + 1442695040888963407) % 2**64
+    length = 2 + (state >> 33) % 3
+    start = (state >> 13) % max(1, len(title) - 1)
+    add(title[start : start + length])
+  return out
+
+
 def esci_world_tables(
-  bench: EsciBenchmark, *, empty_split: str = "train"
+  bench: EsciBenchmark,
+  *,
+  empty_split: str = "train",
+  validation: int = 0,
+  pseudo_per_item: int = 0,
+  pseudo_seed: int = 0,
 ) -> dict[str, list[dict]]:
-  """The benchmark as KuaiSearch-schema rows (see the module docstring)."""
+  """The benchmark as KuaiSearch-schema rows (see the module docstring).
+
+  Args:
+    bench: the loaded CSV.
+    empty_split: the split of queries whose CSV split is empty.
+    validation: 0, or the number of train queries held out as the "test"
+      split of a validation world (``validation_ids``; the official test
+      queries are then left out).
+    pseudo_per_item: pseudo-queries per product (``pseudo_queries``) added
+      as train sessions of ``PSEUDO_USER``.
+    pseudo_seed: their span draws' seed.
+  """
   if empty_split not in schema.SPLITS:
     raise ValueError(f"empty_split must be one of {schema.SPLITS}, got {empty_split!r}")
+  if validation < 0 or pseudo_per_item < 0:
+    raise ValueError(
+      f"validation and pseudo_per_item must be >= 0, got {validation}, {pseudo_per_item}"
+    )
   products = {p.product_id: p for p in bench.products}
   by_query: dict[str, list[EsciJudgement]] = collections.defaultdict(list)
   for j in bench.judgements:
     by_query[j.query_id].append(j)
   split_of = {q.query_id: q.split or empty_split for q in bench.queries}
-  ordered = sorted(
-    bench.queries, key=lambda q: schema.SPLITS.index(split_of[q.query_id])
-  )
+  queries = list(bench.queries)
+  if validation:
+    held = set(validation_ids(bench, validation))
+    queries = [q for q in queries if q.split != "test"]
+    split_of = {q.query_id: "test" if q.query_id in held else "train" for q in queries}
+  kept = {q.query_id for q in queries}
+  ordered = sorted(queries, key=lambda q: schema.SPLITS.index(split_of[q.query_id]))
   recall = []
-  for t, q in enumerate(ordered):
+  # Pseudo sessions first: one per distinct pseudo-query, clicking every
+  # product that made it.
+  made: dict[str, list[str]] = {}
+  for p in bench.products:
+    for text in pseudo_queries(p, pseudo_per_item, seed=pseudo_seed):
+      made.setdefault(text, []).append(p.product_id)
+  for n, (text, pids) in enumerate(made.items()):
+    recall.append(
+      {
+        "user_id": PSEUDO_USER,
+        "session_id": f"esci-pseudo-{n}",
+        "query": text,
+        "impressed_item_ids": list(pids),
+        "clicked_item_ids": list(pids),
+        "purchased_item_ids": [],
+        "time_index": n,
+        "split": "train",
+      }
+    )
+  for t, q in enumerate(ordered, start=len(recall)):
     judged = by_query[q.query_id]
     recall.append(
       {
@@ -329,6 +472,8 @@ def esci_world_tables(
   query_text = {q.query_id: q.query for q in bench.queries}
   relevance = []
   for j in bench.judgements:
+    if j.query_id not in kept:
+      continue
     p = products[j.product_id]
     relevance.append(
       {
@@ -341,10 +486,13 @@ def esci_world_tables(
         "item_id": p.product_id,
       }
     )
-  user = {f.name: "unknown" for f in schema.USERS.fields}
-  user.update(user_id=ANONYMOUS_USER, fre_country="US")
+  users = []
+  for uid in (ANONYMOUS_USER, PSEUDO_USER) if made else (ANONYMOUS_USER,):
+    user = {f.name: "unknown" for f in schema.USERS.fields}
+    user.update(user_id=uid, fre_country="US")
+    users.append(user)
   return {
-    "users": [user],
+    "users": users,
     "items": [_item_row(p) for p in bench.products],
     "recall": recall,
     "ranking": [],
@@ -357,6 +505,9 @@ def write_esci_world(
   out_dir: str | os.PathLike,
   *,
   empty_split: str = "train",
+  validation: int = 0,
+  pseudo_per_item: int = 0,
+  pseudo_seed: int = 0,
 ) -> dict[str, int]:
   """Writes the ESCI excerpt as a world directory in the KuaiSearch schema.
 
@@ -365,6 +516,8 @@ def write_esci_world(
       ``LICENSE`` and ``NOTICE``, which are copied to ``out_dir``.
     out_dir: the world directory (created if needed).
     empty_split: the split of queries whose CSV split is empty.
+    validation, pseudo_per_item, pseudo_seed: see ``esci_world_tables``
+      (recorded in the manifest's config).
 
   Returns:
     Rows written per table.
@@ -378,7 +531,13 @@ def write_esci_world(
         f"{os.path.join(src_dir, name)} is missing: the ESCI licence files must "
         "travel with the data"
       )
-  tables = esci_world_tables(load_esci_pairs(src_csv), empty_split=empty_split)
+  tables = esci_world_tables(
+    load_esci_pairs(src_csv),
+    empty_split=empty_split,
+    validation=validation,
+    pseudo_per_item=pseudo_per_item,
+    pseudo_seed=pseudo_seed,
+  )
   os.makedirs(out_dir, exist_ok=True)
   files = {}
   for name in schema.TABLES:
@@ -397,6 +556,9 @@ def write_esci_world(
       "src_csv": os.path.basename(src_csv),
       "src_sha256": manifest_lib.file_sha256(src_csv),
       "empty_split": empty_split,
+      "validation": validation,
+      "pseudo_per_item": pseudo_per_item,
+      "pseudo_seed": pseudo_seed,
     },
     "counts": counts,
     "files": files,

@@ -87,6 +87,19 @@ def test_ensure_world_keeps_an_intact_world_and_rewrites_a_damaged_one(
   (out / "items.jsonl").write_text("", encoding="utf-8")
   assert run_esci.ensure_world(esci_csv, out) == "written"
   assert sum(1 for _ in open(out / "items.jsonl", encoding="utf-8")) == 1342
+  # Other world options (pseudo-queries, a validation split): rewritten, then kept.
+  assert run_esci.ensure_world(esci_csv, out, pseudo_per_item=2) == "written"
+  assert run_esci.ensure_world(esci_csv, out, pseudo_per_item=2) == "kept"
+  n_pseudo = len(
+    {
+      q
+      for p in esci.load_esci_pairs(esci_csv).products
+      for q in esci.pseudo_queries(p, 2)
+    }
+  )
+  assert sum(1 for _ in open(out / "recall.jsonl", encoding="utf-8")) == 750 + n_pseudo
+  assert run_esci.ensure_world(esci_csv, out, validation=50) == "written"
+  assert sum(1 for _ in open(out / "recall.jsonl", encoding="utf-8")) == 250
 
 
 def test_sids_config_overrides_nested_dataclass_fields():
@@ -123,6 +136,43 @@ def test_results_table_rows():
   lines = run_esci.results_table(results).splitlines()
   assert lines[0].startswith("| system | queries | HR@10 |")
   assert lines[2] == "| bm25 | 3 | 0.5000 | 0.5000 | 0.5000 | 0.5000 | 0.5000 |"
+
+
+def test_compare_recipes_table_and_validation_args(tmp_path, monkeypatch):
+  spec = importlib.util.spec_from_file_location(
+    "compare_recipes", ESCI_DIR / "compare_recipes.py"
+  )
+  cmp = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(cmp)
+
+  def res(hr):
+    row = {"hr@10": hr, "ndcg@10": hr / 2}
+    return {
+      "sets": {"click": 50},
+      "systems": {s: {"click": {"all": row}} for s in ("onesearch", "bm25")},
+    }
+
+  lines = cmp.table({("base", 0): res(0.0), ("pseudo4", 1): res(0.5)}).splitlines()
+  assert lines[2] == "| base | 0 | 50 | 0.0000 | 0.0000 | 0.0000 | 0.0000 | - | - |"
+  assert lines[3] == "| pseudo4 | 1 | 50 | 0.5000 | 0.2500 | 0.5000 | 0.2500 | - | - |"
+  # A run is the validation world of the recipe with the seed bound; its
+  # results are copied beside it, and a copied run is not redone.
+  calls = []
+
+  def fake_main(args):
+    calls.append(args)
+    ev = tmp_path / "pseudo4" / "workdir" / "eval"
+    ev.mkdir(parents=True, exist_ok=True)
+    (ev / "results.json").write_text(json.dumps(res(0.25)))
+    return 0
+
+  monkeypatch.setattr(cmp.run_esci, "main", fake_main)
+  assert cmp.run_recipe(tmp_path, "pseudo4", 2, None) == res(0.25)
+  assert cmp.run_recipe(tmp_path, "pseudo4", 2, None) == res(0.25)
+  assert len(calls) == 1
+  assert "--validation=50" in calls[0] and "--pseudo_per_item=4" in calls[0]
+  assert "--gin_bindings=train_config.seed = 2" in calls[0]
+  assert (tmp_path / "pseudo4" / "results_seed2.json").is_file()
 
 
 def _random_hr(n_items: int, n_targets: int, k: int) -> float:

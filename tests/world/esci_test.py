@@ -229,3 +229,115 @@ def test_licence_files_required(tmp_path):
   manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
   assert manifest["config"]["empty_split"] == "train"
   assert re.fullmatch(r"[0-9a-f]{64}", manifest["config"]["src_sha256"])
+
+
+# ------------------------------------------------ pseudo-queries, validation
+
+
+def _product(title, brand="", color="", pid="P1"):
+  return esci.EsciProduct(pid, title, brand, color, line=2)
+
+
+def test_pseudo_queries_by_hand():
+  p = _product("ZENY Leather Dining Chairs with Wood Legs, Set of 6", "ZENY", "Brown")
+  got = esci.pseudo_queries(p, 4)
+  # head (4 words after the brand, "with" trimmed), brand + 2 head words,
+  # color + 2 head words, first segment (before the comma, 6 words at most).
+  assert got == [
+    "leather dining chairs",
+    "zeny leather dining",
+    "brown leather dining",
+    "zeny leather dining chairs with wood",
+  ]
+  # k caps the list; the preferred ones come first.
+  assert esci.pseudo_queries(p, 2) == got[:2]
+  assert esci.pseudo_queries(p, 0) == []
+
+
+def test_pseudo_queries_deterministic_distinct_and_from_item_text_only(esci_csv):
+  bench = esci.load_esci_pairs(esci_csv)
+  for p in bench.products[:200]:
+    a = esci.pseudo_queries(p, 6)
+    assert a == esci.pseudo_queries(p, 6)  # same input, same output
+    assert len(a) == len(set(a)) and 1 <= len(a) <= 6
+    # Every word of every pseudo-query is in the product's own text.
+    own = f"{p.title} {p.brand} {p.color}".lower()
+    for q in a:
+      assert 1 <= len(q.split()) <= 6
+      assert all(w in own for w in q.split()), (q, p.title)
+  # The span draws depend on the seed (the fixed candidates do not).
+  spans = [esci.pseudo_queries(x, 8, seed=0) for x in bench.products[:50]]
+  other = [esci.pseudo_queries(x, 8, seed=1) for x in bench.products[:50]]
+  assert spans != other
+
+
+def test_validation_world_holds_out_train_queries_and_drops_test(esci_csv):
+  bench = esci.load_esci_pairs(esci_csv)
+  exact = collections.defaultdict(set)
+  for j in bench.judgements:
+    if j.label == "E":
+      exact[j.query_id].add(j.product_id)
+  held = esci.validation_ids(bench, 50)
+  assert held == esci.validation_ids(bench, 50) and len(set(held)) == 50
+  # Only non-test queries with an E product, and the 50 smallest hashes.
+  pool = [q.query_id for q in bench.queries if q.split != "test" and exact[q.query_id]]
+  assert set(held) <= set(pool) and len(pool) == 188
+  import hashlib
+
+  h = sorted(hashlib.sha256(q.encode()).hexdigest() for q in pool)
+  assert {hashlib.sha256(q.encode()).hexdigest() for q in held} == set(h[:50])
+  tables = esci.esci_world_tables(bench, validation=50)
+  test_ids = {q.query_id for q in bench.queries if q.split == "test"}
+  test_text = {q.query for q in bench.queries if q.split == "test"}
+  sessions = {r["session_id"].removeprefix("esci-"): r for r in tables["recall"]}
+  # No official test query, nor its text, nor its judgements.
+  assert not test_ids & set(sessions)
+  train_text = {q.query for q in bench.queries if q.split != "test"}
+  assert not {r["query"] for r in tables["recall"]} & (test_text - train_text)
+  assert len(tables["relevance"]) == sum(
+    1 for j in bench.judgements if j.query_id not in test_ids
+  )
+  assert {q for q, r in sessions.items() if r["split"] == "test"} == set(held)
+  assert len(sessions) == 250
+  # Test sessions come after every train session.
+  order = [r["split"] for r in sorted(tables["recall"], key=lambda r: r["time_index"])]
+  assert order == ["train"] * 200 + ["test"] * 50
+  with pytest.raises(ValueError, match="only 188 train queries"):
+    esci.validation_ids(bench, 189)
+
+
+def test_pseudo_sessions_in_the_world(esci_csv, tmp_path):
+  bench = esci.load_esci_pairs(esci_csv)
+  tables = esci.esci_world_tables(bench, pseudo_per_item=3)
+  pseudo = [r for r in tables["recall"] if r["user_id"] == esci.PSEUDO_USER]
+  real = [r for r in tables["recall"] if r["user_id"] != esci.PSEUDO_USER]
+  # Pseudo sessions come first; the real ones are as without them, later.
+  assert tables["recall"][: len(pseudo)] == pseudo
+  assert real == [
+    dict(r, time_index=r["time_index"] + len(pseudo))
+    for r in esci.esci_world_tables(bench)["recall"]
+  ]
+  # One session per distinct pseudo-query; it clicks exactly the products
+  # whose own text made it, and every product is clicked by at least one.
+  want = collections.defaultdict(set)
+  for p in bench.products:
+    for q in esci.pseudo_queries(p, 3):
+      want[q].add(p.product_id)
+  assert {r["query"]: set(r["clicked_item_ids"]) for r in pseudo} == want
+  assert len(pseudo) == len(want)
+  assert {i for r in pseudo for i in r["clicked_item_ids"]} == {
+    p.product_id for p in bench.products
+  }
+  assert all(
+    r["split"] == "train" and r["impressed_item_ids"] == r["clicked_item_ids"]
+    for r in pseudo
+  )
+  assert [u["user_id"] for u in tables["users"]] == [
+    esci.ANONYMOUS_USER,
+    esci.PSEUDO_USER,
+  ]
+  # Relevance (graded eval) holds the judged pairs only.
+  assert tables["relevance"] == esci.esci_world_tables(bench)["relevance"]
+  counts = esci.write_esci_world(esci_csv, tmp_path / "w", pseudo_per_item=3)
+  assert counts["recall"] == 750 + len(pseudo)
+  assert reader.load_world(tmp_path / "w").counts == counts
