@@ -75,6 +75,16 @@ CATEGORIES = [  # (l1, l2, l3, title words, queries)
 ]
 
 
+def clustered_points(n: int, d: int, clusters: int, seed: int = 0) -> np.ndarray:
+  """[n, d] float32 points around ``clusters`` Gaussian centres (scale 4,
+  unit noise): k-means / RQ / quantiser test data with real structure."""
+  rng = np.random.default_rng(seed)
+  centers = rng.normal(size=(clusters, d)) * 4
+  return (centers[rng.integers(0, clusters, n)] + rng.normal(size=(n, d))).astype(
+    np.float32
+  )
+
+
 def _small_item(i: int, rng: np.random.Generator) -> dict:
   c = i % len(CATEGORIES)
   l1, l2, l3, words, _ = CATEGORIES[c]

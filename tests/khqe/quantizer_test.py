@@ -8,13 +8,12 @@ import jax
 import numpy as np
 import pytest
 
+from onesearch_jax import testing
 from onesearch_jax.khqe import quantizer, sid_encode
 
 
 def _emb(n=1200, d=8, seed=0):
-  rng = np.random.default_rng(seed)
-  centers = rng.normal(size=(40, d)) * 4
-  return (centers[rng.integers(0, 40, n)] + rng.normal(size=(n, d))).astype(np.float32)
+  return testing.clustered_points(n, d, 40, seed)
 
 
 _CFG = quantizer.QuantizerConfig(

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from onesearch_jax import testing
 from onesearch_jax.khqe import kmeans, rq
 
 
 def _data(n=1500, d=8, seed=0):
-  rng = np.random.default_rng(seed)
-  centers = rng.normal(size=(30, d)) * 4
-  return (centers[rng.integers(0, 30, n)] + rng.normal(size=(n, d))).astype(np.float32)
+  return testing.clustered_points(n, d, 30, seed)
 
 
 @pytest.mark.parametrize("mode", ["parent", "global", "parent_ab"])

@@ -8,13 +8,12 @@ import dataclasses
 import numpy as np
 import pytest
 
+from onesearch_jax import testing
 from onesearch_jax.khqe import embeddings_io, quantizer, stream_sids
 
 
 def _emb(n=1000, d=8, seed=0):
-  rng = np.random.default_rng(seed)
-  centers = rng.normal(size=(30, d)) * 4
-  return (centers[rng.integers(0, 30, n)] + rng.normal(size=(n, d))).astype(np.float32)
+  return testing.clustered_points(n, d, 30, seed)
 
 
 _CFG = quantizer.QuantizerConfig(
