@@ -26,6 +26,7 @@ from onesearch_jax import sharding
 from onesearch_jax.eval.config import EvalConfig
 from onesearch_jax.khqe.build import BuildConfig
 from onesearch_jax.model.configs import model_config as make_model_config
+from onesearch_jax.pars.grpo import GRPOConfig
 from onesearch_jax.pars.stage import ParsStageConfig
 from onesearch_jax.stages.config import PipelineConfig
 from onesearch_jax.train.loop import TrainConfig
@@ -301,6 +302,7 @@ def pars_config(
   rerank: bool | None = None,
   rerank_label_relevance: bool | None = None,
   seed: int | None = None,
+  grpo: dict[str, Any] | None = None,
 ):
   """The pars stage (``pars.stage.ParsStageConfig``); None = the dataclass
   default (the main job's, sized to a minute or two on 2 CPU cores).
@@ -336,6 +338,10 @@ def pars_config(
     rerank_label_relevance: S_rel from relevance labels in that row (leaks
       the eval's graded-NDCG labels).
     seed: RM, example sampling and phase seeds (phase k: seed + k).
+    grpo: turns the OneSearch-V2 GRPO phase on (None = off): a dict of
+      ``pars.grpo.GRPOConfig`` fields, e.g. {'variant': 'tpma', 'num_steps':
+      50}, plus 'learning_rate'; num_steps also sets log_every (<= 10), the
+      optimizer's total_steps and the checkpoint cadence, as for a phase.
   """
 
   base = ParsStageConfig()
@@ -400,6 +406,7 @@ def pars_config(
           batch_size=batch_size,
           run_phase1=run_phase1,
           run_phase2=run_phase2,
+          grpo=None if grpo is None else grpo_config(**grpo),
         ),
         "ParsConfig",
       ),
@@ -409,6 +416,30 @@ def pars_config(
     ),
     "ParsStageConfig",
   )
+
+
+def grpo_config(learning_rate: float | None = None, **fields: Any) -> GRPOConfig:
+  """``pars.grpo.GRPOConfig`` from ``pars_config(grpo={...})``'s dict.
+
+  Args:
+    learning_rate: the phase's constant learning rate (after warmup).
+    **fields: GRPOConfig fields; num_steps also sets log_every (<= 10), the
+      optimizer's total_steps and the checkpoint cadence.
+  """
+  base = GRPOConfig()
+  n = fields.get("num_steps")
+  opt = _given(learning_rate=learning_rate)
+  if n is not None:
+    n = int(n)
+    fields.setdefault("log_every", max(1, min(10, n)))
+    opt["total_steps"] = max(n, 1)
+    opt["warmup_steps"] = min(base.optimizer.warmup_steps, max(n - 1, 0))
+    fields.setdefault(
+      "checkpoint", dataclasses.replace(base.checkpoint, save_every_steps=max(n, 1))
+    )
+  if opt:
+    fields.setdefault("optimizer", _replace(base.optimizer, opt, "OptimizerConfig"))
+  return _replace(base, fields, "GRPOConfig")
 
 
 def pipeline_config(

@@ -129,7 +129,8 @@ def workdir_models(
   Returns:
     ([(name, EncoderDecoder)]: "onesearch" and, when a PARS phase has a
     checkpoint, "onesearch+pars" (the last phase's model: the aligned
-    generator), [(name, source name, beam re-ranker)]: with pars.rerank,
+    generator), with ``ParsConfig.grpo`` "onesearch+grpo" / "onesearch+tpma"
+    (the GRPO phase's model), [(name, source name, beam re-ranker)]: with pars.rerank,
     "onesearch+rm" (the RM re-rank of the SFT beams) and
     "onesearch+pars+rm" (of the aligned model's beams)).
   """
@@ -143,6 +144,10 @@ def workdir_models(
     final = phases[-1]
     model = generator_lib.load_phase_model(wd, final, pars.pars.phase(final).optimizer)
     models.append((ALIGNED, model))
+  grpo_dir = wd.pars / "grpo" / "checkpoints"
+  if pars.pars.grpo is not None and grpo_dir.exists():
+    model = generator_lib.load_phase_model_from(wd, grpo_dir, pars.pars.grpo.optimizer)
+    models.append((f"onesearch+{pars.pars.grpo.variant}", model))
   if pars.rerank:
     fn = beam_rerank.beam_reranker(
       world_dir,

@@ -136,7 +136,7 @@ class PreferenceExamples:
 # ---------------------------------------------------------------- phase 2
 
 
-def _group(keys: np.ndarray, n: int, n_groups: int) -> list[np.ndarray]:
+def group_keys(keys: np.ndarray, n: int, n_groups: int) -> list[np.ndarray]:
   """Sorted keys g * n + item -> per-group item arrays."""
   g = keys // n
   bounds = np.searchsorted(g, np.arange(n_groups + 1))
@@ -154,10 +154,10 @@ def logged_examples(
   rng = np.random.default_rng(cfg.seed)
   n, k = interactions.n_items, cfg.num_negatives
   stats: collections.Counter = collections.Counter()
-  bought = _group(interactions.purchased_keys, n, interactions.n_sessions)
-  clicked = _group(interactions.clicked_keys, n, interactions.n_sessions)
-  shown = _group(interactions.impressed_keys, n, interactions.n_sessions)
-  user_bought = _group(
+  bought = group_keys(interactions.purchased_keys, n, interactions.n_sessions)
+  clicked = group_keys(interactions.clicked_keys, n, interactions.n_sessions)
+  shown = group_keys(interactions.impressed_keys, n, interactions.n_sessions)
+  user_bought = group_keys(
     interactions.user_train_purchase_keys, n, len(interactions.user_ids)
   )
   by_l3 = collections.defaultdict(list)
@@ -423,16 +423,9 @@ def batch_stream(
   e = len(examples)
   if e == 0:
     raise ValueError("batch_stream: no preference examples")
-  nb = -(-e // batch_size)
 
   def make(p: int) -> dict[str, np.ndarray]:
-    epoch, j = divmod(p, nb)
-    perm = np.random.default_rng([seed, epoch]).permutation(e)
-    idx = perm[j * batch_size : (j + 1) * batch_size]
-    weight = np.ones(batch_size, np.float32)
-    if idx.size < batch_size:
-      weight[idx.size :] = 0.0
-      idx = np.concatenate([idx, np.resize(perm, batch_size - idx.size)])
+    idx, weight = batch_rows(e, batch_size, seed, p)
     prompts = prompt_fn([interactions.session_ids[i] for i in examples.session[idx]])
     return listwise.make_batch(
       prompts,
@@ -442,6 +435,37 @@ def batch_stream(
       examples.rejected_mask[idx],
       weight,
     )
+
+  return positions(make)
+
+
+def batch_rows(
+  n: int, batch_size: int, seed: int, position: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """The rows of batch `position` over n examples, and their weights.
+
+  Batch p holds perm_e[(p % nb)·B : (p % nb + 1)·B] of epoch e = p // nb,
+  nb = ceil(n / B), perm_e a permutation seeded by (seed, e); a short last
+  batch is filled from perm_e with weight 0.
+
+  Returns:
+    (rows [B] int, weights [B] float32: 1 real, 0 filler).
+  """
+  nb = -(-n // batch_size)
+  epoch, j = divmod(position, nb)
+  perm = np.random.default_rng([seed, epoch]).permutation(n)
+  idx = perm[j * batch_size : (j + 1) * batch_size]
+  weight = np.ones(batch_size, np.float32)
+  if idx.size < batch_size:
+    weight[idx.size :] = 0.0
+    idx = np.concatenate([idx, np.resize(perm, batch_size - idx.size)])
+  return idx, weight
+
+
+def positions(
+  make: Callable[[int], dict[str, np.ndarray]],
+) -> Callable[[int], Iterator[dict[str, np.ndarray]]]:
+  """position -> the endless iterator make(position), make(position + 1), ..."""
 
   def stream(position: int) -> Iterator[dict[str, np.ndarray]]:
     p = position

@@ -5,12 +5,15 @@
   out_dir/reward_model/   params (orbax) + metrics.json (AUC / logloss)
   out_dir/pars1/          examples.npz + checkpoints/ (orbax, resumable)
   out_dir/pars2/          examples.npz + checkpoints/
+  out_dir/grpo/           checkpoints/ (only with ParsConfig.grpo set)
   out_dir/summary.json    RM metrics, example stats, phase histories
 
 and resumes: a finished RM is restored, saved examples are reloaded, and
 each phase continues from its latest checkpoint (train_phase). Phase 1's
 reference is the SFT model; phase 2 starts from phase 1's parameters (fresh
-optimizer) and uses them as its reference.
+optimizer) and uses them as its reference. The optional GRPO phase
+(`ParsConfig.grpo`, pars/grpo.py) starts from the SFT model, as the paper's
+V2 runs it after SFT; it is a separate branch, not stacked on phases 1-2.
 
 Injected dependencies (the lead wires the real ones):
   sft_checkpoint_loader(ts) -> ts   fills a fresh TrainState's model params
@@ -32,11 +35,21 @@ from collections.abc import Callable
 import jax
 from flax import nnx
 
+from onesearch_jax import decoding
 from onesearch_jax import sharding as sh
 from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.model.configs import ModelConfig
-from onesearch_jax.pars import listwise, phases, reward_training, rewards, rm_features
+from onesearch_jax.pars import (
+  grpo,
+  grpo_data,
+  listwise,
+  phases,
+  reward_training,
+  rewards,
+  rm_features,
+)
 from onesearch_jax.pars import reward_model as rm_lib
+from onesearch_jax.pars.grpo import GRPOConfig
 from onesearch_jax.pars.logs import InteractionLog
 from onesearch_jax.pars.sid_tokens import ItemLookup, SidCodec
 from onesearch_jax.train import checkpoints
@@ -63,6 +76,9 @@ class ParsConfig:
   # the re-rank rows. Switch them on to align.
   run_phase1: bool = False
   run_phase2: bool = False
+  # OneSearch-V2 GRPO / TPMA-GRPO from the SFT model (pars/grpo.py); None =
+  # off (the main job).
+  grpo: GRPOConfig | None = None
 
   def phase(self, name: str) -> listwise.ListwiseTrainConfig:
     """The training settings of a PARS phase by its workdir name ("pars1",
@@ -81,6 +97,7 @@ class ParsResult:
   table: rewards.RewardTable
   phase1: listwise.PhaseResult | None
   phase2: listwise.PhaseResult | None
+  grpo: listwise.PhaseResult | None
   examples: dict[str, phases.PreferenceExamples]
   summary: dict
 
@@ -275,10 +292,49 @@ def run_pars(
         log_fn=lambda s, m: log(f"[pars2] step {s} " + _fmt(m)),
       )  # fmt: skip
       summary["pars2_history"] = result2.history
+  result_grpo = None
+  if cfg.grpo is not None:
+    result_grpo = _run_grpo(
+      cfg, table, interactions, rel, rtable, codec, lookup, sft_checkpoint_loader,
+      prompt_fn, out, mesh, rules, stop_after, log, summary,
+    )  # fmt: skip
   (out / "summary.json").write_text(
     json.dumps(summary, indent=2, sort_keys=True, default=float)
   )
-  return ParsResult(rm, codec, lookup, rtable, result1, result2, examples, summary)
+  return ParsResult(
+    rm, codec, lookup, rtable, result1, result2, result_grpo, examples, summary
+  )
+
+
+def _run_grpo(
+  cfg, table, interactions, rel, rtable, codec, lookup, sft_checkpoint_loader,
+  prompt_fn, out, mesh, rules, stop_after, log, summary,
+):  # fmt: skip
+  """The GRPO phase from the SFT model: out/grpo/checkpoints (resumable)."""
+  gcfg = cfg.grpo
+  prompts = grpo_data.build_prompts(interactions, rel, codec, gcfg)
+  summary["grpo_prompts"] = prompts.stats
+  log(f"[grpo] {gcfg.variant}: prompts {prompts.stats}")
+  if not len(prompts):
+    return None
+  trie = decoding.catalogue_trie(table.item_codes, cfg.model.sid_ranges)
+  tables = grpo_data.rollout_tables(
+    decoding.unique_sids(table.item_codes), lookup, rtable
+  )
+  ts = state_lib.create_train_state(
+    cfg.model, gcfg.optimizer, mesh, rules, seed=gcfg.seed
+  )
+  ts = sft_checkpoint_loader(ts)
+  result = grpo.train_phase(
+    ts, trie, tables,
+    grpo_data.batch_stream(prompts, interactions, prompt_fn, gcfg.batch_size, gcfg.seed),
+    gcfg, out / "grpo" / "checkpoints",
+    meta={"phase": "grpo", "variant": gcfg.variant, "sid_hash": table.content_hash},
+    stop_after=stop_after,
+    log_fn=lambda s, m: log(f"[grpo] step {s}/{gcfg.num_steps} " + _fmt(m)),
+  )  # fmt: skip
+  summary["grpo_history"] = result.history
+  return result
 
 
 def _fmt(m: dict) -> str:

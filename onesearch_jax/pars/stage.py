@@ -12,7 +12,8 @@ SID artefact (``workdir/sids``):
                          batches padded to one shape
 
 The eval stage loads the aligned phases with ``generator.load_phase_model``
-and re-ranks beams with ``pars.beam_rerank``.
+and re-ranks beams with ``pars.beam_rerank``; with ``ParsConfig.grpo`` set it
+also ranks with the GRPO phase's model (``pars/grpo/checkpoints``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def config_to_dict(cfg: ParsStageConfig) -> dict[str, Any]:
   out = json.loads(json.dumps(dataclasses.asdict(cfg), default=repr))
   if not cfg.pars.features.release_stats:
     del out["pars"]["features"]["release_stats"]
+  if cfg.pars.grpo is None:
+    del out["pars"]["grpo"]
   return out
 
 
@@ -95,7 +98,7 @@ def run_stage(
 
   Returns:
     {"output_hash": sha256 of the final params (phase 2, else phase 1, else
-     SFT), "phases": names with a checkpoint, "reward_model": RM metrics,
+     SFT; with the GRPO phase, combined with its params' hash), "phases": names with a checkpoint, "reward_model": RM metrics,
      "examples": per-phase example counts}.
   """
   wd = Workdir.of(workdir)
@@ -144,9 +147,15 @@ def run_stage(
     out_hash = state_lib.params_hash(final.state)
   else:
     out_hash = hashlib.sha256(b"sft:" + str(train_dir).encode()).hexdigest()
-  return {
+  if res.grpo is not None:  # the GRPO branch's params join the hash
+    grpo_hash = state_lib.params_hash(res.grpo.state)
+    out_hash = hashlib.sha256(f"{out_hash}+grpo:{grpo_hash}".encode()).hexdigest()
+  marker = {
     "output_hash": out_hash,
     "phases": generator_lib.existing_phases(out_dir),
     "reward_model": {k: float(v) for k, v in res.rm.metrics.items()},
     "examples": {k: len(v) for k, v in res.examples.items()},
   }
+  if res.grpo is not None:
+    marker["grpo"] = pcfg.grpo.variant
+  return marker

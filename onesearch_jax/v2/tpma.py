@@ -30,6 +30,9 @@ Where SPEC's formula leaves it open, the official code decides (choices):
   * The optional KL to the reference is the per-token k3 estimator
     exp(ref − cur) − (ref − cur) − 1, weight β (0 by default).
   * A prompt with no ground truth has ΔR = 0 (so Â = 0) and gates (1, 0, ...).
+  * A group whose G values are all equal normalises to exactly 0 (the
+    formula's value; the float rounding of its mean, e.g. of eight equal
+    rewards 0.3, divided by std + 1e-8 = 1e-8, would be O(1) noise).
 """
 
 from __future__ import annotations
@@ -126,7 +129,10 @@ def group_normalise(x: jax.Array, axis: int = 1) -> jax.Array:
   x = x.astype(jnp.float32)
   mean = jnp.mean(x, axis=axis, keepdims=True)
   std = jnp.std(x, axis=axis, keepdims=True, ddof=1)
-  return (x - mean) / (std + STD_EPS)
+  # A group of equal values is exactly 0 (the formula's value): the float
+  # rounding of its mean would otherwise be divided by 1e-8.
+  flat = jnp.max(x, axis=axis, keepdims=True) == jnp.min(x, axis=axis, keepdims=True)
+  return jnp.where(flat, 0.0, (x - mean) / (std + STD_EPS))
 
 
 def tpma_advantages(

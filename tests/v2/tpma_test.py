@@ -128,6 +128,16 @@ def test_group_normalise_needs_two_rollouts():
     tpma.group_normalise(jnp.ones((2, 1, 5)))
 
 
+def test_group_of_equal_values_normalises_to_exactly_zero():
+  # float32 mean of eight 0.3 is not exactly 0.3: without the guard the
+  # rounding, divided by std + 1e-8 = 1e-8, is O(1).
+  x = jnp.full((3, 8), 0.3).at[2, 0].set(0.7)
+  z = np.asarray(tpma.group_normalise(x))
+  assert np.all(z[:2] == 0.0)
+  want = (np.asarray(x[2]) - np.mean(x[2])) / np.std(np.asarray(x[2]), ddof=1)
+  np.testing.assert_allclose(z[2], want, rtol=1e-4)
+
+
 def test_grpo_advantages_broadcast_the_sequence_z_norm():
   adv, gates = tpma.grpo_advantages(jnp.asarray([[1.0, 3.0]]), 5)
   a = 1 / math.sqrt(2)  # mean 2, unbiased std sqrt(2)
