@@ -30,6 +30,12 @@ def _codes(seed: int, n: int) -> np.ndarray:
   return np.stack([rng.integers(0, v, size=n) for v in SIZES], axis=1)
 
 
+def _prompts(batch) -> dict:
+  """The encoder inputs of a synthetic batch (tokens and Mu-Seq features)."""
+  keys = ("encoder_input_tokens", "long_seq_features")
+  return {k: jnp.asarray(batch[k]) for k in keys if k in batch}
+
+
 def _decode_all(model, batch, tokens: np.ndarray) -> np.ndarray:
   """Teacher-forced logits [B, U, S, V] of every prompt x SID row (jitted)."""
   graphdef, state = nnx.split(model)
@@ -37,16 +43,16 @@ def _decode_all(model, batch, tokens: np.ndarray) -> np.ndarray:
   dec_in = np.concatenate([np.zeros((u, 1), np.int32), tokens[:, :-1]], axis=1)
 
   @jax.jit
-  def run(state, enc_tokens, dec_in):
+  def run(state, prompts, dec_in):
     m = nnx.merge(graphdef, state)
-    enc, mask = m.encode({"encoder_input_tokens": enc_tokens})
+    enc, mask = m.encode(prompts)
     b = enc.shape[0]
     logits = m.decode(
       jnp.tile(dec_in, (b, 1)), jnp.repeat(enc, u, 0), jnp.repeat(mask, u, 0)
     )
     return logits.reshape(b, u, s, -1)
 
-  return np.asarray(run(state, jnp.asarray(batch["encoder_input_tokens"]), dec_in))
+  return np.asarray(run(state, _prompts(batch), dec_in))
 
 
 def _brute_policy(model, batch, unique: np.ndarray, temperature: float):
@@ -75,16 +81,14 @@ def _score(model, batch, trie, tokens, temperature: float = 1.0) -> np.ndarray:
   graphdef, state = nnx.split(model)
 
   @jax.jit
-  def run(state, enc_tokens, trie, tokens):
+  def run(state, prompts, trie, tokens):
     m = nnx.merge(graphdef, state)
     return sample.constrained_log_probs(
-      m, {"encoder_input_tokens": enc_tokens}, trie, tokens, temperature=temperature
+      m, prompts, trie, tokens, temperature=temperature
     )
 
   trie = jax.tree.map(jnp.asarray, trie)
-  return np.asarray(
-    run(state, jnp.asarray(batch["encoder_input_tokens"]), trie, tokens)
-  )
+  return np.asarray(run(state, _prompts(batch), trie, tokens))
 
 
 @pytest.mark.parametrize("dense", [0, 1, 2])
