@@ -94,7 +94,8 @@ class GRPOConfig:
     w_item: TPMA only: weight of the normalised item reward added to every
       position (0 as the official trainer: then TPMA uses the match rewards
       alone).
-    num_steps, log_every, seed, optimizer, checkpoint: as a PARS phase.
+    num_steps, log_every, seed, optimizer, checkpoint: as a PARS phase (the
+      learning rate is the PARS phases' 1e-4, constant after 5 warmup steps).
   """
 
   variant: str = "tpma"
@@ -109,7 +110,7 @@ class GRPOConfig:
   log_every: int = 10
   seed: int = 3
   optimizer: OptimizerConfig = OptimizerConfig(
-    learning_rate=1e-5, warmup_steps=5, total_steps=100, decay="constant"
+    learning_rate=1e-4, warmup_steps=5, total_steps=100, decay="constant"
   )
   checkpoint: checkpoints.CheckpointConfig = checkpoints.CheckpointConfig(
     save_every_steps=100, keep_last=1

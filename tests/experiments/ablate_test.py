@@ -19,9 +19,10 @@ import pytest
 
 import gin
 from onesearch_jax import main as cli
+from onesearch_jax.pars.grpo import GRPOConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-EXPERIMENTS = ("tokenizer", "opq_depth", "museq", "pars", "seeds")
+EXPERIMENTS = ("tokenizer", "opq_depth", "museq", "pars", "seeds", "v2")
 # The main job's stage list has no pars stage, so the variants that spell it
 # out change nothing there; the pars experiment adds the stage.
 NO_PARS = {"stages": ("world", "sids", "train", "eval")}
@@ -74,6 +75,16 @@ def _leaves(obj, prefix=""):
 def _diff(a, b) -> dict:
   la, lb = _leaves(a), _leaves(b)
   return {k: lb.get(k) for k in sorted(set(la) | set(lb)) if la.get(k) != lb.get(k)}
+
+
+# The V2 GRPO rows: the pars stage's GRPOConfig (off in the main job) with
+# the variant set, every other field at its default.
+def _grpo(variant: str) -> dict:
+  fields = dataclasses.asdict(GRPOConfig(variant=variant))
+  return {
+    **NO_BASELINES,
+    **{f"pars.pars.grpo.{k}": v for k, v in _leaves(fields).items()},
+  }
 
 
 # variant file -> the fields (dotted PipelineConfig paths) it must change.
@@ -143,6 +154,8 @@ EXPECTED = {
     "train.museq.sliding_window": False,
   },
   "pars/00_main.gin": {**WITH_PARS},
+  "v2/06_grpo.gin": _grpo("grpo"),
+  "v2/07_tpma.gin": _grpo("tpma"),
   "seeds/00_seed0.gin": {**NO_PARS},
   "seeds/01_seed1.gin": {**NO_PARS, **NO_BASELINES, "train.train.seed": 1},
   "seeds/02_seed2.gin": {**NO_PARS, **NO_BASELINES, "train.train.seed": 2},

@@ -204,3 +204,98 @@ def test_config_rejects_bad_values():
     grpo.GRPOConfig(num_samples=1)
   with pytest.raises(ValueError, match="temperature"):
     grpo.GRPOConfig(temperature=0.0)
+
+
+def test_prompts_from_the_hand_log(hand_log, world, sid_table):
+  from onesearch_jax.pars import grpo_data, rm_features
+  from onesearch_jax.pars.sid_tokens import SidCodec
+
+  ranges = synthetic.sid_ranges_for(64, 20, sid_table.code_ranges)
+  codec = SidCodec.from_ranges(ranges, sid_table.code_ranges)
+  rel = rm_features.relevance_rows(
+    world, hand_log, sid_table, rm_features.FeatureConfig()
+  )
+  cfg = grpo.GRPOConfig(max_targets=2, max_judged=3)
+  p = grpo_data.build_prompts(hand_log, rel, codec, cfg)
+  # Train sessions s1 (bought and clicked A) and s2 (clicked B); s3 is test.
+  assert [hand_log.session_ids[s] for s in p.session] == ["s1", "s2"]
+  a, b = (codec.tokens(testing.HAND_CODES[i]) for i in (0, 1))
+  np.testing.assert_array_equal(p.gt_tokens[0, 0], a)
+  np.testing.assert_array_equal(p.gt_tokens[1, 0], b)
+  np.testing.assert_array_equal(p.gt_mask, [[True, False], [True, False]])
+  np.testing.assert_array_equal(p.gt_order, [[True, False], [False, False]])
+  assert np.all(p.gt_tokens[:, 1] == 0)
+  # "red dress" judges A as 3 (both sessions' query) unless the row is in
+  # the reward model's hold-out.
+  held = bool(rel.held_out[0])
+  want = [0, 0, 0] if held else [3, 0, 0]
+  np.testing.assert_array_equal(p.rel_tier, [want, want])
+  if not held:
+    np.testing.assert_array_equal(p.rel_tokens[0, 0], a)
+  assert p.stats["prompts"] == 2 and p.stats["sessions_train"] == 2
+
+
+def test_batch_stream_is_deterministic_and_pads(hand_log, world, sid_table):
+  from onesearch_jax.pars import grpo_data, rm_features
+  from onesearch_jax.pars.sid_tokens import SidCodec
+
+  ranges = synthetic.sid_ranges_for(64, 20, sid_table.code_ranges)
+  codec = SidCodec.from_ranges(ranges, sid_table.code_ranges)
+  rel = rm_features.relevance_rows(
+    world, hand_log, sid_table, rm_features.FeatureConfig()
+  )
+  p = grpo_data.build_prompts(hand_log, rel, codec, grpo.GRPOConfig())
+
+  def prompt_fn(ids):
+    return {"encoder_input_tokens": np.asarray([[1 + int(s[1:])] * 4 for s in ids])}
+
+  stream = grpo_data.batch_stream(p, hand_log, prompt_fn, batch_size=3, seed=5)
+  first = [next(stream(k)) for k in range(3)]
+  again = stream(1)
+  for k in (1, 2):
+    got = next(again)
+    for key in first[k]:
+      np.testing.assert_array_equal(got[key], first[k][key])
+  for k, b in enumerate(first):
+    np.testing.assert_array_equal(b["position"], [k] * 3)
+    np.testing.assert_array_equal(b["example_weight"], [1, 1, 0])  # 2 prompts
+    # Each real row's prompt is its own session's (s1 -> 2, s2 -> 3).
+    sess = np.where(b["gt_order"][:, 0], 1, 2)
+    np.testing.assert_array_equal(b["encoder_input_tokens"][:2, 0], sess[:2] + 1)
+
+
+def test_rollout_tables_give_each_sid_its_items_ctr(hand_log):
+  from onesearch_jax.pars import grpo_data, rewards
+  from onesearch_jax.pars.sid_tokens import ItemLookup
+
+  rt = rewards.RewardTable.build(hand_log)
+  lookup = ItemLookup.build(
+    hand_log.item_codes, hand_log.has_sid, rt.counts.clicks, hand_log.code_ranges
+  )
+  unique = unique_sids(testing.HAND_CODES)
+  extra = np.asarray([[2, 0, 0, 0, 0]])  # a SID no item has
+  t = grpo_data.rollout_tables(np.concatenate([unique, extra]), lookup, rt)
+  for row, codes in enumerate(unique):
+    item = int(np.flatnonzero((testing.HAND_CODES == codes).all(1))[0])
+    assert t.sid_ctr[row] == pytest.approx(rt.ctr[item])
+  assert t.sid_ctr[-1] == pytest.approx(rt.ctr_unknown)
+
+
+def test_switch_off_leaves_the_stage_config_and_defaults_alone():
+  from onesearch_jax import configs
+  from onesearch_jax.pars import run, stage
+
+  assert run.ParsConfig().grpo is None
+  off = stage.config_to_dict(stage.ParsStageConfig())
+  assert "grpo" not in off["pars"]
+  assert configs.pars_config() == stage.ParsStageConfig()
+  on = configs.pars_config(
+    grpo={"variant": "grpo", "num_steps": 30, "learning_rate": 3e-4}
+  )
+  g = on.pars.grpo
+  assert (g.variant, g.num_steps, g.log_every) == ("grpo", 30, 10)
+  assert (g.optimizer.learning_rate, g.optimizer.total_steps) == (3e-4, 30)
+  assert g.checkpoint.save_every_steps == 30
+  assert stage.config_to_dict(on)["pars"]["grpo"]["variant"] == "grpo"
+  with pytest.raises(ValueError, match="unknown GRPOConfig fields"):
+    configs.pars_config(grpo={"varient": "tpma"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -12,7 +13,7 @@ from onesearch_jax import generator, testing
 from onesearch_jax import sharding as sh
 from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.model import ModelConfig
-from onesearch_jax.pars import listwise, phases, reward_model, run
+from onesearch_jax.pars import grpo, listwise, phases, reward_model, run
 from onesearch_jax.pars.sid_tokens import SidCodec
 from onesearch_jax.train import checkpoints, optimizers, synthetic
 from onesearch_jax.world import reader
@@ -89,6 +90,54 @@ def test_run_pars_end_to_end_and_resume(tiny_world_dir, tmp_path):
                        lines.append, prompt_fn=_prompt_fn)  # fmt: skip
   assert again.phase1.steps_run == 0 and again.phase2.steps_run == 0
   assert any("restored" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_run_pars_grpo_phase_and_switch_off(tiny_world_dir, tmp_path):
+  world = reader.load_world(tiny_world_dir)
+  items = [r["item_id"] for r in world.items]
+  queries = sorted({r["query"] for r in world.recall})
+  table = SIDTable.synthetic(items, queries, levels=LEVELS, opq_codes=OPQ, seed=0)
+  gcfg = grpo.GRPOConfig(
+    variant="tpma", num_samples=4, batch_size=8, num_steps=3, log_every=1,
+    checkpoint=checkpoints.CheckpointConfig(save_every_steps=100, keep_last=1),
+  )  # fmt: skip
+  cfg = run.ParsConfig(
+    model=ModelConfig.tiny(vocab_size=96, sid_ranges=SID_RANGES, qformer_layers=0,
+                           restrict_sid_levels=True),
+    reward_model=reward_model.RewardModelConfig(num_steps=50), grpo=gcfg,
+  )  # fmt: skip
+
+  def no_generate(model, prompts):
+    raise AssertionError("the GRPO phase samples; it never beam-searches")
+
+  lines = []
+  res = run.run_pars(tiny_world_dir, table, lambda ts: ts, tmp_path / "on", cfg,
+                     no_generate, lines.append, prompt_fn=_prompt_fn)  # fmt: skip
+  assert res.phase1 is None and res.phase2 is None
+  assert res.grpo.steps_run == 3
+  assert generator.existing_phases(tmp_path / "on") == []  # not a PARS phase
+  ckpt = checkpoints.Checkpointer(tmp_path / "on" / "grpo" / "checkpoints")
+  assert ckpt.latest_step() == 3
+  ckpt.close()
+  summary = json.loads((tmp_path / "on" / "summary.json").read_text())
+  hist = summary["grpo_history"]
+  assert [h["step"] for h in hist] == [1, 2, 3]
+  assert all(h["valid_rate"] == 1.0 and np.isfinite(h["loss"]) for h in hist)
+  assert all(0.0 < h["gate_mean"] <= 1.0 for h in hist)
+  assert summary["grpo_prompts"]["prompts"] > 0
+  assert any(line.startswith("[grpo] step 3/3") for line in lines)
+  again = run.run_pars(tiny_world_dir, table, lambda ts: ts, tmp_path / "on", cfg,
+                       no_generate, lines.append, prompt_fn=_prompt_fn)  # fmt: skip
+  assert again.grpo.steps_run == 0 and again.grpo.resumed_from == 3
+  # Switched off: no GRPO output, and the reward model is the same.
+  off_cfg = dataclasses.replace(cfg, grpo=None)
+  off = run.run_pars(tiny_world_dir, table, lambda ts: ts, tmp_path / "off", off_cfg,
+                     no_generate, lines.append, prompt_fn=_prompt_fn)  # fmt: skip
+  assert off.grpo is None and not (tmp_path / "off" / "grpo").exists()
+  off_summary = json.loads((tmp_path / "off" / "summary.json").read_text())
+  assert not any(k.startswith("grpo") for k in off_summary)
+  assert off_summary["reward_model"] == summary["reward_model"]
 
 
 def test_phase_by_workdir_name():
