@@ -66,6 +66,7 @@ from flax import nnx
 from onesearch_jax import sharding as sh
 from onesearch_jax.decoding import sample as sample_lib
 from onesearch_jax.decoding.trie import TrieIndex
+from onesearch_jax.errors import UserError
 from onesearch_jax.model.transformer import EncoderDecoder
 from onesearch_jax.pars import listwise
 from onesearch_jax.train import checkpoints, step_loop
@@ -364,7 +365,8 @@ def train_phase(
 
   One batch per step; `batches(position)` restarts the stream at a data
   position (its batches carry it in 'position', which seeds the rollouts),
-  so a resumed run samples the same rollouts as an uninterrupted one.
+  so a resumed run samples the same rollouts as an uninterrupted one. A
+  checkpoint of the other variant is refused (errors.UserError).
 
   Args:
     ts: the starting state (the policy; fresh optimizer).
@@ -390,12 +392,22 @@ def train_phase(
       annotate=_seconds_since_start,
     )
 
+  ckpt = checkpoints.Checkpointer(ckpt_dir, cfg.checkpoint)
+
+  def check_meta(saved: dict[str, Any]) -> None:
+    if saved.get("variant", cfg.variant) != cfg.variant:
+      raise UserError(
+        f"{ckpt_dir}: checkpoint of GRPO variant {saved['variant']!r}, this run "
+        f"is {cfg.variant!r}; use another pars directory or delete it"
+      )
+
   return step_loop.run(
     ts,
     build,
     batches,
     step_loop.LoopConfig.of(cfg, stop_after),
-    ckpt=checkpoints.Checkpointer(ckpt_dir, cfg.checkpoint),
-    meta=meta,
+    ckpt=ckpt,
+    meta={**(meta or {}), "variant": cfg.variant},
+    check_meta=check_meta,
     log_fn=log_fn,
   )

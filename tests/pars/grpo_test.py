@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -195,6 +197,9 @@ def test_train_phase_resumes_exactly(tmp_path):
     [h["reward_mean"] for h in part.history + rest.history],
     [h["reward_mean"] for h in full.history], rtol=1e-6,
   )  # fmt: skip
+  other = dataclasses.replace(cfg, variant="grpo", num_steps=6)
+  with pytest.raises(ValueError, match="variant 'tpma'"):
+    grpo.train_phase(_setup()[0], trie, tables, stream, other, tmp_path / "b")
 
 
 def test_config_rejects_bad_values():

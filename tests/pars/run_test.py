@@ -137,7 +137,12 @@ def test_run_pars_grpo_phase_and_switch_off(tiny_world_dir, tmp_path):
   assert off.grpo is None and not (tmp_path / "off" / "grpo").exists()
   off_summary = json.loads((tmp_path / "off" / "summary.json").read_text())
   assert not any(k.startswith("grpo") for k in off_summary)
-  assert off_summary["reward_model"] == summary["reward_model"]
+
+  def quality(m):  # the RM's metrics without its timings
+    return {k: v for k, v in m.items() if "auc" in k or "logloss" in k}
+
+  assert quality(off_summary["reward_model"]) == quality(summary["reward_model"])
+  assert quality(summary["reward_model"])
 
 
 def test_phase_by_workdir_name():
