@@ -117,6 +117,7 @@ def test_sft_and_pars_dicts_equal_the_old_ones():
   pars = configs.pars_config(seed=4, steps=(2, 3))
   want = json.loads(json.dumps(dataclasses.asdict(pars), default=repr))
   assert want["pars"]["features"].pop("release_stats") is False  # left out while off
+  assert want["pars"].pop("grpo") is None  # the same
   assert pars_stage.config_to_dict(pars) == want
   on = configs.pars_config(release_stats=True)
   assert pars_stage.config_to_dict(on)["pars"]["features"]["release_stats"] is True
@@ -149,6 +150,10 @@ def test_to_dict_is_json_with_lists_and_repr():
       ),
     ),
     (pars_stage.ParsStageConfig, configs.pars_config(seed=2, steps=(3, 4))),
+    (
+      pars_stage.ParsStageConfig,
+      configs.pars_config(grpo={"variant": "grpo", "num_steps": 7}),
+    ),
     (WorldConfig, WorldConfig.tiny(seed=9)),
     (
       BuildConfig,
