@@ -170,6 +170,7 @@ def test_without_reward_spread_only_the_sft_term_moves_the_policy():
   assert float(m["reward_mean"]) == pytest.approx(0.3)
 
 
+@pytest.mark.slow
 def test_train_phase_resumes_exactly(tmp_path):
   cfg = grpo.GRPOConfig(
     variant="tpma", num_steps=4, log_every=1, batch_size=4,
