@@ -133,8 +133,6 @@ def sample(
     )  # [B, 1 or G, V_l]
     lp = jnp.broadcast_to(lp, (b, g, lp.shape[-1]))
     child, codes, cand, valid = beam_step.candidates(trie, lvl, node, lp, sizes[lvl])
-    if valid is None:  # unreachable with a trie; kept for clarity
-      valid = jnp.ones(cand.shape, bool)
     log_q = _masked_log_q(cand, valid, temperature)  # [B, G, C]
     if temperature > 0:
       pick = jax.random.categorical(jax.random.fold_in(key, lvl), log_q, axis=-1)
