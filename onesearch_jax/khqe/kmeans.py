@@ -44,9 +44,10 @@ r-th largest cluster of that group and the pair becomes c(1 + eps s),
 c(1 - eps s) with s = (+1, -1, +1, ...) and eps = 1/1024 (the faiss rule). It
 is deterministic, needs no pass over the points and is mesh independent.
 
-Optional subsampling (``max_points_per_centroid``, faiss semantics, the
-official code uses 10000): train on a random subsample of
-``max_points_per_centroid * k`` points, then assign all points.
+Optional subsampling (``max_points_per_centroid``, faiss semantics: faiss's
+default is 256, the official code passes 10000): train on a random subsample
+of ``max_points_per_centroid * k`` points (per group for the grouped fit),
+then assign all points.
 """
 
 from __future__ import annotations
@@ -331,6 +332,7 @@ def fit_grouped_kmeans(
   seed: int,
   n_iter: int = 25,
   mesh: jax.sharding.Mesh | None = None,
+  max_points_per_centroid: int | None = None,
 ) -> GroupedKMeans:
   """Fits one independent k-means of size k inside every group, all at once.
 
@@ -339,9 +341,12 @@ def fit_grouped_kmeans(
     group: [N] int group id in [0, n_groups); every group needs >= k points.
     n_groups: G.
     k: clusters per group.
-    seed: random seed of the per-group random init.
+    seed: random seed of the per-group random init (and subsample).
     n_iter: Lloyd iterations.
     mesh: optional mesh to shard the points over.
+    max_points_per_centroid: if set, a group with more than that times k
+      points trains on a seeded random subset of that size (which holds its
+      init points), then all points are assigned (faiss semantics per group).
 
   Returns:
     A ``GroupedKMeans`` (centroids [G, k, D], local assign [N], sqdist [N]).
@@ -368,7 +373,16 @@ def fit_grouped_kmeans(
   starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
   pick = order[(starts[:, None] + np.arange(k)[None, :]).reshape(-1)]
   init = x[pick].reshape(n_groups, k, x.shape[1])
-  centroids, a, sq = _run(x, group.astype(np.int32), init, n_iter=n_iter, mesh=mesh)
+  group = group.astype(np.int32)
+  cap = None if max_points_per_centroid is None else max_points_per_centroid * k
+  if cap is None or counts.max() <= cap:
+    centroids, a, sq = _run(x, group, init, n_iter=n_iter, mesh=mesh)
+  else:
+    # The first `cap` points of each group under the same shuffle.
+    rank = np.arange(x.shape[0]) - starts[group[order]]
+    train = np.sort(order[rank < cap])
+    centroids, _, _ = _run(x[train], group[train], init, n_iter=n_iter, mesh=mesh)
+    _, a, sq = _run(x, group, centroids, n_iter=0, mesh=mesh)
   return GroupedKMeans(
     centroids=centroids,
     assign=a,
