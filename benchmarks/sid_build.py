@@ -25,6 +25,13 @@ recipe); ours runs ``--ours_opq_iter`` (default 10: measured ICR at 10 is at
 least that at 50, docs/BENCHMARKS.md). Pass ``--ours_opq_iter=50`` for the
 same count on both sides.
 
+RQ sampling: ours trains every RQ k-means on at most
+``--ours_max_points_per_centroid`` (256, faiss's default) points per centroid
+and then assigns all points; faiss gets ``--faiss_max_points_per_centroid``
+(10000, the official value, which samples nothing at 200k; pass 256 for the
+like-for-like row). ``--ours_devices=n`` runs ours on a mesh of n host CPU
+devices.
+
 A ratio measured on a busy machine is not a measurement: the script refuses
 to run when the 1-minute load average at start is above ``--max_load`` (2).
 
