@@ -7,6 +7,14 @@ the point's parent group, OPQ rotation and the per-subspace nearest
 codeword) and returns the codes and the squared residual norm after each
 level. Nothing is re-tiled on the host and no N x D temporary is made there.
 
+A parent level 3 ("parent", "parent_ab") is encoded by parent tiles instead
+(``_encode_parent_tiled``): levels 1 and 2 in such blocks, then the level-2
+residuals sorted into single-parent tiles on the host (an N x D copy) and
+searched with the grouped k-means' own sweep, one ``[T, D] x [k3, D]``
+matmul a tile, then OPQ on the level-3 residual. The per-point path
+(``_encode_fused``, which gathers every point's ``k3 x D`` group codebook)
+gives the same codes and is what the tests compare with.
+
 Compile reuse: the block size B is a fixed bucket (the next power of two of N,
 capped so one block's largest temporary stays below ``_BLOCK_FLOATS``), the
 last block is zero padded, and the compiled function is cached per (B,
