@@ -25,6 +25,13 @@ recipe); ours runs ``--ours_opq_iter`` (default 10: measured ICR at 10 is at
 least that at 50, docs/BENCHMARKS.md). Pass ``--ours_opq_iter=50`` for the
 same count on both sides.
 
+RQ sampling: ours trains every RQ k-means on at most
+``--ours_max_points_per_centroid`` (256, faiss's default) points per centroid
+and then assigns all points; faiss gets ``--faiss_max_points_per_centroid``
+(10000, the official value, which samples nothing at 200k; pass 256 for the
+like-for-like row). ``--ours_devices=n`` runs ours on a mesh of n host CPU
+devices.
+
 A ratio measured on a busy machine is not a measurement: the script refuses
 to run when the 1-minute load average at start is above ``--max_load`` (2).
 
@@ -83,7 +90,18 @@ def _step_logger(name, t0, marks=None):
   return log
 
 
-def run_ours(x, levels, l3_mode, seed, opq_iter):
+def _cpu_mesh(n_devices: int):
+  """None for one device, else a 1-D mesh over ``n_devices`` CPU devices."""
+  if n_devices <= 1:
+    return None
+  import jax
+
+  return jax.make_mesh(
+    (n_devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
+  )
+
+
+def run_ours(x, levels, l3_mode, seed, opq_iter, args):
   from onesearch_jax.khqe import quantizer
 
   cfg = quantizer.QuantizerConfig(
@@ -93,15 +111,19 @@ def run_ours(x, levels, l3_mode, seed, opq_iter):
     opq_codes=256,
     n_iter=25,
     opq_iter=opq_iter,
+    max_points_per_centroid=args.ours_max_points_per_centroid or None,
     seed=seed,
   )
+  mesh = _cpu_mesh(args.ours_devices)
   t0 = time.perf_counter()
   marks = {}
-  q, codes, sq = quantizer.fit_encode(x, cfg, log=_step_logger("ours", t0, marks))
+  q, codes, sq = quantizer.fit_encode(
+    x, cfg, mesh=mesh, log=_step_logger("ours", t0, marks)
+  )
   t1 = time.perf_counter()
-  again = q.encode(x)  # first call: includes compiling the fused encoder
+  again = q.encode(x, mesh=mesh)  # first call: includes compiling the encoder
   t2 = time.perf_counter()
-  q.encode(x[: len(x) // 2 + 1])  # another N: same compiled blocks
+  q.encode(x[: len(x) // 2 + 1], mesh=mesh)  # another N: same compiled blocks
   t3 = time.perf_counter()
   if not np.array_equal(again, codes):
     print(
@@ -118,11 +140,12 @@ def run_ours(x, levels, l3_mode, seed, opq_iter):
   return codes, times, quantizer.mean_errors(x, sq)
 
 
-def run_faiss(x, levels, l3_mode, seed, opq_iter):
+def run_faiss(x, levels, l3_mode, seed, opq_iter, args):
   import faiss
 
   n, d = x.shape
   k1, k2, k3 = levels
+  mppc = args.faiss_max_points_per_centroid
   t0 = time.perf_counter()
   marks = {}
   log = _step_logger("faiss", t0, marks)
@@ -131,7 +154,7 @@ def run_faiss(x, levels, l3_mode, seed, opq_iter):
   errs = {"input": _mse(x)}
   indexes = []
   for lvl, k in enumerate((k1, k2)):
-    km = faiss.Kmeans(d, k, niter=25, max_points_per_centroid=10000, seed=seed + lvl)
+    km = faiss.Kmeans(d, k, niter=25, max_points_per_centroid=mppc, seed=seed + lvl)
     km.train(r)
     _, a = km.index.search(r, 1)
     codes[:, lvl] = a[:, 0]
@@ -141,7 +164,7 @@ def run_faiss(x, levels, l3_mode, seed, opq_iter):
     log(f"RQ level {lvl + 1}: k={k}")
   l3 = {}
   if l3_mode == "global":
-    km = faiss.Kmeans(d, k3, niter=25, max_points_per_centroid=10000, seed=seed + 2)
+    km = faiss.Kmeans(d, k3, niter=25, max_points_per_centroid=mppc, seed=seed + 2)
     km.train(r)
     _, a = km.index.search(r, 1)
     codes[:, 2] = a[:, 0]
@@ -158,7 +181,7 @@ def run_faiss(x, levels, l3_mode, seed, opq_iter):
         r[idx] = 0.0
         continue
       sub = np.ascontiguousarray(r[idx])
-      km = faiss.Kmeans(d, k3, niter=25, max_points_per_centroid=10000, seed=seed + 2)
+      km = faiss.Kmeans(d, k3, niter=25, max_points_per_centroid=mppc, seed=seed + 2)
       km.train(sub)
       _, a = km.index.search(sub, 1)
       codes[idx, 2] = a[:, 0]
@@ -273,6 +296,27 @@ def main() -> None:
   p.add_argument("--opq_iter", type=int, default=50, help="faiss OPQ niter")
   p.add_argument("--ours_opq_iter", type=int, default=10, help="our OPQ alternations")
   p.add_argument(
+    "--ours_max_points_per_centroid",
+    type=int,
+    default=256,
+    help="our RQ k-means train on at most this many points per centroid "
+    "(QuantizerConfig.max_points_per_centroid; 0 = all points)",
+  )
+  p.add_argument(
+    "--faiss_max_points_per_centroid",
+    type=int,
+    default=10000,
+    help="faiss.Kmeans max_points_per_centroid (10000: the official code, "
+    "no sampling at these sizes; 256: faiss's default)",
+  )
+  p.add_argument(
+    "--ours_devices",
+    type=int,
+    default=1,
+    help="CPU devices our fit and encode are sharded over (a mesh of this "
+    "many host devices; faiss uses all cores through OpenMP)",
+  )
+  p.add_argument(
     "--max_load",
     type=float,
     default=2.0,
@@ -290,6 +334,11 @@ def main() -> None:
   p.add_argument("--_memory_child", action="store_true", help=argparse.SUPPRESS)
   args = p.parse_args()
   levels = tuple(int(v) for v in args.levels.split("-"))
+  if args.ours_devices > 1:  # before anything imports jax
+    os.environ["XLA_FLAGS"] = (
+      os.environ.get("XLA_FLAGS", "")
+      + f" --xla_force_host_platform_device_count={args.ours_devices}"
+    )
   if args._memory_child:
     memory_probe(
       args.n, args.dim, levels, args.seed, args.memory_iters, args.ours_opq_iter
@@ -314,7 +363,7 @@ def main() -> None:
       ("ours (JAX)", run_ours, args.ours_opq_iter),
       ("faiss", run_faiss, args.opq_iter),
     ):
-      codes, times, errs = fn(x, levels, mode, args.seed, opq_iter)
+      codes, times, errs = fn(x, levels, mode, args.seed, opq_iter, args)
       m = sid_metrics.cur_icr(codes, levels)
       m_rq = sid_metrics.cur_icr(codes[:, :3], levels)
       rows.append((mode, name, times, m, m_rq, errs))
@@ -323,6 +372,9 @@ def main() -> None:
   print(
     f"\nN={args.n} D={args.dim} levels={args.levels} OPQ 2x256, "
     f"OPQ alternations ours {args.ours_opq_iter} / faiss {args.opq_iter}; "
+    f"max_points_per_centroid ours {args.ours_max_points_per_centroid or 'all'}"
+    f" / faiss {args.faiss_max_points_per_centroid}; ours on "
+    f"{args.ours_devices} CPU device(s); "
     f"machine: {platform.machine()}, "
     f"{os.cpu_count()} CPU cores; load average (1/5/15 min) at start "
     f"{load_start[0]:.1f}/{load_start[1]:.1f}/{load_start[2]:.1f}, at end "

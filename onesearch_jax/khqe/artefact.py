@@ -195,7 +195,7 @@ def save(
     "codebooks.npz": deterministic_npz.npz_bytes(arrays),
     "config.json": json.dumps(
       {
-        "quantizer": dataclasses.asdict(q.config),
+        "quantizer": q.config.to_dict(),
         "metadata": dict(artefact.metadata),
       },
       indent=1,
@@ -258,7 +258,7 @@ def save(
   manifest = {
     "schema_version": SCHEMA_VERSION,
     "kind": "sid_artefact",
-    "config": dataclasses.asdict(q.config),
+    "config": q.config.to_dict(),
     "counts": {
       "items": len(artefact.item_ids),
       "queries": len(artefact.query_texts),

@@ -44,9 +44,10 @@ r-th largest cluster of that group and the pair becomes c(1 + eps s),
 c(1 - eps s) with s = (+1, -1, +1, ...) and eps = 1/1024 (the faiss rule). It
 is deterministic, needs no pass over the points and is mesh independent.
 
-Optional subsampling (``max_points_per_centroid``, faiss semantics, the
-official code uses 10000): train on a random subsample of
-``max_points_per_centroid * k`` points, then assign all points.
+Optional subsampling (``max_points_per_centroid``, faiss semantics: faiss's
+default is 256, the official code passes 10000): train on a random subsample
+of ``max_points_per_centroid * k`` points (per group for the grouped fit),
+then assign all points.
 """
 
 from __future__ import annotations
@@ -61,12 +62,16 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from onesearch_jax.khqe.kmeans_init import kmeanspp_init, random_init
-from onesearch_jax.khqe.lloyd import lloyd
+from onesearch_jax.khqe.lloyd import lloyd, sweep
 
 # Distance block budget per step (floats): S*C*T*K stays below this. 2^19
 # floats (2 MiB) keeps a tile's distances in cache between the matmul and
 # the argmin: measured 2.5-4x faster than 2^22 on 200k x 512 x 128.
 _STEP_FLOATS = 1 << 19
+# Assignment alone (no update) runs the sweep in calls of a fixed number of
+# steps holding about this many point slots, the last call padded with masked
+# tiles: a new N reuses the compiled call (the step count is bucketed).
+_ASSIGN_CHUNK_POINTS = 1 << 16
 INITS = ("kmeans++", "random")
 
 
@@ -168,24 +173,66 @@ def _make_layout(
 # The jitted core.
 
 
+def _jit_on_mesh(fn, mesh: jax.sharding.Mesh | None, ins: str, outs: str):
+  """``jax.jit(fn)``; with a mesh, the arguments and outputs marked "s" in
+  ``ins`` / ``outs`` are sharded along the tile-shard axis S, "r" replicated."""
+  if mesh is None:
+    return jax.jit(fn)
+  spec = {
+    "s": NamedSharding(mesh, P(None, tuple(mesh.axis_names))),
+    "r": NamedSharding(mesh, P()),
+  }
+  return jax.jit(
+    fn,
+    in_shardings=tuple(spec[c] for c in ins),
+    out_shardings=tuple(spec[c] for c in outs),
+  )
+
+
 @functools.cache
 def _compiled(mesh: jax.sharding.Mesh | None):
   """Returns the jitted Lloyd function for a mesh.
 
   ``n_iter`` is a traced argument, so a new iteration count does not
-  recompile (OPQ calls the same shapes with 40, 4 and 25 iterations), and
-  assignment alone is the same executable with ``n_iter = 0`` (encoding the
-  training points after a fit reuses the fit's compilation).
+  recompile (OPQ calls the same shapes with 40, 4 and 25 iterations).
+  Assignment alone (``n_iter = 0``) runs ``_compiled_sweep`` instead.
   """
-  if mesh is None:
-    return jax.jit(lloyd)
-  shard = NamedSharding(mesh, P(None, tuple(mesh.axis_names)))
-  rep = NamedSharding(mesh, P())
-  return jax.jit(
-    lloyd,
-    in_shardings=(shard, shard, shard, rep, rep),
-    out_shardings=(rep, shard, shard, rep),
-  )
+  return _jit_on_mesh(lloyd, mesh, "sssrr", "rssr")
+
+
+def _assign_tiles(xs, gs, ms, centroids):
+  return sweep(xs, gs, ms, centroids, accumulate=False)[:2]
+
+
+@functools.cache
+def _compiled_sweep(mesh: jax.sharding.Mesh | None):
+  """The jitted assignment sweep (``lloyd.sweep`` without the update): the
+  same per-step arithmetic as the Lloyd loop, so the same assignment."""
+  return _jit_on_mesh(_assign_tiles, mesh, "sssr", "ss")
+
+
+def _assign_layout(lay: _Layout, centroids: np.ndarray, mesh):
+  """(assign, sqdist) [n_steps, S, C, T] of a layout, in fixed-size calls."""
+  n_steps, s, c, t = lay.mask.shape
+  per_call = max(1, _ASSIGN_CHUNK_POINTS // (s * c * t))
+  per_call = min(per_call, 1 << max(n_steps - 1, 0).bit_length())  # small N
+  fn = _compiled_sweep(mesh)
+  cents = centroids.astype(np.float32)
+  if mesh is not None:
+    cents = jax.device_put(cents, NamedSharding(mesh, P()))
+  outs = []
+  for start in range(0, n_steps, per_call):
+    parts = [lay.x, lay.group, lay.mask]
+    parts = [p[start : start + per_call] for p in parts]
+    short = per_call - parts[0].shape[0]
+    if short:
+      parts = [
+        np.concatenate([p, np.zeros((short,) + p.shape[1:], p.dtype)]) for p in parts
+      ]
+    outs.append(fn(*parts, cents))
+  a = np.concatenate([np.asarray(o[0]) for o in outs])[:n_steps]
+  sq = np.concatenate([np.asarray(o[1]) for o in outs])[:n_steps]
+  return a, sq
 
 
 def _run(
@@ -200,16 +247,20 @@ def _run(
   n_groups, k, _ = init.shape
   n_shards = 1 if mesh is None else mesh.size
   lay = _make_layout(x, group, n_groups, k, n_shards)
-  fn = _compiled(mesh)
-  args = (lay.x, lay.group, lay.mask, init.astype(np.float32))
-  if mesh is not None:
-    data = NamedSharding(mesh, P(None, tuple(mesh.axis_names)))
-    rep = NamedSharding(mesh, P())
-    args = tuple(jax.device_put(a, data) for a in args[:3]) + (
-      jax.device_put(args[3], rep),
-    )
-  centroids, a, sq, _ = fn(*args, np.int32(n_iter))
-  a, sq = np.asarray(a), np.asarray(sq)
+  if n_iter == 0:
+    centroids = init
+    a, sq = _assign_layout(lay, init, mesh)
+  else:
+    fn = _compiled(mesh)
+    args = (lay.x, lay.group, lay.mask, init.astype(np.float32))
+    if mesh is not None:
+      data = NamedSharding(mesh, P(None, tuple(mesh.axis_names)))
+      rep = NamedSharding(mesh, P())
+      args = tuple(jax.device_put(a, data) for a in args[:3]) + (
+        jax.device_put(args[3], rep),
+      )
+    centroids, a, sq, _ = fn(*args, np.int32(n_iter))
+    a, sq = np.asarray(a), np.asarray(sq)
   assign = np.zeros((x.shape[0],), np.int32)
   sqdist = np.zeros((x.shape[0],), np.float32)
   assign[lay.index[lay.mask]] = a[lay.mask]
@@ -331,6 +382,7 @@ def fit_grouped_kmeans(
   seed: int,
   n_iter: int = 25,
   mesh: jax.sharding.Mesh | None = None,
+  max_points_per_centroid: int | None = None,
 ) -> GroupedKMeans:
   """Fits one independent k-means of size k inside every group, all at once.
 
@@ -339,9 +391,12 @@ def fit_grouped_kmeans(
     group: [N] int group id in [0, n_groups); every group needs >= k points.
     n_groups: G.
     k: clusters per group.
-    seed: random seed of the per-group random init.
+    seed: random seed of the per-group random init (and subsample).
     n_iter: Lloyd iterations.
     mesh: optional mesh to shard the points over.
+    max_points_per_centroid: if set, a group with more than that times k
+      points trains on a seeded random subset of that size (which holds its
+      init points), then all points are assigned (faiss semantics per group).
 
   Returns:
     A ``GroupedKMeans`` (centroids [G, k, D], local assign [N], sqdist [N]).
@@ -368,7 +423,16 @@ def fit_grouped_kmeans(
   starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
   pick = order[(starts[:, None] + np.arange(k)[None, :]).reshape(-1)]
   init = x[pick].reshape(n_groups, k, x.shape[1])
-  centroids, a, sq = _run(x, group.astype(np.int32), init, n_iter=n_iter, mesh=mesh)
+  group = group.astype(np.int32)
+  cap = None if max_points_per_centroid is None else max_points_per_centroid * k
+  if cap is None or counts.max() <= cap:
+    centroids, a, sq = _run(x, group, init, n_iter=n_iter, mesh=mesh)
+  else:
+    # The first `cap` points of each group under the same shuffle.
+    rank = np.arange(x.shape[0]) - starts[group[order]]
+    train = np.sort(order[rank < cap])
+    centroids, _, _ = _run(x[train], group[train], init, n_iter=n_iter, mesh=mesh)
+    _, a, sq = _run(x, group, centroids, n_iter=0, mesh=mesh)
   return GroupedKMeans(
     centroids=centroids,
     assign=a,

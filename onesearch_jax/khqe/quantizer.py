@@ -55,6 +55,10 @@ class QuantizerConfig:
       a new training sample (what faiss's IVFPQ training after OPQ does)
       instead of refining the last alternation's codebooks; +1.3-2 ICR
       points on the 200k benchmark (docs/BENCHMARKS.md).
+    max_points_per_centroid: train every RQ k-means on a seeded sample of at
+      most this many points per centroid, then assign all points (faiss's
+      sampling; faiss's default is 256, the official code passes 10000).
+      None (default) trains on all points.
     seed: random seed.
   """
 
@@ -65,6 +69,7 @@ class QuantizerConfig:
   n_iter: int = 25
   opq_iter: int = 50
   opq_final_retrain: bool = True
+  max_points_per_centroid: int | None = None
   seed: int = 0
 
   def __post_init__(self):
@@ -74,7 +79,22 @@ class QuantizerConfig:
       raise ValueError(f"l3_mode must be one of {rq.L3_MODES}, got {self.l3_mode!r}")
     if self.opq_subspaces < 0 or (self.opq_subspaces and self.opq_codes < 1):
       raise ValueError("opq_subspaces must be >= 0 and opq_codes >= 1")
+    if self.max_points_per_centroid is not None and self.max_points_per_centroid < 1:
+      raise ValueError(
+        f"max_points_per_centroid must be None or >= 1, got "
+        f"{self.max_points_per_centroid}"
+      )
     object.__setattr__(self, "levels", tuple(int(k) for k in self.levels))
+
+  def to_dict(self) -> dict:
+    """``dataclasses.asdict`` without ``max_points_per_centroid`` while it is
+    off (None): an artefact written without sampling keeps the bytes, and
+    content hash, it had before the field existed (``QuantizerConfig(**d)``
+    restores the default)."""
+    out = dataclasses.asdict(self)
+    if out["max_points_per_centroid"] is None:
+      del out["max_points_per_centroid"]
+    return out
 
   @classmethod
   def scaled(cls, n_points: int, **overrides) -> QuantizerConfig:
@@ -266,6 +286,7 @@ def _fit(emb, config, *, mesh, log, with_codes):
     n_iter=config.n_iter,
     mesh=mesh,
     log=log,
+    max_points_per_centroid=config.max_points_per_centroid,
   )
   opq = None
   if config.opq_subspaces:

@@ -93,6 +93,7 @@ def _fit_parent_l3(
   seed: int,
   n_iter: int,
   mesh: jax.sharding.Mesh | None,
+  max_points_per_centroid: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
   """Parent-conditional level 3. Returns (centroids [k2, k3, D], c [N])."""
   n, d = r2.shape
@@ -130,6 +131,7 @@ def _fit_parent_l3(
       seed=seed,
       n_iter=n_iter,
       mesh=mesh,
+      max_points_per_centroid=max_points_per_centroid,
     )
     centroids[big_groups] = fit.centroids
     c[big_idx] = fit.assign
@@ -145,6 +147,7 @@ def fit_rq(
   n_iter: int = 25,
   mesh: jax.sharding.Mesh | None = None,
   log: Callable[[str], None] | None = None,
+  max_points_per_centroid: int | None = None,
 ) -> tuple[RQCodebooks, np.ndarray, np.ndarray]:
   """Fits 3-level RQ-Kmeans.
 
@@ -156,6 +159,10 @@ def fit_rq(
     n_iter: Lloyd iterations per level.
     mesh: optional mesh to shard the points over.
     log: optional printer of one line per level.
+    max_points_per_centroid: if set, every k-means trains on at most that
+      many points per centroid (a seeded sample; per parent group at level
+      3), then assigns all points: faiss's sampling (its default is 256).
+      None trains on all points.
 
   Returns:
     (codebooks, codes [N, 3] int32, final residual [N, D] float32).
@@ -165,10 +172,13 @@ def fit_rq(
   k1, k2, k3 = levels
   log = log or (lambda _: None)
   r = np.asarray(emb, np.float32)
-  km1 = kmeans.fit_kmeans(r, k1, seed=seed, n_iter=n_iter, mesh=mesh)
+  sample = dict(
+    n_iter=n_iter, mesh=mesh, max_points_per_centroid=max_points_per_centroid
+  )
+  km1 = kmeans.fit_kmeans(r, k1, seed=seed, **sample)
   r1 = r - km1.centroids[km1.assign]
   log(f"RQ level 1: k={k1} inertia={km1.inertia:.4g}")
-  km2 = kmeans.fit_kmeans(r1, k2, seed=seed + 1, n_iter=n_iter, mesh=mesh)
+  km2 = kmeans.fit_kmeans(r1, k2, seed=seed + 1, **sample)
   r2 = r1
   r2 -= km2.centroids[km2.assign]  # in place: keeps only one N x D residual
   del r1
@@ -176,13 +186,11 @@ def fit_rq(
   if l3_mode in PARENT_MODES:
     groups = l3_group_ids(l3_mode, km1.assign, km2.assign, k2)
     n_groups = k1 * k2 if l3_mode == "parent_ab" else k2
-    l3, c = _fit_parent_l3(
-      r2, groups, n_groups, k3, seed=seed + 2, n_iter=n_iter, mesh=mesh
-    )
+    l3, c = _fit_parent_l3(r2, groups, n_groups, k3, seed=seed + 2, **sample)
     r3 = r2
     r3 -= l3[groups, c]
   else:
-    km3 = kmeans.fit_kmeans(r2, k3, seed=seed + 2, n_iter=n_iter, mesh=mesh)
+    km3 = kmeans.fit_kmeans(r2, k3, seed=seed + 2, **sample)
     l3, c = km3.centroids, km3.assign
     r3 = r2
     r3 -= l3[c]

@@ -7,6 +7,14 @@ the point's parent group, OPQ rotation and the per-subspace nearest
 codeword) and returns the codes and the squared residual norm after each
 level. Nothing is re-tiled on the host and no N x D temporary is made there.
 
+A parent level 3 ("parent", "parent_ab") is encoded by parent tiles instead
+(``_encode_parent_tiled``): levels 1 and 2 in such blocks, then the level-2
+residuals sorted into single-parent tiles on the host (an N x D copy) and
+searched with the grouped k-means' own sweep, one ``[T, D] x [k3, D]``
+matmul a tile, then OPQ on the level-3 residual. The per-point path
+(``_encode_fused``, which gathers every point's ``k3 x D`` group codebook)
+gives the same codes and is what the tests compare with.
+
 Compile reuse: the block size B is a fixed bucket (the next power of two of N,
 capped so one block's largest temporary stays below ``_BLOCK_FLOATS``), the
 last block is zero padded, and the compiled function is cached per (B,
@@ -32,7 +40,11 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from onesearch_jax.khqe import kmeans
 from onesearch_jax.khqe.lloyd import argmin_first
+
+# Parent level-3 modes encoded by parent tiles (``_encode_parent_tiled``).
+PARENT_TILED = ("parent", "parent_ab")
 
 # Largest temporary of one tile (floats): t*k distances or, for a parent
 # level 3, the t*k3*D gathered centroids. 2^19 floats (2 MiB) keeps a tile's
@@ -116,12 +128,13 @@ def _block(x, l1, l2, l3, opq_mean, opq_rot, opq_books, *, mode, group_k2):
     l1: [k1, D]; l2: [k2, D]; l3: [k3, D] (global) or [G, k3, D] (parent).
     group_k2: k2 for "parent_ab" groups (a * k2 + b), unused otherwise.
     opq_mean: [D] or None; opq_rot: [D, D]; opq_books: [M, K, D / M].
-    mode: "global", "parent", "parent_ab" or "opq_only" (x is the level-3
-      residual; only the OPQ columns are computed).
+    mode: "global", "parent", "parent_ab", "opq_only" (x is the level-3
+      residual; only the OPQ columns are computed) or "l1l2" (levels 1 and
+      2 only, also returning the level-2 residual).
 
   Returns:
     (codes [B, L] int32, sq [B, E] float32 squared residual norm after every
-    level).
+    level), plus the residual [B, D] for "l1l2".
   """
   codes, sq = [], []
   r = x
@@ -132,6 +145,9 @@ def _block(x, l1, l2, l3, opq_mean, opq_rot, opq_books, *, mode, group_k2):
     b, cb = _nearest(r, l2)
     r = r - cb
     sq.append(jnp.sum(r * r, -1))
+    codes += [a, b]
+    if mode == "l1l2":
+      return jnp.stack(codes, axis=1), jnp.stack(sq, axis=1), r
     if mode == "global":
       c, cc = _nearest(r, l3)
     else:
@@ -139,7 +155,7 @@ def _block(x, l1, l2, l3, opq_mean, opq_rot, opq_books, *, mode, group_k2):
       c, cc = _nearest_in_group(r, g, l3)
     r = r - cc
     sq.append(jnp.sum(r * r, -1))
-    codes += [a, b, c]
+    codes.append(c)
   if opq_books is not None:
     y = jnp.matmul(r - opq_mean, opq_rot, precision=_HIGHEST)
     d, err = _pq_codes(y, opq_books)
@@ -155,7 +171,8 @@ def _compiled(mode: str, group_k2: int, mesh: jax.sharding.Mesh | None):
     return jax.jit(fn)
   data = NamedSharding(mesh, P(tuple(mesh.axis_names)))
   rep = NamedSharding(mesh, P())
-  return jax.jit(fn, in_shardings=(data,) + (rep,) * 6, out_shardings=(data, data))
+  n_out = 3 if mode == "l1l2" else 2
+  return jax.jit(fn, in_shardings=(data,) + (rep,) * 6, out_shardings=(data,) * n_out)
 
 
 def block_size(n: int, width: int, n_shards: int = 1) -> int:
@@ -193,10 +210,40 @@ def encode_blocks(
     level: l1, l2, l3 (not for opq_only) and opq if given).
   """
   x = np.asarray(x, np.float32)
+  if mode in PARENT_TILED and x.shape[0]:
+    return _encode_parent_tiled(x, mode, l1, l2, l3, opq, mesh)
+  return _encode_fused(x, mode=mode, l1=l1, l2=l2, l3=l3, opq=opq, mesh=mesh)
+
+
+def _encode_parent_tiled(x, mode, l1, l2, l3, opq, mesh):
+  """Parent level 3 by parent tiles: levels 1 and 2 block by block, then the
+  points sorted by parent group and cut into single-group tiles, each
+  searched against its group's [k3, D] codebook (one matmul a tile; the
+  grouped k-means fit's own assignment sweep, ``kmeans.assign_grouped``),
+  then OPQ on the level-3 residual as ``fit_encode`` does. Returns what
+  ``_encode_fused`` does for the same mode, code for code."""
+  ab, sq12, r = _encode_fused(x, mode="l1l2", l1=l1, l2=l2, mesh=mesh)
+  a, b = ab[:, 0], ab[:, 1]
+  g = b if mode == "parent" else a.astype(np.int64) * l2.shape[0] + b
+  c, _ = kmeans.assign_grouped(r, g, l3, mesh=mesh)
+  r -= l3[g, c]  # in place: the level-3 residual
+  sq = [sq12, np.sum(r * r, axis=1)[:, None]]
+  codes = [ab, c[:, None]]
+  if opq is not None:
+    d, sq_opq = _encode_fused(r, mode="opq_only", opq=opq, mesh=mesh)
+    codes.append(d)
+    sq.append(sq_opq)
+  return np.concatenate(codes, axis=1), np.concatenate(sq, axis=1)
+
+
+def _encode_fused(x, *, mode, l1=None, l2=None, l3=None, opq=None, mesh=None):
+  """Every level of a block in one jitted call (see ``encode_blocks``); for
+  mode "l1l2" also returns the level-2 residual [N, D]."""
   n, d = x.shape
   widths = [1]
   if mode != "opq_only":
     widths += [l1.shape[0], l2.shape[0]]
+  if l3 is not None:
     widths.append(l3.shape[-2] * (d if l3.ndim == 3 else 1))
   if opq is not None:
     widths.append(opq.codebooks.shape[0] * opq.codebooks.shape[1])
@@ -228,6 +275,6 @@ def encode_blocks(
     )
     n_sq = (0 if mode == "opq_only" else 3) + (0 if opq is None else 1)
     return np.zeros((0, n_codes), np.int32), np.zeros((0, n_sq), np.float32)
-  codes = np.concatenate([np.asarray(c) for c, _ in outs])[:n]
-  sq = np.concatenate([np.asarray(s) for _, s in outs])[:n]
-  return codes, sq
+  return tuple(
+    np.concatenate([np.asarray(o[i]) for o in outs])[:n] for i in range(len(outs[0]))
+  )

@@ -56,6 +56,23 @@ def test_round_trip(art, tmp_path):
   assert "红色连衣裙" in (tmp_path / "queries.jsonl").read_text(encoding="utf-8")
 
 
+def test_sampling_switch_is_written_only_when_on(art, tmp_path):
+  # Off (None): config.json has no such key, as before the field existed, so
+  # the main job's artefact keeps its hash; on: written and read back.
+  artefact.save(art, tmp_path / "off")
+  stored = json.loads((tmp_path / "off" / "config.json").read_text())["quantizer"]
+  assert "max_points_per_centroid" not in stored
+  assert artefact.load(tmp_path / "off").quantizer.config == art.quantizer.config
+  cfg = dataclasses.replace(art.quantizer.config, max_points_per_centroid=7)
+  on = dataclasses.replace(
+    art, quantizer=dataclasses.replace(art.quantizer, config=cfg)
+  )
+  artefact.save(on, tmp_path / "on")
+  stored = json.loads((tmp_path / "on" / "config.json").read_text())["quantizer"]
+  assert stored["max_points_per_centroid"] == 7
+  assert artefact.load(tmp_path / "on").quantizer.config.max_points_per_centroid == 7
+
+
 def test_multimap_tie_policy(art, tmp_path):
   artefact.save(art, tmp_path)
   rows = [json.loads(line) for line in open(tmp_path / "sid_to_items.jsonl")]

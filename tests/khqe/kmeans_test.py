@@ -132,6 +132,59 @@ def test_max_points_per_centroid_subsamples_then_assigns_all():
   np.testing.assert_array_equal(km.assign, d.argmin(1))
 
 
+def test_sample_holding_every_point_equals_the_full_fit():
+  x = _blobs(800, 3, 5, seed=13)
+  full = kmeans.fit_kmeans(x, 5, seed=2, n_iter=8)
+  for cap in (160, 1000):  # 160 * 5 = 800 = N: the sample is every point
+    same = kmeans.fit_kmeans(x, 5, seed=2, n_iter=8, max_points_per_centroid=cap)
+    np.testing.assert_array_equal(same.centroids, full.centroids)
+    np.testing.assert_array_equal(same.assign, full.assign)
+  group = np.arange(800) % 4
+  gfull = kmeans.fit_grouped_kmeans(x, group, 4, 5, seed=2, n_iter=8)
+  gsame = kmeans.fit_grouped_kmeans(
+    x, group, 4, 5, seed=2, n_iter=8, max_points_per_centroid=40
+  )  # 40 * 5 = 200 = every group's size
+  np.testing.assert_array_equal(gsame.centroids, gfull.centroids)
+  np.testing.assert_array_equal(gsame.assign, gfull.assign)
+
+
+def test_sampled_fit_is_lloyd_on_the_sample_then_assigns_all():
+  x = _blobs(3000, 4, 6, seed=14)
+  km = kmeans.fit_kmeans(x, 6, seed=5, n_iter=12, max_points_per_centroid=100)
+  # The documented sample: 100 * 6 seeded rows (seed + 1), k-means++ init of x.
+  rows = np.sort(np.random.default_rng(6).choice(3000, size=600, replace=False))
+  init = kmeans.kmeanspp_init(x, 6, seed=5)
+  ref_c, _, _ = _numpy_lloyd(x[rows], init, 12)
+  np.testing.assert_allclose(km.centroids, ref_c, rtol=1e-4, atol=1e-4)
+  d = ((x[:, None, :].astype(np.float64) - km.centroids[None]) ** 2).sum(-1)
+  np.testing.assert_array_equal(km.assign, d.argmin(1))
+  assert km.inertia == pytest.approx(d.min(1).sum(), rel=1e-4)
+
+
+def test_grouped_sampling_caps_only_the_big_groups():
+  x = _blobs(1400, 3, 8, seed=15)
+  group = np.repeat([0, 1, 2], [1000, 200, 200])  # cap 40 * 5 = 200
+  full = kmeans.fit_grouped_kmeans(x, group, 3, 5, seed=3, n_iter=30)
+  capped = kmeans.fit_grouped_kmeans(
+    x, group, 3, 5, seed=3, n_iter=30, max_points_per_centroid=40
+  )
+  # Groups under the cap train on all their points: the same fit.
+  for g in (1, 2):
+    np.testing.assert_array_equal(capped.assign[group == g], full.assign[group == g])
+    np.testing.assert_allclose(capped.centroids[g], full.centroids[g], atol=1e-5)
+  # The big group's 1000 points are all assigned to their nearest centroid.
+  for g in range(3):
+    xg = x[group == g].astype(np.float64)
+    d = ((xg[:, None, :] - capped.centroids[g][None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(capped.assign[group == g], d.argmin(1))
+    np.testing.assert_allclose(
+      capped.sqdist[group == g], d.min(1), rtol=1e-4, atol=1e-4
+    )
+  # ... and its centroids are means of at most 200 of them: converged Lloyd on
+  # a 200-point subset is not the full fixed point.
+  assert not np.allclose(capped.centroids[0], full.centroids[0], atol=1e-3)
+
+
 def test_grouped_fixed_point_per_group():
   x = _blobs(600, 3, 6, seed=12)
   group = np.arange(600) % 3

@@ -105,6 +105,8 @@ def test_config_validation():
     quantizer.QuantizerConfig(l3_mode="both")
   with pytest.raises(ValueError, match="levels"):
     quantizer.QuantizerConfig(levels=(4, 4))
+  with pytest.raises(ValueError, match="max_points_per_centroid"):
+    quantizer.QuantizerConfig(max_points_per_centroid=0)
 
 
 def _greedy_codes(x, q):
@@ -149,6 +151,24 @@ def test_fit_encode_codes_equal_encode_and_errors(mode):
   # Against the brute-force greedy encoder (nothing fitted is re-fitted).
   new = _emb(n=200, seed=11)
   np.testing.assert_array_equal(q.encode(new), _greedy_codes(new, q))
+
+
+@pytest.mark.parametrize("mode", ["global", "parent"])
+def test_sampled_rq_fit(mode):
+  x = _emb(n=900, seed=4)
+  cfg = dataclasses.replace(_CFG, l3_mode=mode)
+  q, codes, _ = quantizer.fit_encode(x, cfg)
+  # A sample that holds every point (900 <= 225 * k3) is the full fit.
+  whole = dataclasses.replace(cfg, max_points_per_centroid=225)
+  q_all, codes_all, _ = quantizer.fit_encode(x, whole)
+  np.testing.assert_array_equal(codes_all, codes)
+  np.testing.assert_array_equal(q_all.rq.l3, q.rq.l3)
+  # A real sample (levels 1 and 2 train on 4 * k points): the fitted codes
+  # are still every point's nearest codes under the fitted codebooks.
+  sampled = dataclasses.replace(cfg, max_points_per_centroid=4)
+  qs, codes_s, _ = quantizer.fit_encode(x, sampled)
+  assert not np.array_equal(qs.rq.l1, q.rq.l1)
+  np.testing.assert_array_equal(codes_s, _greedy_codes(x, qs))
 
 
 def test_fit_encode_is_deterministic_by_seed():
