@@ -19,9 +19,10 @@ import pytest
 
 import gin
 from onesearch_jax import main as cli
+from onesearch_jax.v2.sdft import SDFTConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-EXPERIMENTS = ("tokenizer", "opq_depth", "museq", "pars", "seeds")
+EXPERIMENTS = ("tokenizer", "opq_depth", "museq", "pars", "seeds", "v2")
 # The main job's stage list has no pars stage, so the variants that spell it
 # out change nothing there; the pars experiment adds the stage.
 NO_PARS = {"stages": ("world", "sids", "train", "eval")}
@@ -74,6 +75,20 @@ def _leaves(obj, prefix=""):
 def _diff(a, b) -> dict:
   la, lb = _leaves(a), _leaves(b)
   return {k: lb.get(k) for k in sorted(set(la) | set(lb)) if la.get(k) != lb.get(k)}
+
+
+# The V2 rows are cumulative: each adds one switch to the row before it.
+SDFT_OFF = dataclasses.asdict(SDFTConfig())
+SDFT = {
+  **NO_PARS,
+  **NO_BASELINES,
+  "train.museq.keywords": "builtin",
+  "train.museq.keywords_in": "teacher",
+  "train.lengths": ((48, 6), (48, 6), (128, 6)),
+  **{f"train.sdft.{k}": v for k, v in SDFT_OFF.items()},
+}
+RDROP = {**SDFT, "train.model.dropout_rate": 0.1, "train.sdft.rdrop_weight": 0.5}
+FGM = {**RDROP, "train.sdft.fgm_epsilon": 0.6}
 
 
 # variant file -> the fields (dotted PipelineConfig paths) it must change.
@@ -143,6 +158,11 @@ EXPECTED = {
     "train.museq.sliding_window": False,
   },
   "pars/00_main.gin": {**WITH_PARS},
+  "v2/00_v1.gin": {**NO_PARS},
+  "v2/02_sdft.gin": SDFT,
+  "v2/03_rdrop.gin": RDROP,
+  "v2/04_fgm.gin": FGM,
+  "v2/05_focal.gin": {**FGM, "train.sdft.focal": True},
   "seeds/00_seed0.gin": {**NO_PARS},
   "seeds/01_seed1.gin": {**NO_PARS, **NO_BASELINES, "train.train.seed": 1},
   "seeds/02_seed2.gin": {**NO_PARS, **NO_BASELINES, "train.train.seed": 2},
