@@ -4,6 +4,7 @@ r"""Runs one paper-table ablation: every variant gin file of an experiment folde
   python experiments/ablate.py --experiment=opq_depth          # Table 7
   python experiments/ablate.py --experiment=museq              # Table 6
   python experiments/ablate.py --experiment=pars               # Table 5 rows
+  python experiments/ablate.py --experiment=v2                 # V2 table rows
   python experiments/ablate.py --experiment=museq --variants=full,no_seq_short
   python experiments/ablate.py --experiment=tokenizer --collect_only
 

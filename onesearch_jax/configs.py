@@ -32,6 +32,7 @@ from onesearch_jax.stages.config import PipelineConfig
 from onesearch_jax.train.loop import TrainConfig
 from onesearch_jax.train.optimizers import OptimizerConfig
 from onesearch_jax.train.sft_config import SFTConfig
+from onesearch_jax.v2.sdft import SDFTConfig
 from onesearch_jax.world.config import WorldConfig
 
 WORLD_PRESETS = ("tiny", "default", "large")
@@ -192,6 +193,7 @@ def sft_config(
   sid_init: bool | None = None,
   length_buckets: tuple[int, ...] | None = None,
   task_cache_dir: str | None = None,
+  sdft: dict[str, Any] | None = None,
 ):
   """The SFT schedule (``train.sft_config.SFTConfig``); None = the dataclass
   default (the main job's).
@@ -224,6 +226,10 @@ def sft_config(
       (``train.sft_config.SFTConfig.length_buckets``); () = pad to ``lengths``.
     task_cache_dir: a seqio task cache of the Beam job to train from
       (``train.sft_config.SFTConfig.task_cache_dir``); "" = off.
+    sdft: OneSearch-V2 self-distillation in phase 3: SDFTConfig field
+      overrides ({} = its defaults, KL weight 0.1; e.g. {'rdrop_weight': 0.5,
+      'fgm_epsilon': 0.6, 'focal': True}); None = off. Needs
+      ``museq={'keywords': 'builtin', 'keywords_in': 'teacher'}`` (docs/V2.md).
   """
 
   base = SFTConfig()
@@ -252,6 +258,7 @@ def sft_config(
     if length_buckets is None
     else tuple(int(b) for b in length_buckets),
     task_cache_dir=task_cache_dir,
+    sdft=None if sdft is None else _replace(SDFTConfig(), sdft, "SDFTConfig"),
   )
   return _replace(base, given, "SFTConfig")
 

@@ -32,9 +32,10 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from onesearch_jax.data import museq, pipeline, tasks
+from onesearch_jax.data import museq, pipeline, preprocessors, tasks
 from onesearch_jax.data import vocab as vocab_lib
 from onesearch_jax.data.sid_table import SIDTable
+from onesearch_jax.v2 import sdft_batches
 
 TOKEN_FEATURES = (
   "encoder_input_tokens",
@@ -156,6 +157,12 @@ class TrainBatches:
       the cache directory must be among seqio's global cache directories,
       ``task_cache.enable``). The cache holds the examples in the order the
       Beam job wrote them: the same examples, shuffled differently.
+    teacher: self-distillation: every batch is a paired batch
+      (``v2/sdft_batches.py``): the student batch plus the rows' teacher
+      prompts (the tasks' "teacher_inputs", trimmed and padded to
+      ``lengths[0]``; a member without that feature uses its own prompt).
+      Both come from the same examples of the same stream, so the
+      deterministic skip holds for the pairs.
   """
 
   def __init__(
@@ -171,8 +178,10 @@ class TrainBatches:
     long_seq_dim: int = 0,
     length_buckets: tuple[int, ...] = (),
     use_cached: bool = False,
+    teacher: bool = False,
   ):
     self.name = name
+    self.teacher = teacher
     self.use_cached = use_cached
     self.batch_size = batch_size
     self.lengths = tuple(lengths)
@@ -222,9 +231,14 @@ class TrainBatches:
         rates = [float(provider.get_rate(t)) for t in members]
       else:
         members, rates = [provider], [1.0]
-    lengths = pipeline.task_feature_lengths(*self.lengths, self.dense)
-    plain = pipeline.task_feature_lengths(*self.lengths, False)
+    lengths = pipeline.task_feature_lengths(*self.lengths, self.dense, self.teacher)
     rows, dim = pipeline.LONG_SEQ_ROWS, self.long_seq_dim
+    teacher_key = preprocessors.TEACHER_INPUTS
+    if self.teacher and not any(teacher_key in t.output_features for t in members):
+      raise ValueError(
+        f"TrainBatches(teacher=True): no task of {self.name} carries "
+        f"{teacher_key!r} (register the tasks with MuSeqConfig.keywords_in='teacher')"
+      )
 
     def zeros(ex):
       return {
@@ -233,10 +247,16 @@ class TrainBatches:
         "long_seq_mask": tf.zeros([rows], tf.int32),
       }
 
+    def own_prompt(ex):
+      return {**ex, teacher_key: ex["inputs"]}
+
     parts = []
     for i, task in enumerate(members):
+      has_teacher = teacher_key in task.output_features
       ds = task.get_dataset(
-        sequence_length=lengths if "long_seq" in task.output_features else plain,
+        sequence_length=pipeline.task_feature_lengths(
+          *self.lengths, "long_seq" in task.output_features, has_teacher
+        ),
         split=tasks.TRAIN,
         use_cached=self.use_cached,
         shuffle=True,
@@ -247,6 +267,8 @@ class TrainBatches:
       )
       if self.dense and "long_seq" not in task.output_features:
         ds = ds.map(zeros)
+      if self.teacher and not has_teacher:
+        ds = ds.map(own_prompt)
       parts.append(ds.map(lambda ex: {k: ex[k] for k in lengths}))
     if len(parts) == 1:
       ds = parts[0]
@@ -255,7 +277,7 @@ class TrainBatches:
       ds = tf.data.Dataset.sample_from_datasets(
         parts, weights=[r / total for r in rates], seed=self.seed
       )
-    ds = pipeline.feature_converter(self.dense)(ds, lengths)
+    ds = pipeline.feature_converter(self.dense, teacher=self.teacher)(ds, lengths)
     if not self.length_buckets:
       return ds.batch(self.batch_size, drop_remainder=True)
     return bucket_batches(ds, self.batch_size, (*self.length_buckets, self.lengths[0]))
@@ -273,6 +295,8 @@ class TrainBatches:
       for raw in ds.as_numpy_iterator():
         batch = to_model_batch(raw, long_seq=self.long_seq)
         self.stats.add(batch)
+        if self.teacher:
+          batch = sdft_batches.pair_batch(batch, raw[preprocessors.TEACHER_INPUTS])
         yield batch
 
     return gen()

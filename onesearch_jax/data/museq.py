@@ -52,6 +52,7 @@ from onesearch_jax.data.museq_math import behaviour_sid, sliding_window_pairs
 
 USER_ID_MODES = ("behaviour", "hashed", "none")
 LONG_REDUCE = ("sum", "mean")
+KEYWORDS_IN = ("prompt", "teacher")  # MuSeqConfig.keywords_in
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +80,19 @@ class MuSeqConfig:
   # "none" (off, the main job), "builtin" (the dictionary generator,
   # v2/keyword_thoughts.py) or "cache:<path>" (a JSONL keyword cache file).
   keywords: str = "none"
+  # Where the keywords go: "prompt" (every phase-3 prompt: training, eval and
+  # serving, the "+RAG" row) or "teacher" (self-distillation,
+  # SFTConfig.sdft: only the teacher prompt of the phase-3 training tasks,
+  # their "teacher_inputs" feature; every "inputs" prompt, serving's too,
+  # has none).
+  keywords_in: str = "prompt"
 
   def __post_init__(self):
+    if self.keywords_in not in KEYWORDS_IN:
+      raise ValueError(
+        f"MuSeqConfig.keywords_in must be one of {KEYWORDS_IN}, got "
+        f"{self.keywords_in!r}"
+      )
     if self.keywords not in ("none", "builtin") and not (
       self.keywords.startswith("cache:") and len(self.keywords) > len("cache:")
     ):
@@ -103,13 +115,26 @@ class MuSeqConfig:
     if self.user_id == "hashed" and self.user_hash_buckets < 1:
       raise ValueError("user_hash_buckets must be >= 1")
 
+  @property
+  def keywords_in_prompt(self) -> bool:
+    """The phase-3 prompt (``inputs``) carries the keyword segment."""
+    return self.keywords != "none" and self.keywords_in == "prompt"
+
+  @property
+  def teacher_keywords(self) -> bool:
+    """The phase-3 training tasks carry a teacher prompt with the keywords."""
+    return self.keywords != "none" and self.keywords_in == "teacher"
+
 
 def config_dict(config: MuSeqConfig) -> dict:
-  """``dataclasses.asdict`` without ``keywords`` when it is off ("none"), so
-  hashes of configs written before the field existed stay the same."""
+  """``dataclasses.asdict`` without ``keywords`` when it is off ("none") and
+  without ``keywords_in`` at its default ("prompt"), so hashes of configs
+  written before the fields existed stay the same."""
   out = dataclasses.asdict(config)
   if out["keywords"] == "none":
     del out["keywords"]
+  if out["keywords_in"] == "prompt":
+    del out["keywords_in"]
   return out
 
 

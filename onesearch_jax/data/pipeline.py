@@ -30,6 +30,8 @@ import os
 import seqio
 import tensorflow as tf
 
+from onesearch_jax.data.preprocessors import TEACHER_INPUTS
+
 LONG_SEQ_ROWS = 9
 DENSE_FEATURES = ("long_seq", "long_seq_mask")
 
@@ -40,32 +42,42 @@ def has_long_seq(name: str) -> bool:
   return "long_seq" in provider.output_features
 
 
-def feature_converter(dense: bool, pack: bool = False) -> seqio.FeatureConverter:
+def feature_converter(
+  dense: bool, pack: bool = False, teacher: bool = False
+) -> seqio.FeatureConverter:
   """EncDecFeatureConverter, with the long-seq features passed through.
 
   Args:
     dense: the tasks carry ``long_seq`` / ``long_seq_mask``.
-    pack: pack several examples per row (only without dense features).
+    pack: pack several examples per row (only without dense or teacher
+      features).
+    teacher: the tasks carry self-distillation's ``teacher_inputs`` token
+      ids, passed through trimmed / padded to their length.
   """
-  if not dense:
+  spec = seqio.FeatureConverter.FeatureSpec
+  passthrough = {}
+  if dense:
+    passthrough["long_seq"] = spec(dtype=tf.float32, rank=2)
+    passthrough["long_seq_mask"] = spec(dtype=tf.int32, rank=1)
+  if teacher:
+    passthrough[TEACHER_INPUTS] = spec(dtype=tf.int32, rank=1)
+  if not passthrough:
     return seqio.EncDecFeatureConverter(pack=pack)
   if pack:
-    raise ValueError("packing is incompatible with the per-example long-seq feature")
-  spec = seqio.FeatureConverter.FeatureSpec
-  return seqio.EncDecFeatureConverter(
-    pack=False,
-    passthrough_features={
-      "long_seq": spec(dtype=tf.float32, rank=2),
-      "long_seq_mask": spec(dtype=tf.int32, rank=1),
-    },
-  )
+    raise ValueError("packing is incompatible with per-example passthrough features")
+  return seqio.EncDecFeatureConverter(pack=False, passthrough_features=passthrough)
 
 
-def task_feature_lengths(inputs: int, targets: int, dense: bool) -> dict[str, int]:
-  """Feature lengths for the converter (9 rows for the dense features)."""
+def task_feature_lengths(
+  inputs: int, targets: int, dense: bool, teacher: bool = False
+) -> dict[str, int]:
+  """Feature lengths for the converter (9 rows for the dense features; the
+  teacher prompt gets the inputs length)."""
   out = {"inputs": inputs, "targets": targets}
   if dense:
     out.update(long_seq=LONG_SEQ_ROWS, long_seq_mask=LONG_SEQ_ROWS)
+  if teacher:
+    out[TEACHER_INPUTS] = inputs
   return out
 
 

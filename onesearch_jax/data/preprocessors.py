@@ -1,6 +1,8 @@
 """tf.data preprocessors of the OneSearch tasks (seqio style, one concern each).
 
 * ``render_prompt``: raw string fields -> "inputs" / "targets" text.
+* ``render_teacher_prompt``: the same fields -> "teacher_inputs" text (the
+  phase-3 prompt with the keyword thoughts, self-distillation's teacher).
 * ``long_seq_feature``: item rows of the click / order / RSU sequences ->
   the dense [9, D] per-level centroid sums and their [9] mask (the same
   numbers as ``museq_math.long_seq_sums``, computed inside the pipeline so the
@@ -19,6 +21,7 @@ import tensorflow as tf
 from onesearch_jax.data import prompts
 
 LONG_SEQ_FIELDS = ("long_click", "long_order", "long_rsu")
+TEACHER_INPUTS = "teacher_inputs"  # the teacher prompt of self-distillation
 
 
 class CodeCentroids:
@@ -64,6 +67,15 @@ def render_prompt(ex, template: prompts.Template):
   out = dict(ex)
   out["inputs"] = prompts.render_tf(template.inputs, ex)
   out["targets"] = prompts.render_tf(template.targets, ex)
+  return out
+
+
+@seqio.map_over_dataset
+def render_teacher_prompt(ex, template: prompts.Template):
+  """Adds "teacher_inputs": the self-distillation teacher's prompt (the
+  phase-3 prompt with the keyword segment, ``prompts.teacher_template``)."""
+  out = dict(ex)
+  out[TEACHER_INPUTS] = prompts.render_tf(template.inputs, ex)
   return out
 
 

@@ -177,8 +177,10 @@ def phase3_template(config: MuSeqConfig) -> Template:
   the words style) follows the profile, where the official V2 prompt puts
   its keyword span (just before the instruction). It reuses the ``[TEXT]``
   label (free text) rather than a new special, so the vocabulary, and with
-  it the main job, is the same whether the switch is on or off; the
-  student prompt of self-distillation is this prompt without that segment.
+  it the main job, is the same whether the switch is on or off. With
+  ``config.keywords_in = "teacher"`` (self-distillation) this prompt has no
+  keyword segment: it is the student's (and serving's) prompt, and
+  ``teacher_template`` is the same prompt with the segment.
   """
   label = _PHASE3_LABELS[config.prompt_style]
   keep = {
@@ -186,7 +188,7 @@ def phase3_template(config: MuSeqConfig) -> Template:
     "seq_short": config.use_seq_short,
     "long": config.use_long_seq,
     "profile": config.use_profile,
-    "keywords": config.keywords != "none",
+    "keywords": config.keywords_in_prompt,
   }
   parts = []
   for seg in PHASE3_SEGMENTS:
@@ -196,6 +198,15 @@ def phase3_template(config: MuSeqConfig) -> Template:
     parts.append(label[seg] + body)
   opening, join, close = _PHASE3_FRAME[config.prompt_style]
   return Template(opening + join.join(parts) + close, "{target}")
+
+
+def teacher_template(config: MuSeqConfig) -> Template:
+  """The self-distillation teacher's phase-3 prompt: ``phase3_template``
+  with the keyword segment (whatever ``config.keywords_in`` says), so the
+  student prompt is exactly this one with the segment's span removed."""
+  if config.keywords == "none":
+    raise ValueError("teacher_template: MuSeqConfig.keywords is 'none'")
+  return phase3_template(dataclasses.replace(config, keywords_in="prompt"))
 
 
 def phase3_fields(

@@ -260,8 +260,12 @@ class SessionPrompter:
     self.inputs_length = int(inputs_length)
     self.template = prompts.phase3_template(self.config)
     self.index = corpus.build_index(world, sid_table, self.config)
+    # Serving prompts of a self-distilled model (keywords_in "teacher") are
+    # the student's: no keyword segment, so no keywords are made.
     self.keywords = keyword_source.build_keyword_generator(
-      self.config.keywords, world.items, world.recall
+      self.config.keywords if self.config.keywords_in_prompt else "none",
+      world.items,
+      world.recall,
     )
     self.sessions: dict[str, museq.Session] = {}
     for s in self.index.sessions:

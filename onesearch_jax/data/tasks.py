@@ -30,6 +30,12 @@ Eval, split "test": ``{p}_eval_click`` / ``{p}_eval_order``: one example per
   "query" and "target_item_ids" (all clicked / purchased items) for item-level
   metrics; "targets" is the SID of the first of them.
 
+Self-distillation (``config.keywords_in = "teacher"``, docs/V2.md): the
+phase-3 training tasks (``TEACHER_KINDS``) also carry "teacher_inputs", the
+same example's prompt with the keyword segment (``prompts.teacher_template``),
+tokenised and trimmed like "inputs"; "inputs" (and every eval prompt) has
+no keywords.
+
 Mixtures ``{p}_phase1``, ``{p}_phase2``, ``{p}_phase3``: each task's rate is its
 number of examples (examples-proportional mixing, i.e. every example is seen
 about once per epoch of the mixture); the window task's rate is multiplied by
@@ -82,6 +88,9 @@ from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.world import manifest as manifest_lib
 
 SHUFFLE_BUFFER = 10_000
+# The tasks that carry a "teacher_inputs" feature under self-distillation
+# (``MuSeqConfig.keywords_in = "teacher"``): the phase-3 training tasks.
+TEACHER_KINDS = ("s3_personal", "s3_window", "s3_query")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,11 +211,15 @@ def _source(dataset_fn, split: str, n: int, source_shards: int) -> seqio.DataSou
   )
 
 
-def _output_features(vocabulary, dense: bool, d: int) -> dict[str, seqio.Feature]:
+def _output_features(
+  vocabulary, dense: bool, d: int, teacher: bool = False
+) -> dict[str, seqio.Feature]:
   out = {
     "inputs": seqio.Feature(vocabulary, add_eos=True),
     "targets": seqio.Feature(vocabulary, add_eos=True),
   }
+  if teacher:
+    out[preprocessors.TEACHER_INPUTS] = seqio.Feature(vocabulary, add_eos=True)
   if dense:
     passthrough = seqio.PassThroughVocabulary(size=0)
     out["long_seq"] = seqio.Feature(
@@ -342,10 +355,18 @@ def register_tasks(
     name = f"{prefix}_{kind}"
     split = TEST if kind.startswith("eval_") else TRAIN
     dense = kind.startswith(("s3_", "eval_"))
-    steps = [
-      functools.partial(preprocessors.render_prompt, template=templates[kind]),
-      seqio.preprocessors.tokenize,
-    ]
+    steps = [functools.partial(preprocessors.render_prompt, template=templates[kind])]
+    # Self-distillation: the phase-3 training tasks also carry the teacher
+    # prompt (with the keywords); "inputs" is the student's, without them.
+    teacher = config.teacher_keywords and kind in TEACHER_KINDS
+    if teacher:
+      steps.append(
+        functools.partial(
+          preprocessors.render_teacher_prompt,
+          template=prompts.teacher_template(config),
+        )
+      )
+    steps.append(seqio.preprocessors.tokenize)
     if dense:
       steps.append(
         functools.partial(
@@ -371,7 +392,7 @@ def register_tasks(
         source_shards,
       ),
       preprocessors=steps,
-      output_features=_output_features(vocabulary, dense, d),
+      output_features=_output_features(vocabulary, dense, d, teacher),
       shuffle_buffer_size=SHUFFLE_BUFFER,
     )
     tasks[kind] = name

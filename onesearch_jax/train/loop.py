@@ -29,6 +29,8 @@ from onesearch_jax.model.flops import train_flops_per_batch
 from onesearch_jax.model.model import LossConfig
 from onesearch_jax.train import checkpoints, state, step_loop, steps
 from onesearch_jax.train.optimizers import OptimizerConfig
+from onesearch_jax.v2 import sdft_batches
+from onesearch_jax.v2.sdft import SDFTConfig
 
 Batch = Mapping[str, np.ndarray]
 
@@ -114,6 +116,7 @@ def train(
   stop_after: int | None = None,
   log_fn: Callable[[int, dict[str, float]], None] | None = None,
   init_params: Callable[[Any], None] | None = None,
+  sdft: SDFTConfig | None = None,
 ) -> TrainResult:
   """Trains one phase, resuming from `workdir`'s latest checkpoint.
 
@@ -135,6 +138,9 @@ def train(
     init_params: edits a freshly initialised model in place (e.g. SID
       embeddings from the codebooks); used only when the run neither
       resumes nor starts from `init_from`.
+    sdft: self-distillation: `batches` gives paired batches
+      (``v2/sdft_batches.py``) and the step minimises L_SDFT
+      (``steps.compile_train_step``); the eval batches stay plain.
 
   Returns:
     TrainResult.
@@ -158,7 +164,7 @@ def train(
   def build(ts: state.TrainState, first: Batch) -> step_loop.Steps:
     bsh = state.batch_shardings(first, mesh, rules)
     train_fn = steps.compile_train_step(
-      ts, bsh, train_cfg.loss, train_cfg.optimizer, seed=train_cfg.seed
+      ts, bsh, train_cfg.loss, train_cfg.optimizer, seed=train_cfg.seed, sdft=sdft
     )
     b, t_len = first["decoder_target_tokens"].shape
     flops = train_flops_per_batch(
@@ -176,10 +182,12 @@ def train(
 
     evaluate = None
     if eval_batches:
-      eval_fn = steps.compile_eval_step(ts, bsh, train_cfg.loss)
+      # The eval batches are plain model batches (no teacher features).
+      ebsh = {k: v for k, v in bsh.items() if k not in sdft_batches.TEACHER_FEATURES}
+      eval_fn = steps.compile_eval_step(ts, ebsh, train_cfg.loss)
 
       def evaluate(st):
-        return _eval(eval_fn, st, eval_batches(), bsh)
+        return _eval(eval_fn, st, eval_batches(), ebsh)
 
     return step_loop.Steps(
       train=lambda st, batch: train_fn(st, state.shard_batch(batch, bsh)),

@@ -17,6 +17,12 @@
    ``out_dir/history.json``, ``out_dir/training_curves.png``,
    ``out_dir/model_config.json`` and ``out_dir/sft_config.json``.
 
+Self-distillation (``cfg.sdft``, OneSearch-V2, docs/V2.md): phase 3 reads
+paired batches (``TrainBatches(teacher=True)``: each row's student prompt,
+without keywords, and its teacher prompt, with them, from the same example)
+and its step minimises ``v2.sdft``'s L_SDFT; the history gains base, kl,
+rdrop, adv and teacher_ce. Phases 1 and 2 and every eval are unchanged.
+
 Resume: a finished phase (``result.json``) is skipped; an unfinished one
 continues from its latest checkpoint at the saved data position (the loop's
 contract), so a killed run loses at most ``checkpoint.save_every_steps``
@@ -127,8 +133,14 @@ def _progress(name: str, phase_dir: pathlib.Path, total: int, batch_size: int, l
     append_history(phase_dir, {"kind": "train", **m, "step": step})
     note = " (this interval includes compiling)" if first[0] else ""
     first[0] = False
+    distill = ""
+    if "kl" in m:  # a self-distillation step (v2/sdft.py)
+      distill = (
+        f" (base {m['base']:.3f} kl {m['kl']:.4f} rdrop {m['rdrop']:.4f} "
+        f"adv {m['adv']:.3f} teacher CE {m['teacher_ce']:.3f})"
+      )
     log(
-      f"[train] {name} step {step}/{total}: loss {m['loss']:.3f} "
+      f"[train] {name} step {step}/{total}: loss {m['loss']:.3f}{distill} "
       f"acc {m['accuracy']:.3f} lr {m.get('learning_rate', 0):.2e} "
       f"| {m['steps_per_sec']:.2f} steps/s, "
       f"{m['steps_per_sec'] * batch_size:.0f} examples/s, "
@@ -250,6 +262,7 @@ def run_sft(
       continue
     mixture = phase_members(cfg, k, registered, log)
     long_seq = k == 2 and model_cfg.use_qformer
+    sdft = cfg.sdft if k == 2 else None  # self-distillation: phase 3 only
     batches = model_batches.TrainBatches(
       mixture,
       long_seq_dim=registered.long_seq_dim,
@@ -261,6 +274,7 @@ def run_sft(
       shuffle_buffer=cfg.shuffle_buffer or None,
       length_buckets=length_buckets,
       use_cached=bool(cfg.task_cache_dir),
+      teacher=sdft is not None,
     )
     evals = eval_set if long_seq else without_long
     init_from = out_dir / PHASES[k - 1] / "checkpoints" if k else None
@@ -268,6 +282,7 @@ def run_sft(
       f"[train] {name}: {train_cfg.num_steps} steps of {_describe(mixture)}, batch "
       f"{cfg.batch_size}, lengths {cfg.lengths[k]}"
       + (f", parameters from {PHASES[k - 1]}" if k else "")
+      + (f", self-distillation {_describe_sdft(sdft)}" if sdft else "")
       + " (compiling...)"
     )
     t = time.perf_counter()
@@ -284,6 +299,7 @@ def run_sft(
         sid_hash=sid_hash,
         init_from=init_from,
         stop_after=stop_after[1] if stop_after and stop_after[0] == k else None,
+        sdft=sdft,
         init_params=(
           sid_init_lib.codebook_init(sid_dir, model_cfg)
           if cfg.sid_init and k == 0
@@ -403,6 +419,17 @@ def _describe(mixture) -> str:
     return mixture
   total = sum(r for _, r in mixture)
   return ", ".join(f"{n} {r / total:.0%}" for n, r in mixture)
+
+
+def _describe_sdft(sdft) -> str:
+  on = [f"KL {sdft.kl_weight} (tau {sdft.temperature})"]
+  if sdft.rdrop_weight:
+    on.append(f"R-Drop {sdft.rdrop_weight}")
+  if sdft.fgm_epsilon:
+    on.append(f"FGM eps {sdft.fgm_epsilon}")
+  if sdft.focal:
+    on.append(f"focal gamma {sdft.focal_gamma} alpha {sdft.focal_alpha}")
+  return ", ".join(on)
 
 
 def _phase_line(name, tr, ev, seconds) -> str:

@@ -23,6 +23,7 @@ from onesearch_jax.data import vocab as vocab_lib
 from onesearch_jax.khqe import artefact
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.train import loop
+from onesearch_jax.v2.sdft import SDFTConfig
 
 PHASES = ("phase1", "phase2", "phase3")
 
@@ -88,6 +89,14 @@ class SFTConfig:
       Mu-Seq / sentencepiece settings, and reads every phase task from it
       (``use_cached=True``; data/task_cache.py). Off, it is left out of the
       JSON form, so the train stage's inputs hash is unchanged.
+    sdft: None (default) = phase 3 trains on its own prompts; an SDFTConfig
+      = phase 3 trains with OneSearch-V2's self-distillation (SPEC §6.4,
+      ``v2/sdft.py``): every batch is a pair, the teacher prompts with the
+      keyword thoughts and the student prompts without them (the same
+      examples and targets), and the step minimises L_SDFT. Needs
+      ``museq.keywords`` on and ``museq.keywords_in = "teacher"`` (eval and
+      serving prompts then carry no keywords). Off, it is left out of the
+      JSON form.
   """
 
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig.main)
@@ -111,8 +120,20 @@ class SFTConfig:
   sid_init: bool = False
   length_buckets: tuple[int, ...] = (48, 64, 80, 96)
   task_cache_dir: str = ""
+  sdft: SDFTConfig | None = None
 
   def __post_init__(self):
+    if self.sdft is not None and not self.museq.teacher_keywords:
+      raise ValueError(
+        "SFTConfig.sdft needs teacher keywords: museq.keywords 'builtin' or "
+        f"'cache:<path>' (got {self.museq.keywords!r}) and museq.keywords_in "
+        f"'teacher' (got {self.museq.keywords_in!r})"
+      )
+    if self.sdft is None and self.museq.teacher_keywords:
+      raise ValueError(
+        "museq.keywords_in = 'teacher' puts the keywords in the teacher prompt of "
+        "self-distillation only; set SFTConfig.sdft too (or keywords_in 'prompt')"
+      )
     if any(int(b) <= 0 for b in self.length_buckets):
       raise ValueError(
         f"SFTConfig.length_buckets must be > 0, got {self.length_buckets}"
@@ -173,14 +194,16 @@ _ABSENT_IN_OLD_FILES = {
 
 
 def config_to_dict(cfg: SFTConfig) -> dict[str, Any]:
-  """JSON-able form (``config_from_dict`` inverts it). ``task_cache_dir`` and
-  ``museq.keywords`` are left out when off ("" and "none", the defaults), so
-  a run without them writes (and hashes) what it did before they existed."""
+  """JSON-able form (``config_from_dict`` inverts it). ``task_cache_dir``,
+  ``sdft``, ``museq.keywords`` and ``museq.keywords_in`` are left out when
+  at their defaults ("", None, "none", "prompt"), so a run without them
+  writes (and hashes) what it did before they existed."""
   out = config_io.to_dict(cfg)
   if not out["task_cache_dir"]:
     del out["task_cache_dir"]
-  if out["museq"]["keywords"] == "none":
-    del out["museq"]["keywords"]
+  if out["sdft"] is None:
+    del out["sdft"]
+  out["museq"] = config_io.to_dict(museq.config_dict(cfg.museq))
   return out
 
 

@@ -22,6 +22,9 @@ from onesearch_jax.model import model as model_lib
 from onesearch_jax.model.transformer import EncoderDecoder
 from onesearch_jax.train.optimizers import OptimizerConfig, make_schedule
 from onesearch_jax.train.state import TrainState
+from onesearch_jax.v2 import sdft as sdft_lib
+from onesearch_jax.v2 import sdft_batches
+from onesearch_jax.v2.sdft import SDFTConfig
 
 
 def train_step(
@@ -97,6 +100,7 @@ def compile_train_step(
   loss_cfg: model_lib.LossConfig,
   opt_cfg: OptimizerConfig | None = None,
   seed: int = 0,
+  sdft: SDFTConfig | None = None,
 ) -> CompiledStep:
   """jit(train) over (state, batch) -> (state, metrics), state donated.
 
@@ -109,6 +113,10 @@ def compile_train_step(
     loss_cfg: loss options.
     opt_cfg: when given, the metrics include the step's learning rate.
     seed: dropout seed.
+    sdft: self-distillation (OneSearch-V2): the batches are paired batches
+      (``v2/sdft_batches.py``) and the step is ``v2.sdft.sdft_train_step``
+      (joint mode: one network is teacher and student); its metrics add
+      base, kl, rdrop, adv and teacher_ce. None = ``train_step``.
   """
   graphdef = ts.graphdef
   schedule = make_schedule(opt_cfg) if opt_cfg is not None else None
@@ -118,7 +126,13 @@ def compile_train_step(
     model, optimizer = nnx.merge(graphdef, state)
     count = optimizer.step[...]
     key = jax.random.fold_in(jax.random.key(seed), count)
-    metrics = train_step(model, optimizer, batch, key, loss_cfg)
+    if sdft is None:
+      metrics = train_step(model, optimizer, batch, key, loss_cfg)
+    else:
+      student, teacher = sdft_batches.split_pair(batch)
+      metrics = sdft_lib.sdft_train_step(
+        model, optimizer, student, teacher, loss_cfg, sdft, key
+      )
     if schedule is not None:
       metrics["learning_rate"] = jnp.asarray(schedule(count), jnp.float32)
     return nnx.state((model, optimizer)), metrics

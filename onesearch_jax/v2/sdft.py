@@ -29,6 +29,9 @@ Choices (where SPEC and the official code leave it open):
     paper); the first pass's logits feed L_KL and FGM.
   * FGM normalises over the whole batch's embedding gradient and reuses the
     first pass's dropout key for the adversarial pass.
+  * The first student pass uses the step's dropout key itself (the second
+    R-Drop pass fold_in(key, 1)), so with every term off a step is
+    ``train.steps.train_step``'s, dropout masks included.
   * The EMA-teacher variant (the official "ema" mode): ``sdft_loss`` takes a
     separate ``teacher_model`` and ``sdft_train_step`` moves it towards the
     student after each update, θ_T ← d·θ_T + (1 − d)·θ_S (``ema_update``).
@@ -133,7 +136,9 @@ def sdft_loss(
     model: the shared network.
     student: the student batch (model batch contract, no keywords).
     teacher: the teacher batch: the same examples with keywords (same
-      decoder tokens and weights; its encoder length may differ).
+      decoder tokens; its encoder length may differ). Its loss weights
+      weight L_KL and the teacher CE: 0 on a row leaves it out of both
+      (a row without a teacher prompt, ``v2/sdft_batches.py``).
     loss_cfg: the model's loss options.
     cfg: the switches.
     key: dropout key (None: deterministic).
@@ -146,12 +151,14 @@ def sdft_loss(
   t_net = model if teacher_model is None else teacher_model
   t_logits = jax.lax.stop_gradient(t_net(teacher, None))
   t_sums = model_lib.sums_of_logits(model, t_logits, teacher, loss_cfg)
-  s_key = layers.fold(key, 0)
+  s_key = key  # the plain step's dropout masks: all terms off = train_step
   logits = model(student, s_key)
   base, sums = _base_loss(model, logits, student, loss_cfg, cfg)
   targets = jnp.asarray(student["decoder_target_tokens"])
   weights = jnp.asarray(student["decoder_loss_weights"], jnp.float32)
-  sid_weights = weights * sid_levels.is_sid_token(targets, model.cfg.sid_ranges)
+  # The teacher's weights: 0 on rows without a teacher prompt (sdft_batches).
+  t_weights = jnp.asarray(teacher["decoder_loss_weights"], jnp.float32)
+  sid_weights = t_weights * sid_levels.is_sid_token(targets, model.cfg.sid_ranges)
   allowed, _ = model_lib.loss_allowed(model, student)
   zero = jnp.zeros((), jnp.float32)
   kl = rdrop = adv = zero
@@ -195,7 +202,8 @@ def sdft_train_step(
 
   Returns:
     Scalar metrics: loss, base, kl, rdrop, adv, teacher_ce, accuracy,
-    grad_norm, tokens.
+    grad_norm, tokens, z_loss, sid_level_violations (the last two of the
+    student's first pass, as ``train.steps.train_step``).
   """
 
   def objective(m):
@@ -212,5 +220,7 @@ def sdft_train_step(
     accuracy=parts["correct_sum"] / denom,
     grad_norm=optax.global_norm(grads),
     tokens=parts["weight_sum"],
+    z_loss=parts["z_loss_sum"] / denom,
+    sid_level_violations=parts["sid_level_violations"],
   )
   return out

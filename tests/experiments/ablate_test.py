@@ -20,6 +20,7 @@ import pytest
 import gin
 from onesearch_jax import main as cli
 from onesearch_jax.pars.grpo import GRPOConfig
+from onesearch_jax.v2.sdft import SDFTConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXPERIMENTS = ("tokenizer", "opq_depth", "museq", "pars", "seeds", "v2")
@@ -85,6 +86,20 @@ def _grpo(variant: str) -> dict:
     **NO_BASELINES,
     **{f"pars.pars.grpo.{k}": v for k, v in _leaves(fields).items()},
   }
+
+
+# The V2 rows are cumulative: each adds one switch to the row before it.
+SDFT_OFF = dataclasses.asdict(SDFTConfig())
+SDFT = {
+  **NO_PARS,
+  **NO_BASELINES,
+  "train.museq.keywords": "builtin",
+  "train.museq.keywords_in": "teacher",
+  "train.lengths": ((48, 6), (48, 6), (128, 6)),
+  **{f"train.sdft.{k}": v for k, v in SDFT_OFF.items()},
+}
+RDROP = {**SDFT, "train.model.dropout_rate": 0.1, "train.sdft.rdrop_weight": 0.5}
+FGM = {**RDROP, "train.sdft.fgm_epsilon": 0.6}
 
 
 # variant file -> the fields (dotted PipelineConfig paths) it must change.
@@ -156,6 +171,11 @@ EXPECTED = {
   "pars/00_main.gin": {**WITH_PARS},
   "v2/06_grpo.gin": _grpo("grpo"),
   "v2/07_tpma.gin": _grpo("tpma"),
+  "v2/00_v1.gin": {**NO_PARS},
+  "v2/02_sdft.gin": SDFT,
+  "v2/03_rdrop.gin": RDROP,
+  "v2/04_fgm.gin": FGM,
+  "v2/05_focal.gin": {**FGM, "train.sdft.focal": True},
   "seeds/00_seed0.gin": {**NO_PARS},
   "seeds/01_seed1.gin": {**NO_PARS, **NO_BASELINES, "train.train.seed": 1},
   "seeds/02_seed2.gin": {**NO_PARS, **NO_BASELINES, "train.train.seed": 2},

@@ -116,6 +116,21 @@ def test_serving_prompt_is_the_training_prompt_and_the_student_has_no_keywords(
       )
 
 
+def test_self_distilled_model_serves_the_student_prompt(world_and_corpora, vocabulary):
+  """keywords_in = "teacher" (SFTConfig.sdft): the serving prompt is the
+  plain one, and no keyword is even made."""
+  world, table, _, _ = world_and_corpora
+  config = museq.MuSeqConfig(keywords="builtin", keywords_in="teacher")
+  served = _prompter(world, table, vocabulary, config)
+  plain = _prompter(world, table, vocabulary, museq.MuSeqConfig())
+  assert served.keywords is None
+  kw_id = vocabulary.token_id("[TEXT]")
+  for session_id in list(plain.sessions)[:20]:
+    text = served.prompt_text(session_id)
+    assert text == plain.prompt_text(session_id)
+    assert kw_id not in vocabulary.encode(text)
+
+
 def test_cache_setting_reads_the_file(world_and_corpora, vocabulary, tmp_path):
   world, table, _, on = world_and_corpora
   cols = on.columns["eval_click"]

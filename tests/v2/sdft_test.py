@@ -68,6 +68,12 @@ def test_all_terms_off_is_the_models_loss():
   want, _ = model_lib.loss_fn(model, student, LOSS, None)
   np.testing.assert_allclose(loss, want, rtol=1e-6)
   assert float(parts["kl"]) == float(parts["rdrop"]) == float(parts["adv"]) == 0.0
+  # With dropout on: the student pass draws the plain step's masks.
+  loss, _ = _loss(model, student, teacher, cfg, KEY)
+  want, _ = model_lib.loss_fn(model, student, LOSS, KEY)
+  other, _ = model_lib.loss_fn(model, student, LOSS, jax.random.fold_in(KEY, 0))
+  np.testing.assert_allclose(loss, want, rtol=1e-6)
+  assert abs(float(loss) - float(other)) > 1e-6  # the masks matter
   with pytest.raises(ValueError, match="SDFTConfig"):
     sdft.SDFTConfig(fgm_epsilon=-1.0)
 
