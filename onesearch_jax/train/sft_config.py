@@ -174,13 +174,13 @@ _ABSENT_IN_OLD_FILES = {
 
 def config_to_dict(cfg: SFTConfig) -> dict[str, Any]:
   """JSON-able form (``config_from_dict`` inverts it). ``task_cache_dir`` and
-  ``museq.keywords`` are left out when off ("" and "none", the defaults), so
-  a run without them writes (and hashes) what it did before they existed."""
+  the V2 switches of ``museq`` (``museq.V2_SWITCHES_OFF``) are left out when
+  off (the defaults), so a run without them writes (and hashes) what it did
+  before they existed."""
   out = config_io.to_dict(cfg)
   if not out["task_cache_dir"]:
     del out["task_cache_dir"]
-  if out["museq"]["keywords"] == "none":
-    del out["museq"]["keywords"]
+  out["museq"] = museq.drop_off_switches(out["museq"])
   return out
 
 
