@@ -21,7 +21,7 @@ import gin
 from onesearch_jax import main as cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-EXPERIMENTS = ("tokenizer", "opq_depth", "museq", "pars", "seeds")
+EXPERIMENTS = ("tokenizer", "opq_depth", "museq", "pars", "seeds", "keyword_cot", "v2")
 # The main job's stage list has no pars stage, so the variants that spell it
 # out change nothing there; the pars experiment adds the stage.
 NO_PARS = {"stages": ("world", "sids", "train", "eval")}
@@ -141,6 +141,39 @@ EXPECTED = {
     **NO_PARS,
     **NO_BASELINES,
     "train.museq.sliding_window": False,
+  },
+  "keyword_cot/00_v1.gin": {**NO_PARS},
+  "keyword_cot/01_rag.gin": {
+    **NO_PARS,
+    **NO_BASELINES,
+    "train.museq.keywords": "builtin",
+    "train.lengths": ((48, 6), (48, 6), (128, 6)),
+  },
+  "keyword_cot/02_direct_cot.gin": {
+    **NO_PARS,
+    **NO_BASELINES,
+    "train.museq.keywords": "builtin",
+    "train.museq.direct_cot": True,
+    "train.lengths": ((48, 6), (48, 6), (112, 36)),
+  },
+  "v2/01_cot.gin": {
+    **NO_PARS,
+    **NO_BASELINES,
+    "train.museq.keywords": "builtin",
+    "train.museq.cot_tasks": True,
+    "train.lengths": ((56, 24), (48, 6), (128, 6)),
+    "train.phase_tasks": (
+      (
+        ("s1_title_to_sid", 1.0),
+        ("s1_query_to_sid", 1.0),
+        ("s1_query_to_keywords", 1.0),
+        ("s1_sidq_to_keyword_sids", 1.0),
+        ("s1_user_query_to_keywords", 1.0),
+        ("s1_user_sidq_to_keyword_sids", 1.0),
+      ),
+      (("s2_query_to_sidi", 1.0), ("s2_sidq_to_sidi", 1.0), ("s1_title_to_sid", 0.5)),
+      (("s3_personal", 1.0), ("s3_window", 1.0), ("s1_title_to_sid", 0.2)),
+    ),
   },
   "pars/00_main.gin": {**WITH_PARS},
   "seeds/00_seed0.gin": {**NO_PARS},
