@@ -45,6 +45,9 @@ def decode(model, dec_in, enc, mask):
   return model.decode(dec_in, enc, mask)
 
 
+greedy = nnx.jit(thought.greedy_thought, static_argnums=3)
+
+
 def _sid_logprobs(model, enc, mask, prefix, sids, restrict):
   """Teacher-forced log P(SID | BOS prefix) of one row for every SID tokens
   row of ``sids`` [U, S], decoded from position 0 (no padding): the brute
@@ -115,51 +118,39 @@ def test_greedy_thought_is_the_argmax_over_text_tokens_until_the_marker():
   enc, mask = model.encode(batch)
   banned = tuple(RANGES)
   first = thought.ThoughtConfig(stop_id=STOP, max_len=6, banned=banned)
-  span0, _ = thought.greedy_thought(model, enc, mask, first)
+  span0, _ = greedy(model, enc, mask, first)
   # Make row 0's second greedy token the stop marker: it stops at length 2.
   stop = int(span0[0, 1])
   cfg = thought.ThoughtConfig(stop_id=stop, max_len=6, banned=banned)
-  span, lengths = thought.greedy_thought(model, enc, mask, cfg)
+  span, lengths = greedy(model, enc, mask, cfg)
   span, lengths = np.asarray(span), np.asarray(lengths)
   assert lengths[0] <= 2
-  sid_lo, sid_hi = RANGES[0][0], RANGES[-1][1]
+  ids = np.arange(model.cfg.vocab_size)
+  ok = (ids > 1) & ((ids < RANGES[0][0]) | (ids >= RANGES[-1][1]))
+  ok[stop] = True
+  # Brute force: the teacher-forced decoder over BOS + span (causal: the
+  # zeros after the stop marker do not change earlier positions).
+  dec_in = jnp.asarray(np.concatenate([np.zeros((4, 1), np.int32), span], 1))
+  logits = np.asarray(decode(model, dec_in, enc, mask))
   for r in range(4):
     n = lengths[r]
     assert 1 <= n <= 6 and span[r, n - 1] == stop
     assert np.all(span[r, n:] == 0)
     assert stop not in span[r, : n - 1]
-    for t in range(n):  # brute force: argmax of the teacher-forced step
+    for t in range(n):
       if t == 5 and n == 6 and span[r, 5] == stop:
-        continue  # forced marker at max_len
-      dec_in = jnp.asarray([[0, *span[r, :t]]], jnp.int32)
-      row = np.asarray(decode(model, dec_in, enc[r : r + 1], mask[r : r + 1]))[0, t]
-      ok = np.arange(len(row)) > 1
-      ok &= (np.arange(len(row)) < sid_lo) | (np.arange(len(row)) >= sid_hi)
-      ok[stop] = True
-      assert span[r, t] == int(np.argmax(np.where(ok, row, -np.inf)))
-  # search(thought=...) decodes the same span, then continues it.
+        continue  # the marker forced at max_len
+      want = int(np.argmax(np.where(ok, logits[r, t], -np.inf)))
+      assert span[r, t] == want
+  # A compiled searcher with the thought (query blocks of 1) decodes the
+  # same span, then continues it like the search after that prefix.
   trie = build_trie(random_codes(4, 20), SIZES, OFFSETS, dense_levels=1)
-  res = search(model, batch, trie, beam_size=4, thought=cfg)
-  np.testing.assert_array_equal(np.asarray(res.thought), span)
-  want = search(
-    model, batch, trie, beam_size=4,
-    prefix=thought.left_aligned_prefix(jnp.asarray(span), jnp.asarray(lengths)),
-  )  # fmt: skip
-  assert_same_beams(res, want)
-  with pytest.raises(ValueError, match="not both"):
-    search(
-      model, batch, trie, beam_size=4, thought=cfg,
-      prefix=thought.left_aligned_prefix(jnp.asarray(span), jnp.asarray(lengths)),
-    )  # fmt: skip
-
-
-def test_compiled_searcher_with_thought_and_query_blocks():
-  model = make_model(restrict=True)
-  trie = build_trie(random_codes(6, 20), SIZES, OFFSETS, dense_levels=1)
-  batch = batch_for(model, 4, seed=7)
-  cfg = thought.ThoughtConfig(stop_id=STOP, max_len=4, banned=tuple(RANGES))
-  one = search(model, batch, trie, beam_size=4, thought=cfg)
   searcher = beam_lib.make_beam_search(
     model, trie, beam_size=4, query_block=1, thought=cfg
   )
-  assert_same_beams(searcher(batch), one)
+  res = searcher(batch)
+  np.testing.assert_array_equal(np.asarray(res.thought), span)
+  prefix = thought.left_aligned_prefix(jnp.asarray(span), jnp.asarray(lengths))
+  assert_same_beams(res, search(model, batch, trie, beam_size=4, prefix=prefix))
+  with pytest.raises(ValueError, match="not both"):
+    search(model, batch, trie, beam_size=4, thought=cfg, prefix=prefix)
