@@ -34,6 +34,7 @@ from onesearch_jax.data import vocab as vocab_lib
 from onesearch_jax.data.session_prompts import SessionPrompter
 from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.data.world_source import WorldTables
+from onesearch_jax.decoding.thought import ThoughtConfig
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.model.transformer import EncoderDecoder
 from onesearch_jax.stages.workdir import Workdir
@@ -179,7 +180,12 @@ def load_generator(
   table = SIDTable.from_artefact(wd.sids)
   trie = decoding.catalogue_trie(table.item_codes, model_config.sid_ranges)
   searcher = decoding.make_beam_search(
-    model, trie, beam_size=beam_size, mesh=mesh, rules=rules
+    model,
+    trie,
+    beam_size=beam_size,
+    mesh=mesh,
+    rules=rules,
+    thought=thought_config(wd.train, vocabulary, model_config),
   )
   return Generator(
     model=model,
@@ -191,6 +197,32 @@ def load_generator(
     unique_codes=decoding.unique_sids(table.item_codes),
     train_dir=wd.train,
     batch_size=batch_size,
+  )
+
+
+def thought_config(
+  train_dir: str | os.PathLike,
+  vocabulary: vocab_lib.OneSearchVocabulary,
+  model_config: ModelConfig,
+) -> ThoughtConfig | None:
+  """How a direct-CoT run's keyword thought is decoded before the SID (None
+  unless the run's ``MuSeqConfig.direct_cot`` is on): greedy over the text
+  tokens (the SID and ``<u_*>`` ranges banned) until ``[GEN_IID]``, at most
+  the phase-3 targets length minus the SID and EOS tokens (the longest
+  thought training could hold)."""
+  cfg = sft_load.read_config(train_dir)
+  if not cfg.museq.direct_cot:
+    return None
+  users = vocabulary.level_range("u")
+  banned = tuple(model_config.sid_ranges) + ((users.start, users.stop),)
+  max_len = cfg.lengths[2][1] - len(model_config.sid_ranges) - 1
+  if max_len < 1:
+    raise ValueError(
+      f"{train_dir}: direct CoT needs phase-3 targets longer than the SID + EOS, "
+      f"got lengths {cfg.lengths[2]}"
+    )
+  return ThoughtConfig(
+    stop_id=vocabulary.token_id("[GEN_IID]"), max_len=max_len, banned=banned
   )
 
 

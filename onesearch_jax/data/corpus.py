@@ -33,6 +33,7 @@ TASK_KINDS = (
   "s2_sidq_to_sidi",
   "s2_sidi_to_sidq",
   "s2_query_to_sidi",
+  *prompts.COT_KINDS,  # only with MuSeqConfig.cot_tasks (docs/V2.md)
   "s3_personal",
   "s3_window",
   "s3_query",
@@ -157,6 +158,68 @@ def build_index(
   )
 
 
+# Keyword SIDs in one CoT target at most (the first, most important keywords):
+# 3 x (5-token SID + [SEP]) keeps the phase-1 targets under 20 tokens.
+COT_MAX_KEYWORD_SIDS = 3
+
+
+def _cot_columns(
+  train_queries: list[str],
+  s3_rows: list[dict[str, Any]],
+  table: SIDTable,
+  config: museq.MuSeqConfig,
+  keywords: KeywordGenerator,
+  keyword_sids: Callable[[list[str]], list[str]],
+  skips: collections.Counter,
+) -> dict[str, dict[str, list]]:
+  """The four stage-1 keyword CoT tasks (``prompts.cot_templates``).
+
+  * query-level (``s1_query_to_keywords``, ``s1_sidq_to_keyword_sids``): one
+    example per train query with a SID, its keywords without calibration
+    (``KeywordRequest(query)``);
+  * personalised (``s1_user_*``): one per distinct (uid, query, Seq_short)
+    of the ``s3_personal`` rows, with the session's calibrated keywords (the
+    phase-3 prompt's, ``keyword_source.prompt_keywords``).
+
+  A query or session with no keyword gives no example (skip reason
+  ``cot_*_without_keywords``). Keyword SIDs: ``keyword_sids`` of every
+  keyword text, the first ``COT_MAX_KEYWORD_SIDS`` of a list joined like
+  the keywords.
+  """
+  sep = prompts.LIST_SEP if config.prompt_style == "words" else "[SEP]"
+  query_rows = []
+  for q in train_queries:
+    kws = keywords.keywords(KeywordRequest(q))
+    if not kws:
+      skips["cot_query_without_keywords"] += 1
+      continue
+    query_rows.append({"query": q, "sid_q": table.query_sid(q), "kws": kws})
+  personal_rows, seen = [], set()
+  for r in s3_rows:
+    kws = tuple(r["keywords"].split(sep)) if r["keywords"] != prompts.EMPTY else ()
+    key = (r["uid"], r["query"], r["seq_short"], kws)
+    if key in seen:
+      continue
+    seen.add(key)
+    if not kws:
+      skips["cot_session_without_keywords"] += 1
+      continue
+    personal_rows.append(
+      {k: r[k] for k in ("uid", "query", "sid_q", "seq_short")} | {"kws": kws}
+    )
+  texts = sorted({k for r in query_rows + personal_rows for k in r["kws"]})
+  codes = dict(zip(texts, keyword_sids(texts), strict=True))
+  for r in query_rows + personal_rows:
+    kws = r.pop("kws")
+    r["keywords"] = sep.join(kws)
+    r["keyword_sids"] = sep.join(codes[k] for k in kws[:COT_MAX_KEYWORD_SIDS])
+  out = {}
+  for kind, t in prompts.cot_templates(config).items():
+    rows = personal_rows if kind.startswith("user_") else query_rows
+    out[f"s1_{kind}"] = _cols([{f: r[f] for f in t.fields} for r in rows])
+  return out
+
+
 # Item titles a streamed corpus gives the sentencepiece trainer (the first
 # ones of items.jsonl, plus every title the log references).
 STREAM_VOCAB_TITLES = 200_000
@@ -229,6 +292,7 @@ def build_corpus(
   config: museq.MuSeqConfig,
   *,
   item_stream: Callable[[], Iterable[dict[str, Any]]] | None = None,
+  keyword_sids: Callable[[list[str]], list[str]] | None = None,
 ) -> Corpus:
   """Builds the raw examples of every task (pure Python / numpy).
 
@@ -244,6 +308,8 @@ def build_corpus(
       (the SID table's order when the SIDs were built from this world), and
       the vocabulary sees the first ``STREAM_VOCAB_TITLES`` titles plus
       those the log references (all of them for smaller catalogues).
+    keyword_sids: keyword texts -> their SID strings (``v2.keyword_sids``);
+      needed with ``config.cot_tasks`` only.
 
   Returns:
     The corpus.
@@ -345,6 +411,12 @@ def build_corpus(
     return out
 
   s3_rows = rows_of(index.train_examples(), False, "s3")
+  if config.cot_tasks:
+    if keyword_sids is None:
+      raise ValueError("build_corpus: MuSeqConfig.cot_tasks needs keyword_sids")
+    columns.update(
+      _cot_columns(train_queries, s3_rows, table, config, keywords, keyword_sids, skips)
+    )
   columns["s3_personal"] = _cols(s3_rows)
   columns["s3_query"] = _cols([_without_user(r, config, keywords) for r in s3_rows])
   if config.sliding_window:
@@ -372,10 +444,17 @@ def build_vocabulary(
 ) -> vocab_lib.OneSearchVocabulary:
   """Trains the sentencepiece part on the corpus text and adds SID ranges."""
   sp_config = sp_config or vocab_lib.SentencePieceConfig()
-  layout = vocab_lib.VocabLayout(
+  model = vocab_lib.train_sentencepiece(corpus.texts, sp_config)
+  return vocab_lib.OneSearchVocabulary(model, vocab_layout(table, config))
+
+
+def vocab_layout(table: SIDTable, config: museq.MuSeqConfig) -> vocab_lib.VocabLayout:
+  """The vocabulary's appended ranges for a SID table and Mu-Seq settings:
+  the SID levels, ``<u_*>`` for the hashed user id, and the CoT task
+  markers with ``config.cot_tasks`` (none otherwise)."""
+  return vocab_lib.VocabLayout(
     levels=table.levels,
     d_range=table.d_range,
     user_buckets=config.user_hash_buckets if config.user_id == "hashed" else 0,
+    markers=prompts.COT_MARKERS if config.cot_tasks else (),
   )
-  model = vocab_lib.train_sentencepiece(corpus.texts, sp_config)
-  return vocab_lib.OneSearchVocabulary(model, layout)

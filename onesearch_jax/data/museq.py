@@ -86,12 +86,30 @@ class MuSeqConfig:
   # their "teacher_inputs" feature; every "inputs" prompt, serving's too,
   # has none).
   keywords_in: str = "prompt"
+  # OneSearch-V2 keyword CoT (docs/V2.md; both need ``keywords`` on):
+  # cot_tasks registers the four stage-1 CoT tasks (query -> keywords,
+  # SID_q -> keyword SIDs, and both with the user) and adds their task
+  # markers [GEN_KW] [GEN_KWID] to the vocabulary; direct_cot moves the
+  # keywords from the phase-3 input to the target, before the SID
+  # ("kw1[SEP]kw2[GEN_IID]<a_..>..."; the "direct CoT" experiment).
+  cot_tasks: bool = False
+  direct_cot: bool = False
 
   def __post_init__(self):
     if self.keywords_in not in KEYWORDS_IN:
       raise ValueError(
         f"MuSeqConfig.keywords_in must be one of {KEYWORDS_IN}, got "
         f"{self.keywords_in!r}"
+      )
+    if (self.cot_tasks or self.direct_cot) and self.keywords == "none":
+      raise ValueError(
+        "MuSeqConfig.cot_tasks and direct_cot need a keyword source: set "
+        "MuSeqConfig.keywords to 'builtin' or 'cache:<path>'"
+      )
+    if self.direct_cot and self.keywords_in != "prompt":
+      raise ValueError(
+        "MuSeqConfig.direct_cot puts the keywords in the target; it cannot be "
+        f"combined with keywords_in={self.keywords_in!r}"
       )
     if self.keywords not in ("none", "builtin") and not (
       self.keywords.startswith("cache:") and len(self.keywords) > len("cache:")
@@ -126,16 +144,27 @@ class MuSeqConfig:
     return self.keywords != "none" and self.keywords_in == "teacher"
 
 
+# The V2 switches and their "off" values: left out of ``config_dict`` when
+# off, so hashes of configs written before the fields existed stay the same.
+V2_SWITCHES_OFF = {
+  "keywords": "none",
+  "keywords_in": "prompt",
+  "cot_tasks": False,
+  "direct_cot": False,
+}
+
+
 def config_dict(config: MuSeqConfig) -> dict:
-  """``dataclasses.asdict`` without ``keywords`` when it is off ("none") and
-  without ``keywords_in`` at its default ("prompt"), so hashes of configs
-  written before the fields existed stay the same."""
-  out = dataclasses.asdict(config)
-  if out["keywords"] == "none":
-    del out["keywords"]
-  if out["keywords_in"] == "prompt":
-    del out["keywords_in"]
-  return out
+  """``dataclasses.asdict`` without the V2 switches that are off
+  (``V2_SWITCHES_OFF``)."""
+  return drop_off_switches(dataclasses.asdict(config))
+
+
+def drop_off_switches(raw: dict) -> dict:
+  """``raw`` (a MuSeqConfig as a dict) without the V2 switches that are off."""
+  return {
+    k: v for k, v in raw.items() if k not in V2_SWITCHES_OFF or v != V2_SWITCHES_OFF[k]
+  }
 
 
 # ------------------------------------------------------------ the index

@@ -114,6 +114,55 @@ PHASE2["query_to_sidi"] = Template(
 )
 PROMPT_STYLES = ("tokens", "words")
 
+# OneSearch-V2's four stage-1 keyword CoT tasks (SPEC §4.1, §6.3), registered
+# only with ``MuSeqConfig.cot_tasks``; their task markers are added to the
+# vocabulary only then (``VocabLayout.markers``), so the main job's id layout
+# is unchanged. "Keyword SIDs" are the KHQE codes of the keyword texts
+# (``v2.keyword_sids``), several joined like the keywords.
+COT_MARKERS = ("[GEN_KW]", "[GEN_KWID]")
+# task kind (without "s1_") -> (input segments, marker, target field); the
+# "user" tasks add the uid and Seq_short segments (the clicks that calibrate
+# the personalised keywords) where the phase-3 prompt keeps them.
+_COT_TASKS = {
+  "query_to_keywords": (("query",), "[GEN_KW]", "keywords"),
+  "sidq_to_keyword_sids": (("sid_q",), "[GEN_KWID]", "keyword_sids"),
+  "user_query_to_keywords": (("uid", "query", "seq_short"), "[GEN_KW]", "keywords"),
+  "user_sidq_to_keyword_sids": (
+    ("uid", "sid_q", "seq_short"),
+    "[GEN_KWID]",
+    "keyword_sids",
+  ),
+}
+COT_KINDS = tuple(f"s1_{k}" for k in _COT_TASKS)
+_COT_WORDS = {
+  "[GEN_KW]": "give related keywords: ",
+  "[GEN_KWID]": "give the ids of related keywords: ",
+}
+
+
+def cot_templates(config: MuSeqConfig) -> dict[str, Template]:
+  """The four CoT task templates (keys without the "s1_" prefix).
+
+  "tokens" style, e.g. ``[BOS][Q]{query}[GEN_KW]`` -> ``{keywords}`` and
+  ``[BOS][UID]{uid}[QID]{sid_q}[RC]{seq_short}[GEN_KWID]`` ->
+  ``{keyword_sids}``; "words" style: the phase-3 labels joined by ``[SEP]``
+  and an instruction before ``[EOS]``. The uid segment follows
+  ``config.user_id`` ("none": dropped) and Seq_short ``use_seq_short``.
+  """
+  style = config.prompt_style
+  label = _PHASE3_LABELS[style]
+  keep = {"uid": config.user_id != "none", "seq_short": config.use_seq_short}
+  opening, join, _ = _PHASE3_FRAME[style]
+  out = {}
+  for kind, (segments, marker, target) in _COT_TASKS.items():
+    parts = [label[s] + "{" + s + "}" for s in segments if keep.get(s, True)]
+    if style == "tokens":
+      inputs = opening + "".join(parts) + marker
+    else:
+      inputs = opening + join.join(parts) + join + _COT_WORDS[marker] + "[EOS]"
+    out[kind] = Template(inputs, "{" + target + "}")
+  return out
+
 
 def phase1_templates(config: MuSeqConfig) -> dict[str, Template]:
   """Phase-1 templates of the configured prompt style."""
@@ -181,6 +230,12 @@ def phase3_template(config: MuSeqConfig) -> Template:
   ``config.keywords_in = "teacher"`` (self-distillation) this prompt has no
   keyword segment: it is the student's (and serving's) prompt, and
   ``teacher_template`` is the same prompt with the segment.
+
+  With ``config.direct_cot`` (the "direct CoT" experiment) the keywords
+  leave the input (the V1 prompt) and open the target instead:
+  ``{keywords}[GEN_IID]{target}``, i.e. ``kw1[SEP]kw2[GEN_IID]<a_..>...``
+  ("none" when the session has no keyword), so the model writes its thought
+  before the SID; ``[GEN_IID]`` ends the thought in both styles.
   """
   label = _PHASE3_LABELS[config.prompt_style]
   keep = {
@@ -188,7 +243,7 @@ def phase3_template(config: MuSeqConfig) -> Template:
     "seq_short": config.use_seq_short,
     "long": config.use_long_seq,
     "profile": config.use_profile,
-    "keywords": config.keywords_in_prompt,
+    "keywords": config.keywords_in_prompt and not config.direct_cot,
   }
   parts = []
   for seg in PHASE3_SEGMENTS:
@@ -197,7 +252,8 @@ def phase3_template(config: MuSeqConfig) -> Template:
     body = "[EMB]" * config.n_emb_tokens if seg == "long" else "{" + seg + "}"
     parts.append(label[seg] + body)
   opening, join, close = _PHASE3_FRAME[config.prompt_style]
-  return Template(opening + join.join(parts) + close, "{target}")
+  target = "{keywords}[GEN_IID]{target}" if config.direct_cot else "{target}"
+  return Template(opening + join.join(parts) + close, target)
 
 
 def teacher_template(config: MuSeqConfig) -> Template:

@@ -243,13 +243,7 @@ class SessionPrompter:
     if not isinstance(world, world_source.WorldTables):
       world = world_source.read_world(world)
     self.config = config or museq.MuSeqConfig()
-    want = vocab_lib.VocabLayout(
-      levels=sid_table.levels,
-      d_range=sid_table.d_range,
-      user_buckets=(
-        self.config.user_hash_buckets if self.config.user_id == "hashed" else 0
-      ),
-    )
+    want = corpus.vocab_layout(sid_table, self.config)
     if vocabulary.layout != want:
       raise ValueError(
         f"SessionPrompter: vocabulary layout {vocabulary.layout} does not match "

@@ -62,6 +62,7 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -85,6 +86,7 @@ from onesearch_jax.data.corpus import (
   build_vocabulary,
 )
 from onesearch_jax.data.sid_table import SIDTable
+from onesearch_jax.v2.keyword_sids import artefact_keyword_sids
 from onesearch_jax.world import manifest as manifest_lib
 
 SHUFFLE_BUFFER = 10_000
@@ -255,6 +257,7 @@ def register_tasks(
   prefix: str = "onesearch",
   source_shards: int = 1,
   stream_items: bool = False,
+  keyword_sids: Callable[[list[str]], list[str]] | None = None,
 ) -> RegisteredTasks:
   """Registers every task and mixture of a world + SID artefact (idempotent).
 
@@ -279,6 +282,9 @@ def register_tasks(
       catalogues too big to hold; the main job's default world keeps the
       in-memory path (False), whose examples the streamed one equals
       (``tests/data/tasks_stream_test.py``).
+    keyword_sids: keyword texts -> SID strings for the CoT tasks
+      (``config.cot_tasks``); None: ``v2.keyword_sids.artefact_keyword_sids``
+      of ``sid_dir`` (a ``sid_table`` without it is an error then).
 
   Returns:
     The registered names, vocabulary, counts and skips.
@@ -289,6 +295,10 @@ def register_tasks(
   if (sid_dir is None) == (sid_table is None):
     raise ValueError("register_tasks: give exactly one of sid_dir and sid_table")
   world_dir = os.path.abspath(os.fspath(world_dir))
+  if config.cot_tasks and keyword_sids is None and sid_dir is None:
+    raise ValueError(
+      "register_tasks: MuSeqConfig.cot_tasks with a sid_table needs keyword_sids"
+    )
   if sid_table is None:
     sid_table = SIDTable.from_artefact(sid_dir)
     sid_key = ("artefact", os.path.abspath(os.fspath(sid_dir)), sid_table.content_hash)
@@ -307,6 +317,9 @@ def register_tasks(
     str(vocab_dir),
     source_shards,
     stream_items,
+    # The CoT tasks' keyword SIDs: the artefact's (part of sid_key) or a
+    # caller's function (tests), told apart by the callable's identity.
+    None if keyword_sids is None else id(keyword_sids),
   )
   if prefix in _REGISTERED:
     old_key, old = _REGISTERED[prefix]
@@ -316,6 +329,8 @@ def register_tasks(
       return old
     _remove(old.names)
     del _REGISTERED[prefix]
+  if config.cot_tasks and keyword_sids is None:
+    keyword_sids = artefact_keyword_sids(sid_dir)
 
   if stream_items:
     corpus = build_corpus(
@@ -326,9 +341,12 @@ def register_tasks(
       item_stream=functools.partial(
         world_source.iter_table, world_dir, "items", schema_checks=False
       ),
+      keyword_sids=keyword_sids,
     )
   else:
-    corpus = build_corpus(world_source.read_world(world_dir), sid_table, config)
+    corpus = build_corpus(
+      world_source.read_world(world_dir), sid_table, config, keyword_sids=keyword_sids
+    )
   if vocab_dir is not None and os.path.isfile(os.path.join(vocab_dir, "spm.model")):
     vocabulary = vocab_lib.OneSearchVocabulary.load(vocab_dir)
   else:
@@ -338,6 +356,8 @@ def register_tasks(
 
   templates = {f"s1_{k}": t for k, t in prompts.phase1_templates(config).items()}
   templates.update({f"s2_{k}": t for k, t in prompts.phase2_templates(config).items()})
+  if config.cot_tasks:
+    templates.update({f"s1_{k}": t for k, t in prompts.cot_templates(config).items()})
   s3 = prompts.phase3_template(config)
   for kind in ("s3_personal", "s3_window", "s3_query", "eval_click", "eval_order"):
     templates[kind] = s3

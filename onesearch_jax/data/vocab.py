@@ -13,6 +13,10 @@ Id layout (``VocabLayout``), contiguous ranges in this order:
   ``<c_0>..<c_{k3-1}>``      level-3 (local code)
   ``<d_0>..<d_{s*256-1}>``   OPQ codes (2nd code offset by +256)
   ``<u_0>..<u_{H-1}>``       hashed user ids (only for the "hashed" ablation)
+  markers                    extra task markers (``VocabLayout.markers``; only
+                             with OneSearch-V2's keyword CoT tasks, e.g.
+                             ``[GEN_KW] [GEN_KWID]``), last so that every
+                             other id is the same with or without them
 
 Encoding splits the text on the token strings of the appended ranges; the
 text spans go through sentencepiece, each token string maps to its own id by
@@ -66,10 +70,6 @@ SPECIALS = (
   "[GEN_CAT]",
 )
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
-_SPECIAL_ALT = "|".join(re.escape(t) for t in SPECIALS)
-_TOKEN_RE = re.compile(rf"(<[abcdu]_\d+>|{_SPECIAL_ALT})")
-# The same pattern for tf.strings.regex_replace (RE2 syntax).
-_TOKEN_RE2 = "(<[abcdu]_[0-9]+>|" + "|".join(re.escape(t) for t in SPECIALS) + ")"
 _SPLIT = "\x1f"  # unit separator: never produced by the prompts
 
 
@@ -80,6 +80,19 @@ class VocabLayout:
   levels: tuple[int, int, int]  # (k1, k2, k3)
   d_range: int = 512  # s * opq_codes
   user_buckets: int = 0  # <u_*> tokens (hashed user-id ablation)
+  # Task markers appended after every range ("[NAME]" strings, none of
+  # SPECIALS); () in the main job, and then left out of ``layout_dict``.
+  markers: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    object.__setattr__(self, "markers", tuple(self.markers))
+    for m in self.markers:
+      if not re.fullmatch(r"\[[A-Z_]+\]", m) or m in SPECIALS:
+        raise ValueError(
+          f"VocabLayout.markers: {m!r} must look like [NAME] and not be one of SPECIALS"
+        )
+    if len(set(self.markers)) != len(self.markers):
+      raise ValueError(f"VocabLayout.markers repeats a marker: {self.markers}")
 
   def ranges(self) -> list[tuple[str, int]]:
     return [
@@ -89,6 +102,24 @@ class VocabLayout:
       ("d", self.d_range),
       ("u", self.user_buckets),
     ]
+
+
+def layout_dict(layout: VocabLayout) -> dict:
+  """``dataclasses.asdict`` without ``markers`` when there are none, so the
+  vocab.json and fingerprint of a main-job vocabulary are what they were
+  before the field existed."""
+  out = dataclasses.asdict(layout)
+  if not out["markers"]:
+    del out["markers"]
+  else:
+    out["markers"] = list(out["markers"])
+  return out
+
+
+def _token_patterns(specials: Sequence[str]) -> tuple[re.Pattern, str]:
+  """(Python regex, RE2 pattern string) matching one appended token."""
+  alt = "|".join(re.escape(t) for t in specials)
+  return re.compile(rf"(<[abcdu]_\d+>|{alt})"), "(<[abcdu]_[0-9]+>|" + alt + ")"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +203,9 @@ class OneSearchVocabulary(seqio.Vocabulary):
     for prefix, n in layout.ranges():
       self.range_start[prefix] = self.sp_size + len(tokens)
       tokens += [f"<{prefix}_{i}>" for i in range(n)]
+    tokens += list(layout.markers)
     self.appended = tuple(tokens)
+    self._token_re, self._token_re2 = _token_patterns(SPECIALS + layout.markers)
     self._token_id = {t: self.sp_size + i for i, t in enumerate(tokens)}
     super().__init__(extra_ids=0)
 
@@ -199,7 +232,7 @@ class OneSearchVocabulary(seqio.Vocabulary):
     return self.sp_size + len(self.appended)
 
   def token_id(self, token: str) -> int:
-    """Id of a special or SID token string (KeyError if not one)."""
+    """Id of a special, marker or SID token string (KeyError if not one)."""
     return self._token_id[token]
 
   def level_range(self, prefix: str) -> range:
@@ -211,7 +244,7 @@ class OneSearchVocabulary(seqio.Vocabulary):
 
   def _encode(self, s: str) -> list[int]:
     ids: list[int] = []
-    for part in _TOKEN_RE.split(s):
+    for part in self._token_re.split(s):
       if not part:
         continue
       tok = self._token_id.get(part)
@@ -257,7 +290,7 @@ class OneSearchVocabulary(seqio.Vocabulary):
 
   def _encode_scalar_tf(self, s: tf.Tensor) -> tf.Tensor:
     to_id, _ = self._tf_tables
-    marked = tf.strings.regex_replace(s, _TOKEN_RE2, _SPLIT + r"\1" + _SPLIT)
+    marked = tf.strings.regex_replace(s, self._token_re2, _SPLIT + r"\1" + _SPLIT)
     parts = tf.strings.split(marked, _SPLIT)  # [S]
     tok = to_id.lookup(parts)  # -1 = plain text
     is_tok = tok >= 0
@@ -322,7 +355,7 @@ class OneSearchVocabulary(seqio.Vocabulary):
   def fingerprint(self) -> str:
     """sha256 of the model bytes and the layout."""
     h = hashlib.sha256(self._sp_model)
-    h.update(json.dumps(dataclasses.asdict(self._layout), sort_keys=True).encode())
+    h.update(json.dumps(layout_dict(self._layout), sort_keys=True).encode())
     return h.hexdigest()
 
   def save(self, directory: str | os.PathLike) -> None:
@@ -331,7 +364,7 @@ class OneSearchVocabulary(seqio.Vocabulary):
     with open(os.path.join(directory, "spm.model"), "wb") as f:
       f.write(self._sp_model)
     with open(os.path.join(directory, "vocab.json"), "w") as f:
-      json.dump(dataclasses.asdict(self._layout), f, sort_keys=True)
+      json.dump(layout_dict(self._layout), f, sort_keys=True)
 
   @classmethod
   def load(cls, directory: str | os.PathLike) -> OneSearchVocabulary:
@@ -346,6 +379,7 @@ class OneSearchVocabulary(seqio.Vocabulary):
         levels=tuple(raw["levels"]),
         d_range=int(raw["d_range"]),
         user_buckets=int(raw["user_buckets"]),
+        markers=tuple(raw.get("markers", ())),
       )
     except KeyError as e:
       raise ValueError(f"{path}: field {e} is missing") from e

@@ -19,6 +19,11 @@ Step l (depth l -> l + 1), for every beam at trie node n with score s:
    winner's parent beam is gathered from the KV cache, token history and
    node id.
 
+Decoder prefix (direct CoT, ``decoding/thought.py``): with ``prefix`` (or
+``thought``, which decodes one greedily first) level 0 is predicted after a
+per-query prefix instead of after BOS alone; the prefix runs once per query
+(``beam_step.prefix_pass``) and its cache is shared by the query's beams.
+
 Beams stay unique (distinct parents x distinct children). When fewer than W
 valid continuations exist, the rest are padding: score -inf, codes -1,
 sid_index -1. Unconstrained mode (trie None) takes top-W over each level's
@@ -38,6 +43,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from onesearch_jax import sharding as sh
 from onesearch_jax.decoding import beam_step
+from onesearch_jax.decoding import thought as thought_lib
+from onesearch_jax.decoding.thought import ThoughtConfig
 from onesearch_jax.decoding.trie import TrieIndex
 from onesearch_jax.model import layers
 from onesearch_jax.model.transformer import EncoderDecoder
@@ -58,16 +65,19 @@ class BeamResult:
     scores: [B, W] float32 sum of the tokens' log-probs (-inf = padding).
     sid_index: [B, W] int32 row in the trie's unique_codes, -1 for padding
       beams and (unconstrained mode) always -1.
+    thought: None, or [B, T] int32 the greedy thought decoded before the SID
+      (``search(thought=...)``; its stop marker included, 0 after it).
   """
 
   tokens: jax.Array
   codes: jax.Array
   scores: jax.Array
   sid_index: jax.Array
+  thought: jax.Array | None = None
 
 
 def _beam_loop(
-  model, trie, cross, enc_mask, allowed, level_masks, *, w, s, offsets, sizes
+  model, trie, cross, enc_mask, allowed, level_masks, prefix, *, w, s, offsets, sizes
 ) -> BeamResult:
   """The S' unrolled steps for a block of B queries (all args batch-major).
 
@@ -80,6 +90,8 @@ def _beam_loop(
     enc_mask: [B, L] bool, True on real encoder tokens.
     allowed: None or per depth l = 1..S' [B, n_l] bool.
     level_masks: None or per level [B, V_l] bool (or None).
+    prefix: None, or (tokens [B, P] int32, mask [B, P] bool) a left-padded
+      decoder prefix per query (``thought.left_aligned_prefix``).
     w, s, offsets, sizes: W, S', and each level's first vocabulary id and
       code count.
 
@@ -97,11 +109,25 @@ def _beam_loop(
   beam_node = jnp.zeros((b, 1), jnp.int32)  # [B, W_in] trie node at depth l
   beam_codes = jnp.zeros((b, 1, 0), jnp.int32)  # [B, W_in, l] codes so far
   neg_inf = jnp.float32(-jnp.inf)
+  prefix_bias = None
   for lvl in range(s):
     w_in, w_out = beam_node.shape[1], slots[lvl + 1]
-    lp, kv = beam_step.level_log_probs(
-      model, beam_tokens, kv, cross, cross_bias, lvl, offsets[lvl], sizes[lvl]
-    )  # lp [B, W_in, V_l]
+    if lvl == 0 and prefix is not None:
+      lp, kv, prefix_bias = beam_step.prefix_pass(
+        model, *prefix, cross, cross_bias, offsets[0], sizes[0]
+      )  # lp [B, 1, V_0]
+    else:
+      lp, kv = beam_step.level_log_probs(
+        model,
+        beam_tokens,
+        kv,
+        cross,
+        cross_bias,
+        lvl,
+        offsets[lvl],
+        sizes[lvl],
+        prefix_bias,
+      )  # fmt: skip  (lp [B, W_in, V_l])
     # Each [B, W_in, C] (child, codes: None where the column is the code).
     child, codes, cand_lp, valid = beam_step.candidates(
       trie, lvl, beam_node, lp, sizes[lvl]
@@ -209,6 +235,8 @@ def search(
   level_masks: Sequence[jax.Array | None] | None = None,
   query_block: int | None = None,
   batch_shards: int = 1,
+  prefix: tuple[jax.Array, jax.Array] | None = None,
+  thought: ThoughtConfig | None = None,
 ) -> BeamResult:
   """The beam search body (traceable; `make_beam_search` jits it).
 
@@ -227,6 +255,13 @@ def search(
       beyond float rounding.
     batch_shards: how many shards the batch axis is split over (blocks take
       rows from every shard).
+    prefix: None, or (tokens [B, P] int32, mask [B, P] bool): a decoder
+      prefix per query, left-padded (``thought.left_aligned_prefix``); the
+      SID continues it. A prefix of BOS alone ([B, 1], mask True) gives the
+      plain search's beams (up to float rounding).
+    thought: None, or the settings of a greedy thought decoded first
+      (``thought.greedy_thought``) whose span becomes the prefix (direct
+      CoT); the result's ``thought`` holds it. Not with ``prefix``.
 
   Returns:
     BeamResult with S' = num_steps columns.
@@ -243,9 +278,26 @@ def search(
     raise ValueError(f"level_masks has {len(level_masks)} entries for {s} steps")
   for lvl in range(s):
     beam_step.check_level(model, lvl, offsets[lvl], sizes[lvl])
+  if prefix is not None and thought is not None:
+    raise ValueError("search: give prefix or thought, not both")
   enc_out, enc_mask = model.encode(batch)
   cross = model.cross_kv(enc_out)
   b = enc_out.shape[0]
+  span = None
+  if thought is not None:
+    span, lengths = thought_lib.greedy_thought(model, enc_out, enc_mask, thought)
+    prefix = thought_lib.left_aligned_prefix(span, lengths)
+  if prefix is not None:
+    prefix = (jnp.asarray(prefix[0], jnp.int32), jnp.asarray(prefix[1], bool))
+    if (
+      prefix[0].ndim != 2
+      or prefix[0].shape[0] != b
+      or prefix[1].shape != prefix[0].shape
+    ):
+      raise ValueError(
+        f"prefix tokens {prefix[0].shape} and mask {prefix[1].shape} must both "
+        f"be [B={b}, P]"
+      )
   allowed = None
   if allowed_items is not None:  # [B, n_l] per depth l = 1..S'
     allowed = [a.T for a in beam_step.node_allowance(trie, allowed_items)[1 : s + 1]]
@@ -255,14 +307,17 @@ def search(
   kw = dict(w=beam_size, s=s, offsets=offsets, sizes=sizes)
   n = num_query_blocks(b, query_block, batch_shards)
   if n == 1:
-    return _beam_loop(model, trie, cross, enc_mask, allowed, masks, **kw)
+    out = _beam_loop(model, trie, cross, enc_mask, allowed, masks, prefix, **kw)
+  else:
 
-  def body(args):
-    return _beam_loop(model, trie, *args, **kw)
+    def body(args):
+      return _beam_loop(model, trie, *args, **kw)
 
-  args = jax.tree.map(lambda x: _blocked(x, n), (cross, enc_mask, allowed, masks))
-  out = jax.lax.map(body, args)
-  return jax.tree.map(_unblocked, out)
+    args = (cross, enc_mask, allowed, masks, prefix)
+    out = jax.tree.map(_unblocked, jax.lax.map(body, jax.tree.map(
+      lambda x: _blocked(x, n), args
+    )))  # fmt: skip
+  return out if span is None else dataclasses.replace(out, thought=span)
 
 
 @dataclasses.dataclass
@@ -283,10 +338,11 @@ class BeamSearcher:
   rules: sh.Rules
   fn: object = None
   query_block: int | None = DEFAULT_QUERY_BLOCK
+  thought: ThoughtConfig | None = None  # direct CoT: a greedy thought first
 
   def __post_init__(self):
     graphdef, w, steps = self.graphdef, self.beam_size, self.num_steps
-    block, shards = self.query_block, self.batch_shards()
+    block, shards, thought = self.query_block, self.batch_shards(), self.thought
 
     def run(state, trie, batch, allowed_items, level_masks):
       model = nnx.merge(graphdef, state)
@@ -300,6 +356,7 @@ class BeamSearcher:
         level_masks=level_masks,
         query_block=block,
         batch_shards=shards,
+        thought=thought,
       )
 
     self.fn = jax.jit(run)
@@ -371,6 +428,7 @@ def make_beam_search(
   mesh: jax.sharding.Mesh | None = None,
   rules: sh.Rules | None = None,
   query_block: int | None = DEFAULT_QUERY_BLOCK,
+  thought: ThoughtConfig | None = None,
 ) -> BeamSearcher:
   """Compiles (lazily, on the first call) a reusable beam search.
 
@@ -385,6 +443,8 @@ def make_beam_search(
     rules: logical axis rules (default dp).
     query_block: queries per shard decoded together (see `search`); None =
       the whole batch at once.
+    thought: direct CoT: decode a greedy thought before the SID (see
+      `search`); None = the plain search.
 
   Returns:
     A BeamSearcher: `searcher(batch, allowed_items=None, level_masks=None)`
@@ -393,8 +453,9 @@ def make_beam_search(
   graphdef, state = nnx.split(model)
   rules = rules if rules is not None else sh.DP_RULES
   out = BeamSearcher(
-    graphdef, state, None, beam_size, num_steps, mesh, rules, query_block=query_block
-  )
+    graphdef, state, None, beam_size, num_steps, mesh, rules,
+    query_block=query_block, thought=thought,
+  )  # fmt: skip
   out.trie = out._place(trie)
   if mesh is not None:
     out.state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))

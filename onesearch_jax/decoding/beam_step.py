@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from onesearch_jax import sharding as sh
 from onesearch_jax.decoding.trie import TrieIndex
-from onesearch_jax.model import sid_levels
+from onesearch_jax.model import layers, sid_levels
 from onesearch_jax.model.transformer import EncoderDecoder
 
 
@@ -50,7 +50,9 @@ def check_level(model: EncoderDecoder, level: int, offset: int, size: int):
   return None
 
 
-def decoder_step(model, tokens, kv, cross, cross_bias, pos, vocab_slice):
+def decoder_step(
+  model, tokens, kv, cross, cross_bias, pos, vocab_slice, prefix_bias=None
+):
   """One decoder step of every beam, self-attention cache per position.
 
   The same function as `EncoderDecoder.beam_decode_step` at position `pos`
@@ -70,6 +72,10 @@ def decoder_step(model, tokens, kv, cross, cross_bias, pos, vocab_slice):
     cross_bias: [B, 1, 1, L] additive encoder padding mask.
     pos: the decoder position (static int).
     vocab_slice: (start, end) static logit columns, or None (all).
+    prefix_bias: None, or [B, P] float32 (0 / NEG_INF): the cache's first
+      part (k0, v0) is then a shared decoder prefix [B, P, H, K] of P
+      positions (``prefix_pass``), whose masked slots get this bias, and
+      the rest are positions P..pos (P = 1 without a prefix: BOS).
 
   Returns:
     (logits [B, W_in, V'] float32, per layer (k0, v0, k_rest, v_rest) where
@@ -95,15 +101,26 @@ def decoder_step(model, tokens, kv, cross, cross_bias, pos, vocab_slice):
         v_rest = jnp.concatenate([v_prev, v_rest], axis=2)
     q = jnp.einsum("bwd,dhk->bwhk", h, att.query[...].astype(dt))
     q = sh.constrain(q, (sh.BATCH, sh.LENGTH, sh.ACT_HEADS, sh.ACT_KV))
-    parts = [jnp.sum(q * k0, axis=-1)[:, :, None]]  # [B, W_in, 1, H]
+    if prefix_bias is None:
+      n0 = 1
+      parts = [jnp.sum(q * k0, axis=-1)[:, :, None]]  # [B, W_in, 1, H]
+    else:
+      n0 = k0.shape[1]
+      parts = [jnp.einsum("bwhk,bphk->bwph", q, k0)]  # [B, W_in, P, H]
     if k_rest is not None:
       parts.append(jnp.sum(q[:, :, None] * k_rest, axis=-1))  # [B, W_in, pos, H]
     logits = jnp.concatenate(parts, axis=2).astype(jnp.float32)
     logits = logits * (att.head_dim**-0.5) + bias
+    if prefix_bias is not None:
+      pad = logits.shape[2] - n0
+      logits = logits + jnp.pad(prefix_bias, ((0, 0), (0, pad)))[:, None, :, None]
     weights = jax.nn.softmax(logits, axis=2).astype(dt)  # [B, W_in, P, H]
-    ctx = weights[:, :, 0, :, None] * v0
+    if prefix_bias is None:
+      ctx = weights[:, :, 0, :, None] * v0
+    else:
+      ctx = jnp.einsum("bwph,bphk->bwhk", weights[:, :, :n0], v0)
     if v_rest is not None:
-      ctx = ctx + jnp.sum(weights[:, :, 1:, :, None] * v_rest, axis=2)
+      ctx = ctx + jnp.sum(weights[:, :, n0:, :, None] * v_rest, axis=2)
     x = x + jnp.einsum("bwhk,hkd->bwd", ctx, att.out[...].astype(dt))
     x = x + layer.cross_attn.attend(layer.norm_cross(x), ck, cv, cross_bias)
     x = x + layer.mlp(layer.norm_mlp(x))
@@ -130,6 +147,7 @@ def level_log_probs(
   level: int,
   offset: int,
   size: int,
+  prefix_bias: jax.Array | None = None,
 ):
   """Log-probs of level `level`'s codes for every beam, and the new cache.
 
@@ -139,16 +157,75 @@ def level_log_probs(
     cross_kv: `model.cross_kv(encoder_out)`.
     cross_bias: [B, 1, 1, L] encoder padding bias.
     level, offset, size: the level, its first vocabulary id and code count.
+    prefix_bias: None, or the [B, P] bias of a shared decoder prefix
+      (``prefix_pass``): level l then runs at position P - 1 + l.
 
   Returns:
     (log_probs [B, W_in, size] float32, cache). With `restrict_sid_levels`
     only the level's range is computed and normalised (as `decode_step`).
   """
   vs = check_level(model, level, offset, size)
-  logits, kv = decoder_step(model, tokens, kv, cross_kv, cross_bias, level, vs)
+  pos = level if prefix_bias is None else prefix_bias.shape[1] - 1 + level
+  logits, kv = decoder_step(
+    model, tokens, kv, cross_kv, cross_bias, pos, vs, prefix_bias
+  )
+  return _level_slice(logits, vs, offset, size), kv
+
+
+def _level_slice(logits, vs, offset, size):
+  """Level log-probs [..., size] from logits over ``vs`` (None: all ids)."""
   lp = jax.nn.log_softmax(logits, axis=-1)
   start = offset - (vs[0] if vs is not None else 0)
-  return lp[..., start : start + size], kv
+  return lp[..., start : start + size]
+
+
+def prefix_pass(
+  model: EncoderDecoder,
+  prefix: jax.Array,
+  mask: jax.Array,
+  cross_kv,
+  cross_bias: jax.Array,
+  offset: int,
+  size: int,
+):
+  """The decoder over a shared prefix per query; level 0's log-probs after it.
+
+  The prefix replaces the BOS position of the plain search: one causal pass
+  over its P positions gives every layer's keys/values (shared by the
+  query's beams, like BOS) and the logits after its last token.
+
+  Args:
+    model: the EncoderDecoder.
+    prefix: [B, P] int32, left-padded (``thought.left_aligned_prefix``):
+      padding, then BOS (0) and the prefix tokens, the last at P - 1.
+    mask: [B, P] bool, True on BOS and the prefix tokens.
+    cross_kv: `model.cross_kv(encoder_out)`.
+    cross_bias: [B, 1, 1, L] encoder padding bias.
+    offset, size: level 0's first vocabulary id and code count.
+
+  Returns:
+    (log_probs [B, 1, size] float32, cache: per layer (k [B, P, H, K], v,
+    None, None), prefix_bias [B, P] float32 for ``level_log_probs``).
+  """
+  vs = check_level(model, 0, offset, size)
+  key_bias = jnp.where(mask, 0.0, layers.NEG_INF).astype(jnp.float32)  # [B, P]
+  p = prefix.shape[1]
+  pos = jnp.arange(p)
+  causal = jnp.where(pos[None, :] <= pos[:, None], 0.0, layers.NEG_INF)
+  self_bias = model.dec_rel(pos, pos) + causal[None, None] + key_bias[:, None, None]
+  x = model.embed(jnp.asarray(prefix))  # [B, P, D]
+  out_kv = []
+  for layer, (ck, cv) in zip(model.dec_layers, cross_kv, strict=True):
+    h = layer.norm_self(x)
+    k, v = layer.self_attn.project_kv(h)  # [B, P, H, K]
+    x = x + layer.self_attn.attend(h, k, v, self_bias)
+    x = x + layer.cross_attn.attend(layer.norm_cross(x), ck, cv, cross_bias)
+    x = x + layer.mlp(layer.norm_mlp(x))
+    x = sh.constrain(x, (sh.BATCH, sh.LENGTH, sh.ACT_EMBED))
+    out_kv.append((k, v, None, None))
+  x = model.dec_norm(x[:, -1:])  # [B, 1, D]
+  logits = model.logits_slice(x, *vs) if vs is not None else model.logits(x)
+  return _level_slice(logits, vs, offset, size), out_kv, key_bias
 
 
 def node_allowance(trie: TrieIndex, allowed_items: jax.Array) -> list[jax.Array]:

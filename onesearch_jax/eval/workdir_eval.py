@@ -278,7 +278,10 @@ def rank_workdir(
     rankings[name], _, diags[name] = generative.rank_eval_set(
       eval_set, per_set, index, eval_cfg.k_max
     )
-    if k == 0 and eval_cfg.exact_rows and "click" in per_set:
+    # Exhaustive scoring knows no thought prefix: no beam recall for direct CoT.
+    if (
+      k == 0 and eval_cfg.exact_rows and "click" in per_set and searcher.thought is None
+    ):
       batch, metas = next(iter(inputs("click")))
       m = min(eval_cfg.exact_rows, len(metas))
       diags[name]["beam_recall"] = generative.beam_recall_vs_exact(

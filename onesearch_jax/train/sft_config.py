@@ -195,8 +195,8 @@ _ABSENT_IN_OLD_FILES = {
 
 def config_to_dict(cfg: SFTConfig) -> dict[str, Any]:
   """JSON-able form (``config_from_dict`` inverts it). ``task_cache_dir``,
-  ``sdft``, ``museq.keywords`` and ``museq.keywords_in`` are left out when
-  at their defaults ("", None, "none", "prompt"), so a run without them
+  ``sdft`` and the V2 switches of ``museq`` (``museq.V2_SWITCHES_OFF``) are
+  left out when off (the defaults: "", None, ...), so a run without them
   writes (and hashes) what it did before they existed."""
   out = config_io.to_dict(cfg)
   if not out["task_cache_dir"]:

@@ -23,7 +23,7 @@ from onesearch_jax.pars.grpo import GRPOConfig
 from onesearch_jax.v2.sdft import SDFTConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-EXPERIMENTS = ("tokenizer", "opq_depth", "museq", "pars", "seeds", "v2")
+EXPERIMENTS = ("tokenizer", "opq_depth", "museq", "pars", "seeds", "keyword_cot", "v2")
 # The main job's stage list has no pars stage, so the variants that spell it
 # out change nothing there; the pars experiment adds the stage.
 NO_PARS = {"stages": ("world", "sids", "train", "eval")}
@@ -78,28 +78,43 @@ def _diff(a, b) -> dict:
   return {k: lb.get(k) for k in sorted(set(la) | set(lb)) if la.get(k) != lb.get(k)}
 
 
-# The V2 GRPO rows: the pars stage's GRPOConfig (off in the main job) with
-# the variant set, every other field at its default.
-def _grpo(variant: str) -> dict:
-  fields = dataclasses.asdict(GRPOConfig(variant=variant))
-  return {
-    **NO_BASELINES,
-    **{f"pars.pars.grpo.{k}": v for k, v in _leaves(fields).items()},
-  }
-
-
 # The V2 rows are cumulative: each adds one switch to the row before it.
-SDFT_OFF = dataclasses.asdict(SDFTConfig())
-SDFT = {
+COT = {
   **NO_PARS,
   **NO_BASELINES,
   "train.museq.keywords": "builtin",
+  "train.museq.cot_tasks": True,
+  "train.lengths": ((56, 24), (48, 6), (128, 6)),
+  "train.phase_tasks": (
+    (
+      ("s1_title_to_sid", 1.0),
+      ("s1_query_to_sid", 1.0),
+      ("s1_query_to_keywords", 1.0),
+      ("s1_sidq_to_keyword_sids", 1.0),
+      ("s1_user_query_to_keywords", 1.0),
+      ("s1_user_sidq_to_keyword_sids", 1.0),
+    ),
+    (("s2_query_to_sidi", 1.0), ("s2_sidq_to_sidi", 1.0), ("s1_title_to_sid", 0.5)),
+    (("s3_personal", 1.0), ("s3_window", 1.0), ("s1_title_to_sid", 0.2)),
+  ),
+}
+SDFT_OFF = dataclasses.asdict(SDFTConfig())
+SDFT = {
+  **COT,
   "train.museq.keywords_in": "teacher",
-  "train.lengths": ((48, 6), (48, 6), (128, 6)),
   **{f"train.sdft.{k}": v for k, v in SDFT_OFF.items()},
 }
 RDROP = {**SDFT, "train.model.dropout_rate": 0.1, "train.sdft.rdrop_weight": 0.5}
 FGM = {**RDROP, "train.sdft.fgm_epsilon": 0.6}
+FOCAL = {**FGM, "train.sdft.focal": True}
+
+
+# The GRPO rows: the +focal row with the main job's stage list (pars back in)
+# and the pars stage's GRPOConfig (off in the main job) with the variant set.
+def _grpo(variant: str) -> dict:
+  fields = dataclasses.asdict(GRPOConfig(variant=variant))
+  out = {k: v for k, v in FOCAL.items() if k != "stages"}
+  return {**out, **{f"pars.pars.grpo.{k}": v for k, v in _leaves(fields).items()}}
 
 
 # variant file -> the fields (dotted PipelineConfig paths) it must change.
@@ -168,6 +183,21 @@ EXPECTED = {
     **NO_BASELINES,
     "train.museq.sliding_window": False,
   },
+  "keyword_cot/00_v1.gin": {**NO_PARS},
+  "keyword_cot/01_rag.gin": {
+    **NO_PARS,
+    **NO_BASELINES,
+    "train.museq.keywords": "builtin",
+    "train.lengths": ((48, 6), (48, 6), (128, 6)),
+  },
+  "keyword_cot/02_direct_cot.gin": {
+    **NO_PARS,
+    **NO_BASELINES,
+    "train.museq.keywords": "builtin",
+    "train.museq.direct_cot": True,
+    "train.lengths": ((48, 6), (48, 6), (112, 36)),
+  },
+  "v2/01_cot.gin": COT,
   "pars/00_main.gin": {**WITH_PARS},
   "v2/06_grpo.gin": _grpo("grpo"),
   "v2/07_tpma.gin": _grpo("tpma"),
@@ -175,7 +205,7 @@ EXPECTED = {
   "v2/02_sdft.gin": SDFT,
   "v2/03_rdrop.gin": RDROP,
   "v2/04_fgm.gin": FGM,
-  "v2/05_focal.gin": {**FGM, "train.sdft.focal": True},
+  "v2/05_focal.gin": FOCAL,
   "seeds/00_seed0.gin": {**NO_PARS},
   "seeds/01_seed1.gin": {**NO_PARS, **NO_BASELINES, "train.train.seed": 1},
   "seeds/02_seed2.gin": {**NO_PARS, **NO_BASELINES, "train.train.seed": 2},
