@@ -73,6 +73,13 @@ class MuSeqConfig:
   long_reduce: str = "sum"  # per-level centroid "sum" (paper) or "mean"
   n_emb_tokens: int = 3  # [EMB] placeholders (Q-Former outputs N_M)
   window_rate: float = 1.0  # mixture rate multiplier of the window task
+  # Train tasks' rows in a full seeded shuffle at the source (reshuffled each
+  # epoch), before seqio's example shuffle buffer. False: the rows keep the
+  # corpus order (chronological for the phase-3 tasks) and only the
+  # SFTConfig.shuffle_buffer window (2,000 examples) mixes them, so a run
+  # that sees one epoch walks the training days in order. Shuffling raw rows
+  # costs ~nothing; a large example buffer would preprocess every row first.
+  shuffle_rows: bool = False
   # Prompt labels: "tokens" = one special token per segment label and task
   # (data/prompts.py, ~40% shorter phase-3 prompts), "words" = English labels.
   prompt_style: str = "tokens"

@@ -151,16 +151,26 @@ def _column_batches(cols: LazyColumns, size: int = 1024):
     yield batch
 
 
-def _dataset_fn(split, shuffle_files, seed=None, *, cols, task_split):
-  del shuffle_files, seed  # order is fixed; the Task shuffles by seed
+def _dataset_fn(split, shuffle_files, seed=None, *, cols, task_split, shuffle_rows=0):
+  """The task's raw rows (string columns), in corpus order.
+
+  With ``shuffle_rows`` (the number of rows; 0 = off) and ``shuffle_files``
+  (seqio's ``shuffle``: training), the rows come in a full shuffle seeded by
+  ``seed`` and reshuffled on each repetition (MuSeqConfig.shuffle_rows).
+  Otherwise the order is fixed and only the Task's example buffer shuffles.
+  """
   if split != task_split:
     raise ValueError(f"split {split!r} not available (only {task_split!r})")
   if isinstance(cols, LazyColumns):  # made from items.jsonl, in batches
-    return tf.data.Dataset.from_generator(
+    ds = tf.data.Dataset.from_generator(
       functools.partial(_column_batches, cols),
       output_signature={k: tf.TensorSpec((None,), tf.string) for k in cols.fields},
     ).unbatch()
-  return tf.data.Dataset.from_tensor_slices(_to_tensors(cols))
+  else:
+    ds = tf.data.Dataset.from_tensor_slices(_to_tensors(cols))
+  if shuffle_rows and shuffle_files:
+    ds = ds.shuffle(shuffle_rows, seed=seed, reshuffle_each_iteration=True)
+  return ds
 
 
 class ShardedFunctionSource(seqio.FunctionDataSource):
@@ -406,7 +416,12 @@ def register_tasks(
     seqio.TaskRegistry.add(
       name,
       source=_source(
-        functools.partial(_dataset_fn, cols=cols, task_split=split),
+        functools.partial(
+          _dataset_fn,
+          cols=cols,
+          task_split=split,
+          shuffle_rows=n if config.shuffle_rows else 0,
+        ),
         split,
         n,
         source_shards,
