@@ -319,3 +319,38 @@ def test_register_from_khqe_artefact(small_world, small_table, tmp_path):
     small_world, tmp_path / "sids", prefix="test_art", vocab_dir=tmp_path / "vocab"
   )
   assert again is reg
+
+
+def test_shuffle_rows_is_a_seeded_full_permutation(
+  small_world, small_table, registered
+):
+  """MuSeqConfig.shuffle_rows: train rows in a full seeded shuffle at the source.
+
+  Expected from the definition: over one epoch the stream is a permutation
+  of the corpus rows (nothing dropped or repeated), it is not the corpus
+  order, the same seed gives the same order, another seed another; the
+  eval path (shuffle=False) keeps the corpus order; off, the source is the
+  corpus order (only the Task's example buffer would shuffle).
+  """
+  reg = tasks.register_tasks(
+    small_world,
+    sid_table=small_table,
+    prefix="test_shuf",
+    config=museq.MuSeqConfig(shuffle_rows=True),
+  )
+
+  def rows(registration, seed, shuffle=True):
+    source = seqio.get_mixture_or_task(registration.tasks["s3_window"]).source
+    ds = source.get_dataset(split="train", shuffle=shuffle, seed=seed)
+    return [
+      tuple((k, np.asarray(ex[k]).tobytes()) for k in sorted(ex))
+      for ex in ds.as_numpy_iterator()
+    ]
+
+  corpus_order = rows(registered, 0, shuffle=False)
+  assert len(corpus_order) == registered.counts["s3_window"] > 50
+  a, a2, b = rows(reg, 3), rows(reg, 3), rows(reg, 4)
+  assert sorted(a) == sorted(corpus_order) and len(a) == len(corpus_order)
+  assert a != corpus_order and a == a2 and a != b
+  assert rows(reg, 3, shuffle=False) == corpus_order
+  assert rows(registered, 3) == corpus_order  # off: corpus order at the source
