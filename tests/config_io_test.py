@@ -40,7 +40,9 @@ PINNED = {
   # Re-pinned when the reward model took the statistics features and R_score
   # its generator weight, and PARS its validation-day settings (phases off).
   "pars": "5ffbf0196e556f56fbedd1eb8803281970bca4a77d75abd8f47c9bbf1125748a",
-  "eval": "18074b1c285f187bf3774235c4fa0291cfd2315c1dd22d8ec48b4c904eed4184",
+  # Re-pinned when the main job switched the beam-recall diagnostic off
+  # (EvalConfig.exact_rows 8 -> 0): an existing workdir's eval stage re-runs.
+  "eval": "107dfbe8a4067484b3e38d8edca72feadc3faf503c6957a158ca5e484af71d01",
 }
 
 

@@ -176,6 +176,13 @@ def drop_off_switches(raw: dict) -> dict:
 
 # ------------------------------------------------------------ the index
 
+_NO_EVENTS: tuple[list, list] = ([], [])
+
+
+def _timed(events: list) -> tuple[list, list[int]]:
+  """(events, their times): a time-sorted event list and its bisect keys."""
+  return events, [e.time for e in events]
+
 
 @dataclasses.dataclass(frozen=True)
 class _Event:
@@ -316,29 +323,37 @@ class MuSeqIndex:
           self.skips["order_item_without_sid"] += 1
           continue
         orders[s.user_id].append(mk(item))
-    self._clicks = dict(clicks)
-    self._orders = dict(orders)
-    self._queries = dict(queries)
-    self._q_clicks = dict(q_clicks)
-    self._memo: dict[tuple, UserFeatures] = {}
-    self._times = {
-      name: {u: [e.time for e in ev] for u, ev in table.items()}
-      for name, table in (
-        ("clicks", self._clicks),
-        ("orders", self._orders),
-        ("queries", self._queries),
-        ("q_clicks", self._q_clicks),
-      )
+    tables = {"clicks": clicks, "orders": orders, "queries": queries}
+    tables["q_clicks"] = q_clicks
+    # name -> key -> (events, their times), every split and the train split
+    # alone: "before t" is one bisect of a time-sorted list either way.
+    self._events = {
+      name: {k: _timed(ev) for k, ev in table.items()} for name, table in tables.items()
     }
+    self._train_events = {
+      name: {
+        k: _timed([e for e in ev if e.split == "train"]) for k, ev in table.items()
+      }
+      for name, table in tables.items()
+    }
+    # Item codes as one matrix (rows in item_codes order) for _codes.
+    self._code_row = {item: k for k, item in enumerate(item_codes)}
+    width = len(self.code_ranges)
+    self._code_matrix = (
+      np.stack([np.asarray(c) for c in item_codes.values()])
+      if item_codes
+      else np.zeros((0, width), np.int32)
+    )
+    self._memo: dict[tuple, UserFeatures] = {}
+    # (query, number of its train clicks before t) -> query_stats result.
+    self._query_memo: dict[tuple[str, int], tuple[tuple[str, ...], str]] = {}
 
   def _before(self, name: str, key: str, t: int, train_only: bool) -> list[_Event]:
-    table = getattr(self, f"_{name}")
-    events = table.get(key, [])
-    i = bisect.bisect_left(self._times[name].get(key, []), t)
-    events = events[:i]
-    if train_only:
-      events = [e for e in events if e.split == "train"]
-    return events
+    """The events of ``key`` in table ``name`` strictly before t (oldest
+    first), of the train split alone when ``train_only``."""
+    table = (self._train_events if train_only else self._events)[name]
+    events, times = table.get(key, _NO_EVENTS)
+    return events[: bisect.bisect_left(times, t)]
 
   def query_stats(self, query: str, t: int) -> tuple[list[str], str]:
     """Train-split click statistics of a query before t.
@@ -347,17 +362,28 @@ class MuSeqIndex:
       (default sequence: the ``default_seq_len`` most clicked item ids, least
       clicked first; the most clicked category id at the RSU level or "").
     """
-    events = self._before("q_clicks", query, t, train_only=True)
+    events, times = self._train_events["q_clicks"].get(query, _NO_EVENTS)
+    n = bisect.bisect_left(times, t)
+    # The statistics depend on t only through the clicks before it: sessions
+    # of a query with the same number of earlier clicks share them.
+    key = (query, n)
+    if key not in self._query_memo:
+      self._query_memo[key] = self._query_stats(events[:n])
+    default, category = self._query_memo[key]
+    return list(default), category
+
+  def _query_stats(self, events: list[_Event]) -> tuple[tuple[str, ...], str]:
     items = collections.Counter(e.item for e in events)
     top = sorted(items.items(), key=lambda p: (-p[1], p[0]))
-    default = [item for item, _ in top[: self.config.default_seq_len]][::-1]
+    default = tuple(item for item, _ in top[: self.config.default_seq_len])[::-1]
     cats = collections.Counter(self.item_category.get(e.item, "") for e in events)
     cats.pop("", None)
     category = min(cats, key=lambda c: (-cats[c], c)) if cats else ""
     return default, category
 
   def _codes(self, items: Sequence[str]) -> np.ndarray:
-    return np.stack([self.item_codes[i] for i in items])
+    """[m, C] codes of ``items`` (ids of ``item_codes``)."""
+    return self._code_matrix[[self._code_row[i] for i in items]]
 
   def features(
     self, user_id: str, query: str, t: int, *, train_only: bool

@@ -53,7 +53,16 @@ def behaviour_sid(codes: np.ndarray, ranges: Sequence[int]) -> np.ndarray:
     raise ValueError(f"behaviour_sid: codes {codes.shape} vs {len(ranges)} ranges")
   x = softmax_sqrt_weights(codes.shape[0]) @ codes
   out = np.ceil(x - _CEIL_TOL)
-  return np.clip(out, 0, np.asarray(ranges) - 1).astype(np.int32)
+  # = np.clip(out, 0, ranges - 1) (x is finite), without clip's overhead.
+  return np.minimum(np.maximum(out, 0.0), _upper(tuple(ranges))).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=64)
+def _upper(ranges: tuple[int, ...]) -> np.ndarray:
+  """[C] float64 largest code per position (ranges - 1), read-only."""
+  out = np.asarray(ranges, np.float64) - 1
+  out.flags.writeable = False
+  return out
 
 
 def hashed_user_bucket(user_id: str, buckets: int) -> int:

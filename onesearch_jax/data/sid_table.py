@@ -149,13 +149,26 @@ class SIDTable:
     """query string -> row of query_codes."""
     return {q: i for i, q in enumerate(self.query_texts)}
 
+  @functools.cached_property
+  def _sid_strings(self) -> dict[tuple[str, str], str]:
+    # ("item" | "query", id) -> SID string, filled on first use: building
+    # every task renders the same SIDs hundreds of thousands of times.
+    return {}
+
   def item_sid(self, item_id: str) -> str:
     """SID token string of an item (KeyError if unknown)."""
-    return sid_string(self.item_codes[self.item_row[item_id]], self.opq_codes)
+    return self._sid("item", item_id, self.item_codes, self.item_row)
 
   def query_sid(self, query: str) -> str:
     """SID token string of a query (KeyError if unknown)."""
-    return sid_string(self.query_codes[self.query_row[query]], self.opq_codes)
+    return self._sid("query", query, self.query_codes, self.query_row)
+
+  def _sid(self, kind: str, key: str, codes: np.ndarray, rows: dict) -> str:
+    out = self._sid_strings.get((kind, key))
+    if out is None:
+      out = sid_string(codes[rows[key]], self.opq_codes)
+      self._sid_strings[(kind, key)] = out
+    return out
 
   def centroid_embeddings(self, codes: np.ndarray) -> np.ndarray:
     """Per-level RQ centroid vectors of codes.

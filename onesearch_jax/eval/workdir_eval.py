@@ -205,8 +205,10 @@ def rank_workdir(
   sid_dir = wd.sids
   train_dir = wd.train
   art = wd.sid_artefact()
+  # Items, recall and relevance read once, for the eval set and the baselines.
+  tables = examples.read_eval_tables(world_dir)
   eval_set = examples.build_eval_set(
-    world_dir, sid_items=art.item_ids, sid_queries=art.query_texts
+    tables, sid_items=art.item_ids, sid_queries=art.query_texts
   )
   log(
     f"[eval] eval set: {int(eval_set.has_click.sum())} click, "
@@ -215,7 +217,7 @@ def rank_workdir(
   baselines = {}
   if eval_cfg.baselines:
     baselines = evaluate.run_baselines(
-      world_dir,
+      tables,
       sid_dir,
       eval_set=eval_set,
       k_max=eval_cfg.k_max,

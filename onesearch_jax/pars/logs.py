@@ -40,12 +40,32 @@ def _factorise(values) -> tuple[np.ndarray, tuple[str, ...]]:
   return np.asarray([index[v] for v in values], np.int32), tuple(uniq)
 
 
-def _mode_smallest(values: np.ndarray) -> int:
-  """Most frequent value, ties -> the smallest; -1 for an empty array."""
-  if values.size == 0:
-    return -1
-  uniq, counts = np.unique(values, return_counts=True)
-  return int(uniq[np.argmax(counts)])  # unique is sorted: argmax takes smallest
+def _session_modes(
+  n_sessions: int,
+  item_cat: np.ndarray,
+  *pairs: np.ndarray,
+) -> np.ndarray:
+  """[S] int32 most frequent category per session, ties -> the smallest, -1
+  for a session with no row.
+
+  Args:
+    n_sessions: S.
+    item_cat: [N] category index per item.
+    *pairs: (session [M], item row [M]) arrays, repeated rows counting again;
+      several pairs are pooled.
+  """
+  sess = np.concatenate(pairs[0::2]).astype(np.int64)
+  cat = item_cat[np.concatenate(pairs[1::2]).astype(np.int64)].astype(np.int64)
+  out = np.full(n_sessions, -1, np.int32)
+  if sess.size == 0:
+    return out
+  width = int(cat.max()) + 1
+  keys, counts = np.unique(sess * width + cat, return_counts=True)
+  ks, kc = keys // width, keys % width
+  order = np.lexsort((kc, -counts, ks))  # by session, count down, category up
+  first = order[np.r_[True, ks[order][1:] != ks[order][:-1]]]
+  out[ks[first]] = kc[first]
+  return out
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -173,43 +193,47 @@ class InteractionLog:
     recall = sorted(
       world.recall, key=lambda r: (int(r["time_index"]), str(r["session_id"]))
     )
-    n = len(item_ids)
-    s_user, s_time, s_train, s_query, s_l3 = [], [], [], [], []
-    imp_s, imp_i, imp_p, imp_c, imp_o = [], [], [], [], []
-    pur, clk, shown, user_pur = [], [], [], []
-    query_rows = []
-    for s, r in enumerate(recall):
-      u = user_index[str(r["user_id"])]
-      s_user.append(u)
-      s_time.append(int(r["time_index"]))
-      train = r["split"] == "train"
-      s_train.append(train)
-      query_rows.append(str(r["query"]))
-      shown_i = [item_index[x] for x in r["impressed_item_ids"]]
-      clk_i = [item_index[x] for x in r["clicked_item_ids"]]
-      pur_i = [item_index[x] for x in r["purchased_item_ids"]]
-      shown_set, clk_set, pur_set = set(shown_i), set(clk_i), set(pur_i)
-      skips["click_not_impressed"] += len(clk_set - shown_set)
-      skips["order_not_clicked"] += len(pur_set - clk_set)
-      for p, i in enumerate(shown_i):
-        imp_s.append(s)
-        imp_i.append(i)
-        imp_p.append(p + 1)
-        imp_c.append(i in clk_set)
-        imp_o.append(i in pur_set)
-      cats = np.asarray([l3[i] for i in (clk_i or shown_i)], np.int64)
-      s_l3.append(_mode_smallest(cats))
-      pur.extend(s * n + i for i in pur_set)
-      clk.extend(s * n + i for i in clk_set)
-      shown.extend(s * n + i for i in shown_set)
-      if train:
-        user_pur.extend(u * n + i for i in pur_set)
+    n, n_s = len(item_ids), len(recall)
+    s_user = np.asarray([user_index[str(r["user_id"])] for r in recall], np.int32)
+    s_train = np.asarray([r["split"] == "train" for r in recall], bool)
+    query_rows = [str(r["query"]) for r in recall]
+
+    def flat(field: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+      # (session, item row) per listed id, in log order, and the list lengths.
+      lists = [r[field] for r in recall]
+      lengths = np.fromiter(map(len, lists), np.int64, n_s)
+      rows = np.fromiter(
+        (item_index[x] for ids in lists for x in ids), np.int64, int(lengths.sum())
+      )
+      return np.repeat(np.arange(n_s, dtype=np.int64), lengths), rows, lengths
+
+    shown_s, shown_i, shown_n = flat("impressed_item_ids")
+    clk_s, clk_i, clk_n = flat("clicked_item_ids")
+    pur_s, pur_i, _ = flat("purchased_item_ids")
+    # The sessions' distinct shown / clicked / purchased items as sorted keys.
+    shown = np.unique(shown_s * n + shown_i)
+    clk = np.unique(clk_s * n + clk_i)
+    pur = np.unique(pur_s * n + pur_i)
+    if n_s:  # (session, item) pairs clicked but not shown, bought but not clicked
+      skips["click_not_impressed"] += int((~cls.member(shown, clk)).sum())
+      skips["order_not_clicked"] += int((~cls.member(clk, pur)).sum())
+    imp_key = shown_s * n + shown_i
+    starts = np.cumsum(shown_n) - shown_n
+    imp_p = np.arange(shown_i.size, dtype=np.int64) - np.repeat(starts, shown_n) + 1
+    s_l3 = _session_modes(
+      n_s, l3, clk_s, clk_i, shown_s[clk_n[shown_s] == 0], shown_i[clk_n[shown_s] == 0]
+    )
+    # Train purchases per user: one per (session, item), counted over sessions.
+    pur_sess, pur_item = (pur // n, pur % n) if n else (pur, pur)
+    train_pur = s_train[pur_sess]
+    upk, upc = np.unique(
+      s_user[pur_sess[train_pur]].astype(np.int64) * n + pur_item[train_pur],
+      return_counts=True,
+    )
     s_query, queries = _factorise(query_rows)
-    s_l3 = np.asarray(s_l3, np.int32)
     l3_to_l1 = np.full(int(l3.max()) + 1 if l3.size else 0, -1, np.int32)
     l3_to_l1[l3] = l1
     s_l1 = np.where(s_l3 >= 0, l3_to_l1[np.maximum(s_l3, 0)], -1).astype(np.int32)
-    upk, upc = np.unique(np.asarray(user_pur, np.int64), return_counts=True)
     return cls(
       item_ids=item_ids,
       item_l1=l1,
@@ -223,21 +247,21 @@ class InteractionLog:
       genders=genders,
       ages=ages,
       session_ids=tuple(str(r["session_id"]) for r in recall),
-      session_user=np.asarray(s_user, np.int32),
-      session_time=np.asarray(s_time, np.int64),
-      session_train=np.asarray(s_train, bool),
+      session_user=s_user,
+      session_time=np.asarray([int(r["time_index"]) for r in recall], np.int64),
+      session_train=s_train,
       session_query=s_query,
       session_l3=s_l3,
       session_l1=s_l1,
       queries=queries,
-      imp_session=np.asarray(imp_s, np.int32),
-      imp_item=np.asarray(imp_i, np.int32),
-      imp_pos=np.asarray(imp_p, np.int32),
-      imp_click=np.asarray(imp_c, bool),
-      imp_order=np.asarray(imp_o, bool),
-      purchased_keys=np.unique(np.asarray(pur, np.int64)),
-      clicked_keys=np.unique(np.asarray(clk, np.int64)),
-      impressed_keys=np.unique(np.asarray(shown, np.int64)),
+      imp_session=shown_s.astype(np.int32),
+      imp_item=shown_i.astype(np.int32),
+      imp_pos=imp_p.astype(np.int32),
+      imp_click=cls.member(clk, imp_key),
+      imp_order=cls.member(pur, imp_key),
+      purchased_keys=pur,
+      clicked_keys=clk,
+      impressed_keys=shown,
       user_train_purchase_keys=upk,
       user_train_purchase_counts=upc.astype(np.int32),
       skips=skips,

@@ -152,7 +152,9 @@ def reward_inputs_of(world_dir: str | os.PathLike, table: SIDTable, cfg: ParsCon
   key = (str(world_dir.resolve()), tuple(files), table.content_hash, repr(cfg.features))
   if key not in _INPUTS_CACHE:
     _INPUTS_CACHE.clear()
-    world = reader.load_world(world_dir)
+    # The ranking table (most of the world's bytes) only feeds release_stats.
+    skip = () if cfg.features.release_stats else ("ranking",)
+    world = reader.load_world(world_dir, skip_tables=skip)
     _INPUTS_CACHE[key] = build_reward_inputs(world, table, cfg)
   return _INPUTS_CACHE[key]
 

@@ -61,7 +61,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -445,6 +445,7 @@ def load_world(
   on_error: str = "raise",
   verify_manifest: bool = True,
   dangling: str = "auto",
+  skip_tables: Collection[str] = (),
 ) -> World:
   """Loads and validates a world directory.
 
@@ -461,6 +462,10 @@ def load_world(
       ``World.report.dangling``; the rest loads), "auto" ("drop" when the
       directory has ``rank.jsonl``, the public release whose sample files do
       not reference each other, else "error").
+    skip_tables: tables neither read nor checked (their field in the World
+      is an empty list), e.g. ("ranking",) for a caller that never uses the
+      largest table; only "ranking" may be skipped (no other table refers
+      to it). The manifest hashes still cover every file.
 
   Returns:
     The World; ``world.report`` lists skips, dropped rows, warnings, extra
@@ -470,8 +475,11 @@ def load_world(
     SchemaError: on the first problem (raise mode), or when a table file is
       missing or the manifest itself is unreadable (both modes).
   """
+  skip = frozenset(skip_tables)
+  if not skip <= {"ranking"}:
+    raise ValueError(f"load_world: only 'ranking' may be skipped, got {sorted(skip)}")
   directory, report, manifest, tables, match = _read(
-    path, on_error, verify_manifest, dangling, keep=True
+    path, on_error, verify_manifest, dangling, keep=True, skip=skip
   )
   return World(
     path=directory,
@@ -554,7 +562,7 @@ def _titled_items(
       yield row
 
 
-def _read(path, on_error, verify_manifest, dangling, *, keep):
+def _read(path, on_error, verify_manifest, dangling, *, keep, skip=frozenset()):
   """(directory, report, manifest, tables, relevance match) of a world."""
   if on_error not in ON_ERROR:
     raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -572,7 +580,10 @@ def _read(path, on_error, verify_manifest, dangling, *, keep):
   loader = _Loader(
     directory, on_error, report, dangling_policy(directory, dangling), keep=keep
   )
-  tables = {name: loader.read(table) for name, table in schema.TABLES.items()}
+  tables = {
+    name: [] if name in skip else loader.read(table)
+    for name, table in schema.TABLES.items()
+  }
   items = tables["items"]
   if not keep:
     titles = {
@@ -586,7 +597,7 @@ def _read(path, on_error, verify_manifest, dangling, *, keep):
   if manifest is not None and verify_manifest:
     counts = manifest.get("counts", {})
     for name in schema.TABLES:
-      if name not in counts:
+      if name not in counts or name in skip:
         continue
       lines = (
         report.rows_kept[name] + report.skipped_in(name) + report.dangling_in(name)

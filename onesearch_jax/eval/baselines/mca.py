@@ -112,6 +112,18 @@ class TrainStats:
         self.user_l2[s.user_id][int(self.item_l2[i])] += 1
         self.user_l3[s.user_id][int(self.item_l3[i])] += 1
         self.query_l3[s.query][int(self.item_l3[i])] += 1
+    # The counters as dense [categories] int64 vectors, made on first use.
+    self._dense: dict[tuple[int, str], np.ndarray] = {}
+
+  def _counts(self, source: dict, key: str, size: int) -> np.ndarray:
+    """``source[key]`` (a Counter of category ids) as a dense int64 vector."""
+    dense_key = (id(source), key)
+    if dense_key not in self._dense:
+      out = np.zeros(size, np.int64)
+      counter = source[key]
+      out[list(counter)] = list(counter.values())
+      self._dense[dense_key] = out
+    return self._dense[dense_key]
 
   def features(
     self,
@@ -133,9 +145,9 @@ class TrainStats:
     user_l2 = np.zeros(cand.shape)
     user_l3 = np.zeros(cand.shape)
     query_l3 = np.zeros(cand.shape)
+    n2 = int(self.item_l2.max()) + 1 if self.item_l2.size else 1
+    n3 = int(self.item_l3.max()) + 1 if self.item_l3.size else 1
     for e, s in enumerate(sessions):
-      u2, u3, q3 = self.user_l2.get(s.user_id), self.user_l3.get(s.user_id), None
-      q3 = self.query_l3.get(s.query)
       own2: collections.Counter = collections.Counter()
       own3: collections.Counter = collections.Counter()
       if leave_out:
@@ -146,17 +158,24 @@ class TrainStats:
         own2 = collections.Counter(int(self.item_l2[i]) for i in s.clicked)
         own3 = collections.Counter(int(self.item_l3[i]) for i in s.clicked)
       n_own = sum(own2.values())
-      for table, out, cats, own in (
-        (u2, user_l2, l2, own2),
-        (u3, user_l3, l3, own3),
-        (q3, query_l3, l3, own3),
+      for source, key, out, cats, own, size in (
+        (self.user_l2, s.user_id, user_l2, l2, own2, n2),
+        (self.user_l3, s.user_id, user_l3, l3, own3, n3),
+        (self.query_l3, s.query, query_l3, l3, own3, n3),
       ):
+        table = source.get(key)
         if table is None:
           continue
         total = sum(table.values()) - n_own
         if total <= 0:
           continue
-        num = np.asarray([table.get(int(c), 0) - own.get(int(c), 0) for c in cats[e]])
+        # The group's clicks per candidate category, this session's left out
+        # (integer counts, then one division: the per-candidate formula).
+        num = self._counts(source, key, size)[cats[e]]
+        if own:
+          own_counts = np.zeros(size, np.int64)
+          own_counts[list(own)] = list(own.values())
+          num = num - own_counts[cats[e]]
         out[e] = num / total
     f = np.stack(
       [
@@ -288,9 +307,13 @@ def rank_candidates(
 
 def channel_membership(cand: np.ndarray, channel: np.ndarray) -> np.ndarray:
   """[E, C] 1.0 where cand[e, c] is in channel[e] (-1 never)."""
-  out = np.zeros(cand.shape, np.float32)
-  for e in range(cand.shape[0]):
-    out[e] = np.isin(cand[e], channel[e][channel[e] >= 0])
+  cand = np.asarray(cand, np.int64)
+  channel = np.asarray(channel, np.int64)
+  # One membership test over keys row * width + item (width > every item, so
+  # keys of different rows never meet).
+  width = max(int(cand.max(initial=-1)), int(channel.max(initial=-1))) + 2
+  rows = np.arange(cand.shape[0], dtype=np.int64)[:, None] * width
+  out = np.isin(rows + cand, (rows + channel)[channel >= 0])
   return np.where(cand >= 0, out, 0.0).astype(np.float32)
 
 
