@@ -158,6 +158,8 @@ V2_SWITCHES_OFF = {
   "keywords_in": "prompt",
   "cot_tasks": False,
   "direct_cot": False,
+  # Not a V2 switch, but left out the same way while off (data order only).
+  "shuffle_rows": False,
 }
 
 
