@@ -354,6 +354,7 @@ def _rollouts(ts, st, batch, cfg):
   )  # fmt: skip
 
 
+@pytest.mark.slow  # three compiled steps / scorers of the toy model
 def test_reference_kl_is_zero_at_the_reference_and_the_k3_mean_elsewhere():
   """Policy = reference (step 1 from the SFT model): the KL and its gradient
   are 0, so the step equals the kl_coef 0 step. From another policy the
@@ -382,6 +383,7 @@ def test_reference_kl_is_zero_at_the_reference_and_the_k3_mean_elsewhere():
   np.testing.assert_allclose(float(m["kl"]), want, rtol=1e-3, atol=1e-7)
 
 
+@pytest.mark.slow  # three compiled steps / scorers of the toy model
 def test_two_updates_per_batch_second_ratio_by_hand():
   """Update 1 of K = 2 is the K = 1 step itself; update 2 scores the same
   rollouts at θ_1 against log π_old at θ_0: r = exp(log π_θ1 − log π_θ0) ≠ 1,
