@@ -318,6 +318,11 @@ def test_switch_off_leaves_the_stage_config_and_defaults_alone():
   assert (two.kl_coef, two.updates_per_batch) == (0.05, 2)
   assert two.optimizer.total_steps == 60  # the optimizer counts updates
   assert two.checkpoint.save_every_steps == 30  # the loop counts batches
+  # Off, the two switches are left out of the stage's hashed config.
+  assert "kl_coef" not in stage.config_to_dict(on)["pars"]["grpo"]
+  assert "updates_per_batch" not in stage.config_to_dict(on)["pars"]["grpo"]
+  hashed = stage.config_to_dict(configs.pars_config(grpo={"kl_coef": 0.05}))
+  assert hashed["pars"]["grpo"]["kl_coef"] == 0.05
 
 
 # ------------------------------------- reference KL, several updates per batch
