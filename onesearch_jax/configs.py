@@ -347,8 +347,9 @@ def pars_config(
     seed: RM, example sampling and phase seeds (phase k: seed + k).
     grpo: turns the OneSearch-V2 GRPO phase on (None = off): a dict of
       ``pars.grpo.GRPOConfig`` fields, e.g. {'variant': 'tpma', 'num_steps':
-      50}, plus 'learning_rate'; num_steps also sets log_every (<= 10), the
-      optimizer's total_steps and the checkpoint cadence, as for a phase.
+      50, 'kl_coef': 0.05, 'updates_per_batch': 2}, plus 'learning_rate';
+      num_steps also sets log_every (<= 10), the optimizer's total_steps and
+      the checkpoint cadence, as for a phase.
   """
 
   base = ParsStageConfig()
@@ -431,15 +432,19 @@ def grpo_config(learning_rate: float | None = None, **fields: Any) -> GRPOConfig
   Args:
     learning_rate: the phase's constant learning rate (after warmup).
     **fields: GRPOConfig fields; num_steps also sets log_every (<= 10), the
-      optimizer's total_steps and the checkpoint cadence.
+      optimizer's total_steps (× updates_per_batch: the optimizer counts
+      updates) and the checkpoint cadence.
   """
   base = GRPOConfig()
   n = fields.get("num_steps")
+  k = int(fields.get("updates_per_batch", base.updates_per_batch))
   opt = _given(learning_rate=learning_rate)
+  if k > 1:  # the optimizer counts updates: K per batch of rollouts
+    opt["total_steps"] = max(int(n or base.num_steps), 1) * k
   if n is not None:
     n = int(n)
     fields.setdefault("log_every", max(1, min(10, n)))
-    opt["total_steps"] = max(n, 1)
+    opt["total_steps"] = max(n, 1) * k
     opt["warmup_steps"] = min(base.optimizer.warmup_steps, max(n - 1, 0))
     fields.setdefault(
       "checkpoint", dataclasses.replace(base.checkpoint, save_every_steps=max(n, 1))

@@ -12,10 +12,26 @@ Each step, for B prompts:
    marginal advantages and prefix gates (`v2.tpma.tpma_advantages`, plus
    w_item times the normalised item reward);
 4. loss = `v2.tpma.tpma_objective` (unclipped ratio exp(log π − log π_old))
-   + sft_weight · CE of the prompt's first ground-truth SID (+ EOS). π_old is
-   the sampling policy, i.e. the same parameters: log π_old =
-   stop_gradient(log π), so the ratio is 1 in value and carries the gradient
-   (one update per batch of rollouts, as the official trainer's default).
+   + sft_weight · CE of the prompt's first ground-truth SID (+ EOS)
+   [+ kl_coef · k3-KL to the reference]. π_old is the sampling policy, i.e.
+   the same parameters: log π_old = stop_gradient(log π), so the ratio is 1
+   in value and carries the gradient (one update per batch of rollouts, as
+   the official trainer's default).
+
+Two switches, both off by default (then the step is exactly the above):
+  * ``kl_coef`` = β > 0: the per-token k3 estimator of KL(π_θ ‖ π_ref),
+    exp(ref − log π) − (ref − log π) − 1, on the constrained log-probs of
+    the sampled SID tokens, masked-mean'd like the policy term and added
+    with weight β (``tpma.k3_kl``; SPEC §6.5's "+ β·k3-KL to ref"). π_ref
+    is the policy the phase starts from (the SFT model), frozen
+    (``listwise.reference_from``); its log-probs use the same temperature.
+  * ``updates_per_batch`` = K > 1: K optimizer updates on each batch of
+    rollouts. Update 1 is the one above (ratio 1); updates 2..K keep the
+    rollouts, rewards, advantages, gates and reference log-probs, and
+    use log π_old = update 1's teacher-forced log π at the sampling
+    parameters (constant), so r = exp(log π_θ − log π_old) ≠ 1, unclipped
+    (SPEC §6.5, as the official objective). The optimizer counts updates
+    (its schedule and Adam's bias correction); the loop counts batches.
 
 Composite item reward R_item = R_C&O + R_CTR + R_Rel (`v2.grpo_rewards`):
   * R_C&O: 4 if the rollout's SID is one of the session's ordered items'
@@ -95,8 +111,14 @@ class GRPOConfig:
     w_item: TPMA only: weight of the normalised item reward added to every
       position (0 as the official trainer: then TPMA uses the match rewards
       alone).
+    kl_coef: β of the k3 KL to the frozen reference policy (the phase's
+      starting model, the SFT model); 0 = off (the official default).
+    updates_per_batch: optimizer updates per batch of rollouts (K); 1 =
+      one update at ratio 1 (the official default).
     num_steps, log_every, seed, optimizer, checkpoint: as a PARS phase (the
       learning rate is the PARS phases' 1e-4, constant after 5 warmup steps).
+      num_steps counts batches of rollouts; the optimizer's schedule counts
+      updates (num_steps × updates_per_batch).
   """
 
   variant: str = "tpma"
@@ -107,6 +129,8 @@ class GRPOConfig:
   max_judged: int = 16
   sft_weight: float = tpma.SFT_WEIGHT
   w_item: float = 0.0
+  kl_coef: float = 0.0
+  updates_per_batch: int = 1
   num_steps: int = 100
   log_every: int = 10
   seed: int = 3
@@ -130,8 +154,12 @@ class GRPOConfig:
       raise ValueError(
         f"GRPOConfig batch_size, max_targets, max_judged must be >= 1: {self}"
       )
-    if self.sft_weight < 0 or self.w_item < 0:
-      raise ValueError("GRPOConfig sft_weight and w_item must be >= 0")
+    if self.sft_weight < 0 or self.w_item < 0 or self.kl_coef < 0:
+      raise ValueError("GRPOConfig sft_weight, w_item and kl_coef must be >= 0")
+    if self.updates_per_batch < 1:
+      raise ValueError(
+        f"GRPOConfig.updates_per_batch must be >= 1: {self.updates_per_batch}"
+      )
     if self.num_steps <= 0 or self.log_every <= 0:
       raise ValueError("GRPOConfig num_steps and log_every must be > 0")
 
@@ -240,19 +268,29 @@ def objective(
   trie: TrieIndex,
   tables: RolloutTables,
   cfg: GRPOConfig,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
+  *,
+  logp_old: jax.Array | None = None,
+  logp_ref: jax.Array | None = None,
+  with_logp: bool = False,
+) -> tuple[jax.Array, Any]:
   """The GRPO / TPMA loss of sampled rollouts, and scalar metrics.
 
   Args:
     model: the policy (differentiated).
-    rollouts: G samples per prompt of the same parameters (constants).
+    rollouts: G samples per prompt (constants).
     batch: the batch contract.
     trie: the catalogue trie.
     tables: per-SID reward inputs.
     cfg: the phase's settings.
+    logp_old: [B, G, S] log π_old of the rollouts (constants); None = the
+      model is the sampling policy: stop_gradient(log π) (ratio 1). Given,
+      the metrics add "ratio_mean" (the masked mean ratio).
+    logp_ref: [B, G, S] reference log-probs; with cfg.kl_coef > 0 the
+      k3 term is added and the metrics add "kl" (its masked mean).
+    with_logp: the aux is (metrics, log π [B, G, S]) instead of metrics.
 
   Returns:
-    (loss, metrics).
+    (loss, metrics) or (loss, (metrics, log π)).
   """
   tokens = jax.lax.stop_gradient(rollouts.tokens)
   prompts = {k: batch[k] for k in PROMPT_KEYS if k in batch}
@@ -264,7 +302,14 @@ def objective(
     model, prompts, trie, tokens, temperature=cfg.temperature
   )  # [B, G, S]
   mask = jnp.broadcast_to(ex_w[:, None, None], logp.shape)
-  pg = tpma.tpma_objective(logp, jax.lax.stop_gradient(logp), adv, gates, mask)
+  old = jax.lax.stop_gradient(logp) if logp_old is None else logp_old
+  kl_on = bool(cfg.kl_coef)
+  if kl_on and logp_ref is None:
+    raise ValueError("grpo.objective: kl_coef > 0 needs logp_ref")
+  pg = tpma.tpma_objective(
+    logp, old, adv, gates, mask,
+    **(dict(logp_ref=logp_ref, beta=cfg.kl_coef) if kl_on else {}),
+  )  # fmt: skip
   has_gt = batch["gt_mask"][:, 0].astype(jnp.float32) * ex_w
   sft = -jnp.sum(sft_log_prob(model, batch) * has_gt) / jnp.maximum(has_gt.sum(), 1.0)
   parts = tpma.tpma_grpo_loss(pg, sft, cfg.sft_weight)
@@ -294,23 +339,45 @@ def objective(
     "logp_gap": jnp.max(jnp.abs(logp - rollouts.log_probs) * mask),
     "prompts": ex_w.sum(),
   }
+  if kl_on:
+    metrics["kl"] = tpma.masked_mean(tpma.k3_kl(logp, logp_ref), mask)
+  if logp_old is not None:
+    metrics["ratio_mean"] = tpma.masked_mean(tpma.importance_ratio(logp, old), mask)
+  if with_logp:
+    return parts["total"], (metrics, logp)
   return parts["total"], metrics
+
+
+Reference = tuple[Any, nnx.State, Any]  # listwise.reference_from's
 
 
 class CompiledGRPOStep:
   """jit(step) over (state, trie, tables, batch) -> (state, metrics).
 
-  The state is donated; the trie and reward tables are inputs only.
+  The state is donated; the trie, reward tables and the reference (with
+  cfg.kl_coef > 0) are inputs only, so the reference stays bit-identical.
+  With cfg.updates_per_batch = K > 1 the step makes K updates (module
+  docstring); its metrics are update 1's (at the sampling parameters) plus
+  "loss_last", "pg_loss_last" and "ratio_mean_last" of update K, and
+  "grad_norm" is the largest of the K gradient norms (a non-finite one
+  stops the run).
   """
 
   def __init__(
-    self, ts: TrainState, batch_shardings: Mapping[str, Any], cfg: GRPOConfig
+    self,
+    ts: TrainState,
+    batch_shardings: Mapping[str, Any],
+    cfg: GRPOConfig,
+    reference: Reference | None = None,
   ):
+    if bool(cfg.kl_coef) != (reference is not None):
+      raise ValueError("CompiledGRPOStep: a reference is needed iff kl_coef > 0")
     graphdef = ts.graphdef
     self._mesh, self._rules = ts.mesh, ts.rules
     rep = sh.replicated(ts.mesh)
+    ref_graphdef, self._ref_state, ref_sh = reference or (None, {}, {})
 
-    def step(state, trie, tables, batch):
+    def step(state, ref_state, trie, tables, batch):
       model, optimizer = nnx.merge(graphdef, state)
       key = jax.random.fold_in(jax.random.key(cfg.seed), batch["position"][0])
       prompts = {k: batch[k] for k in PROMPT_KEYS if k in batch}
@@ -324,25 +391,61 @@ class CompiledGRPOStep:
           temperature=cfg.temperature,
         )
       )
+      logp_ref = None
+      if cfg.kl_coef:
+        ref_model = nnx.merge(ref_graphdef, jax.lax.stop_gradient(ref_state))
+        logp_ref = jax.lax.stop_gradient(
+          sample_lib.constrained_log_probs(
+            ref_model, prompts, trie, rollouts.tokens, temperature=cfg.temperature
+          )
+        )
 
-      def obj(m):
-        return objective(m, rollouts, batch, trie, tables, cfg)
+      def obj(m, logp_old=None, with_logp=False):
+        return objective(
+          m, rollouts, batch, trie, tables, cfg,
+          logp_old=logp_old, logp_ref=logp_ref, with_logp=with_logp,
+        )  # fmt: skip
 
-      (_, metrics), grads = nnx.value_and_grad(obj, has_aux=True)(model)
+      if cfg.updates_per_batch == 1:
+        (_, metrics), grads = nnx.value_and_grad(obj, has_aux=True)(model)
+        optimizer.update(model, grads)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        return nnx.state((model, optimizer)), metrics
+      # Update 1 at the sampling parameters (ratio 1); its log π is π_old.
+      (_, (metrics, logp)), grads = nnx.value_and_grad(
+        lambda m: obj(m, with_logp=True), has_aux=True
+      )(model)
       optimizer.update(model, grads)
-      metrics["grad_norm"] = optax.global_norm(grads)
-      return nnx.state((model, optimizer)), metrics
+      logp_old = jax.lax.stop_gradient(logp)
+      pair_def, pair = nnx.split((model, optimizer))
+
+      def later(pair, _):
+        m, o = nnx.merge(pair_def, pair)
+        (_, met), g = nnx.value_and_grad(
+          lambda m: obj(m, logp_old=logp_old), has_aux=True
+        )(m)
+        o.update(m, g)
+        out = {k: met[k] for k in ("loss", "pg_loss", "ratio_mean")}
+        return nnx.state((m, o)), dict(out, grad_norm=optax.global_norm(g))
+
+      pair, rest = jax.lax.scan(later, pair, None, length=cfg.updates_per_batch - 1)
+      metrics["grad_norm"] = jnp.maximum(
+        optax.global_norm(grads), jnp.max(rest["grad_norm"])
+      )
+      for k in ("loss", "pg_loss", "ratio_mean"):
+        metrics[f"{k}_last"] = rest[k][-1]
+      return pair, metrics
 
     self._fn = jax.jit(
       step,
-      in_shardings=(ts.shardings, rep, rep, dict(batch_shardings)),
+      in_shardings=(ts.shardings, ref_sh, rep, rep, dict(batch_shardings)),
       out_shardings=(ts.shardings, rep),
       donate_argnames=("state",),
     )
 
   def __call__(self, state, trie, tables, batch):
     with jax.set_mesh(self._mesh), nnx.logical_axis_rules(self._rules):
-      return self._fn(state, trie, tables, batch)
+      return self._fn(state, self._ref_state, trie, tables, batch)
 
 
 def _seconds_since_start(host: dict[str, float], p: step_loop.Progress) -> None:
@@ -368,8 +471,15 @@ def train_phase(
   so a resumed run samples the same rollouts as an uninterrupted one. A
   checkpoint of the other variant is refused (errors.UserError).
 
+  With cfg.kl_coef > 0 the reference is a frozen copy of `ts`'s parameters,
+  taken before any checkpoint is restored: it is not checkpointed, and a
+  rerun passes the same starting state (the pars stage reloads the SFT
+  model), so a resumed run has the same reference. Its params hash is saved
+  in the checkpoint meta ("reference_hash") and a resume against another
+  reference is refused (errors.UserError).
+
   Args:
-    ts: the starting state (the policy; fresh optimizer).
+    ts: the starting state (the policy; fresh optimizer; the reference).
     trie: the catalogue trie (rollouts are its SIDs).
     tables: per-SID reward inputs (`RolloutTables`).
     batches: position -> iterator of host batches (module docstring).
@@ -384,9 +494,17 @@ def train_phase(
     jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), tables), sh.replicated(ts.mesh)
   )
 
+  ts = dataclasses.replace(ts, updates_per_step=cfg.updates_per_batch)
+  reference, extra_meta = None, {}
+  if cfg.kl_coef:
+    reference = listwise.reference_from(ts)  # before the resume: the SFT model
+    extra_meta["reference_hash"] = state_lib.params_hash(ts)
+  if cfg.updates_per_batch > 1:
+    extra_meta["updates_per_batch"] = cfg.updates_per_batch
+
   def build(ts: TrainState, first: Mapping[str, np.ndarray]) -> step_loop.Steps:
     bsh = state_lib.batch_shardings(first, ts.mesh, ts.rules)
-    fn = CompiledGRPOStep(ts, bsh, cfg)
+    fn = CompiledGRPOStep(ts, bsh, cfg, reference)
     return step_loop.Steps(
       train=lambda st, batch: fn(st, trie, tables, state_lib.shard_batch(batch, bsh)),
       annotate=_seconds_since_start,
@@ -400,6 +518,15 @@ def train_phase(
         f"{ckpt_dir}: checkpoint of GRPO variant {saved['variant']!r}, this run "
         f"is {cfg.variant!r}; use another pars directory or delete it"
       )
+    # Absent from a checkpoint written with the switch off.
+    for k, off in (("reference_hash", None), ("updates_per_batch", 1)):
+      want = extra_meta.get(k, off)
+      if saved.get(k, off) != want:
+        raise UserError(
+          f"{ckpt_dir}: checkpoint with {k} {saved.get(k, off)!r}, this run has "
+          f"{want!r} (another reference model or GRPO setting); use another "
+          "pars directory or delete it"
+        )
 
   return step_loop.run(
     ts,
@@ -407,7 +534,7 @@ def train_phase(
     batches,
     step_loop.LoopConfig.of(cfg, stop_after),
     ckpt=ckpt,
-    meta={**(meta or {}), "variant": cfg.variant},
+    meta={**(meta or {}), "variant": cfg.variant, **extra_meta},
     check_meta=check_meta,
     log_fn=log_fn,
   )

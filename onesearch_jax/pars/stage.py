@@ -67,6 +67,10 @@ def config_to_dict(cfg: ParsStageConfig) -> dict[str, Any]:
     del out["pars"]["features"]["release_stats"]
   if cfg.pars.grpo is None:
     del out["pars"]["grpo"]
+  else:  # GRPO switches added after the phase: left out while off
+    for k, off in (("kl_coef", 0.0), ("updates_per_batch", 1)):
+      if getattr(cfg.pars.grpo, k) == off:
+        del out["pars"]["grpo"][k]
   return out
 
 

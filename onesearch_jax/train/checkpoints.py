@@ -29,7 +29,7 @@ from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from onesearch_jax.train.state import TrainState, with_state
+from onesearch_jax.train.state import TEACHER_KEY, TrainState, with_state
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +172,13 @@ class Checkpointer:
       "files are damaged, move the directory away to start over."
     ) from failed[0][1]
 
+  def _saved_keys(self, step: int) -> set[str]:
+    """The top-level keys of `step`'s saved state ("0", "1"[, "2"])."""
+    saved = ocp.StandardCheckpointHandler().metadata(
+      self.step_directory(step) / "state"
+    )
+    return {str(k) for k in saved.keys()}
+
   def _restore_step(self, ts: TrainState, step: int):
     target = nnx.to_pure_dict(ts.state)
     abstract = jax.tree.map(
@@ -179,6 +186,17 @@ class Checkpointer:
       target,
       nnx.to_pure_dict(ts.shardings),
     )
+    # An EMA teacher (state.with_ema_teacher) is the model's twin: a target
+    # without one (eval, serving, the next stage) reads and drops it; a target
+    # with one needs it in the checkpoint.
+    has_teacher = str(TEACHER_KEY) in self._saved_keys(step)
+    if has_teacher and TEACHER_KEY not in abstract:
+      abstract = {**abstract, TEACHER_KEY: abstract[0]}
+    elif TEACHER_KEY in abstract and not has_teacher:
+      raise ValueError(
+        f"{self.step_directory(step)} holds no EMA teacher: it was saved by a "
+        "run without SDFTConfig.teacher = 'ema'"
+      )
     out = self._manager.restore(
       step,
       args=ocp.args.Composite(
@@ -188,8 +206,12 @@ class Checkpointer:
     meta = out["meta"]
     if not isinstance(meta, dict):
       raise ValueError(f"meta item is {type(meta).__name__}, expected a JSON object")
+    restored = dict(out["state"])
+    if TEACHER_KEY not in target:
+      restored.pop(TEACHER_KEY, None)
+      restored.pop(str(TEACHER_KEY), None)
     new_state = jax.tree.map(lambda x: x, ts.state)  # structure copy
-    nnx.replace_by_pure_dict(new_state, out["state"])
+    nnx.replace_by_pure_dict(new_state, restored)
     return with_state(ts, new_state), dict(meta)
 
   def _quarantine(self, step: int) -> None:

@@ -140,7 +140,10 @@ def train(
       resumes nor starts from `init_from`.
     sdft: self-distillation: `batches` gives paired batches
       (``v2/sdft_batches.py``) and the step minimises L_SDFT
-      (``steps.compile_train_step``); the eval batches stay plain.
+      (``steps.compile_train_step``); the eval batches stay plain. With
+      ``teacher = "ema"`` the state carries an EMA teacher, a copy of the
+      phase's starting parameters, checkpointed with the rest (the returned
+      state has it too: ``TrainState.teacher``).
 
   Returns:
     TrainResult.
@@ -160,6 +163,10 @@ def train(
       model, opt = ts.merge()
       init_params(model)
       ts = state.with_state(ts, nnx.state((model, opt)))
+  if sdft is not None and sdft.teacher == "ema":
+    # The teacher starts as the phase's starting student (on resume the
+    # checkpoint's teacher replaces it).
+    ts = state.with_ema_teacher(ts)
 
   def build(ts: state.TrainState, first: Batch) -> step_loop.Steps:
     bsh = state.batch_shardings(first, mesh, rules)

@@ -22,6 +22,9 @@ paired batches (``TrainBatches(teacher=True)``: each row's student prompt,
 without keywords, and its teacher prompt, with them, from the same example)
 and its step minimises ``v2.sdft``'s L_SDFT; the history gains base, kl,
 rdrop, adv and teacher_ce. Phases 1 and 2 and every eval are unchanged.
+With ``cfg.sdft.teacher = "ema"`` the teacher is an EMA copy of the student
+(phase 2's parameters at phase-3 start), saved in phase 3's checkpoints;
+``params_hash``, eval and serving use the student.
 
 Resume: a finished phase (``result.json``) is skipped; an unfinished one
 continues from its latest checkpoint at the saved data position (the loop's
@@ -423,6 +426,8 @@ def _describe(mixture) -> str:
 
 def _describe_sdft(sdft) -> str:
   on = [f"KL {sdft.kl_weight} (tau {sdft.temperature})"]
+  if sdft.teacher == "ema":
+    on.append(f"EMA teacher (decay {sdft.ema_decay})")
   if sdft.rdrop_weight:
     on.append(f"R-Drop {sdft.rdrop_weight}")
   if sdft.fgm_epsilon:

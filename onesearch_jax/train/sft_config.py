@@ -96,7 +96,7 @@ class SFTConfig:
       examples and targets), and the step minimises L_SDFT. Needs
       ``museq.keywords`` on and ``museq.keywords_in = "teacher"`` (eval and
       serving prompts then carry no keywords). Off, it is left out of the
-      JSON form.
+      JSON form, and so is its ``teacher`` while "joint" (the default).
   """
 
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig.main)
@@ -195,14 +195,17 @@ _ABSENT_IN_OLD_FILES = {
 
 def config_to_dict(cfg: SFTConfig) -> dict[str, Any]:
   """JSON-able form (``config_from_dict`` inverts it). ``task_cache_dir``,
-  ``sdft`` and the V2 switches of ``museq`` (``museq.V2_SWITCHES_OFF``) are
-  left out when off (the defaults: "", None, ...), so a run without them
+  ``sdft`` (and its ``teacher`` while "joint") and the V2 switches of
+  ``museq`` (``museq.V2_SWITCHES_OFF``) are left out when off (the defaults:
+  "", None, ...), so a run without them
   writes (and hashes) what it did before they existed."""
   out = config_io.to_dict(cfg)
   if not out["task_cache_dir"]:
     del out["task_cache_dir"]
   if out["sdft"] is None:
     del out["sdft"]
+  elif out["sdft"]["teacher"] == "joint":
+    del out["sdft"]["teacher"]  # the form (and hash) from before the EMA switch
   out["museq"] = config_io.to_dict(museq.config_dict(cfg.museq))
   return out
 

@@ -6,6 +6,12 @@ orbax saves. `abstract_train_state` gives the same structure as
 ShapeDtypeStructs carrying their NamedShardings (for jit and restore).
 `params_hash` fingerprints a state's model parameters (the SFT and PARS
 stage markers record it).
+
+A self-distillation run with an EMA teacher (``v2.sdft.SDFTConfig.teacher =
+"ema"``) carries the teacher as a third object, (model, optimizer, teacher)
+(``with_ema_teacher``): the jitted step updates it, orbax saves it with the
+rest, so a resumed run goes on with the same teacher. ``merge`` still gives
+(model, optimizer), and ``params_hash`` covers the model (the student) only.
 """
 
 from __future__ import annotations
@@ -30,21 +36,41 @@ from onesearch_jax.train.optimizers import OptimizerConfig, make_optimizer
 class TrainState:
   """Split (model, optimizer) plus the mesh context that built it."""
 
-  graphdef: Any  # nnx.GraphDef of (EncoderDecoder, nnx.Optimizer)
+  graphdef: Any  # nnx.GraphDef of (EncoderDecoder, nnx.Optimizer[, teacher])
   state: nnx.State  # arrays, sharded per `shardings`
   shardings: Any  # same structure as `state`, NamedSharding leaves
   mesh: jax.sharding.Mesh
   rules: sh.Rules
+  # Optimizer updates per loop step (pars.grpo's updates_per_batch): `step`
+  # counts loop steps, the optimizer counts updates.
+  updates_per_step: int = 1
 
   def merge(self):
-    """(model, optimizer) as live NNX objects (for eval / inspection)."""
-    return nnx.merge(self.graphdef, self.state)
+    """(model, optimizer) as live NNX objects (for eval / inspection); an
+    EMA teacher is left out (``teacher``)."""
+    objs = nnx.merge(self.graphdef, self.state)
+    return objs[0], objs[1]
+
+  @property
+  def has_teacher(self) -> bool:
+    """Whether the state carries an EMA teacher (``with_ema_teacher``)."""
+    return TEACHER_KEY in self.state
+
+  def teacher(self) -> EncoderDecoder | None:
+    """The EMA teacher as a live model, or None."""
+    if not self.has_teacher:
+      return None
+    return nnx.merge(self.graphdef, self.state)[TEACHER_KEY]
 
   @property
   def step(self) -> int:
-    """Optimizer step count (host int)."""
+    """Loop step count (host int): the optimizer's update count divided by
+    ``updates_per_step``."""
     _, opt = self.merge()
-    return int(opt.step[...])
+    return int(opt.step[...]) // self.updates_per_step
+
+
+TEACHER_KEY = 2  # the EMA teacher's key in the state: (model, optimizer, teacher)
 
 
 def _init_fn(model_cfg: ModelConfig, opt_cfg: OptimizerConfig, seed: int) -> Callable:
@@ -116,6 +142,29 @@ def create_train_state(
 def with_state(ts: TrainState, state: nnx.State) -> TrainState:
   """The same TrainState with new arrays."""
   return dataclasses.replace(ts, state=state)
+
+
+def with_ema_teacher(ts: TrainState) -> TrainState:
+  """ts plus an EMA teacher: a copy of its model (own buffers, the model's
+  shardings), as the state's third object.
+
+  Args:
+    ts: a (model, optimizer) state, concrete or abstract (a restore target).
+
+  Returns:
+    The TrainState of (model, optimizer, teacher).
+  """
+  if ts.has_teacher:
+    raise ValueError("with_ema_teacher: the state already has a teacher")
+  model, opt = ts.merge()
+  graphdef, st = nnx.split((model, opt, nnx.clone(model)))
+  # Own buffers: the step donates the state, and a buffer shared by the
+  # student and the teacher would be donated twice.
+  st[TEACHER_KEY] = jax.tree.map(
+    lambda x: x.copy() if isinstance(x, jax.Array) else x, st[TEACHER_KEY]
+  )
+  shardings = jax.tree.map(lambda x: x.sharding, st)
+  return dataclasses.replace(ts, graphdef=graphdef, state=st, shardings=shardings)
 
 
 def batch_shardings(

@@ -21,7 +21,7 @@ from onesearch_jax import sharding as sh
 from onesearch_jax.model import model as model_lib
 from onesearch_jax.model.transformer import EncoderDecoder
 from onesearch_jax.train.optimizers import OptimizerConfig, make_schedule
-from onesearch_jax.train.state import TrainState
+from onesearch_jax.train.state import TEACHER_KEY, TrainState
 from onesearch_jax.v2 import sdft as sdft_lib
 from onesearch_jax.v2 import sdft_batches
 from onesearch_jax.v2.sdft import SDFTConfig
@@ -115,15 +115,26 @@ def compile_train_step(
     seed: dropout seed.
     sdft: self-distillation (OneSearch-V2): the batches are paired batches
       (``v2/sdft_batches.py``) and the step is ``v2.sdft.sdft_train_step``
-      (joint mode: one network is teacher and student); its metrics add
-      base, kl, rdrop, adv and teacher_ce. None = ``train_step``.
+      (``teacher = "joint"``: one network is teacher and student; "ema":
+      ts carries the EMA teacher, ``state.with_ema_teacher``, which the step
+      moves towards the updated student); its metrics add base, kl, rdrop,
+      adv and teacher_ce. None = ``train_step``.
   """
+  ema = sdft is not None and sdft.teacher == "ema"
+  if ts.has_teacher != ema:
+    raise ValueError(
+      "compile_train_step: an EMA-teacher step (SDFTConfig.teacher = 'ema') needs "
+      f"a state with a teacher (state.with_ema_teacher) and no other step does; "
+      f"teacher {None if sdft is None else sdft.teacher!r}, state has one: "
+      f"{ts.has_teacher}"
+    )
   graphdef = ts.graphdef
   schedule = make_schedule(opt_cfg) if opt_cfg is not None else None
   replicated = sh.replicated(ts.mesh)
 
   def step(state, batch):
-    model, optimizer = nnx.merge(graphdef, state)
+    objs = nnx.merge(graphdef, state)
+    model, optimizer = objs[0], objs[1]
     count = optimizer.step[...]
     key = jax.random.fold_in(jax.random.key(seed), count)
     if sdft is None:
@@ -131,11 +142,12 @@ def compile_train_step(
     else:
       student, teacher = sdft_batches.split_pair(batch)
       metrics = sdft_lib.sdft_train_step(
-        model, optimizer, student, teacher, loss_cfg, sdft, key
-      )
+        model, optimizer, student, teacher, loss_cfg, sdft, key,
+        teacher_model=objs[TEACHER_KEY] if ema else None,
+      )  # fmt: skip
     if schedule is not None:
       metrics["learning_rate"] = jnp.asarray(schedule(count), jnp.float32)
-    return nnx.state((model, optimizer)), metrics
+    return nnx.state(objs), metrics
 
   fn = jax.jit(
     step,
@@ -155,7 +167,7 @@ def compile_eval_step(
   graphdef = ts.graphdef
 
   def step(state, batch):
-    model, _ = nnx.merge(graphdef, state)
+    model = nnx.merge(graphdef, state)[0]  # the student (never an EMA teacher)
     return eval_step(model, batch, loss_cfg)
 
   fn = jax.jit(

@@ -32,10 +32,14 @@ Choices (where SPEC and the official code leave it open):
   * The first student pass uses the step's dropout key itself (the second
     R-Drop pass fold_in(key, 1)), so with every term off a step is
     ``train.steps.train_step``'s, dropout masks included.
-  * The EMA-teacher variant (the official "ema" mode): ``sdft_loss`` takes a
-    separate ``teacher_model`` and ``sdft_train_step`` moves it towards the
-    student after each update, θ_T ← d·θ_T + (1 − d)·θ_S (``ema_update``).
-    The teacher starts as a copy of the student (``nnx.clone``).
+  * The EMA-teacher variant (the official "ema" mode, ``teacher = "ema"``):
+    ``sdft_loss`` takes a separate ``teacher_model`` and ``sdft_train_step``
+    moves it towards the student after each update,
+    θ_T ← d·θ_T + (1 − d)·θ_S (``ema_update``), on the updated student.
+    The teacher starts as a copy of the student (in ``run_sft``: phase 2's
+    parameters when phase 3 starts, ``train.state.with_ema_teacher``) and
+    is part of the checkpointed train state. Only its nnx.Param are
+    averaged; the teacher pass has no dropout either.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ from onesearch_jax.model import model as model_lib
 from onesearch_jax.model.transformer import EncoderDecoder
 from onesearch_jax.v2 import distill_losses
 
+TEACHERS = ("joint", "ema")  # the official trainer's two modes
+
 
 @dataclasses.dataclass(frozen=True)
 class SDFTConfig:
@@ -65,9 +71,14 @@ class SDFTConfig:
   focal: bool = False  # focal loss instead of the cross-entropy
   focal_gamma: float = 3.0
   focal_alpha: float = 2.0
+  teacher: str = "joint"  # "joint": the student's own weights; "ema": an EMA copy
   ema_decay: float = 0.999  # d of the EMA teacher (official default)
 
   def __post_init__(self):
+    if self.teacher not in TEACHERS:
+      raise ValueError(
+        f"SDFTConfig.teacher must be one of {TEACHERS}, got {self.teacher!r}"
+      )
     if min(self.kl_weight, self.rdrop_weight, self.fgm_epsilon) < 0:
       raise ValueError(f"SDFTConfig: weights and epsilon must be >= 0, got {self}")
     if self.temperature <= 0 or self.focal_gamma < 0:

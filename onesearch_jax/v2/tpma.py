@@ -207,17 +207,51 @@ def tpma_objective(
   Returns:
     Scalar float32.
   """
-  log_ratio = jnp.clip(
-    logp - jax.lax.stop_gradient(logp_old), -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP
-  )
-  per_token = -(gates * jnp.exp(log_ratio) * advantages)
+  per_token = -(gates * importance_ratio(logp, logp_old) * advantages)
   if beta:
     if logp_ref is None:
       raise ValueError("tpma_objective: beta != 0 needs logp_ref")
-    d = jax.lax.stop_gradient(logp_ref) - logp
-    per_token = per_token + beta * (jnp.exp(d) - d - 1.0)
+    per_token = per_token + beta * k3_kl(logp, logp_ref)
+  return masked_mean(per_token, mask)
+
+
+def importance_ratio(logp: jax.Array, logp_old: jax.Array) -> jax.Array:
+  """r = exp(clamp(log π − stop_gradient(log π_old), ±20)), no clipping of r.
+
+  Args:
+    logp: [...] log π_θ (differentiated).
+    logp_old: [...] log π_old (the policy that sampled; held constant).
+
+  Returns:
+    [...] float32 (exactly 1 where logp_old is logp's value).
+  """
+  log_ratio = jnp.clip(
+    logp - jax.lax.stop_gradient(logp_old), -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP
+  )
+  return jnp.exp(log_ratio)
+
+
+def k3_kl(logp: jax.Array, logp_ref: jax.Array) -> jax.Array:
+  """The k3 estimator of KL(π_θ ‖ π_ref) per sampled token,
+  exp(ref − logp) − (ref − logp) − 1 (≥ 0, 0 where π_θ = π_ref; its
+  expectation over tokens drawn from π_θ is the KL). The reference is held
+  constant.
+
+  Args:
+    logp: [...] log π_θ of the sampled tokens (differentiated).
+    logp_ref: [...] log π_ref of the same tokens.
+
+  Returns:
+    [...] float32.
+  """
+  d = jax.lax.stop_gradient(logp_ref) - logp
+  return jnp.exp(d) - d - 1.0
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """Σ x·mask / max(Σ mask, 1): the trainer's mean over valid tokens."""
   mask = mask.astype(jnp.float32)
-  return jnp.sum(per_token * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+  return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def tpma_grpo_loss(

@@ -16,7 +16,7 @@ from onesearch_jax.decoding import build_trie, sample, unique_sids
 from onesearch_jax.model import ModelConfig
 from onesearch_jax.pars import grpo
 from onesearch_jax.train import checkpoints, optimizers, state, synthetic
-from onesearch_jax.v2 import grpo_rewards
+from onesearch_jax.v2 import grpo_rewards, tpma
 
 SIZES = (4, 3, 3)
 SID_RANGES = synthetic.sid_ranges_for(48, 20, SIZES)
@@ -170,21 +170,27 @@ def test_without_reward_spread_only_the_sft_term_moves_the_policy():
   assert float(m["reward_mean"]) == pytest.approx(0.3)
 
 
-@pytest.mark.slow
-def test_train_phase_resumes_exactly(tmp_path):
-  cfg = grpo.GRPOConfig(
+def _phase_cfg(**kw) -> grpo.GRPOConfig:
+  """4 steps of 4 prompts, checkpoints only when forced (or at the end)."""
+  return grpo.GRPOConfig(
     variant="tpma", num_steps=4, log_every=1, batch_size=4,
     optimizer=optimizers.OptimizerConfig(
       learning_rate=1e-2, warmup_steps=0, total_steps=50, decay="constant"
     ),
     checkpoint=checkpoints.CheckpointConfig(save_every_steps=100, keep_last=2),
+    **kw,
   )  # fmt: skip
 
-  def stream(pos):
-    while True:
-      yield _batch(position=pos)
-      pos += 1
 
+def stream(pos):
+  while True:
+    yield _batch(position=pos)
+    pos += 1
+
+
+@pytest.mark.slow
+def test_train_phase_resumes_exactly(tmp_path):
+  cfg = _phase_cfg()
   trie, tables = _trie(), _tables()
   full = grpo.train_phase(_setup()[0], trie, tables, stream, cfg, tmp_path / "a")
   part = grpo.train_phase(
@@ -305,3 +311,140 @@ def test_switch_off_leaves_the_stage_config_and_defaults_alone():
   assert stage.config_to_dict(on)["pars"]["grpo"]["variant"] == "grpo"
   with pytest.raises(ValueError, match="unknown GRPOConfig fields"):
     configs.pars_config(grpo={"varient": "tpma"})
+  assert (g.kl_coef, g.updates_per_batch) == (0.0, 1)  # both off by default
+  two = configs.pars_config(
+    grpo={"variant": "tpma", "num_steps": 30, "kl_coef": 0.05, "updates_per_batch": 2}
+  ).pars.grpo
+  assert (two.kl_coef, two.updates_per_batch) == (0.05, 2)
+  assert two.optimizer.total_steps == 60  # the optimizer counts updates
+  assert two.checkpoint.save_every_steps == 30  # the loop counts batches
+  # Off, the two switches are left out of the stage's hashed config.
+  assert "kl_coef" not in stage.config_to_dict(on)["pars"]["grpo"]
+  assert "updates_per_batch" not in stage.config_to_dict(on)["pars"]["grpo"]
+  hashed = stage.config_to_dict(configs.pars_config(grpo={"kl_coef": 0.05}))
+  assert hashed["pars"]["grpo"]["kl_coef"] == 0.05
+
+
+# ------------------------------------- reference KL, several updates per batch
+
+
+def _step(cfg, ts, batch, reference=None, st=None):
+  """One compiled GRPO step from `st` (default ts.state) -> (state, metrics)."""
+  bsh = state.batch_shardings(batch, ts.mesh, ts.rules)
+  fn = grpo.CompiledGRPOStep(ts, bsh, cfg, reference)
+  st = ts.state if st is None else st
+  st = jax.tree.map(lambda x: x.copy(), st)  # the step donates its state
+  return fn(st, jax.tree.map(jnp.asarray, _trie()),
+            jax.tree.map(jnp.asarray, _tables()), state.shard_batch(batch, bsh))  # fmt: skip
+
+
+def _model_logp(ts, st, batch, tokens, temperature=1.0) -> np.ndarray:
+  model, _ = nnx.merge(ts.graphdef, st)
+  with jax.set_mesh(ts.mesh), nnx.logical_axis_rules(ts.rules):
+    lp = sample.constrained_log_probs(
+      model, {"encoder_input_tokens": jnp.asarray(batch["encoder_input_tokens"])},
+      jax.tree.map(jnp.asarray, _trie()), jnp.asarray(tokens), temperature=temperature,
+    )  # fmt: skip
+  return np.asarray(lp, np.float64)
+
+
+def _rollouts(ts, st, batch, cfg):
+  """The step's rollouts, drawn again with its key (fold_in(seed, position))."""
+  model, _ = nnx.merge(ts.graphdef, st)
+  key = jax.random.fold_in(jax.random.key(cfg.seed), int(batch["position"][0]))
+  return sample.sample_sids(
+    model, {"encoder_input_tokens": batch["encoder_input_tokens"]},
+    _trie(), key, num_samples=cfg.num_samples, temperature=cfg.temperature,
+    mesh=ts.mesh,
+  )  # fmt: skip
+
+
+@pytest.mark.slow  # three compiled steps / scorers of the toy model
+def test_reference_kl_is_zero_at_the_reference_and_the_k3_mean_elsewhere():
+  """Policy = reference (step 1 from the SFT model): the KL and its gradient
+  are 0, so the step equals the kl_coef 0 step. From another policy the
+  metric is the numpy k3 mean over the rollout tokens."""
+  ts, _ = _setup()
+  batch = _batch()
+  ref = grpo.listwise.reference_from(ts)
+  off = grpo.GRPOConfig(variant="tpma", batch_size=4)
+  on = dataclasses.replace(off, kl_coef=0.5)
+  st_off, m_off = _step(off, ts, batch)
+  st_on, m_on = _step(on, ts, batch, ref)
+  assert float(m_on["kl"]) == 0.0 and "kl" not in m_off
+  assert float(m_on["loss"]) == float(m_off["loss"])
+  for a, b in zip(jax.tree.leaves(st_on), jax.tree.leaves(st_off), strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+  with pytest.raises(ValueError, match="reference is needed"):
+    grpo.CompiledGRPOStep(ts, state.batch_shardings(batch, ts.mesh, ts.rules), on)
+  # Another policy (after a step), the same frozen reference.
+  batch["position"][:] = 1
+  _, m = _step(on, ts, batch, ref, st=st_on)
+  tokens = np.asarray(_rollouts(ts, st_on, batch, on).tokens)
+  lp = _model_logp(ts, st_on, batch, tokens)
+  lr = _model_logp(ts, ts.state, batch, tokens)
+  want = np.mean(np.exp(lr - lp) - (lr - lp) - 1.0)
+  assert want > 0
+  np.testing.assert_allclose(float(m["kl"]), want, rtol=1e-3, atol=1e-7)
+
+
+@pytest.mark.slow  # three compiled steps / scorers of the toy model
+def test_two_updates_per_batch_second_ratio_by_hand():
+  """Update 1 of K = 2 is the K = 1 step itself; update 2 scores the same
+  rollouts at θ_1 against log π_old at θ_0: r = exp(log π_θ1 − log π_θ0) ≠ 1,
+  and its loss is −mean(g·r·Â) + 0.1·CE, computed here with numpy."""
+  ts, _ = _setup()
+  batch = _batch()
+  one = grpo.GRPOConfig(variant="tpma", batch_size=4)
+  two = dataclasses.replace(one, updates_per_batch=2)
+  st1, m1 = _step(one, ts, batch)
+  _, m2 = _step(two, ts, batch)
+  for k in ("loss", "pg_loss", "sft_loss", "reward_mean"):  # update 1 is unchanged
+    np.testing.assert_allclose(float(m2[k]), float(m1[k]), rtol=1e-6, err_msg=k)
+  assert "ratio_mean" not in m1 and "loss_last" not in m1
+  tokens = np.asarray(_rollouts(ts, ts.state, batch, one).tokens)
+  lp0 = _model_logp(ts, ts.state, batch, tokens)
+  lp1 = _model_logp(ts, st1, batch, tokens)
+  ratio = np.exp(lp1 - lp0)
+  assert abs(ratio.mean() - 1.0) > 1e-4
+  np.testing.assert_allclose(float(m2["ratio_mean_last"]), ratio.mean(), rtol=1e-4)
+  adv, gates = (
+    np.asarray(x, np.float64)
+    for x in tpma.tpma_advantages(
+      jnp.asarray(tokens),
+      jnp.asarray(batch["gt_tokens"]),
+      jnp.asarray(batch["gt_mask"]),
+    )
+  )
+  want_pg = np.mean(-(gates * ratio * adv))
+  np.testing.assert_allclose(float(m2["pg_loss_last"]), want_pg, rtol=1e-3, atol=1e-6)
+  assert float(m2["grad_norm"]) >= float(m1["grad_norm"])
+  with pytest.raises(ValueError, match="updates_per_batch"):
+    grpo.GRPOConfig(updates_per_batch=0)
+  with pytest.raises(ValueError, match="kl_coef"):
+    grpo.GRPOConfig(kl_coef=-1.0)
+
+
+@pytest.mark.slow
+def test_train_phase_with_kl_and_two_updates_resumes_exactly(tmp_path):
+  """kl_coef > 0 and 2 updates per batch: a killed run resumes to the
+  uninterrupted parameters (the reference is the starting model again, not
+  a checkpoint item); another reference is refused."""
+  cfg = _phase_cfg(kl_coef=0.5, updates_per_batch=2)
+  trie, tables = _trie(), _tables()
+  full = grpo.train_phase(_setup()[0], trie, tables, stream, cfg, tmp_path / "a")
+  assert full.state.step == 4 and [h["step"] for h in full.history] == [1, 2, 3, 4]
+  _, opt = full.state.merge()
+  assert int(opt.step[...]) == 8  # two optimizer updates per batch
+  assert full.history[0]["kl"] == 0.0 < full.history[-1]["kl"]
+  part = grpo.train_phase(
+    _setup()[0], trie, tables, stream, cfg, tmp_path / "b", stop_after=2
+  )
+  rest = grpo.train_phase(_setup()[0], trie, tables, stream, cfg, tmp_path / "b")
+  assert rest.resumed_from == 2 and rest.steps_run == 2
+  assert state.params_hash(rest.state) == state.params_hash(full.state)
+  assert [h["kl"] for h in part.history + rest.history] == [
+    h["kl"] for h in full.history
+  ]
+  with pytest.raises(ValueError, match="reference_hash"):
+    grpo.train_phase(_setup(seed=1)[0], trie, tables, stream, cfg, tmp_path / "b")

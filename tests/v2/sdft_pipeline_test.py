@@ -172,3 +172,14 @@ def test_gin_switches_self_distillation_on():
     museq={"keywords": "builtin", "keywords_in": "teacher"}, sdft={}
   )
   assert on.sdft == SDFTConfig()
+  ema = configs.sft_config(
+    museq={"keywords": "builtin", "keywords_in": "teacher"},
+    sdft={"teacher": "ema", "ema_decay": 0.99},
+  )
+  assert (ema.sdft.teacher, ema.sdft.ema_decay) == ("ema", 0.99)
+  # "joint" (the default) is left out of the hashed form; "ema" is in it.
+  assert "teacher" not in sft_config.config_to_dict(on)["sdft"]
+  ema_dict = sft_config.config_to_dict(ema)
+  assert ema_dict["sdft"]["teacher"] == "ema"
+  assert sft_config.config_from_dict(ema_dict) == ema
+  assert sft_config.config_from_dict(sft_config.config_to_dict(on)) == on
