@@ -63,7 +63,7 @@ FINAL_VARIANT = "+opq"
 EMBEDDINGS_DIR = "embeddings"  # save_embeddings: raw/fused .npy + ids
 
 # variant -> (use keyword fusion, L3 mode, use OPQ)
-_VARIANT_SPEC = {
+VARIANT_SPEC = {
   "rq_plain": (False, "global", False),
   "+keywords": (True, "global", False),
   "+l3_parent": (True, "parent", False),
@@ -81,6 +81,34 @@ class PrecomputedEmbeddings:
   queries_ids: str  # query texts, one per line
   keywords_npy: str | None = None  # optional keyword embeddings; else centroids
   keywords_ids: str | None = None  # keyword texts, one per line
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSample:
+  """Sample sizes and block size of the streamed build (``BuildConfig.stream``;
+  stream_build.py says why these sizes).
+
+  Attributes:
+    sessions: recall rows sampled for the encoder pairs and keyword queries.
+    items: catalogue rows sampled for the vocabulary, encoder and keywords
+      (plus the items the sampled sessions reference).
+    queries: distinct queries sampled into the vocabulary's text.
+    points_per_centroid: the quantiser fits on at most this times k1 rows.
+    block_rows: rows embedded, encoded and written per block.
+    seed: seed of every sample.
+  """
+
+  sessions: int = 200_000
+  items: int = 200_000
+  queries: int = 200_000
+  points_per_centroid: int = 256
+  block_rows: int = 65_536
+  seed: int = 0
+
+  def __post_init__(self):
+    small = {k: v for k, v in dataclasses.asdict(self).items() if k != "seed" and v < 1}
+    if small:
+      raise ValueError(f"StreamSample: fields must be >= 1, got {small}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,12 +147,24 @@ class BuildConfig:
   quantizer_overrides: Mapping[str, Any] | None = None
   precomputed: PrecomputedEmbeddings | None = None  # skip vocab + encoder
   save_embeddings: bool = False  # also write raw/fused .npy under out_dir/embeddings
+  # Streamed build (stream_build.py): encoder, vocabulary and keywords on
+  # bounded samples of the log and catalogue, embeddings and codes block by
+  # block on disk, the quantiser fitted on a sample, the artefact written in
+  # blocks; memory bounded by the samples, not the catalogue. Off: the
+  # in-memory build below (the main job's).
+  stream: bool = False
+  stream_sample: StreamSample = StreamSample()  # the streamed build's samples
 
   def __post_init__(self):
-    unknown = [v for v in self.variants if v not in _VARIANT_SPEC]
+    if self.stream and (self.precomputed is not None or self.save_embeddings):
+      raise ValueError(
+        "BuildConfig: stream = True trains its own encoder and keeps no "
+        "embeddings; precomputed and save_embeddings need stream = False"
+      )
+    unknown = [v for v in self.variants if v not in VARIANT_SPEC]
     if unknown:
       raise ValueError(f"unknown variants {unknown}; expected a subset of {VARIANTS}")
-    if self.final_variant not in _VARIANT_SPEC:
+    if self.final_variant not in VARIANT_SPEC:
       raise ValueError(f"final_variant {self.final_variant!r} is not one of {VARIANTS}")
     if self.quantizer_overrides:
       names = {f.name for f in dataclasses.fields(quantizer_lib.QuantizerConfig)}
@@ -196,7 +236,9 @@ def _popularity(world: reader.World) -> np.ndarray:
   return np.asarray([counts[row["item_id"]] for row in world.items], np.int64)
 
 
-class _Clock:
+class Clock:
+  """Step wall times of a build, logged as ``[build_sids +T s] step: ...``."""
+
   def __init__(self, log: Callable[[str], None] | None):
     self._log = log
     self.timings: dict[str, float] = {}
@@ -237,7 +279,7 @@ def build_sids(
     embeddings_io.EmbeddingsError: bad precomputed embeddings.
     ValueError: a world with no item or no query.
   """
-  clock = _Clock(log)
+  clock = Clock(log)
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
 
@@ -381,7 +423,7 @@ def build_sids(
   final = final_codes = None
   for name in variants:
     t = time.perf_counter()
-    use_kw, l3_mode, use_opq = _VARIANT_SPEC[name]
+    use_kw, l3_mode, use_opq = VARIANT_SPEC[name]
     if l3_mode == "parent":
       l3_mode = config.l3_parent_mode
     qcfg = dataclasses.replace(
