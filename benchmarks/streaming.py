@@ -29,7 +29,11 @@ and kills it past ``--max_rss_gib`` (10). Steps:
             4096; the lazy item kinds read from items.jsonl), then
             ``--tokenised`` examples of ``TOKENISED_KINDS`` through their
             preprocessors (prompt, tokenisation, long-seq feature), after
-            the first batch.
+            the first batch;
+  build_sids  the pipeline's sids stage on the world (trained text encoder,
+            keywords, quantiser, artefact): streamed ``BuildConfig(stream=
+            True)`` (``khqe/stream_build.py``), eager ``build.build_sids``;
+            the main job's BuildConfig otherwise (levels scaled to Q + N).
 
 Prints one Markdown row per step: seconds, peak RSS, throughput.
 """
@@ -49,7 +53,7 @@ import subprocess
 import sys
 import time
 
-STEPS = ("world", "validate", "sids", "tasks")
+STEPS = ("world", "validate", "sids", "tasks", "build_sids")
 # Kinds whose preprocessed examples/s the tasks step measures (an item kind
 # read from items.jsonl, and the phase-3 kind with the long-seq feature).
 TOKENISED_KINDS = ("s1_title_to_sid", "s3_personal")
@@ -224,6 +228,25 @@ def step_tasks(args, work: pathlib.Path) -> dict:
   }
 
 
+def step_build_sids(args, work: pathlib.Path) -> dict:
+  from onesearch_jax.khqe import build, stream_build
+
+  out = work / f"sids_{args.mode}"
+  cfg = build.BuildConfig(stream=args.mode == "streamed")
+  run = stream_build.build_sids_streamed if cfg.stream else build.build_sids
+  summary = run(
+    work / "world", out, cfg, log=lambda m: print(m, file=sys.stderr, flush=True)
+  )
+  return {
+    "items": summary.n_items,
+    "queries": summary.n_queries,
+    "levels": "-".join(map(str, summary.levels)),
+    "ICR": round(summary.metrics[cfg.final_variant]["ICR"], 4),
+    "timings_s": {k: round(v, 1) for k, v in summary.timings.items()},
+    "content_hash": summary.content_hash[:12],
+  }
+
+
 def _child(args) -> None:
   work = pathlib.Path(args.workdir)
   t = time.perf_counter()
@@ -310,6 +333,11 @@ def main(argv: list[str] | None = None) -> None:
       rate = (
         f"{r['examples']:,} examples, {r['examples_per_s']:,}/s raw; "
         f"tokenised/s {r['tokenised_per_s']}; register {r['register_s']} s"
+      )
+    elif r["step"] == "build_sids":
+      rate = (
+        f"{r['queries']:,} queries, levels {r['levels']}, ICR {r['ICR']}; "
+        f"step s {r['timings_s']}"
       )
     elif r["step"] == "sids":
       rate = (

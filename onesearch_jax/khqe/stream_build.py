@@ -60,20 +60,21 @@ embeddings and ``save_embeddings`` are not supported here.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import json
 import os
 import pathlib
-import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
+from onesearch_jax.data import world_source
 from onesearch_jax.khqe import artefact as artefact_lib
 from onesearch_jax.khqe import (
   build,
@@ -81,37 +82,41 @@ from onesearch_jax.khqe import (
   report,
   sid_metrics,
   stream_sids,
-  text_vocab,
 )
-from onesearch_jax.khqe import encoder as encoder_lib
 from onesearch_jax.khqe import keywords as keywords_lib
 from onesearch_jax.khqe import quantizer as quantizer_lib
 from onesearch_jax.khqe.text_embedder import (
-  EMBEDDER_FILE,
-  ENCODER_DIR,
-  KEYWORDS_FILE,
   item_texts,
 )
+from onesearch_jax.world import jsonl, reader
 from onesearch_jax.world import manifest as manifest_lib
-from onesearch_jax.world import reader
 
 
 class _Reservoir:
-  """A seeded uniform sample of at most k items of a stream (algorithm R),
-  returned in stream order."""
+  """A seeded uniform sample of at most k items of a stream, returned in
+  stream order (Li's algorithm L: random numbers only at the replacements,
+  ~k log(n / k) of them, not one per item)."""
 
   def __init__(self, k: int, seed: int):
     self.k, self.seen = k, 0
     self._rng = np.random.default_rng(seed)
     self._keep: list[tuple[int, Any]] = []
+    self._w = 1.0
+    self._next = k - 1
+    self._advance()
+
+  def _advance(self) -> None:
+    """Draws the next weight and the position of the next replacement."""
+    self._w *= float(np.exp(np.log(self._rng.random()) / self.k))
+    gap = np.floor(np.log(self._rng.random()) / np.log1p(-self._w))
+    self._next += int(min(gap, 2**62)) + 1
 
   def add(self, value: Any) -> None:
     if self.seen < self.k:
       self._keep.append((self.seen, value))
-    else:
-      j = int(self._rng.integers(0, self.seen + 1))
-      if j < self.k:
-        self._keep[j] = (self.seen, value)
+    elif self.seen == self._next:
+      self._keep[int(self._rng.integers(self.k))] = (self.seen, value)
+      self._advance()
     self.seen += 1
 
   def rows(self) -> list[tuple[int, Any]]:
@@ -127,7 +132,14 @@ class _ItemIds:
     order: [N] int64, the rows sorted by id.
   """
 
-  def __init__(self, scratch: pathlib.Path, ids_jsonl: pathlib.Path, n: int, w: int):
+  def __init__(
+    self,
+    scratch: pathlib.Path,
+    ids_jsonl: pathlib.Path,
+    n: int,
+    w: int,
+    lines: array.array,
+  ):
     self.width = max(w, 1)
     path = scratch / "item_ids.npy"
     self.ids = np.lib.format.open_memmap(path, "w+", f"S{self.width}", (n,))
@@ -147,8 +159,12 @@ class _ItemIds:
     if dup.size:
       a, b = sorted(self.order[dup[0] : dup[0] + 2].tolist())
       raise reader.SchemaError(
-        f"items.jsonl: field 'item_id' {self.get(b)!r} is on two rows (items "
-        f"{a + 1} and {b + 1} in file order)"
+        "items.jsonl",
+        lines[b],
+        "item_id",
+        "duplicate_key",
+        f"duplicate key item_id={json.dumps(self.get(b), ensure_ascii=False)} "
+        f"(first at line {lines[a]})",
       )
 
   def get(self, row: int) -> str:
@@ -166,7 +182,14 @@ class _ItemIds:
 
 
 def _iter(world: pathlib.Path, table: str) -> Iterator[tuple[int, dict[str, Any]]]:
+  """(line, row) of a table, every row schema-checked (the first pass)."""
   return reader.iter_rows(world / f"{table}.jsonl", table)
+
+
+def _reread(world: pathlib.Path, table: str) -> Iterator[dict[str, Any]]:
+  """The rows of a table the first pass checked: JSON and required fields
+  only (the plain reader, ~5x faster than the schema reader)."""
+  return world_source.iter_table(world, table, schema_checks=False)
 
 
 def _counts(
@@ -238,13 +261,16 @@ def _build(
   t = time.perf_counter()
   item_sample = _Reservoir(s.items, s.seed)
   n_items = width = 0
+  lines = array.array("q")  # the file line of each item row (errors)
   with open(scratch / "item_ids.jsonl", "w", encoding="utf-8") as f:
-    for _, row in _iter(world, "items"):
+    for line, row in _iter(world, "items"):
+      lines.append(line)
       f.write(json.dumps(row["item_id"], ensure_ascii=False) + "\n")
       width = max(width, len(row["item_id"].encode()))
       item_sample.add(row)
       n_items += 1
-  ids = _ItemIds(scratch, scratch / "item_ids.jsonl", n_items, width)
+  ids = _ItemIds(scratch, scratch / "item_ids.jsonl", n_items, width, lines)
+  del lines
   clock.done("read_items", t, f"{n_items} items, {item_sample.k} sampled at most")
 
   # --- 2. log pass: distinct queries, session sample, popularity and PV
@@ -272,7 +298,8 @@ def _build(
       if len(pending) >= s.block_rows:
         _counts(ids, pending, weights, (popularity, pv))
   _counts(ids, pending, weights, (popularity, pv))
-  for _, row in _iter(world, "ranking"):
+  ranking = world / "ranking.jsonl"
+  for _, row in jsonl.iter_jsonl(ranking, name=ranking.name, required=("query",)):
     if row["query"].strip():
       queries.setdefault(row["query"], None)
   query_list = list(queries)
@@ -299,7 +326,7 @@ def _build(
   train_rows = dict(item_sample.rows())
   wanted.difference_update(row["item_id"] for row in train_rows.values())
   if wanted:
-    for n, (_, row) in enumerate(_iter(world, "items")):
+    for n, row in enumerate(_reread(world, "items")):
       if row["item_id"] in wanted:
         train_rows[n] = row
   train_items = [train_rows[n] for n in sorted(train_rows)]
@@ -309,25 +336,15 @@ def _build(
   if len(query_list) > s.queries:
     pick = stream_sids.fit_rows(len(query_list), s.queries, s.seed + 2)
     vocab_queries = [query_list[i] for i in pick]
-  vocab = text_vocab.train_vocab([*texts, *vocab_queries], config.vocab)
-  pairs = encoder_lib.collab_pairs(
+  clock.log(f"encoder: {len(train_items)} items from the samples")
+  trained = build.train_text_encoder(
+    texts,
+    [row["item_id"] for row in train_items],
+    query_list,
     sampled_sessions,
-    {q: i for i, q in enumerate(query_list)},
-    {row["item_id"]: n for n, row in enumerate(train_items)},
-    seed=config.train.seed,
-    pairs_per_key=config.train.pairs_per_key,
-  )
-  clock.log(
-    f"encoder: {len(train_items)} items, vocab {vocab.vocab_size} pieces; pairs "
-    f"q2i={len(pairs.q2i)} q2q={len(pairs.q2q)} i2i={len(pairs.i2i)} "
-    f"rank={len(pairs.rank)}"
-  )
-
-  def log_fn(step: int, m: Mapping[str, float]) -> None:
-    clock.log(f"encoder step {step}/{config.train.steps}: loss {m['loss']:.3f}")
-
-  trained = encoder_lib.train_encoder(
-    vocab, query_list, texts, pairs, config.encoder, config.train, log_fn=log_fn
+    config,
+    clock,
+    vocab_texts=[*texts, *vocab_queries],
   )
   clock.done("embed", t, f"trained encoder D={config.encoder.dim} on the samples")
 
@@ -349,7 +366,7 @@ def _build(
 
   # --- 4. embeddings of every query and item, block by block
   t = time.perf_counter()
-  use_kw, l3_mode, use_opq = build.VARIANT_SPEC[config.final_variant]
+  use_kw = build.VARIANT_SPEC[config.final_variant][0]
   stats = {"queries": [0, 0, 0], "items": [0, 0, 0]}  # texts, matched, matches
 
   def embed_block(name: str, raw_texts: list[str], match_texts: list[str]):
@@ -368,7 +385,7 @@ def _build(
       block = query_list[a : a + s.block_rows]
       writer.write(embed_block("queries", block, block))
     rows: list[dict[str, Any]] = []
-    for _, row in _iter(world, "items"):
+    for row in _reread(world, "items"):
       rows.append(row)
       if len(rows) == s.block_rows:
         writer.write(
@@ -410,11 +427,7 @@ def _build(
   base = config.quantizer or quantizer_lib.QuantizerConfig.scaled(
     n_q + n_items, **dict(config.quantizer_overrides or {})
   )
-  if l3_mode == "parent":
-    l3_mode = config.l3_parent_mode
-  qcfg = dataclasses.replace(
-    base, l3_mode=l3_mode, opq_subspaces=base.opq_subspaces if use_opq else 0
-  )
+  qcfg = build.variant_config(base, config.final_variant, config.l3_parent_mode)
   emb = embeddings_io.open_embeddings(joint_path)
   stream = stream_sids.StreamConfig(s.points_per_centroid, s.block_rows, s.seed)
   quant = stream_sids.fit_sample(emb, qcfg, stream, mesh=mesh, log=clock.log)
@@ -431,19 +444,13 @@ def _build(
   clock.done(
     f"quantise[{name}]",
     t,
-    f"levels {qcfg.levels} l3={l3_mode} opq={qcfg.opq_subspaces}: ICR "
+    f"levels {qcfg.levels} l3={qcfg.l3_mode} opq={qcfg.opq_subspaces}: ICR "
     f"{m['ICR']:.4f} CUR_L1 {m['CUR_L1']:.3f} CUR_L1xL2 {m['CUR_L1xL2']:.4f}",
   )
 
   # --- 6. report and artefact, block by block
   t = time.perf_counter()
-  for stale in (ENCODER_DIR, build.EMBEDDINGS_DIR):
-    shutil.rmtree(out / stale, ignore_errors=True)
-  keywords_lib.save_dictionary(out / KEYWORDS_FILE, kws, kw_emb)
-  encoder_lib.save_encoder(trained, out / ENCODER_DIR)
-  (out / ENCODER_DIR / EMBEDDER_FILE).write_text(
-    json.dumps({"item_text_fields": list(config.item_text_fields)}) + "\n"
-  )
+  covered = build.save_tokenizer(out, kws, kw_emb, trained, config.item_text_fields)
   markdown = report.write_report({name: (item_codes, qcfg.levels, errors)}, scratch)
   extra = {
     p.name: p.read_bytes()
@@ -451,26 +458,17 @@ def _build(
     if p.is_file() and p.suffix == ".png"
   }
   markdown += report.build_notes(source, len(kws), match_rates, trained.history)
-  metadata = {
-    "world_content_hash": manifest_lib.world_content_hash(
+  metadata = build.artefact_metadata(
+    config,
+    world_hash=manifest_lib.world_content_hash(
       world, manifest_lib.read_manifest(world)
     ),
-    "embeddings": f"trained encoder D={dim}",
-    "encoder": dataclasses.asdict(config.encoder),
-    "encoder_train": dataclasses.asdict(config.train),
-    "vocab": dataclasses.asdict(config.vocab),
-    "item_text_fields": list(config.item_text_fields),
-    "keywords": {
-      "source": source,
-      "count": len(kws),
-      "config": dataclasses.asdict(config.keywords),
-      "match_rates": match_rates,
-    },
-    "variant": name,
-    "metrics": metrics,
-    "popularity": "train impressions + clicks + purchases",
-    "stream": dataclasses.asdict(s),
-  }
+    embeddings=f"trained encoder D={dim}",
+    trained=True,
+    keywords={"source": source, "count": len(kws), "match_rates": match_rates},
+    metrics=metrics,
+  )
+  metadata["stream"] = dataclasses.asdict(s)
   query_codes = np.load(scratch / "query_codes.npy", mmap_mode="r")
   tables = artefact_lib.Tables(
     items=_item_blocks(ids, item_codes, popularity, s.block_rows),
@@ -487,11 +485,8 @@ def _build(
     report=markdown,
     report_files=extra,
     metadata=metadata,
-    info={
-      "world_dir": os.path.relpath(os.path.abspath(world), out.resolve()),
-      "timings_s": {k: round(v, 3) for k, v in clock.timings.items()},
-    },
-    covered=[KEYWORDS_FILE, ENCODER_DIR],
+    info=build.artefact_info(world, out, clock),
+    covered=covered,
   )
   clock.done("artefact", t, f"{out} content hash {content_hash[:12]}")
   return build.BuildSummary(
