@@ -183,7 +183,7 @@ class _ItemIds:
 
 def _iter(world: pathlib.Path, table: str) -> Iterator[tuple[int, dict[str, Any]]]:
   """(line, row) of a table, every row schema-checked (the first pass)."""
-  return reader.iter_rows(world / f"{table}.jsonl", table)
+  return reader.iter_rows(reader.table_path(world, table), table)
 
 
 def _reread(world: pathlib.Path, table: str) -> Iterator[dict[str, Any]]:
@@ -298,7 +298,7 @@ def _build(
       if len(pending) >= s.block_rows:
         _counts(ids, pending, weights, (popularity, pv))
   _counts(ids, pending, weights, (popularity, pv))
-  ranking = world / "ranking.jsonl"
+  ranking = pathlib.Path(reader.table_path(world, "ranking"))
   for _, row in jsonl.iter_jsonl(ranking, name=ranking.name, required=("query",)):
     if row["query"].strip():
       queries.setdefault(row["query"], None)
@@ -327,8 +327,8 @@ def _build(
   wanted.difference_update(row["item_id"] for row in train_rows.values())
   if wanted:
     for n, row in enumerate(_reread(world, "items")):
-      if row["item_id"] in wanted:
-        train_rows[n] = row
+      if str(row["item_id"]) in wanted:  # the plain reader keeps int ids
+        train_rows[n] = dict(row, item_id=str(row["item_id"]))
   train_items = [train_rows[n] for n in sorted(train_rows)]
   del train_rows, wanted
   texts = item_texts(train_items, config.item_text_fields)

@@ -180,6 +180,23 @@ def test_reservoir_is_a_uniform_sample_in_stream_order():
   assert small.rows() == [(i, i) for i in range(4)]
 
 
+@pytest.mark.slow
+def test_release_layout_rank_jsonl_and_integer_ids(tmp_path):
+  """The public release's shapes (rank.jsonl, integer ids): the streamed
+  build reads them as the in-memory reader does."""
+  world_dir = ROOT / "tests/testdata/kuaisearch_release_consistent"
+  out = tmp_path / "sids"
+  cfg = dataclasses.replace(ZH_CFG, stream=True, stream_sample=SMALL)
+  summary = stream_build.build_sids_streamed(world_dir, out, cfg)
+  art = artefact.load(out, summary.content_hash)
+  world = reader.load_world(world_dir)
+  assert art.item_ids == tuple(r["item_id"] for r in world.items)
+  queries = dict.fromkeys(r["query"] for r in world.recall + world.ranking)
+  assert art.query_texts == tuple(q for q in queries if q.strip())
+  pop = _train_popularity(world_dir)
+  assert art.item_popularity.tolist() == [pop[i] for i in art.item_ids]
+
+
 def test_repeated_item_id_is_refused_naming_the_rows(zh_world_dir, tmp_path):
   world = tmp_path / "world"
   shutil.copytree(zh_world_dir, world)
