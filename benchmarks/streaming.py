@@ -33,7 +33,10 @@ and kills it past ``--max_rss_gib`` (10). Steps:
   build_sids  the pipeline's sids stage on the world (trained text encoder,
             keywords, quantiser, artefact): streamed ``BuildConfig(stream=
             True)`` (``khqe/stream_build.py``), eager ``build.build_sids``;
-            the main job's BuildConfig otherwise (levels scaled to Q + N).
+            the main job's BuildConfig otherwise (levels scaled to Q + N)
+            but ``--l3_parent_mode`` (default ``parent``, per-L2 groups:
+            the main job's ``parent_ab`` holds a dense k1 x k2 x k3 x D
+            level-3 codebook, 8 GiB at 2 M items).
 
 Prints one Markdown row per step: seconds, peak RSS, throughput.
 """
@@ -232,7 +235,9 @@ def step_build_sids(args, work: pathlib.Path) -> dict:
   from onesearch_jax.khqe import build, stream_build
 
   out = work / f"sids_{args.mode}"
-  cfg = build.BuildConfig(stream=args.mode == "streamed")
+  cfg = build.BuildConfig(
+    stream=args.mode == "streamed", l3_parent_mode=args.l3_parent_mode
+  )
   run = stream_build.build_sids_streamed if cfg.stream else build.build_sids
   summary = run(
     work / "world", out, cfg, log=lambda m: print(m, file=sys.stderr, flush=True)
@@ -306,6 +311,13 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--opq_iter", type=int, default=10)
   p.add_argument(
     "--tokenised", type=int, default=20_480, help="examples per TOKENISED_KINDS"
+  )
+  p.add_argument(
+    "--l3_parent_mode",
+    default="parent",
+    choices=("parent", "parent_ab"),
+    help="build_sids: level-3 groups; parent_ab's dense [k1*k2, k3, D] codebook "
+    "is 8 GiB at 1024-256-128, D 64",
   )
   p.add_argument("--max_rss_gib", type=float, default=10.0)
   p.add_argument("--workdir", required=True)

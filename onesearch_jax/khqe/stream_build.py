@@ -49,6 +49,12 @@ codebooks are the same; the codes are ``Quantizer.encode``'s (the in-memory
 build keeps the fit's own codes: they differ only where a small level-3
 group held exact duplicates, see quantizer.py).
 
+Rows that reference an id missing from the catalogue are kept, the unknown
+ids ignored (counted as ``unknown_item`` by the encoder's pairs); the
+in-memory reader's ``dangling="drop"`` (the public release's layout) drops
+such rows instead, so on a release sample the two builds can see different
+queries.
+
 What stays in memory: the samples, one block, the distinct query strings and
 their token ids (they scale with the log's distinct queries, not with N), and
 per item a few numbers: popularity and PV (int64), the lexsort order and
@@ -269,6 +275,8 @@ def _build(
       width = max(width, len(row["item_id"].encode()))
       item_sample.add(row)
       n_items += 1
+  if not n_items:
+    raise ValueError(f"{world}: need items, got none")
   ids = _ItemIds(scratch, scratch / "item_ids.jsonl", n_items, width, lines)
   del lines
   clock.done("read_items", t, f"{n_items} items, {item_sample.k} sampled at most")
@@ -304,11 +312,8 @@ def _build(
       queries.setdefault(row["query"], None)
   query_list = list(queries)
   del queries
-  if not n_items or not query_list:
-    raise ValueError(
-      f"{world}: need items and queries, got {n_items} items and "
-      f"{len(query_list)} distinct queries"
-    )
+  if not query_list:
+    raise ValueError(f"{world}: need queries, got {n_items} items and no query")
   sampled_sessions = [r for _, r in sessions.rows()]
   clock.done(
     "read_log",
