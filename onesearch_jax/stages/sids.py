@@ -35,7 +35,7 @@ def run(
     # khqe (other files hashed, other OPQ) is rebuilt, not silently reused.
     {
       "world_hash": world.output_hash,
-      "sids": _hashed_config(build_cfg),
+      "sids": marker_config(build_cfg),
       "artefact_schema": artefact.SCHEMA_VERSION,
     },
     body,
@@ -43,7 +43,7 @@ def run(
   )
 
 
-def _hashed_config(cfg: build.BuildConfig) -> dict:
+def marker_config(cfg: build.BuildConfig) -> dict:
   """The BuildConfig as hashed into the stage marker: without the streamed
   build's fields while ``stream`` is off, so a workdir built before they
   existed keeps its up-to-date marker."""

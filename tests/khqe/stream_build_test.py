@@ -217,9 +217,9 @@ def test_stream_switch_config_and_stage_marker():
   assert cfg.stream and cfg.stream_sample.items == 7
   assert cfg.stream_sample.sessions == build.StreamSample().sessions
   # Off (the main job): the marker hashes the fields it hashed before.
-  off = sids_stage._hashed_config(build.BuildConfig())
+  off = sids_stage.marker_config(build.BuildConfig())
   assert "stream" not in off and "stream_sample" not in off
-  assert sids_stage._hashed_config(cfg)["stream_sample"]["items"] == 7
+  assert sids_stage.marker_config(cfg)["stream_sample"]["items"] == 7
   with pytest.raises(ValueError, match="precomputed and save_embeddings"):
     build.BuildConfig(stream=True, save_embeddings=True)
   with pytest.raises(ValueError, match="StreamSample: fields must be >= 1"):
