@@ -29,7 +29,14 @@ and kills it past ``--max_rss_gib`` (10). Steps:
             4096; the lazy item kinds read from items.jsonl), then
             ``--tokenised`` examples of ``TOKENISED_KINDS`` through their
             preprocessors (prompt, tokenisation, long-seq feature), after
-            the first batch.
+            the first batch;
+  build_sids  the pipeline's sids stage on the world (trained text encoder,
+            keywords, quantiser, artefact): streamed ``BuildConfig(stream=
+            True)`` (``khqe/stream_build.py``), eager ``build.build_sids``;
+            the main job's BuildConfig otherwise (levels scaled to Q + N)
+            but ``--l3_parent_mode`` (default ``parent``, per-L2 groups:
+            the main job's ``parent_ab`` holds a dense k1 x k2 x k3 x D
+            level-3 codebook, 8 GiB at 2 M items).
 
 Prints one Markdown row per step: seconds, peak RSS, throughput.
 """
@@ -49,7 +56,7 @@ import subprocess
 import sys
 import time
 
-STEPS = ("world", "validate", "sids", "tasks")
+STEPS = ("world", "validate", "sids", "tasks", "build_sids")
 # Kinds whose preprocessed examples/s the tasks step measures (an item kind
 # read from items.jsonl, and the phase-3 kind with the long-seq feature).
 TOKENISED_KINDS = ("s1_title_to_sid", "s3_personal")
@@ -224,6 +231,27 @@ def step_tasks(args, work: pathlib.Path) -> dict:
   }
 
 
+def step_build_sids(args, work: pathlib.Path) -> dict:
+  from onesearch_jax.khqe import build, stream_build
+
+  out = work / f"sids_{args.mode}"
+  cfg = build.BuildConfig(
+    stream=args.mode == "streamed", l3_parent_mode=args.l3_parent_mode
+  )
+  run = stream_build.build_sids_streamed if cfg.stream else build.build_sids
+  summary = run(
+    work / "world", out, cfg, log=lambda m: print(m, file=sys.stderr, flush=True)
+  )
+  return {
+    "items": summary.n_items,
+    "queries": summary.n_queries,
+    "levels": "-".join(map(str, summary.levels)),
+    "ICR": round(summary.metrics[cfg.final_variant]["ICR"], 4),
+    "timings_s": {k: round(v, 1) for k, v in summary.timings.items()},
+    "content_hash": summary.content_hash[:12],
+  }
+
+
 def _child(args) -> None:
   work = pathlib.Path(args.workdir)
   t = time.perf_counter()
@@ -284,6 +312,13 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument(
     "--tokenised", type=int, default=20_480, help="examples per TOKENISED_KINDS"
   )
+  p.add_argument(
+    "--l3_parent_mode",
+    default="parent",
+    choices=("parent", "parent_ab"),
+    help="build_sids: level-3 groups; parent_ab's dense [k1*k2, k3, D] codebook "
+    "is 8 GiB at 1024-256-128, D 64",
+  )
   p.add_argument("--max_rss_gib", type=float, default=10.0)
   p.add_argument("--workdir", required=True)
   p.add_argument("--_step", default=None, help=argparse.SUPPRESS)
@@ -310,6 +345,11 @@ def main(argv: list[str] | None = None) -> None:
       rate = (
         f"{r['examples']:,} examples, {r['examples_per_s']:,}/s raw; "
         f"tokenised/s {r['tokenised_per_s']}; register {r['register_s']} s"
+      )
+    elif r["step"] == "build_sids":
+      rate = (
+        f"{r['queries']:,} queries, levels {r['levels']}, ICR {r['ICR']}; "
+        f"step s {r['timings_s']}"
       )
     elif r["step"] == "sids":
       rate = (

@@ -14,6 +14,7 @@ from onesearch_jax import sharding as sh
 from onesearch_jax.eval.config import EvalConfig
 from onesearch_jax.khqe.build import BuildConfig, PrecomputedEmbeddings
 from onesearch_jax.pars import stage as pars_stage
+from onesearch_jax.stages import sids as sids_stage
 from onesearch_jax.train import sft_config
 from onesearch_jax.world.config import WorldConfig
 
@@ -61,7 +62,8 @@ def _main_inputs() -> dict:
   """What the main job's stage markers hash, the new way."""
   return {
     "world": {"world": config_io.to_dict(configs.world_config())},
-    "sids": config_io.to_dict(configs.sids_config()),
+    # The marker leaves the streamed build's fields out while stream is off.
+    "sids": sids_stage.marker_config(configs.sids_config()),
     "sft": sft_config.config_to_dict(configs.sft_config(phase_tasks=PHASE_TASKS)),
     "pars": pars_stage.config_to_dict(configs.pars_config()),
     "eval": config_io.to_dict(configs.eval_config()),

@@ -45,7 +45,7 @@ import json
 import os
 import pathlib
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -137,6 +137,33 @@ def _jsonl(rows) -> bytes:
   return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
 
 
+@dataclasses.dataclass(frozen=True)
+class Tables:
+  """The artefact's three tables as blocks, for ``write`` (none held whole).
+
+  Attributes:
+    items: blocks of (item ids [B], codes [B, L] int, popularity [B]), in
+      input order.
+    queries: blocks of (query texts [B], codes [B, L] int).
+    groups: blocks of (SID codes [G, L] int, G lists of item ids), SIDs in
+      lexicographic code order, each list in the tie-policy order.
+  """
+
+  items: Iterable[tuple[Sequence[str], np.ndarray, np.ndarray]]
+  queries: Iterable[tuple[Sequence[str], np.ndarray]]
+  groups: Iterable[tuple[np.ndarray, Sequence[Sequence[str]]]]
+
+
+def _write_blocks(path: pathlib.Path, blocks: Iterable[list[dict]]) -> int:
+  """Writes JSON lines block by block; returns the number of rows."""
+  n = 0
+  with open(path, "wb") as f:
+    for rows in blocks:
+      f.write(_jsonl(rows))
+      n += len(rows)
+  return n
+
+
 def _relative(name: str, what: str) -> str:
   """A clean relative POSIX path inside the artefact, or ArtefactError."""
   path = pathlib.PurePosixPath(name)
@@ -181,65 +208,132 @@ def save(
     ArtefactError: a bad report file name, or a covered path that is not a
       relative path inside the directory or does not exist.
   """
+  multimap = artefact.sid_to_items()
+  keys = np.asarray(list(multimap), dtype=np.int64).reshape(len(multimap), -1)
+  tables = Tables(
+    items=[(artefact.item_ids, artefact.item_codes, artefact.item_popularity)],
+    queries=[(artefact.query_texts, artefact.query_codes)],
+    groups=[(keys, list(multimap.values()))],
+  )
+  return write(
+    directory,
+    artefact.quantizer,
+    tables,
+    report=artefact.report,
+    report_files=artefact.report_files,
+    metadata=artefact.metadata,
+    info=artefact.info,
+    covered=covered,
+  )
+
+
+def write(
+  directory: str | os.PathLike,
+  quantizer: quantizer_lib.Quantizer,
+  tables: Tables,
+  *,
+  report: str = "",
+  report_files: Mapping[str, bytes] | None = None,
+  metadata: Mapping[str, object] | None = None,
+  info: Mapping[str, object] | None = None,
+  covered: Sequence[str] = (),
+) -> str:
+  """Writes an artefact whose tables come in blocks; returns its content hash.
+
+  ``save`` writes an in-memory ``SIDArtefact`` through this; a streamed build
+  (stream_build.py) passes generators, so only one block of each table is in
+  memory. The files are the same bytes for the same rows.
+
+  Args:
+    directory: target directory (created; ``report/`` emptied first).
+    quantizer: the fitted quantiser (codebooks and config).
+    tables: the item, query and SID -> items tables (see ``Tables``).
+    report, report_files, metadata, info, covered: as in ``SIDArtefact``
+      and ``save``.
+
+  Returns:
+    The manifest's ``content_hash``.
+
+  Raises:
+    ArtefactError: as ``save``.
+  """
   out = pathlib.Path(directory)
   shutil.rmtree(out / "report", ignore_errors=True)
   (out / "report").mkdir(parents=True, exist_ok=True)
-  q = artefact.quantizer
+  q = quantizer
+  opq_codes = q.config.opq_codes
   arrays = {"rq_l1": q.rq.l1, "rq_l2": q.rq.l2, "rq_l3": q.rq.l3}
   if q.opq is not None:
     arrays.update(
       opq_mean=q.opq.mean, opq_rotation=q.opq.rotation, opq_codebooks=q.opq.codebooks
     )
-  item_sids = artefact.item_sids()
   files: dict[str, bytes] = {
     "codebooks.npz": deterministic_npz.npz_bytes(arrays),
     "config.json": json.dumps(
-      {
-        "quantizer": q.config.to_dict(),
-        "metadata": dict(artefact.metadata),
-      },
+      {"quantizer": q.config.to_dict(), "metadata": dict(metadata or {})},
       indent=1,
       sort_keys=True,
       ensure_ascii=False,
     ).encode(),
-    "items.jsonl": _jsonl(
-      {"item_id": i, "codes": c, "sid": s, "popularity": float(p)}
-      for i, c, s, p in zip(
-        artefact.item_ids,
-        np.asarray(artefact.item_codes).tolist(),
-        item_sids,
-        np.asarray(artefact.item_popularity).tolist(),
-        strict=True,
-      )
-    ),
-    "queries.jsonl": _jsonl(
-      {"query": t, "codes": c, "sid": s}
-      for t, c, s in zip(
-        artefact.query_texts,
-        np.asarray(artefact.query_codes).tolist(),
-        artefact.query_sids(),
-        strict=True,
-      )
-    ),
+    "report/report.md": report.encode(),
   }
-  multimap = artefact.sid_to_items()
-  sid_strings = quantizer_lib.sid_token_strings(
-    np.asarray(list(multimap), dtype=np.int64).reshape(len(multimap), -1),
-    opq_codes=artefact.opq_codes,
-  )
-  files["sid_to_items.jsonl"] = _jsonl(
-    {"sid": s, "codes": list(k), "item_ids": v}
-    for s, (k, v) in zip(sid_strings, multimap.items(), strict=True)
-  )
-  files["report/report.md"] = artefact.report.encode()
-  for name, data in artefact.report_files.items():
+  for name, data in (report_files or {}).items():
     if "/" in name or name in ("report.md", "") or name.startswith("."):
       raise ArtefactError(f"save: bad report file name {name!r}")
     files[f"report/{name}"] = bytes(data)
-  hashes = {}
-  for name, data in sorted(files.items()):
+
+  def sids(codes: np.ndarray) -> list[str]:
+    codes = np.asarray(codes, np.int64)
+    return quantizer_lib.sid_token_strings(
+      codes.reshape(codes.shape[0], -1), opq_codes=opq_codes
+    )
+
+  counts = {
+    "items": _write_blocks(
+      out / "items.jsonl",
+      (
+        [
+          {"item_id": i, "codes": c, "sid": s, "popularity": float(p)}
+          for i, c, s, p in zip(
+            ids,
+            np.asarray(codes).tolist(),
+            sids(codes),
+            np.asarray(pop).tolist(),
+            strict=True,
+          )
+        ]
+        for ids, codes, pop in tables.items
+      ),
+    ),
+    "queries": _write_blocks(
+      out / "queries.jsonl",
+      (
+        [
+          {"query": t, "codes": c, "sid": s}
+          for t, c, s in zip(
+            texts, np.asarray(codes).tolist(), sids(codes), strict=True
+          )
+        ]
+        for texts, codes in tables.queries
+      ),
+    ),
+    "item_sids": _write_blocks(
+      out / "sid_to_items.jsonl",
+      (
+        [
+          {"sid": s, "codes": k, "item_ids": list(v)}
+          for s, k, v in zip(sids(keys), np.asarray(keys).tolist(), groups, strict=True)
+        ]
+        for keys, groups in tables.groups
+      ),
+    ),
+  }
+  for name, data in files.items():
     (out / name).write_bytes(data)
-    hashes[name] = manifest_lib.file_sha256(out / name)
+  hashes = {
+    name: manifest_lib.file_sha256(out / name)
+    for name in sorted([*files, "items.jsonl", "queries.jsonl", "sid_to_items.jsonl"])
+  }
   folders = {"report"}
   for name in covered:
     _relative(name, "save: covered path")
@@ -259,15 +353,11 @@ def save(
     "schema_version": SCHEMA_VERSION,
     "kind": "sid_artefact",
     "config": q.config.to_dict(),
-    "counts": {
-      "items": len(artefact.item_ids),
-      "queries": len(artefact.query_texts),
-      "item_sids": len(multimap),
-    },
+    "counts": counts,
     "files": dict(sorted(hashes.items())),
     "folders": sorted(folders),
     "content_hash": manifest_lib.content_hash(hashes),
-    "info": dict(artefact.info),
+    "info": dict(info or {}),
   }
   manifest_lib.save_manifest(out, manifest, indent=1, sort_keys=True)
   return manifest["content_hash"]

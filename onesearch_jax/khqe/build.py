@@ -63,7 +63,7 @@ FINAL_VARIANT = "+opq"
 EMBEDDINGS_DIR = "embeddings"  # save_embeddings: raw/fused .npy + ids
 
 # variant -> (use keyword fusion, L3 mode, use OPQ)
-_VARIANT_SPEC = {
+VARIANT_SPEC = {
   "rq_plain": (False, "global", False),
   "+keywords": (True, "global", False),
   "+l3_parent": (True, "parent", False),
@@ -81,6 +81,34 @@ class PrecomputedEmbeddings:
   queries_ids: str  # query texts, one per line
   keywords_npy: str | None = None  # optional keyword embeddings; else centroids
   keywords_ids: str | None = None  # keyword texts, one per line
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSample:
+  """Sample sizes and block size of the streamed build (``BuildConfig.stream``;
+  stream_build.py says why these sizes).
+
+  Attributes:
+    sessions: recall rows sampled for the encoder pairs and keyword queries.
+    items: catalogue rows sampled for the vocabulary, encoder and keywords
+      (plus the items the sampled sessions reference).
+    queries: distinct queries sampled into the vocabulary's text.
+    points_per_centroid: the quantiser fits on at most this times k1 rows.
+    block_rows: rows embedded, encoded and written per block.
+    seed: seed of every sample.
+  """
+
+  sessions: int = 200_000
+  items: int = 200_000
+  queries: int = 200_000
+  points_per_centroid: int = 256
+  block_rows: int = 65_536
+  seed: int = 0
+
+  def __post_init__(self):
+    small = {k: v for k, v in dataclasses.asdict(self).items() if k != "seed" and v < 1}
+    if small:
+      raise ValueError(f"StreamSample: fields must be >= 1, got {small}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,12 +147,24 @@ class BuildConfig:
   quantizer_overrides: Mapping[str, Any] | None = None
   precomputed: PrecomputedEmbeddings | None = None  # skip vocab + encoder
   save_embeddings: bool = False  # also write raw/fused .npy under out_dir/embeddings
+  # Streamed build (stream_build.py): encoder, vocabulary and keywords on
+  # bounded samples of the log and catalogue, embeddings and codes block by
+  # block on disk, the quantiser fitted on a sample, the artefact written in
+  # blocks; memory bounded by the samples, not the catalogue. Off: the
+  # in-memory build below (the main job's).
+  stream: bool = False
+  stream_sample: StreamSample = StreamSample()  # the streamed build's samples
 
   def __post_init__(self):
-    unknown = [v for v in self.variants if v not in _VARIANT_SPEC]
+    if self.stream and (self.precomputed is not None or self.save_embeddings):
+      raise ValueError(
+        "BuildConfig: stream = True trains its own encoder and keeps no "
+        "embeddings; precomputed and save_embeddings need stream = False"
+      )
+    unknown = [v for v in self.variants if v not in VARIANT_SPEC]
     if unknown:
       raise ValueError(f"unknown variants {unknown}; expected a subset of {VARIANTS}")
-    if self.final_variant not in _VARIANT_SPEC:
+    if self.final_variant not in VARIANT_SPEC:
       raise ValueError(f"final_variant {self.final_variant!r} is not one of {VARIANTS}")
     if self.quantizer_overrides:
       names = {f.name for f in dataclasses.fields(quantizer_lib.QuantizerConfig)}
@@ -196,7 +236,9 @@ def _popularity(world: reader.World) -> np.ndarray:
   return np.asarray([counts[row["item_id"]] for row in world.items], np.int64)
 
 
-class _Clock:
+class Clock:
+  """Step wall times of a build, logged as ``[build_sids +T s] step: ...``."""
+
   def __init__(self, log: Callable[[str], None] | None):
     self._log = log
     self.timings: dict[str, float] = {}
@@ -209,6 +251,142 @@ class _Clock:
   def done(self, step: str, start: float, msg: str) -> None:
     self.timings[step] = time.perf_counter() - start
     self.log(f"{step}: {msg} ({self.timings[step]:.1f} s)")
+
+
+def train_text_encoder(
+  texts: Sequence[str],
+  item_ids: Sequence[str],
+  queries: Sequence[str],
+  sessions: Sequence[Mapping[str, Any]],
+  config: BuildConfig,
+  clock: Clock,
+  *,
+  vocab_texts: Sequence[str] | None,
+) -> encoder_lib.TrainedEncoder:
+  """The vocabulary and the aligned encoder (``config.vocab``, ``.encoder``,
+  ``.train``).
+
+  Args:
+    texts: item texts, one per entry of ``item_ids``.
+    item_ids: the ids the sessions' item ids are looked up in.
+    queries: the query list the pairs index.
+    sessions: recall rows (the train split gives the pairs).
+    config: the BuildConfig.
+    clock: the build's logger.
+    vocab_texts: the vocabulary's training text (None: texts + queries).
+  """
+  vocab_in = [*texts, *queries] if vocab_texts is None else vocab_texts
+  vocab = text_vocab.train_vocab(vocab_in, config.vocab)
+  pairs = encoder_lib.collab_pairs(
+    sessions,
+    {q: i for i, q in enumerate(queries)},
+    {i: n for n, i in enumerate(item_ids)},
+    seed=config.train.seed,
+    pairs_per_key=config.train.pairs_per_key,
+  )
+  clock.log(
+    f"encoder: vocab {vocab.vocab_size} pieces; pairs q2i={len(pairs.q2i)} "
+    f"q2q={len(pairs.q2q)} i2i={len(pairs.i2i)} rank={len(pairs.rank)}; "
+    f"skipped {pairs.skipped or 'nothing'}"
+  )
+
+  def log_fn(step: int, m: Mapping[str, float]) -> None:
+    clock.log(
+      f"encoder step {step}/{config.train.steps}: loss {m['loss']:.3f} "
+      f"(q2i {m['q2i']:.3f} q2q {m['q2q']:.3f} i2i {m['i2i']:.3f} "
+      f"rank {m['rank']:.3f})"
+    )
+
+  return encoder_lib.train_encoder(
+    vocab, queries, texts, pairs, config.encoder, config.train, log_fn=log_fn
+  )
+
+
+def variant_config(
+  base: quantizer_lib.QuantizerConfig, variant: str, l3_parent_mode: str
+) -> quantizer_lib.QuantizerConfig:
+  """The quantiser settings of a report variant (``VARIANT_SPEC``) on ``base``."""
+  _, l3_mode, use_opq = VARIANT_SPEC[variant]
+  return dataclasses.replace(
+    base,
+    l3_mode=l3_parent_mode if l3_mode == "parent" else l3_mode,
+    opq_subspaces=base.opq_subspaces if use_opq else 0,
+  )
+
+
+def save_tokenizer(
+  out: pathlib.Path,
+  entries: Sequence[keywords_lib.Keyword],
+  keyword_embeddings: np.ndarray,
+  trained: encoder_lib.TrainedEncoder | None,
+  item_text_fields: Sequence[str],
+) -> list[str]:
+  """Writes the text side of the tokenizer (keyword dictionary, encoder);
+  returns the paths for ``artefact.save(covered=...)``.
+
+  So new queries/items can be embedded and encoded later (text_embedder.py);
+  covered by the artefact's content hash. Outputs of an earlier build in
+  ``out`` are removed first so a stale encoder or embeddings folder is never
+  hashed into this artefact.
+  """
+  for stale in (ENCODER_DIR, EMBEDDINGS_DIR):
+    shutil.rmtree(out / stale, ignore_errors=True)
+  (out / KEYWORDS_FILE).unlink(missing_ok=True)
+  covered = [KEYWORDS_FILE]
+  keywords_lib.save_dictionary(out / KEYWORDS_FILE, entries, keyword_embeddings)
+  if trained is not None:
+    encoder_lib.save_encoder(trained, out / ENCODER_DIR)
+    (out / ENCODER_DIR / EMBEDDER_FILE).write_text(
+      json.dumps({"item_text_fields": list(item_text_fields)}) + "\n"
+    )
+    covered.append(ENCODER_DIR)
+  return covered
+
+
+def artefact_metadata(
+  config: BuildConfig,
+  *,
+  world_hash: str,
+  embeddings: str,
+  trained: bool,
+  keywords: Mapping[str, Any],
+  metrics: Mapping[str, Mapping[str, float]],
+) -> dict[str, Any]:
+  """The artefact's ``config.json`` metadata (covered by its hash).
+
+  ``keywords`` holds "source", "count" and "match_rates"; the keyword config
+  is added from ``config``.
+  """
+  kw = dict(keywords)
+  return {
+    "world_content_hash": world_hash,
+    "embeddings": embeddings,
+    "encoder": dataclasses.asdict(config.encoder) if trained else None,
+    "encoder_train": dataclasses.asdict(config.train) if trained else None,
+    "vocab": dataclasses.asdict(config.vocab) if trained else None,
+    "item_text_fields": list(config.item_text_fields),
+    "keywords": {
+      "source": kw["source"],
+      "count": kw["count"],
+      "config": dataclasses.asdict(config.keywords),
+      "match_rates": kw["match_rates"],
+    },
+    "variant": config.final_variant,
+    "metrics": metrics,
+    "popularity": "train impressions + clicks + purchases",
+  }
+
+
+def artefact_info(
+  world_dir: str | os.PathLike, out: pathlib.Path, clock: Clock
+) -> dict[str, Any]:
+  """The manifest's ``info``: informational only, outside the hash (the world
+  is pinned by its content hash in the metadata, so moving the workdir keeps
+  the hash)."""
+  return {
+    "world_dir": os.path.relpath(os.path.abspath(world_dir), out.resolve()),
+    "timings_s": {k: round(v, 3) for k, v in clock.timings.items()},
+  }
 
 
 def build_sids(
@@ -237,7 +415,7 @@ def build_sids(
     embeddings_io.EmbeddingsError: bad precomputed embeddings.
     ValueError: a world with no item or no query.
   """
-  clock = _Clock(log)
+  clock = Clock(log)
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
 
@@ -258,29 +436,8 @@ def build_sids(
   history: list[dict[str, float]] = []
   if config.precomputed is None:
     texts = item_texts(world.items, config.item_text_fields)
-    vocab = text_vocab.train_vocab([*texts, *queries], config.vocab)
-    pairs = encoder_lib.collab_pairs(
-      world.recall,
-      {q: i for i, q in enumerate(queries)},
-      {i: n for n, i in enumerate(item_ids)},
-      seed=config.train.seed,
-      pairs_per_key=config.train.pairs_per_key,
-    )
-    clock.log(
-      f"encoder: vocab {vocab.vocab_size} pieces; pairs q2i={len(pairs.q2i)} "
-      f"q2q={len(pairs.q2q)} i2i={len(pairs.i2i)} rank={len(pairs.rank)}; "
-      f"skipped {pairs.skipped or 'nothing'}"
-    )
-
-    def log_fn(step: int, m: Mapping[str, float]) -> None:
-      clock.log(
-        f"encoder step {step}/{config.train.steps}: loss {m['loss']:.3f} "
-        f"(q2i {m['q2i']:.3f} q2q {m['q2q']:.3f} i2i {m['i2i']:.3f} "
-        f"rank {m['rank']:.3f})"
-      )
-
-    trained = encoder_lib.train_encoder(
-      vocab, queries, texts, pairs, config.encoder, config.train, log_fn=log_fn
+    trained = train_text_encoder(
+      texts, item_ids, queries, world.recall, config, clock, vocab_texts=None
     )
     history = trained.history
     item_raw = trained.embed(texts)
@@ -333,24 +490,10 @@ def build_sids(
     f"{match_rates['items']['match_rate']:.3f}, queries "
     f"{match_rates['queries']['match_rate']:.3f}",
   )
-  # The text side of the tokenizer, so new queries/items can be embedded and
-  # encoded later; covered by the artefact's content hash (artefact.save
-  # `covered`). Outputs of an earlier build in out_dir are removed first so a
-  # stale encoder or embeddings folder is never hashed into this artefact.
-  for stale in (ENCODER_DIR, EMBEDDINGS_DIR):
-    shutil.rmtree(out / stale, ignore_errors=True)
-  (out / KEYWORDS_FILE).unlink(missing_ok=True)
-  covered = [KEYWORDS_FILE]
   kw_keep = [n for n in range(len(kws)) if valid is None or valid[n]]
-  keywords_lib.save_dictionary(
-    out / KEYWORDS_FILE, [kws[n] for n in kw_keep], kw_emb[kw_keep]
+  covered = save_tokenizer(
+    out, [kws[n] for n in kw_keep], kw_emb[kw_keep], trained, config.item_text_fields
   )
-  if trained is not None:
-    encoder_lib.save_encoder(trained, out / ENCODER_DIR)
-    (out / ENCODER_DIR / EMBEDDER_FILE).write_text(
-      json.dumps({"item_text_fields": list(config.item_text_fields)}) + "\n"
-    )
-    covered.append(ENCODER_DIR)
   if config.save_embeddings:
     emb_dir = out / EMBEDDINGS_DIR
     emb_dir.mkdir(exist_ok=True)
@@ -381,14 +524,8 @@ def build_sids(
   final = final_codes = None
   for name in variants:
     t = time.perf_counter()
-    use_kw, l3_mode, use_opq = _VARIANT_SPEC[name]
-    if l3_mode == "parent":
-      l3_mode = config.l3_parent_mode
-    qcfg = dataclasses.replace(
-      base,
-      l3_mode=l3_mode,
-      opq_subspaces=base.opq_subspaces if use_opq else 0,
-    )
+    use_kw = VARIANT_SPEC[name][0]
+    qcfg = variant_config(base, name, config.l3_parent_mode)
     # The fit's own codes (no re-encoding pass); they equal quant.encode.
     quant, codes, sq = quantizer_lib.fit_encode(joint[use_kw], qcfg, mesh=mesh)
     item_codes = codes[n_q:]
@@ -401,7 +538,7 @@ def build_sids(
     clock.done(
       f"quantise[{name}]",
       t,
-      f"levels {qcfg.levels} l3={l3_mode} opq={qcfg.opq_subspaces}: "
+      f"levels {qcfg.levels} l3={qcfg.l3_mode} opq={qcfg.opq_subspaces}: "
       f"ICR {m['ICR']:.4f} CUR_L1 {m['CUR_L1']:.3f} CUR_L1xL2 "
       f"{m['CUR_L1xL2']:.4f} CUR_Total {m['CUR_Total']:.5f}",
     )
@@ -416,23 +553,14 @@ def build_sids(
       if p.is_file() and p.name != "report.md"
     }
   markdown += report.build_notes(source, len(kws), match_rates, history)
-  metadata = {
-    "world_content_hash": world_hash(world_dir, world),
-    "embeddings": how,
-    "encoder": dataclasses.asdict(config.encoder) if trained else None,
-    "encoder_train": dataclasses.asdict(config.train) if trained else None,
-    "vocab": dataclasses.asdict(config.vocab) if trained else None,
-    "item_text_fields": list(config.item_text_fields),
-    "keywords": {
-      "source": source,
-      "count": len(kws),
-      "config": dataclasses.asdict(config.keywords),
-      "match_rates": match_rates,
-    },
-    "variant": final_name,
-    "metrics": metrics,
-    "popularity": "train impressions + clicks + purchases",
-  }
+  metadata = artefact_metadata(
+    config,
+    world_hash=world_hash(world_dir, world),
+    embeddings=how,
+    trained=trained is not None,
+    keywords={"source": source, "count": len(kws), "match_rates": match_rates},
+    metrics=metrics,
+  )
   art = artefact_lib.SIDArtefact(
     quantizer=final,
     item_ids=tuple(item_ids),
@@ -443,12 +571,7 @@ def build_sids(
     report=markdown,
     report_files=extra,
     metadata=metadata,
-    # Informational only, outside the hash: the world is pinned by its
-    # content hash in `metadata`, so moving the workdir keeps the hash.
-    info={
-      "world_dir": os.path.relpath(os.path.abspath(world_dir), out.resolve()),
-      "timings_s": {k: round(v, 3) for k, v in clock.timings.items()},
-    },
+    info=artefact_info(world_dir, out, clock),
   )
   content_hash = artefact_lib.save(art, out, covered=covered)
   clock.done("artefact", t, f"{out} content hash {content_hash[:12]}")

@@ -173,20 +173,26 @@ def mine_keywords(
   items: Sequence[Mapping[str, Any]],
   sessions: Sequence[Mapping[str, Any]],
   config: KeywordConfig = KeywordConfig(),
+  *,
+  pv: Mapping[str, int] | None = None,
 ) -> tuple[list[Keyword], str]:
   """Mines the keyword dictionary from the catalogue and the logs.
 
   Args:
     items: items.jsonl rows (item_id, item_title, optional attributes).
-    sessions: recall.jsonl rows (the train split gives the PV).
+    sessions: recall.jsonl rows (the train split gives the PV; the n-gram
+      fallback takes its query n-grams from them).
     config: the KeywordConfig.
+    pv: item id -> PV, when counted elsewhere (a streamed build counts it
+      over the whole log but mines a sample of ``sessions``); None:
+      ``item_pv(sessions)``.
 
   Returns:
     (keywords sorted by descending PV then text, source) where source is
     "attributes" or "ngrams" (the fallback, used when no item has a
     non-empty ``attributes`` field).
   """
-  pv = item_pv(sessions)
+  pv = item_pv(sessions) if pv is None else pv
   pool: dict[tuple[str, str], int] = defaultdict(int)
   has_attributes = any(row.get("attributes") for row in items)
   if has_attributes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Callable
 
-from onesearch_jax.khqe import artefact, build
+from onesearch_jax.khqe import artefact, build, stream_build
 from onesearch_jax.stages.config import PipelineConfig
 from onesearch_jax.stages.resume import StageResult, config_dict, run_stage
 from onesearch_jax.stages.workdir import Workdir
@@ -21,8 +21,10 @@ def run(
   """Builds the SIDs of ``world_dir`` (the world stage's ``world``)."""
   build_cfg = cfg.sids if cfg.sids is not None else build.BuildConfig()
 
+  builder = stream_build.build_sids_streamed if build_cfg.stream else build.build_sids
+
   def body(out: pathlib.Path) -> dict:
-    summary = build.build_sids(world_dir, out, build_cfg, log=log)
+    summary = builder(world_dir, out, build_cfg, log=log)
     metrics = {k: dict(v) for k, v in summary.metrics.items()}
     return {"output_hash": summary.content_hash, "metrics": metrics}
 
@@ -33,9 +35,19 @@ def run(
     # khqe (other files hashed, other OPQ) is rebuilt, not silently reused.
     {
       "world_hash": world.output_hash,
-      "sids": config_dict(build_cfg),
+      "sids": marker_config(build_cfg),
       "artefact_schema": artefact.SCHEMA_VERSION,
     },
     body,
     log,
   )
+
+
+def marker_config(cfg: build.BuildConfig) -> dict:
+  """The BuildConfig as hashed into the stage marker: without the streamed
+  build's fields while ``stream`` is off, so a workdir built before they
+  existed keeps its up-to-date marker."""
+  out = config_dict(cfg)
+  if not cfg.stream:
+    del out["stream"], out["stream_sample"]
+  return out
