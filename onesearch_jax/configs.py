@@ -299,6 +299,8 @@ def pars_config(
   sft_weight: float | None = None,
   reg_weight: float | None = None,
   reward_weight: bool | None = None,
+  loss_kind: str | None = None,
+  temperature: float | None = None,
   decay: str | None = None,
   phase1_rejected: str | None = None,
   rm_stats: bool | None = None,
@@ -330,9 +332,13 @@ def pars_config(
       (DPO-Positive: relu(log π_ref(chosen) − log π(chosen))).
     reward_weight: weight each rejected item by the reward gap (the
       official code's enable_s_dpo_rw_weight; ListwiseConfig.use_reward_weight).
+    loss_kind: the phases' loss, "dpo" (S-DPO) or "distill" (listwise
+      distillation of the reward model's order; use with phase1_rejected =
+      "distill"; ListwiseConfig.kind).
+    temperature: the distillation teacher's softmax temperature.
     decay: the phases' lr schedule after warmup ('constant', 'cosine', ...).
-    phase1_rejected: phase 1's rejected items, "rm_demoted" or
-      "above_chosen" (phases.PhaseDataConfig).
+    phase1_rejected: phase 1's rejected items, "rm_demoted",
+      "above_chosen" or "distill" (phases.PhaseDataConfig).
     rm_stats: the reward model's train-split statistics features
       (rm_features.FeatureConfig.use_stats).
     release_stats: the ranking rows' statistics objects as reward-model
@@ -379,6 +385,8 @@ def pars_config(
             sft_weight=sft_weight,
             reg_weight=reg_weight,
             use_reward_weight=reward_weight,
+            kind=loss_kind,
+            temperature=temperature,
           ),
           "ListwiseConfig",
         ),

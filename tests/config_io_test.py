@@ -127,7 +127,12 @@ def test_sft_and_pars_dicts_equal_the_old_ones():
   want = json.loads(json.dumps(dataclasses.asdict(pars), default=repr))
   assert want["pars"]["features"].pop("release_stats") is False  # left out while off
   assert want["pars"].pop("grpo") is None  # the same
+  for phase in ("phase1", "phase2"):  # the listwise-distillation fields, the same
+    assert want["pars"][phase]["loss"].pop("kind") == "dpo"
+    assert want["pars"][phase]["loss"].pop("temperature") == 1.0
   assert pars_stage.config_to_dict(pars) == want
+  dist = configs.pars_config(loss_kind="distill", temperature=0.1)
+  assert pars_stage.config_to_dict(dist)["pars"]["phase1"]["loss"]["kind"] == "distill"
   on = configs.pars_config(release_stats=True)
   assert pars_stage.config_to_dict(on)["pars"]["features"]["release_stats"] is True
 

@@ -17,6 +17,24 @@ the official code has one rejected score per example, which is the K = 1 /
 equal-scores case). The gap floor is our guard against a non-positive gap
 (the official code would produce NaN); see rewards.py.
 
+``ListwiseConfig.kind = "distill"`` swaps the preference term for listwise
+distillation of the list's teacher order (our choice; the paper's PARS is
+the DPO form above). The batch's ``rewards`` then hold teacher keys t_k (the
+reward model's sort key of each slot: R_score + gen_weight · log π_SFT,
+phases.PhaseDataConfig.phase1_rejected = "distill"), and with the present
+slots P of a prompt,
+
+  q    = softmax_P(t / temperature)                         (the teacher)
+  p    = softmax_P(log π(i_k|x))                            (the policy,
+         its sequence probabilities renormalised over the list)
+  KD   = −Σ_k q_k · log p_k
+  reg  = reg_weight · relu(logsumexp_P log π_ref − logsumexp_P log π)
+  L    = KD + reg  [+ sft_weight · (−log π(i_0|x))]
+
+so the policy re-orders probability inside the generated list towards the
+reward model's order (a ListNet-style target) while the DPO-Positive
+analogue keeps the list's total mass from falling below the reference's.
+
 The reference is a separate frozen copy of the model's parameters (an
 `nnx.State` with the model's shardings) passed to the jitted step as an
 argument that is never updated, under `jax.lax.stop_gradient`, and run
@@ -29,7 +47,7 @@ Batch contract (host numpy, leading axis B split over the BATCH rule):
   decoder_target_tokens [B, 1+K, T] int32   slot 0 = chosen, SID + EOS
   decoder_input_tokens  [B, 1+K, T] int32   targets shifted right (BOS 0)
   decoder_loss_weights  [B, 1+K, T] f32     0 rows = absent rejected slot
-  rewards              [B, 1+K] f32     r(q, i) of each slot
+  rewards              [B, 1+K] f32     r(q, i) of each slot (distill: teacher keys)
   example_weight       [B] f32          0 = padding example
 """
 
@@ -58,6 +76,9 @@ from onesearch_jax.train.state import TrainState
 EOS_ID = 1
 
 
+LOSS_KINDS = ("dpo", "distill")
+
+
 @dataclasses.dataclass(frozen=True)
 class ListwiseConfig:
   """Loss options (paper/code defaults where given)."""
@@ -69,8 +90,18 @@ class ListwiseConfig:
   reg_weight: float = 0.0  # chosen regulariser weight; 0 = off
   sft_weight: float = 0.0  # optional SFT term on the chosen sequence
   average_log_prob: bool = False  # sum (S-DPO) or mean (SimPO/CPO) over tokens
+  # "dpo" (S-DPO, the paper's) or "distill" (listwise distillation of the
+  # teacher keys in `rewards`; module docstring)
+  kind: str = "dpo"
+  temperature: float = 1.0  # distill: the teacher softmax's temperature
 
   def __post_init__(self):
+    if self.kind not in LOSS_KINDS:
+      raise ValueError(
+        f"ListwiseConfig.kind must be one of {LOSS_KINDS}: {self.kind!r}"
+      )
+    if self.temperature <= 0:
+      raise ValueError(f"ListwiseConfig.temperature must be > 0: {self.temperature}")
     if self.beta <= 0 or self.alpha < 0 or self.gap_floor <= 0:
       raise ValueError(
         f"ListwiseConfig needs beta > 0, alpha >= 0, gap_floor > 0: {self}"
@@ -139,6 +170,56 @@ def softmax_dpo_loss(
   }
 
 
+def listwise_distill_loss(
+  policy_logps: jax.Array,
+  reference_logps: jax.Array,
+  keys: jax.Array,
+  slot_mask: jax.Array,
+  cfg: ListwiseConfig,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Per-example listwise distillation (module docstring, kind "distill").
+
+  Args:
+    policy_logps: [B, 1+K] log π of each slot.
+    reference_logps: [B, 1+K] log π_ref (treated as constants).
+    keys: [B, 1+K] teacher keys (higher = better; finite where present).
+    slot_mask: [B, 1+K] bool, False = absent slot.
+    cfg: loss options (temperature, reg_weight, sft_weight, beta for the
+      diagnostics).
+
+  Returns:
+    (loss [B], parts as softmax_dpo_loss's; 'dpo' holds the KD term and
+    'accuracy' is 1 where the policy's most likely slot is the teacher's.)
+  """
+  reference_logps = jax.lax.stop_gradient(reference_logps)
+  keys = jax.lax.stop_gradient(keys)
+  present = slot_mask & jnp.isfinite(keys)
+  several = present.sum(-1) > 1
+  # A large finite floor (not -inf) keeps every value and gradient finite
+  # for absent slots and rows without a present slot.
+  neg = jnp.full_like(policy_logps, -1e30)
+  q = jax.nn.softmax(jnp.where(present, keys / cfg.temperature, neg), axis=-1)
+  log_p = jax.nn.log_softmax(jnp.where(present, policy_logps, neg), axis=-1)
+  kd = -jnp.where(present, q * log_p, 0.0).sum(-1)
+  kd = jnp.where(several, kd, 0.0)
+  if cfg.reg_weight > 0:
+    lse_ref = jax.nn.logsumexp(jnp.where(present, reference_logps, neg), axis=-1)
+    lse_pol = jax.nn.logsumexp(jnp.where(present, policy_logps, neg), axis=-1)
+    kd = kd + jnp.where(several, cfg.reg_weight * jax.nn.relu(lse_ref - lse_pol), 0.0)
+  sft = -policy_logps[:, 0]
+  loss = kd + cfg.sft_weight * sft if cfg.sft_weight > 0 else kd
+  ratios = policy_logps - reference_logps
+  top_teacher = jnp.argmax(jnp.where(present, keys, neg), axis=-1)
+  top_policy = jnp.argmax(jnp.where(present, policy_logps, neg), axis=-1)
+  return loss, {
+    "dpo": kd,
+    "sft": sft,
+    "chosen_reward": jax.lax.stop_gradient(cfg.beta * ratios[:, 0]),
+    "rejected_reward": jax.lax.stop_gradient(cfg.beta * ratios[:, 1:]),
+    "accuracy": (top_teacher == top_policy).astype(jnp.float32),
+  }
+
+
 def sequence_logprobs(
   model: EncoderDecoder,
   batch: Mapping[str, jax.Array],
@@ -200,7 +281,8 @@ def objective(
   weights = jnp.asarray(batch["decoder_loss_weights"])
   slot_mask = weights.sum(-1) > 0
   ex_w = jnp.asarray(batch["example_weight"]).astype(jnp.float32)
-  loss, parts = softmax_dpo_loss(
+  loss_fn = listwise_distill_loss if cfg.kind == "distill" else softmax_dpo_loss
+  loss, parts = loss_fn(
     pol_lp, ref_lp, jnp.asarray(batch["rewards"]).astype(jnp.float32), slot_mask, cfg
   )
   denom = jnp.maximum(ex_w.sum(), 1.0)

@@ -54,6 +54,10 @@ class PhaseDataConfig:
   # phase 1's rejected items: "rm_demoted" (the K lowest-R_score candidates
   # the RM demoted) or "above_chosen" (the candidates the generator ranked
   # above the chosen one, best generator rank first, then rm_demoted's fill)
+  # or "distill" (every session's list in the reward model's order: slot 0 =
+  # its top candidate, then the next K; `rewards` = the RM sort keys, the
+  # teacher of ListwiseConfig.kind = "distill"; sessions whose top the
+  # generator already ranks first are kept)
   phase1_rejected: str = "above_chosen"
   seed: int = 0
 
@@ -67,7 +71,7 @@ class PhaseDataConfig:
       )
 
 
-REJECTED_MODES = ("rm_demoted", "above_chosen")
+REJECTED_MODES = ("rm_demoted", "above_chosen", "distill")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -296,6 +300,10 @@ def rm_guided_from_candidates(
   stats = collections.Counter(
     generated=b, candidates=b * w, invalid_sids=int((items < 0).sum())
   )
+  if rejected == "distill":
+    return _distill_lists(
+      session, tokens, items, r, rm_order, gen_rank, k, table, stats
+    )
   rows_tok, rows_rej, rows_mask, rows_items, rows_s = [], [], [], [], []
   for x in range(b):
     if logged_pos[x].any():
@@ -351,6 +359,50 @@ def rm_guided_from_candidates(
     rejected=np.stack(rows_rej),
     rejected_mask=np.stack(rows_mask),
     rewards=rw.astype(np.float32),
+    levels=lv.astype(np.int32),
+    stats=dict(stats),
+  )
+
+
+def _distill_lists(session, tokens, items, keys, rm_order, gen_rank, k, table, stats):
+  """phase1_rejected = "distill": each session's candidates in the RM order.
+
+  Slot 0 = the RM's top valid candidate, slots 1..K = the next valid ones;
+  `rewards` = their sort keys (the distillation teacher). A session needs
+  two valid candidates.
+  """
+  b, w, s_len = tokens.shape
+  rows = []
+  for x in range(b):
+    order = [j for j in rm_order[x] if np.isfinite(keys[x, j])][: 1 + k]
+    if len(order) < 2:
+      stats["no_valid_candidate" if not order else "no_rejected"] += 1
+      continue
+    if gen_rank[x, order[0]] == 0:
+      stats["unchanged"] += 1
+    rows.append((x, order))
+  stats["kept"] = len(rows)
+  if not rows:
+    return PreferenceExamples.empty(k, s_len, dict(stats))
+  e = len(rows)
+  toks = np.zeros((e, 1 + k, s_len), np.int32)
+  slot = np.zeros((e, 1 + k), bool)
+  it = np.full((e, 1 + k), -1, np.int64)
+  key = np.zeros((e, 1 + k), np.float32)
+  for r_, (x, order) in enumerate(rows):
+    n = len(order)
+    toks[r_, :n] = tokens[x, order]
+    slot[r_, :n] = True
+    it[r_, :n] = items[x, order]
+    key[r_, :n] = keys[x, order]
+  sess = session[[x for x, _ in rows]].astype(np.int32)
+  lv = np.where(slot, table.levels(sess[:, None], it), -1)
+  return PreferenceExamples(
+    session=sess,
+    chosen=toks[:, 0],
+    rejected=toks[:, 1:],
+    rejected_mask=slot[:, 1:],
+    rewards=key,
     levels=lv.astype(np.int32),
     stats=dict(stats),
   )

@@ -65,6 +65,10 @@ def config_to_dict(cfg: ParsStageConfig) -> dict[str, Any]:
   out = json.loads(json.dumps(dataclasses.asdict(cfg), default=repr))
   if not cfg.pars.features.release_stats:
     del out["pars"]["features"]["release_stats"]
+  for phase in ("phase1", "phase2"):  # listwise-distillation fields, while off
+    loss = getattr(cfg.pars, phase).loss
+    if loss.kind == "dpo" and loss.temperature == 1.0:
+      del out["pars"][phase]["loss"]["kind"], out["pars"][phase]["loss"]["temperature"]
   if cfg.pars.grpo is None:
     del out["pars"]["grpo"]
   else:  # GRPO switches added after the phase: left out while off

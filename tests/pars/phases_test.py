@@ -164,3 +164,36 @@ def test_rm_reranker(hand_log, tools):
   assert out_rm[0, -1] == -np.inf
   with pytest.raises(KeyError, match="unknown session"):
     rr(["nope"], tokens, np.zeros((1, 4)))
+
+
+def test_phase1_distill_lists_keep_every_session_in_rm_order(hand_log, tools):
+  table, codec, lookup = tools
+  toks = codec.tokens(hand_log.item_codes)
+  invalid = codec.tokens(np.array([2, 0, 0, 0, 0]))  # no item has this SID
+  # s2: generator order B, A, invalid, C; s3: C, A, B, invalid (C already first)
+  tokens = np.stack([
+    np.stack([toks[B], toks[A], invalid, toks[C]]),
+    np.stack([toks[C], toks[A], toks[B], invalid]),
+  ])  # fmt: skip
+  gen = np.array([[4.0, 3.0, 2.0, 1.0], [4.0, 3.0, 2.0, 1.0]])
+  r_item = np.array([0.5, 0.1, 0.9])  # R_score of A, B, C
+
+  def score_fn(session, items):
+    return np.where(items >= 0, r_item[np.maximum(items, 0)], -np.inf)
+
+  ex = phases.rm_guided_from_candidates(
+    np.array([S2, S3]), tokens, gen, score_fn, table, codec, lookup,
+    num_negatives=3, rejected="distill", gen_weight=0.1,
+  )  # fmt: skip
+  # Both sessions kept (s3's top is already the generator's first), each list
+  # in R_score + 0.1 * gen order with the invalid candidate dropped.
+  assert ex.session.tolist() == [S2, S3]
+  assert ex.stats["kept"] == 2 and ex.stats["unchanged"] == 1
+  np.testing.assert_array_equal(ex.chosen, [toks[C], toks[C]])
+  np.testing.assert_array_equal(ex.rejected[0, :2], [toks[A], toks[B]])
+  np.testing.assert_array_equal(ex.rejected[1, :2], [toks[A], toks[B]])
+  assert ex.rejected_mask.tolist() == [[True, True, False]] * 2
+  # rewards hold the teacher keys: R_score + 0.1 * generator score
+  np.testing.assert_allclose(ex.rewards[0, :3], [0.9 + 0.1, 0.5 + 0.3, 0.1 + 0.4])
+  np.testing.assert_allclose(ex.rewards[1, :3], [0.9 + 0.4, 0.5 + 0.3, 0.1 + 0.2])
+  assert (ex.levels[:, 3] == -1).all() and (ex.levels[:, :3] >= 0).all()
