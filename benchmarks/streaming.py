@@ -32,7 +32,9 @@ and kills it past ``--max_rss_gib`` (10). Steps:
             the first batch;
   build_sids  the pipeline's sids stage on the world (trained text encoder,
             keywords, quantiser, artefact): streamed ``BuildConfig(stream=
-            True)`` (``khqe/stream_build.py``), eager ``build.build_sids``;
+            True)`` (``khqe/stream_build.py``; ``world_checked`` as the
+            pipeline's stage passes it, ``--schema_checks`` to re-check
+            every item row), eager ``build.build_sids``;
             the main job's BuildConfig otherwise (levels scaled to Q + N)
             but ``--l3_parent_mode`` (default ``parent``, per-L2 groups:
             the main job's ``parent_ab`` holds a dense k1 x k2 x k3 x D
@@ -238,10 +240,16 @@ def step_build_sids(args, work: pathlib.Path) -> dict:
   cfg = build.BuildConfig(
     stream=args.mode == "streamed", l3_parent_mode=args.l3_parent_mode
   )
-  run = stream_build.build_sids_streamed if cfg.stream else build.build_sids
-  summary = run(
-    work / "world", out, cfg, log=lambda m: print(m, file=sys.stderr, flush=True)
-  )
+
+  def log(m: str) -> None:
+    print(m, file=sys.stderr, flush=True)
+
+  if cfg.stream:  # the world step wrote the world: checked as the stage does
+    summary = stream_build.build_sids_streamed(
+      work / "world", out, cfg, log=log, world_checked=not args.schema_checks
+    )
+  else:
+    summary = build.build_sids(work / "world", out, cfg, log=log)
   return {
     "items": summary.n_items,
     "queries": summary.n_queries,
@@ -318,6 +326,12 @@ def main(argv: list[str] | None = None) -> None:
     choices=("parent", "parent_ab"),
     help="build_sids: level-3 groups; parent_ab's dense [k1*k2, k3, D] codebook "
     "is 8 GiB at 1024-256-128, D 64",
+  )
+  p.add_argument(
+    "--schema_checks",
+    action="store_true",
+    help="build_sids streamed: every item row schema-checked again (the "
+    "sids stage trusts the world stage's validation: item ids only)",
   )
   p.add_argument("--max_rss_gib", type=float, default=10.0)
   p.add_argument("--workdir", required=True)

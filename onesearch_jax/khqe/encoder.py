@@ -25,6 +25,7 @@ Public arrays are numpy; JAX is used inside.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -289,16 +290,24 @@ class TrainedEncoder:
     return embed_ids(self.model, ids, batch_size)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(graphdef: nnx.GraphDef, params: nnx.State, chunk: jax.Array) -> jax.Array:
+  """The encoder on one [B, L] chunk -> [B, D]. Module-level, so calls with
+  the same model structure and chunk shape share one compiled program."""
+  return nnx.merge(graphdef, params)(chunk)
+
+
 def embed_ids(
   model: TextEncoder, ids: np.ndarray, batch_size: int = 4096
 ) -> np.ndarray:
-  """Runs the encoder over [N, L] ids in fixed-size chunks; returns [N, D]."""
+  """Runs the encoder over [N, L] ids in fixed-size chunks; returns [N, D].
+
+  Every chunk is ``min(batch_size, N)`` rows (the last one padded), and the
+  compiled forward is shared across calls: embedding a stream block by
+  block (``stream_build``) compiles once for the ``batch_size`` chunk, plus
+  once per distinct N below ``batch_size`` (a short last block).
+  """
   graphdef, params = nnx.split(model)
-
-  @jax.jit
-  def fwd(params, chunk):
-    return nnx.merge(graphdef, params)(chunk)
-
   n = ids.shape[0]
   dim = model.embed.features
   if n == 0:
@@ -310,7 +319,7 @@ def embed_ids(
     pad = size - chunk.shape[0]  # keep one compiled shape
     if pad:
       chunk = np.concatenate([chunk, np.zeros((pad, ids.shape[1]), ids.dtype)])
-    out.append(np.asarray(fwd(params, jnp.asarray(chunk)))[: size - pad])
+    out.append(np.asarray(_forward(graphdef, params, jnp.asarray(chunk)))[: size - pad])
   return np.concatenate(out).astype(np.float32)
 
 

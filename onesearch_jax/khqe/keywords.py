@@ -29,6 +29,7 @@ a text with no match keeps its raw embedding unchanged.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import unicodedata
 from collections import Counter, defaultdict
@@ -235,10 +236,22 @@ class KeywordMatcher:
     for i in order:  # longest first, as the official dictionary loader
       k = self.keywords[i]
       if k and k not in self._automaton:
-        self._automaton.add_word(k, (i, k))
+        # (index, length, whether each edge needs a word boundary)
+        self._automaton.add_word(
+          k, (i, len(k), _is_word_char(k[0]), _is_word_char(k[-1]))
+        )
     self._empty = len(self._automaton) == 0
+    # keyword -> the other kept keywords that contain it (a hit inside an
+    # already-kept keyword is dropped): found once here, not per text
+    self._inside: dict[int, frozenset[int]] = {}
     if not self._empty:
       self._automaton.make_automaton()
+      inside = defaultdict(set)
+      for _, (j, _, _, _) in self._automaton.items():
+        for _, (i, _, _, _) in self._automaton.iter(self.keywords[j]):
+          if i != j:
+            inside[i].add(j)
+      self._inside = {i: frozenset(js) for i, js in inside.items()}
 
   def match(self, text: str) -> list[int]:
     """Keywords found in `text`, longest first, substrings of kept ones dropped.
@@ -250,17 +263,24 @@ class KeywordMatcher:
     if self._empty:
       return []
     t = normalise(text)
+    last = len(t) - 1
     first: dict[int, int] = {}
-    for end, (i, k) in self._automaton.iter(t):
-      start = end - len(k) + 1
-      if _is_word_char(k[0]) and start > 0 and _is_word_char(t[start - 1]):
+    lengths: dict[int, int] = {}
+    for end, (i, n, head, tail) in self._automaton.iter(t):
+      start = end - n + 1
+      if head and start > 0 and _is_word_char(t[start - 1]):
         continue
-      if _is_word_char(k[-1]) and end + 1 < len(t) and _is_word_char(t[end + 1]):
+      if tail and end < last and _is_word_char(t[end + 1]):
         continue
-      first.setdefault(i, start)
+      if i not in first:
+        first[i] = start
+        lengths[i] = n
+    if len(first) < 2:
+      return list(first)
     kept: list[int] = []
-    for i in sorted(first, key=lambda i: (-len(self.keywords[i]), first[i])):
-      if not any(self.keywords[i] in self.keywords[j] for j in kept):
+    none: frozenset[int] = frozenset()
+    for i in sorted(first, key=lambda i: (-lengths[i], first[i])):
+      if self._inside.get(i, none).isdisjoint(kept):
         kept.append(i)
     return kept
 
@@ -317,6 +337,11 @@ def fuse(
 ) -> np.ndarray:
   """Keyword fusion: L2norm(0.5·raw + 0.5·mean(matched keyword embeddings)).
 
+  Computed in float64 as one text at a time would be, bit for bit: each
+  mean sums its keywords in match order from zero and divides by their
+  number, each norm is the BLAS dot of its row (``np.linalg.norm``'s); only
+  the gathers and the element-wise arithmetic run on all rows at once.
+
   Args:
     raw: [N, D] raw embeddings.
     matches: N lists of keyword indices.
@@ -329,14 +354,23 @@ def fuse(
   if len(matches) != raw.shape[0]:
     raise ValueError(f"fuse: {raw.shape[0]} embeddings but {len(matches)} match lists")
   out = np.array(raw, np.float32, copy=True)
-  for row, ks in enumerate(matches):
-    ks = [k for k in ks if valid is None or valid[k]]
-    if not ks:
-      continue
-    v = 0.5 * raw[row].astype(np.float64) + 0.5 * keyword_embeddings[ks].astype(
-      np.float64
-    ).mean(0)
-    out[row] = v / max(np.linalg.norm(v), 1e-12)
+  if valid is not None:
+    matches = [[k for k in ks if valid[k]] for ks in matches]
+  counts = np.fromiter(map(len, matches), np.int64, len(matches))  # [N]
+  rows = np.flatnonzero(counts)  # [R] the rows with a match
+  if not rows.size:
+    return out
+  flat = np.fromiter(itertools.chain.from_iterable(matches), np.int64, counts.sum())
+  starts = (np.cumsum(counts) - counts)[rows]  # [R] first index into flat
+  n = counts[rows]  # [R]
+  emb = np.asarray(keyword_embeddings).astype(np.float64)  # [K, D]
+  total = np.zeros((rows.size, emb.shape[1]), np.float64)  # [R, D]
+  for j in range(int(n.max())):  # the j-th keyword of every row that has one
+    live = np.flatnonzero(n > j)
+    total[live] += emb[flat[starts[live] + j]]
+  v = 0.5 * raw[rows].astype(np.float64) + 0.5 * (total / n[:, None])  # [R, D]
+  norms = np.sqrt(np.fromiter((x.dot(x) for x in v), np.float64, rows.size))
+  out[rows] = v / np.maximum(norms, 1e-12)[:, None]
   return out
 
 

@@ -6,16 +6,22 @@ writes the artefact from Python lists. This module writes the same artefact
 (same files, same schema) with memory bounded by samples and blocks, not by
 the number of items N:
 
-  1. items pass: every item id is written to a scratch file (then a
-     fixed-width byte array on disk, sorted once for id -> row look-ups);
-     ``StreamSample.items`` catalogue rows are reservoir-sampled;
+  1. items pass (``stream_items.ItemScan``, the only full read of
+     items.jsonl before the embeddings): every item id is written to a
+     scratch file (then a fixed-width byte array on disk, sorted once for
+     id -> row look-ups), the byte offset of every row kept (int64 of N);
+     ``StreamSample.items`` catalogue rows are reservoir-sampled. The
+     pipeline's sids stage passes ``world_checked``: the world stage has
+     validated (or simulated) the directory, so this pass checks only the
+     ids it reads, not every field;
   2. log pass over recall.jsonl: the distinct queries (first-seen order,
      then ranking.jsonl's), ``StreamSample.sessions`` recall rows
      reservoir-sampled, and per item (int64 arrays of N) the train
      popularity (impressions + clicks + purchases, the artefact's tie policy)
      and PV (impressions + clicks, the keyword dictionary's);
   3. the encoder's items: the sampled catalogue rows plus the items the
-     sampled sessions reference (a second items pass fetches their texts);
+     sampled sessions reference (read at their byte offsets, not by a
+     second pass over the file);
      vocabulary, aligned encoder and keyword dictionary are trained and mined
      on those (PV counted over the whole log);
   4. embeddings pass: every query, then every item, is embedded, matched
@@ -58,17 +64,16 @@ queries.
 What stays in memory: the samples, one block, the distinct query strings and
 their token ids (they scale with the log's distinct queries, not with N), and
 per item a few numbers: popularity and PV (int64), the lexsort order and
-codes (int32/int64), and the sorted fixed-width id array (its width in
-bytes). No Python object per item. Only the final variant is built (the
+codes (int32/int64), the sorted fixed-width id array (its width in
+bytes), and until step 3 each row's byte offset and line number (int64).
+No Python object per item. Only the final variant is built (the
 report has one row; ``BuildConfig.variants`` is ignored); precomputed
 embeddings and ``save_embeddings`` are not supported here.
 """
 
 from __future__ import annotations
 
-import array
 import dataclasses
-import json
 import os
 import pathlib
 import tempfile
@@ -87,6 +92,7 @@ from onesearch_jax.khqe import (
   embeddings_io,
   report,
   sid_metrics,
+  stream_items,
   stream_sids,
 )
 from onesearch_jax.khqe import keywords as keywords_lib
@@ -98,108 +104,23 @@ from onesearch_jax.world import jsonl, reader
 from onesearch_jax.world import manifest as manifest_lib
 
 
-class _Reservoir:
-  """A seeded uniform sample of at most k items of a stream, returned in
-  stream order (Li's algorithm L: random numbers only at the replacements,
-  ~k log(n / k) of them, not one per item)."""
-
-  def __init__(self, k: int, seed: int):
-    self.k, self.seen = k, 0
-    self._rng = np.random.default_rng(seed)
-    self._keep: list[tuple[int, Any]] = []
-    self._w = 1.0
-    self._next = k - 1
-    self._advance()
-
-  def _advance(self) -> None:
-    """Draws the next weight and the position of the next replacement."""
-    self._w *= float(np.exp(np.log(self._rng.random()) / self.k))
-    gap = np.floor(np.log(self._rng.random()) / np.log1p(-self._w))
-    self._next += int(min(gap, 2**62)) + 1
-
-  def add(self, value: Any) -> None:
-    if self.seen < self.k:
-      self._keep.append((self.seen, value))
-    elif self.seen == self._next:
-      self._keep[int(self._rng.integers(self.k))] = (self.seen, value)
-      self._advance()
-    self.seen += 1
-
-  def rows(self) -> list[tuple[int, Any]]:
-    """(stream position, value) pairs sorted by position."""
-    return sorted(self._keep, key=lambda p: p[0])
-
-
-class _ItemIds:
-  """Item ids as a fixed-width byte array on disk, with id -> row look-ups.
-
-  Attributes:
-    ids: [N] ``S<w>`` memory map, row order (the world's item order).
-    order: [N] int64, the rows sorted by id.
-  """
-
-  def __init__(
-    self,
-    scratch: pathlib.Path,
-    ids_jsonl: pathlib.Path,
-    n: int,
-    w: int,
-    lines: array.array,
-  ):
-    self.width = max(w, 1)
-    path = scratch / "item_ids.npy"
-    self.ids = np.lib.format.open_memmap(path, "w+", f"S{self.width}", (n,))
-    row, block = 0, []
-    with open(ids_jsonl, encoding="utf-8") as f:
-      for line in f:
-        block.append(json.loads(line).encode())
-        if len(block) == 65_536:
-          self.ids[row : row + len(block)] = block
-          row, block = row + len(block), []
-    if block:
-      self.ids[row : row + len(block)] = block
-    self.ids.flush()
-    self.order = np.argsort(self.ids, kind="stable")
-    self._sorted = self.ids[self.order]
-    dup = np.flatnonzero(self._sorted[1:] == self._sorted[:-1])
-    if dup.size:
-      a, b = sorted(self.order[dup[0] : dup[0] + 2].tolist())
-      raise reader.SchemaError(
-        "items.jsonl",
-        lines[b],
-        "item_id",
-        "duplicate_key",
-        f"duplicate key item_id={json.dumps(self.get(b), ensure_ascii=False)} "
-        f"(first at line {lines[a]})",
-      )
-
-  def get(self, row: int) -> str:
-    return self.ids[row].decode()
-
-  def rows(self, ids: Sequence[str]) -> np.ndarray:
-    """Rows of ``ids`` ([M] int64), -1 for an id not in the catalogue."""
-    enc = [i.encode() for i in ids]
-    fits = np.asarray([len(b) <= self.width for b in enc], bool)
-    arr = np.asarray([b if ok else b"" for b, ok in zip(enc, fits, strict=True)])
-    arr = arr.astype(f"S{self.width}")
-    pos = np.minimum(np.searchsorted(self._sorted, arr), len(self._sorted) - 1)
-    hit = fits & (self._sorted[pos] == arr)
-    return np.where(hit, self.order[pos], -1)
-
-
 def _iter(world: pathlib.Path, table: str) -> Iterator[tuple[int, dict[str, Any]]]:
-  """(line, row) of a table, every row schema-checked (the first pass)."""
+  """(line, row) of a table, every row schema-checked."""
   return reader.iter_rows(reader.table_path(world, table), table)
 
 
 def _reread(world: pathlib.Path, table: str) -> Iterator[dict[str, Any]]:
-  """The rows of a table the first pass checked: JSON and required fields
-  only (the plain reader, ~5x faster than the schema reader)."""
+  """The rows of a table already checked (by the first pass, or by the world
+  stage when ``world_checked``): JSON and required fields only (the plain
+  reader, ~5x faster than the schema reader)."""
   return world_source.iter_table(world, table, schema_checks=False)
 
 
 def _counts(
-  ids: _ItemIds, pending: list[str], weights: list[int], out: Sequence[np.ndarray]
+  ids: stream_items.ItemIds,
+  pending: list[str],
+  weights: list[int],
+  out: Sequence[np.ndarray],
 ) -> None:
   """Adds ``weights[j]``'s bits to the counters: bit b -> ``out[b]``."""
   if not pending:
@@ -221,6 +142,7 @@ def build_sids_streamed(
   *,
   log: Callable[[str], None] | None = None,
   mesh: jax.sharding.Mesh | None = None,
+  world_checked: bool = False,
 ) -> build.BuildSummary:
   """``build.build_sids`` streamed: same artefact files, bounded memory.
 
@@ -232,6 +154,10 @@ def build_sids_streamed(
     config: the BuildConfig (``stream_sample`` sizes the samples).
     log: optional printer of one line per step and per ~10% of a long pass.
     mesh: optional mesh the quantiser shards its points over.
+    world_checked: the world was validated already (``reader.validate_world``,
+      the world stage; or simulated): the items pass checks only what it
+      reads (JSON, ``item_id``; ``stream_items.py``), not every field of
+      every row. False: the schema reader's per-row checks.
 
   Returns:
     The BuildSummary (metrics of the final variant only).
@@ -249,7 +175,7 @@ def build_sids_streamed(
     dir=out.resolve().parent, prefix=f".{out.name}_stream_"
   ) as tmp:
     scratch = pathlib.Path(tmp)
-    return _build(world, out, scratch, config, s, clock, mesh)
+    return _build(world, out, scratch, config, s, clock, mesh, world_checked)
 
 
 def _build(
@@ -260,31 +186,31 @@ def _build(
   s: build.StreamSample,
   clock: build.Clock,
   mesh: jax.sharding.Mesh | None,
+  world_checked: bool,
 ) -> build.BuildSummary:
   """The steps of ``build_sids_streamed`` (module doc), scratch files under
   ``scratch``."""
-  # --- 1. items pass: ids to disk, catalogue sample
+  # --- 1. items pass: ids to disk, line offsets, catalogue sample
   t = time.perf_counter()
-  item_sample = _Reservoir(s.items, s.seed)
-  n_items = width = 0
-  lines = array.array("q")  # the file line of each item row (errors)
-  with open(scratch / "item_ids.jsonl", "w", encoding="utf-8") as f:
-    for line, row in _iter(world, "items"):
-      lines.append(line)
-      f.write(json.dumps(row["item_id"], ensure_ascii=False) + "\n")
-      width = max(width, len(row["item_id"].encode()))
-      item_sample.add(row)
-      n_items += 1
-  if not n_items:
-    raise ValueError(f"{world}: need items, got none")
-  ids = _ItemIds(scratch, scratch / "item_ids.jsonl", n_items, width, lines)
-  del lines
-  clock.done("read_items", t, f"{n_items} items, {item_sample.k} sampled at most")
+  items = stream_items.ItemScan(
+    world,
+    scratch,
+    stream_items.Reservoir(s.items, s.seed),
+    checked=world_checked,
+    log=clock.log,
+  )
+  ids, n_items = items.ids, len(items)
+  checks = "item ids only, the world checked" if world_checked else "schema checks"
+  clock.done(
+    "read_items",
+    t,
+    f"{n_items} items, {items.sample.k} sampled at most ({checks})",
+  )
 
   # --- 2. log pass: distinct queries, session sample, popularity and PV
   t = time.perf_counter()
   queries: dict[str, None] = {}
-  sessions = _Reservoir(s.sessions, s.seed + 1)
+  sessions = stream_items.Reservoir(s.sessions, s.seed + 1)
   popularity = np.zeros(n_items, np.int64)
   pv = np.zeros(n_items, np.int64)
   pending: list[str] = []
@@ -328,14 +254,14 @@ def _build(
   for r in sampled_sessions:
     for field in ("impressed_item_ids", "clicked_item_ids", "purchased_item_ids"):
       wanted.update(r[field])
-  train_rows = dict(item_sample.rows())
-  wanted.difference_update(row["item_id"] for row in train_rows.values())
-  if wanted:
-    for n, row in enumerate(_reread(world, "items")):
-      if str(row["item_id"]) in wanted:  # the plain reader keeps int ids
-        train_rows[n] = dict(row, item_id=str(row["item_id"]))
+  train_rows = items.sampled()
+  shown = ids.rows(sorted(wanted)) if wanted else np.zeros(0, np.int64)
+  # unknown ids (-1) are ignored; the sampled rows are there already
+  train_rows.update(
+    items.fetch([n for n in shown.tolist() if n >= 0 and n not in train_rows])
+  )
   train_items = [train_rows[n] for n in sorted(train_rows)]
-  del train_rows, wanted
+  del train_rows, wanted, items
   texts = item_texts(train_items, config.item_text_fields)
   vocab_queries = query_list
   if len(query_list) > s.queries:
@@ -510,7 +436,7 @@ def _build(
 
 
 def _item_blocks(
-  ids: _ItemIds, codes: np.ndarray, popularity: np.ndarray, block: int
+  ids: stream_items.ItemIds, codes: np.ndarray, popularity: np.ndarray, block: int
 ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
   """items.jsonl in row order: (ids, codes [B, L], popularity [B]) blocks."""
   for a in range(0, len(popularity), block):
@@ -523,7 +449,7 @@ def _item_blocks(
 
 
 def _group_blocks(
-  ids: _ItemIds, codes: np.ndarray, popularity: np.ndarray, block: int
+  ids: stream_items.ItemIds, codes: np.ndarray, popularity: np.ndarray, block: int
 ) -> Iterator[tuple[np.ndarray, list[list[str]]]]:
   """sid_to_items.jsonl: SIDs in lexicographic code order, each SID's items
   by descending popularity then ascending id (``SIDArtefact.sid_to_items``).

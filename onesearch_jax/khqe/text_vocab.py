@@ -7,8 +7,9 @@ rare CJK characters outside the learnt pieces still map to byte pieces
 instead of <unk>.
 
 Training is deterministic: one thread, a fixed random seed and a fixed input
-order (sentencepiece only samples sentences when the input is larger than
-``input_sentence_size``, and then with the fixed seed).
+order. An input larger than ``input_sentence_size`` is sampled here (seeded,
+input order kept) rather than by sentencepiece, whose sample changes from one
+process to the next.
 """
 
 from __future__ import annotations
@@ -131,6 +132,15 @@ def train_vocab(texts: Iterable[str], config: VocabConfig = VocabConfig()) -> Te
   # cover plus the 256 byte pieces; raise the (soft) limit to that floor.
   n_chars = len({ch for t in sentences for ch in normalise_for_vocab(t)})
   floor = n_chars + (256 if config.byte_fallback else 0) + 3
+  if len(sentences) > config.input_sentence_size:
+    # Sampled here, seeded: sentencepiece's own sample of a larger input
+    # differs from one process to the next despite the seed (measured: 1,807
+    # vs 1,814 pieces from the same 211,822 sentences).
+    rng = np.random.default_rng(config.seed)
+    keep = np.sort(
+      rng.choice(len(sentences), config.input_sentence_size, replace=False)
+    )
+    sentences = [sentences[i] for i in keep.tolist()]
   spm.set_random_generator_seed(config.seed)
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(

@@ -21,10 +21,13 @@ def run(
   """Builds the SIDs of ``world_dir`` (the world stage's ``world``)."""
   build_cfg = cfg.sids if cfg.sids is not None else build.BuildConfig()
 
-  builder = stream_build.build_sids_streamed if build_cfg.stream else build.build_sids
-
   def body(out: pathlib.Path) -> dict:
-    summary = builder(world_dir, out, build_cfg, log=log)
+    if build_cfg.stream:  # the world stage has validated (or simulated) it
+      summary = stream_build.build_sids_streamed(
+        world_dir, out, build_cfg, log=log, world_checked=True
+      )
+    else:
+      summary = build.build_sids(world_dir, out, build_cfg, log=log)
     metrics = {k: dict(v) for k, v in summary.metrics.items()}
     return {"output_hash": summary.content_hash, "metrics": metrics}
 

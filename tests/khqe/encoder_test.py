@@ -139,6 +139,26 @@ def test_embed_chunks_match_one_batch(tiny_log):
   assert enc.embed_ids(trained.model, ids[:0]).shape == (0, 16)
 
 
+def test_embed_compiles_once_per_chunk_shape(tiny_log):
+  """Blocks of any size >= batch_size share one compiled forward (the
+  streamed build embeds block by block); a shorter block adds one shape."""
+  items, queries, pairs, vocab = tiny_log
+  cfg = enc.EncoderConfig(dim=16, hidden_dim=32, max_len=11)  # a shape of its own
+  trained = enc.train_encoder(
+    vocab, queries, items, pairs, cfg, enc.EncoderTrainConfig(steps=2, batch_size=16)
+  )
+  ids, _ = vocab.encode_batch((items * 4)[:42], cfg.max_len)
+  before = enc._forward._cache_size()
+  blocks = [ids[:9], ids[9:29], ids[29:42]]  # 9, 20, 13 rows, chunks of 8
+  out = np.concatenate([enc.embed_ids(trained.model, b, batch_size=8) for b in blocks])
+  assert enc._forward._cache_size() == before + 1
+  np.testing.assert_allclose(out, enc.embed_ids(trained.model, ids, 8), atol=1e-6)
+  for _ in range(2):  # a 5-row block: one more shape, compiled once
+    short = enc.embed_ids(trained.model, ids[:5], batch_size=8)
+  assert enc._forward._cache_size() == before + 2
+  np.testing.assert_allclose(short, out[:5], atol=1e-6)
+
+
 def test_save_and_load_encoder(tiny_log, tmp_path):
   items, queries, pairs, vocab = tiny_log
   cfg = enc.EncoderConfig(dim=16, hidden_dim=32, max_len=12)

@@ -73,6 +73,69 @@ def test_unnormalised_raw_is_kept_but_fused_is_unit():
   np.testing.assert_allclose(out[1], [2**-0.5, 2**-0.5], atol=1e-6)
 
 
+def test_fusion_is_the_per_row_formula_bit_for_bit():
+  """The vectorised fusion against one text at a time in float64 (the
+  per-row mean and np.linalg.norm), byte for byte, with long, repeated and
+  invalid match lists and a zero keyword."""
+  rng = np.random.default_rng(0)
+  kemb = rng.normal(size=(30, 16)).astype(np.float32)
+  kemb[3] = -0.0
+  raw = rng.normal(size=(400, 16)).astype(np.float32)
+  matches = [rng.integers(0, 30, size=rng.integers(0, 25)).tolist() for _ in raw]
+  matches[:3] = [[3], [3, 3], []]
+  valid = rng.random(30) > 0.3
+  for v in (None, valid):
+    want = raw.copy()
+    for row, ks in enumerate(matches):
+      ks = [k for k in ks if v is None or v[k]]
+      if ks:
+        x = 0.5 * raw[row].astype(np.float64) + 0.5 * kemb[ks].astype(np.float64).mean(
+          0
+        )
+        want[row] = x / max(np.linalg.norm(x), 1e-12)
+    assert kw.fuse(raw, matches, kemb, v).tobytes() == want.tobytes()
+
+
+def _brute_match(keywords, text):
+  """The matching rule by str.find: every occurrence, word edges, longest
+  (then first) hit first, hits inside a kept keyword dropped."""
+  words = list(dict.fromkeys(k for k in (kw.normalise(k) for k in keywords) if k))
+  t = kw.normalise(text)
+
+  def word(ch):
+    return ch.isalnum() and not kw.is_cjk(ch)
+
+  first = {}
+  for k in words:
+    at = t.find(k)
+    while at >= 0:
+      end = at + len(k)
+      left = word(k[0]) and at > 0 and word(t[at - 1])
+      right = word(k[-1]) and end < len(t) and word(t[end])
+      if not (left or right):
+        first[k] = at
+        break
+      at = t.find(k, at + 1)
+  kept = []
+  for k in sorted(first, key=lambda k: (-len(k), first[k])):
+    if not any(k in j for j in kept):
+      kept.append(k)
+  return kept
+
+
+def test_matcher_equals_brute_force_on_random_dictionaries():
+  rng = np.random.default_rng(1)
+  alphabet = list("ab 1红色-")
+  for _ in range(100):
+    keywords = [
+      "".join(rng.choice(alphabet, size=rng.integers(1, 5))) for _ in range(20)
+    ]
+    m = kw.KeywordMatcher(keywords)
+    for _ in range(30):
+      text = "".join(rng.choice(alphabet, size=rng.integers(0, 30)))
+      assert _texts(m, text) == _brute_match(keywords, text), (keywords, text)
+
+
 def _session(q, shown, clicked, split="train"):
   return {
     "query": q,

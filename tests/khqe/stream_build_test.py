@@ -23,10 +23,11 @@ from onesearch_jax.khqe import (
   encoder,
   quantizer,
   stream_build,
+  stream_items,
   text_embedder,
 )
 from onesearch_jax.stages import sids as sids_stage
-from onesearch_jax.world import jsonl, reader
+from onesearch_jax.world import jsonl, reader, validation
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # The zh world's build (tests/khqe/build_test.py ZH_CFG), final variant only.
@@ -163,7 +164,7 @@ def test_full_sample_equals_in_memory_build_on_tiny_world(tiny_sid_build, tmp_pa
 def test_reservoir_is_a_uniform_sample_in_stream_order():
   hits = np.zeros(100)
   for seed in range(2000):
-    sample = stream_build._Reservoir(10, seed)
+    sample = stream_items.Reservoir(10, seed)
     for i in range(100):
       sample.add(i)
     rows = sample.rows()
@@ -174,7 +175,7 @@ def test_reservoir_is_a_uniform_sample_in_stream_order():
   # in expectation (sd ~13.4); a biased skip rule moves whole ranges.
   assert np.all(np.abs(hits - 200) < 60)
   assert abs(hits[:50].sum() - hits[50:].sum()) < 400
-  small = stream_build._Reservoir(10, 0)
+  small = stream_items.Reservoir(10, 0)
   for i in range(4):
     small.add(i)
   assert small.rows() == [(i, i) for i in range(4)]
@@ -210,6 +211,97 @@ def test_repeated_item_id_is_refused_naming_the_rows(zh_world_dir, tmp_path):
   with pytest.raises(reader.SchemaError, match="items.jsonl:4: field 'item_id'") as e:
     stream_build.build_sids_streamed(world, tmp_path / "sids", cfg)
   assert "(first at line 1)" in str(e.value)
+
+
+def test_world_checked_build_equals_schema_checked_build(
+  zh_sampled, zh_world_dir, tmp_path
+):
+  """``world_checked`` (the pipeline's stage) checks only the item ids: same
+  artefact as the schema-checked build (sampled, the sessions' items read
+  at their offsets)."""
+  summary, out, _ = zh_sampled
+  cfg = dataclasses.replace(ZH_CFG, stream=True, stream_sample=SMALL)
+  lines: list[str] = []
+  fast = stream_build.build_sids_streamed(
+    zh_world_dir, tmp_path / "fast", cfg, log=lines.append, world_checked=True
+  )
+  assert fast.content_hash == summary.content_hash
+  assert any("item ids only, the world checked" in line for line in lines)
+
+
+def _write_items(path: pathlib.Path, lines: list[str]) -> None:
+  path.write_bytes("".join(lines).encode("utf-8"))
+
+
+@pytest.mark.parametrize("checked", [False, True])
+def test_item_scan_fetch_reads_the_rows_at_their_offsets(
+  zh_world_dir, tmp_path, checked
+):
+  """Blank lines, CRLF endings, integer ids and multi-byte text: the scan's
+  ids and the fetched rows are load_world's (brute force), line numbers
+  count the blank lines."""
+  world = tmp_path / "world"
+  shutil.copytree(zh_world_dir, world)
+  (world / "manifest.json").unlink(missing_ok=True)
+  rows = [
+    json.loads(x) for x in (world / "items.jsonl").read_text("utf-8").splitlines()
+  ]
+  rows[2]["item_id"] = 7001  # the release writes integer ids
+  rows[2]["brand_id"] = 9
+  text = [
+    json.dumps(r, ensure_ascii=False) + ("\r\n" if n % 2 else "\n")
+    for n, r in enumerate(rows)
+  ]
+  _write_items(world / "items.jsonl", [text[0], "\n", *text[1:4], "  \n", *text[4:]])
+  scratch = tmp_path / "scratch"
+  scratch.mkdir()
+  scan = stream_items.ItemScan(
+    world, scratch, stream_items.Reservoir(2, 0), checked=checked
+  )
+  expect = reader.load_world(world, verify_manifest=False, dangling="drop").items
+  assert len(scan) == len(expect) == len(rows)
+  assert [scan.ids.get(n) for n in range(len(scan))] == [r["item_id"] for r in expect]
+  assert scan.lines.tolist() == [1, *range(3, 6), *range(7, len(rows) + 3)]
+  fetched = scan.fetch([5, 2, 0, 2])
+  assert list(fetched) == [0, 2, 5]
+  assert all(fetched[n] == expect[n] for n in fetched)
+  assert fetched[2]["item_id"] == "7001" and fetched[2]["brand_id"] == "9"
+  sampled = scan.sampled()
+  assert len(sampled) == 2 and all(sampled[n] == expect[n] for n in sampled)
+  ids = [r["item_id"] for r in expect]
+  assert scan.ids.rows([ids[4], "nope", ids[0]]).tolist() == [4, -1, 0]
+
+
+@pytest.mark.parametrize(
+  ("bad", "checked", "match"),
+  [
+    ('{"item_id": "x", ', True, r"items.jsonl:3: malformed JSON"),
+    ("[1, 2]", True, r"items.jsonl:3: expected a JSON object, got list"),
+    ('{"item_title": "t"}', True, r"items.jsonl:3: field 'item_id': missing"),
+    ('{"item_id": ""}', True, r"items.jsonl:3: field 'item_id': empty key"),
+    ('{"item_id": 1.5}', True, r"items.jsonl:3: field 'item_id': expected str"),
+    ('{"item_id": true}', True, r"items.jsonl:3: field 'item_id': expected str"),
+    ("PRICE", False, r"items.jsonl:3: field 'item_price': expected float"),
+  ],
+)
+def test_item_scan_names_file_line_and_field(
+  zh_world_dir, tmp_path, bad, checked, match
+):
+  world = tmp_path / "world"
+  shutil.copytree(zh_world_dir, world)
+  lines = (world / "items.jsonl").read_text("utf-8").splitlines(keepends=True)
+  if bad == "PRICE":  # a field the checked scan does not read
+    bad = json.dumps(dict(json.loads(lines[2]), item_price="abc"), ensure_ascii=False)
+  _write_items(world / "items.jsonl", [*lines[:2], bad + "\n", *lines[3:]])
+  scratch = tmp_path / "scratch"
+  scratch.mkdir()
+  with pytest.raises(validation.SchemaError, match=match):
+    stream_items.ItemScan(world, scratch, stream_items.Reservoir(2, 0), checked=checked)
+  if not checked:  # the world stage's validation catches it; the checked scan trusts it
+    scan = stream_items.ItemScan(
+      world, scratch, stream_items.Reservoir(2, 0), checked=True
+    )
+    assert len(scan) == len(lines)
 
 
 def test_stream_switch_config_and_stage_marker():

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -79,3 +83,31 @@ def test_zh_fixture_round_trip(zh_world_dir):
 def test_empty_input_is_an_error():
   with pytest.raises(ValueError, match="no non-empty text"):
     text_vocab.train_vocab(["", "   ", "\n"])
+
+
+_SAMPLED = """
+import hashlib, sys
+from onesearch_jax.khqe import text_vocab
+texts = [f"item {i} colour {i % 7} size {i % 13} brand b{i % 101} 红色 {i % 3}"
+         for i in range(3000)]
+cfg = text_vocab.VocabConfig(vocab_size=300, input_sentence_size=1000)
+print(hashlib.sha256(text_vocab.train_vocab(texts, cfg).model_proto).hexdigest())
+"""
+
+
+def test_sampled_input_gives_the_same_model_in_every_process():
+  """3,000 sentences over ``input_sentence_size`` = 1,000: sentencepiece's
+  own sample changed from one process to the next; the seeded one does not."""
+  root = pathlib.Path(__file__).resolve().parents[2]
+  env = dict(os.environ, PYTHONPATH=str(root))
+  digests = {
+    subprocess.run(
+      [sys.executable, "-c", _SAMPLED],
+      env=env,
+      capture_output=True,
+      text=True,
+      check=True,
+    ).stdout.strip()
+    for _ in range(3)
+  }
+  assert len(digests) == 1 and len(next(iter(digests))) == 64
