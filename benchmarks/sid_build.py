@@ -32,6 +32,18 @@ and then assigns all points; faiss gets ``--faiss_max_points_per_centroid``
 like-for-like row). ``--ours_devices=n`` runs ours on a mesh of n host CPU
 devices.
 
+OPQ recipe of ours: ``--ours_opq_fused`` (one jitted program),
+``--ours_opq_rotation_init=pca``, ``--ours_opq_iter_pq0`` and
+``--ours_opq_train_points`` set the ``QuantizerConfig`` switches of the same
+names (all off / faiss's values by default).
+
+Compilations: ours' rows give the XLA compilation count, seconds and
+persistent-cache hits of the build, the first encode and the N/2 encode.
+``--compile_cache DIR`` runs ours twice, each in a fresh process, with JAX's
+persistent compilation cache in a new empty folder under DIR: the cold row
+(empty cache) and the warm row (a second process loading every program);
+faiss runs in the parent process.
+
 A ratio measured on a busy machine is not a measurement: the script refuses
 to run when the 1-minute load average at start is above ``--max_load`` (2).
 
