@@ -34,8 +34,9 @@ devices.
 
 OPQ recipe of ours: ``--ours_opq_fused`` (one jitted program),
 ``--ours_opq_rotation_init=pca``, ``--ours_opq_iter_pq0`` and
-``--ours_opq_train_points`` set the ``QuantizerConfig`` switches of the same
-names (all off / faiss's values by default).
+``--ours_opq_train_points`` and ``--ours_opq_pq_init`` set the
+``QuantizerConfig`` switches of the same names (all off / faiss's values by
+default).
 
 Compilations: ours' rows give the XLA compilation count, seconds and
 persistent-cache hits of the build, the first encode and the N/2 encode.
@@ -170,6 +171,7 @@ def ours_config(levels, l3_mode, seed, opq_iter, args):
     opq_rotation_init=args.ours_opq_rotation_init,
     opq_iter_pq0=args.ours_opq_iter_pq0,
     opq_train_points=args.ours_opq_train_points,
+    opq_pq_init=args.ours_opq_pq_init,
     seed=seed,
   )
 
@@ -442,6 +444,12 @@ def main() -> None:
     help="our OPQ training sample (QuantizerConfig.opq_train_points)",
   )
   p.add_argument(
+    "--ours_opq_pq_init",
+    default="kmeans++",
+    choices=("kmeans++", "random"),
+    help="init of our OPQ PQ k-means (QuantizerConfig.opq_pq_init)",
+  )
+  p.add_argument(
     "--compile_cache",
     default="",
     help="if set, run ours twice, each in a fresh process, with JAX's "
@@ -553,7 +561,8 @@ def main() -> None:
     f"{'fused' if args.ours_opq_fused else 'per alternation'}, "
     f"{args.ours_opq_rotation_init} start, first alternation "
     f"{args.ours_opq_iter_pq0} Lloyd iterations, "
-    f"{args.ours_opq_train_points} training points\n"
+    f"{args.ours_opq_train_points} training points, "
+    f"{args.ours_opq_pq_init} PQ init\n"
   )
   print(
     "| L3 | impl | SIDs s | RQ s | encode s | encode N/2 s | CUR_L1 |"

@@ -28,8 +28,8 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from onesearch_jax.khqe import kmeans, rq, sid_encode
 from onesearch_jax.khqe import opq as opq_lib
-from onesearch_jax.khqe import rq, sid_encode
 
 ERROR_NAMES = ("l1", "l2", "l3", "opq")
 
@@ -69,6 +69,8 @@ class QuantizerConfig:
     opq_iter_pq0: Lloyd iterations of the first OPQ alternation's PQ fit
       (faiss's niter_pq_0, 40).
     opq_train_points: OPQ training sample size (faiss's 256 * 256).
+    opq_pq_init: init of the OPQ PQ k-means, "kmeans++" (default) or
+      "random" (faiss's: no k-means++ runs or compilation).
     seed: random seed.
   """
 
@@ -84,6 +86,7 @@ class QuantizerConfig:
   opq_rotation_init: str = "random"
   opq_iter_pq0: int = 40
   opq_train_points: int = 256 * 256
+  opq_pq_init: str = "kmeans++"
   seed: int = 0
 
   def __post_init__(self):
@@ -102,6 +105,10 @@ class QuantizerConfig:
       raise ValueError(
         f"opq_rotation_init must be one of {opq_lib.ROTATION_INITS}, got "
         f"{self.opq_rotation_init!r}"
+      )
+    if self.opq_pq_init not in kmeans.INITS:
+      raise ValueError(
+        f"opq_pq_init must be one of {kmeans.INITS}, got {self.opq_pq_init!r}"
       )
     if self.opq_iter_pq0 < 1 or self.opq_train_points < 1:
       raise ValueError(
@@ -154,6 +161,7 @@ _OMITTED_AT_DEFAULT = (
   "opq_rotation_init",
   "opq_iter_pq0",
   "opq_train_points",
+  "opq_pq_init",
 )
 _FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(QuantizerConfig)}
 
@@ -338,6 +346,7 @@ def _fit(emb, config, *, mesh, log, with_codes):
       rotation_init=config.opq_rotation_init,
       n_iter_pq0=config.opq_iter_pq0,
       max_train_points=config.opq_train_points,
+      pq_init=config.opq_pq_init,
       mesh=mesh,
     )
     if log:

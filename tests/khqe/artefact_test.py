@@ -64,6 +64,7 @@ def test_round_trip(art, tmp_path):
     ("opq_rotation_init", "pca"),
     ("opq_iter_pq0", 10),
     ("opq_train_points", 1000),
+    ("opq_pq_init", "random"),
   ],
 )
 def test_later_switches_are_written_only_when_on(art, tmp_path, field, value):

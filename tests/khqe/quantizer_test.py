@@ -111,6 +111,8 @@ def test_config_validation():
     quantizer.QuantizerConfig(opq_rotation_init="eye")
   with pytest.raises(ValueError, match="opq_iter_pq0"):
     quantizer.QuantizerConfig(opq_iter_pq0=0)
+  with pytest.raises(ValueError, match="opq_pq_init"):
+    quantizer.QuantizerConfig(opq_pq_init="zeros")
 
 
 def _greedy_codes(x, q):
@@ -195,6 +197,10 @@ def test_fast_opq_switches_reach_the_opq_fit():
   # A smaller OPQ training sample changes the fit.
   small = dataclasses.replace(fast, opq_train_points=300)
   assert not np.allclose(quantizer.fit(x, small).opq.codebooks, qf.opq.codebooks)
+  # faiss's random PQ init: the PQ starts from distinct training points.
+  rand = quantizer.fit(x, dataclasses.replace(fast, opq_pq_init="random"))
+  assert not np.allclose(rand.opq.codebooks, qf.opq.codebooks)
+  np.testing.assert_array_equal(rand.rq.l3, q.rq.l3)
 
 
 def test_fit_encode_is_deterministic_by_seed():
