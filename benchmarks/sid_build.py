@@ -32,6 +32,19 @@ and then assigns all points; faiss gets ``--faiss_max_points_per_centroid``
 like-for-like row). ``--ours_devices=n`` runs ours on a mesh of n host CPU
 devices.
 
+OPQ recipe of ours: ``--ours_opq_fused`` (one jitted program),
+``--ours_opq_rotation_init=pca``, ``--ours_opq_iter_pq0`` and
+``--ours_opq_train_points`` and ``--ours_opq_pq_init`` set the
+``QuantizerConfig`` switches of the same names (all off / faiss's values by
+default).
+
+Compilations: ours' rows give the XLA compilation count, seconds and
+persistent-cache hits of the build, the first encode and the N/2 encode.
+``--compile_cache DIR`` runs ours twice, each in a fresh process, with JAX's
+persistent compilation cache in a new empty folder under DIR: the cold row
+(empty cache) and the warm row (a second process loading every program);
+faiss runs in the parent process.
+
 A ratio measured on a busy machine is not a measurement: the script refuses
 to run when the 1-minute load average at start is above ``--max_load`` (2).
 
@@ -53,9 +66,14 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
+
+OURS = "ours (JAX)"
+OURS_COLD = "ours (JAX), cold process, empty compilation cache"
+OURS_WARM = "ours (JAX), new process, warm compilation cache"
 
 
 def make_embeddings(n: int, dim: int, seed: int, n_topics: int = 2000) -> np.ndarray:
@@ -101,10 +119,47 @@ def _cpu_mesh(n_devices: int):
   )
 
 
-def run_ours(x, levels, l3_mode, seed, opq_iter, args):
+class CompileCounter:
+  """Counts XLA compilations (and their seconds) through ``jax.monitoring``;
+  a persistent-cache hit still counts as one (its seconds are the load
+  time) and is also counted in ``hits``."""
+
+  def __init__(self):
+    from jax import monitoring
+
+    self.n, self.secs, self.hits = 0, 0.0, 0
+
+    def on_duration(event, secs, **_):
+      if event == "/jax/core/compile/backend_compile_duration":
+        self.n += 1
+        self.secs += secs
+
+    def on_event(event, **_):
+      if event == "/jax/compilation_cache/cache_hits":
+        self.hits += 1
+
+    monitoring.register_event_duration_secs_listener(on_duration)
+    monitoring.register_event_listener(on_event)
+
+  def snapshot(self) -> tuple[int, float, int]:
+    return self.n, self.secs, self.hits
+
+
+_COUNTER: list[CompileCounter] = []
+
+
+def compile_counter() -> CompileCounter:
+  """The process's one ``CompileCounter`` (registered on first use)."""
+  if not _COUNTER:
+    _COUNTER.append(CompileCounter())
+  return _COUNTER[0]
+
+
+def ours_config(levels, l3_mode, seed, opq_iter, args):
+  """The ``QuantizerConfig`` of ours from the command line."""
   from onesearch_jax.khqe import quantizer
 
-  cfg = quantizer.QuantizerConfig(
+  return quantizer.QuantizerConfig(
     levels=levels,
     l3_mode=l3_mode,
     opq_subspaces=2,
@@ -112,19 +167,36 @@ def run_ours(x, levels, l3_mode, seed, opq_iter, args):
     n_iter=25,
     opq_iter=opq_iter,
     max_points_per_centroid=args.ours_max_points_per_centroid or None,
+    opq_fused=args.ours_opq_fused,
+    opq_rotation_init=args.ours_opq_rotation_init,
+    opq_iter_pq0=args.ours_opq_iter_pq0,
+    opq_train_points=args.ours_opq_train_points,
+    opq_pq_init=args.ours_opq_pq_init,
     seed=seed,
   )
+
+
+def run_ours(x, levels, l3_mode, seed, opq_iter, args):
+  from onesearch_jax.khqe import quantizer
+
+  cfg = ours_config(levels, l3_mode, seed, opq_iter, args)
   mesh = _cpu_mesh(args.ours_devices)
+  counter = compile_counter()
+  c0 = counter.snapshot()
+  cpu0 = time.process_time()
   t0 = time.perf_counter()
   marks = {}
   q, codes, sq = quantizer.fit_encode(
     x, cfg, mesh=mesh, log=_step_logger("ours", t0, marks)
   )
   t1 = time.perf_counter()
+  c1, cpu1 = counter.snapshot(), time.process_time()
   again = q.encode(x, mesh=mesh)  # first call: includes compiling the encoder
   t2 = time.perf_counter()
+  c2, cpu2 = counter.snapshot(), time.process_time()
   q.encode(x[: len(x) // 2 + 1], mesh=mesh)  # another N: same compiled blocks
   t3 = time.perf_counter()
+  c3 = counter.snapshot()
   if not np.array_equal(again, codes):
     print(
       f"  note: encode differs from the fit codes on "
@@ -136,8 +208,54 @@ def run_ours(x, levels, l3_mode, seed, opq_iter, args):
     "rq_s": marks["RQ level 3"],
     "encode_s": t2 - t1,
     "encode_half_s": t3 - t2,
+    "sids_cpu_s": cpu1 - cpu0,
+    "encode_cpu_s": cpu2 - cpu1,
+    # (compilations, their seconds, persistent-cache hits) per phase
+    "compiles": [
+      [b[0] - a[0], b[1] - a[1], b[2] - a[2]] for a, b in ((c0, c1), (c1, c2), (c2, c3))
+    ],
   }
   return codes, times, quantizer.mean_errors(x, sq)
+
+
+def run_ours_child(args, mode: str, cache_dir: str, label: str):
+  """Runs ours in a fresh process with the persistent compilation cache at
+  ``cache_dir``; returns (times, metrics, RQ-only metrics, errors)."""
+  out = subprocess.run(
+    [sys.executable, __file__, *sys.argv[1:], "--_ours_child", f"--_mode={mode}"],
+    check=True,
+    stdout=subprocess.PIPE,
+    text=True,
+    env={**os.environ, "SID_BUILD_CACHE_DIR": cache_dir},
+  )
+  res = json.loads(out.stdout.strip().splitlines()[-1])
+  print(f"done: {mode} {label} {res['times']}", file=sys.stderr, flush=True)
+  return res["times"], res["m"], res["m_rq"], res["errs"]
+
+
+def ours_child_main(args, levels) -> None:
+  """``--_ours_child``: ours alone with the cache of $SID_BUILD_CACHE_DIR;
+  prints one JSON line (times, CUR/ICR, errors)."""
+  import jax
+
+  jax.config.update("jax_compilation_cache_dir", os.environ["SID_BUILD_CACHE_DIR"])
+  # Cache every program (JAX's defaults skip those compiled in < 1 s).
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  from onesearch_jax.khqe import sid_metrics
+
+  compile_counter()
+  x = make_embeddings(args.n, args.dim, args.seed)
+  codes, times, errs = run_ours(
+    x, levels, args._mode, args.seed, args.ours_opq_iter, args
+  )
+  res = {
+    "times": times,
+    "m": sid_metrics.cur_icr(codes, levels),
+    "m_rq": sid_metrics.cur_icr(codes[:, :3], levels),
+    "errs": errs,
+  }
+  print(json.dumps(res))
 
 
 def run_faiss(x, levels, l3_mode, seed, opq_iter, args):
@@ -303,6 +421,45 @@ def main() -> None:
     "(QuantizerConfig.max_points_per_centroid; 0 = all points)",
   )
   p.add_argument(
+    "--ours_opq_fused",
+    action="store_true",
+    help="fit our OPQ in one jitted program (QuantizerConfig.opq_fused)",
+  )
+  p.add_argument(
+    "--ours_opq_rotation_init",
+    default="random",
+    choices=("random", "pca"),
+    help="our OPQ start rotation (QuantizerConfig.opq_rotation_init)",
+  )
+  p.add_argument(
+    "--ours_opq_iter_pq0",
+    type=int,
+    default=40,
+    help="Lloyd iterations of our first OPQ alternation (faiss: 40)",
+  )
+  p.add_argument(
+    "--ours_opq_train_points",
+    type=int,
+    default=256 * 256,
+    help="our OPQ training sample (QuantizerConfig.opq_train_points)",
+  )
+  p.add_argument(
+    "--ours_opq_pq_init",
+    default="kmeans++",
+    choices=("kmeans++", "random"),
+    help="init of our OPQ PQ k-means (QuantizerConfig.opq_pq_init)",
+  )
+  p.add_argument(
+    "--compile_cache",
+    default="",
+    help="if set, run ours twice, each in a fresh process, with JAX's "
+    "persistent compilation cache in a new empty folder under this one: the "
+    "cold row (empty cache: compiles and writes it) and the warm row (a "
+    "second process that loads every program from the cache)",
+  )
+  p.add_argument("--_ours_child", action="store_true", help=argparse.SUPPRESS)
+  p.add_argument("--_mode", default="", help=argparse.SUPPRESS)
+  p.add_argument(
     "--faiss_max_points_per_centroid",
     type=int,
     default=10000,
@@ -339,6 +496,9 @@ def main() -> None:
       os.environ.get("XLA_FLAGS", "")
       + f" --xla_force_host_platform_device_count={args.ours_devices}"
     )
+  if args._ours_child:
+    ours_child_main(args, levels)
+    return
   if args._memory_child:
     memory_probe(
       args.n, args.dim, levels, args.seed, args.memory_iters, args.ours_opq_iter
@@ -358,17 +518,35 @@ def main() -> None:
     sys.exit(3)
   x = make_embeddings(args.n, args.dim, args.seed)
   rows = []
+  cpu_start = time.process_time()
+  children = resource.getrusage(resource.RUSAGE_CHILDREN)
   for mode in args.l3_modes.split(","):
+    if args.compile_cache:
+      os.makedirs(args.compile_cache, exist_ok=True)
+      cache = tempfile.mkdtemp(prefix="sid_build_", dir=args.compile_cache)
+      for label in (OURS_COLD, OURS_WARM):
+        rows.append((mode, label, *run_ours_child(args, mode, cache, label)))
+      print(
+        f"compilation cache: {cache} ({len(os.listdir(cache))} entries)",
+        file=sys.stderr,
+      )
+    compile_counter()
     for name, fn, opq_iter in (
-      ("ours (JAX)", run_ours, args.ours_opq_iter),
+      (OURS, run_ours, args.ours_opq_iter),
       ("faiss", run_faiss, args.opq_iter),
     ):
+      if args.compile_cache and fn is run_ours:
+        continue
       codes, times, errs = fn(x, levels, mode, args.seed, opq_iter, args)
       m = sid_metrics.cur_icr(codes, levels)
       m_rq = sid_metrics.cur_icr(codes[:, :3], levels)
       rows.append((mode, name, times, m, m_rq, errs))
       print(f"done: {mode} {name} {times}", file=sys.stderr, flush=True)
   load = os.getloadavg()
+  child_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+  cpu_total = (time.process_time() - cpu_start) + (
+    child_cpu.ru_utime + child_cpu.ru_stime - children.ru_utime - children.ru_stime
+  )
   print(
     f"\nN={args.n} D={args.dim} levels={args.levels} OPQ 2x256, "
     f"OPQ alternations ours {args.ours_opq_iter} / faiss {args.opq_iter}; "
@@ -378,32 +556,48 @@ def main() -> None:
     f"machine: {platform.machine()}, "
     f"{os.cpu_count()} CPU cores; load average (1/5/15 min) at start "
     f"{load_start[0]:.1f}/{load_start[1]:.1f}/{load_start[2]:.1f}, at end "
-    f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}\n"
+    f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}; CPU seconds of the run "
+    f"(this process and its children) {cpu_total:.1f}; ours' OPQ: "
+    f"{'fused' if args.ours_opq_fused else 'per alternation'}, "
+    f"{args.ours_opq_rotation_init} start, first alternation "
+    f"{args.ours_opq_iter_pq0} Lloyd iterations, "
+    f"{args.ours_opq_train_points} training points, "
+    f"{args.ours_opq_pq_init} PQ init\n"
   )
   print(
     "| L3 | impl | SIDs s | RQ s | encode s | encode N/2 s | CUR_L1 |"
     " CUR_L1xL2 | CUR_Total (RQ) | ICR (RQ) | ICR (RQ+OPQ) | err L1 | err L2 |"
-    " err L3 | err OPQ |"
+    " err L3 | err OPQ | CPU s (SIDs / encode) | compiles (SIDs / encode /"
+    " N/2: n, s, cache hits) |"
   )
-  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for mode, name, t, m, m_rq, e in rows:
+    cpu = (
+      f"{t['sids_cpu_s']:.1f} / {t['encode_cpu_s']:.2f}" if "sids_cpu_s" in t else ""
+    )
+    comp = " / ".join(f"{n}, {s:.1f}, {h}" for n, s, h in t.get("compiles", []))
     print(
       f"| {mode} | {name} | {t['sids_s']:.1f} | {t['rq_s']:.1f} "
       f"| {t['encode_s']:.2f} "
       f"| {t['encode_half_s']:.2f} "
       f"| {m['CUR_L1']:.2%} | {m['CUR_L1xL2']:.2%} | {m_rq['CUR_Total']:.2%} "
       f"| {m_rq['ICR']:.2%} | {m['ICR']:.2%} | {e['l1']:.4g} | {e['l2']:.4g} "
-      f"| {e['l3']:.4g} | {e['opq']:.4g} |"
+      f"| {e['l3']:.4g} | {e['opq']:.4g} | {cpu} | {comp} |"
     )
   for mode in args.l3_modes.split(","):
     t = {r[1]: r[2] for r in rows if r[0] == mode}
-    ours, theirs = t["ours (JAX)"], t["faiss"]
-    print(
-      f"\nL3={mode}: ours / faiss: SIDs {ours['sids_s'] / theirs['sids_s']:.2f}x "
-      f"(RQ {ours['rq_s'] / theirs['rq_s']:.2f}x), "
-      f"encode {ours['encode_s'] / theirs['encode_s']:.2f}x, encode N/2 "
-      f"{ours['encode_half_s'] / theirs['encode_half_s']:.2f}x"
-    )
+    theirs = t["faiss"]
+    for name in (OURS, OURS_COLD, OURS_WARM):
+      if name not in t:
+        continue
+      ours = t[name]
+      print(
+        f"\nL3={mode}: {name} / faiss: SIDs "
+        f"{ours['sids_s'] / theirs['sids_s']:.2f}x "
+        f"(RQ {ours['rq_s'] / theirs['rq_s']:.2f}x), "
+        f"encode {ours['encode_s'] / theirs['encode_s']:.2f}x, encode N/2 "
+        f"{ours['encode_half_s'] / theirs['encode_half_s']:.2f}x"
+      )
   if args.memory_n:
     out = subprocess.run(
       [

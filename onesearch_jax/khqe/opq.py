@@ -38,6 +38,8 @@ import numpy as np
 
 from onesearch_jax.khqe import kmeans, lloyd
 
+ROTATION_INITS = ("random", "pca")
+
 
 @dataclasses.dataclass(frozen=True)
 class OPQ:
@@ -97,6 +99,85 @@ def _alternation(xc, y, books, n_iter, *, tile):
   return _procrustes(xc, jnp.concatenate(parts, axis=1)), jnp.stack(new_books)
 
 
+@functools.partial(jax.jit, static_argnames=("tile",))
+def _fused_fit(xc, rotation, books, n_alt, n_iter_first, n_iter_pq, *, tile):
+  """``n_alt`` >= 1 alternations in one program: y = xc R on device, then
+  ``_alternation`` (PQ Lloyd per subspace, decode, Procrustes); the first
+  runs ``n_iter_first`` Lloyd iterations, the others ``n_iter_pq``.
+
+  Args:
+    xc: [N, D] centred training points.
+    rotation: [D, D] start rotation; books: [M, K, D / M] start codebooks
+      (the PQ init on ``xc @ rotation``).
+    n_alt, n_iter_first, n_iter_pq: traced int32 counts (no recompile).
+    tile: the k-means tile rows (``kmeans.global_tile(N, K)``).
+
+  Returns:
+    (rotation [D, D] after the last Procrustes step, codebooks [M, K, D / M]
+    of the last alternation's PQ fit, i.e. fitted on ``xc @`` the rotation
+    passed to that alternation).
+  """
+
+  def alternate(rot, bks, n_iter):
+    y = jnp.matmul(xc, rot, precision=jax.lax.Precision.HIGHEST)
+    return _alternation(xc, y, bks, n_iter, tile=tile)
+
+  state = alternate(rotation, books, n_iter_first)
+  return jax.lax.fori_loop(1, n_alt, lambda _, s: alternate(*s, n_iter_pq), state)
+
+
+def _fused(xc, rotation, books, counts, *, n_codes, m, seed, init):
+  """``_fused_fit`` on host arrays: xc [N, D], rotation [D, D], books
+  [M, K, D / M] or None (``_init_books`` on ``xc @ rotation``), counts =
+  (alternations, first Lloyd iterations, later ones). Returns numpy
+  (rotation, books)."""
+  if books is None:
+    books = _init_books(xc @ rotation, n_codes, m, seed=seed, init=init)
+  rotation, books = _fused_fit(
+    jnp.asarray(xc),
+    rotation,
+    books,
+    *np.int32(counts),
+    tile=kmeans.global_tile(xc.shape[0], n_codes),
+  )
+  return np.asarray(rotation), np.asarray(books)
+
+
+def _init_books(y: np.ndarray, n_codes: int, m: int, *, seed: int, init: str):
+  """[M, K, D / M] PQ start codebooks on y [N, D]: per subspace j the
+  ``fit_kmeans`` init with seed ``seed + j`` (k-means++ or random)."""
+  parts = [np.ascontiguousarray(p) for p in _split(y, m)]
+  if init == "random":
+    books = [kmeans.random_init(p, n_codes, seed=seed + j) for j, p in enumerate(parts)]
+  else:
+    books = [
+      kmeans.kmeanspp_init(p, n_codes, seed=seed + j) for j, p in enumerate(parts)
+    ]
+  return np.stack(books).astype(np.float32)
+
+
+def pca_rotation(xc: np.ndarray, m: int) -> np.ndarray:
+  """[D, D] orthogonal start rotation by eigenvalue allocation (the
+  parametric OPQ solution for Gaussian data): the principal axes of xc [N, D]
+  dealt, largest variance first, to the subspace with the smallest product
+  of the variances it holds so far (among those not yet full), so the M
+  subspaces get balanced variance products. Columns j*D/M..(j+1)*D/M are
+  subspace j's axes."""
+  d = xc.shape[1]
+  cov = xc.astype(np.float64).T @ xc.astype(np.float64) / max(xc.shape[0], 1)
+  eigval, eigvec = np.linalg.eigh(cov)
+  order = np.argsort(-eigval, kind="stable")
+  sub = d // m
+  log_prod = np.zeros(m)
+  members = [[] for _ in range(m)]
+  for i in order:
+    open_ = [j for j in range(m) if len(members[j]) < sub]
+    j = min(open_, key=lambda j: (log_prod[j], j))
+    members[j].append(i)
+    log_prod[j] += np.log(max(eigval[i], 1e-12))
+  return eigvec[:, [i for mem in members for i in mem]].astype(np.float32)
+
+
 def _split(y: np.ndarray, m: int) -> list[np.ndarray]:
   return np.split(y, m, axis=1)
 
@@ -150,6 +231,8 @@ def fit_opq(
   learn_rotation: bool = True,
   pq_init: str = "kmeans++",
   final_retrain: bool = True,
+  fused: bool = False,
+  rotation_init: str = "random",
   mesh: jax.sharding.Mesh | None = None,
 ) -> OPQ:
   """Learns the OPQ rotation and PQ codebooks.
@@ -169,6 +252,15 @@ def fit_opq(
     final_retrain: the final PQ is a fresh k-means (``pq_init``) on a new
       sample of ``max_train_points`` of all N points (what faiss's IVFPQ
       training after OPQ does) instead of a warm-started refit.
+    fused: run every alternation, and the final PQ fit, inside one jitted
+      program (``_fused_fit``: y = x R on device, no host round trip per
+      alternation, one compilation for the whole fit); the PQ inits are
+      drawn as in the default path. Not bit-identical to the default path
+      (y is computed by XLA instead of numpy), so off by default; the mesh
+      is not used for the fit (the training sample is at most
+      ``max_train_points`` rows).
+    rotation_init: "random" (a seeded random orthogonal matrix, faiss's) or
+      "pca" (``pca_rotation``: principal axes by eigenvalue allocation).
     mesh: optional mesh for the k-means.
 
   Returns:
@@ -180,6 +272,10 @@ def fit_opq(
     raise ValueError(f"fit_opq: dim {d} is not divisible by {n_subspaces} subspaces")
   if n < n_codes:
     raise ValueError(f"fit_opq: need at least n_codes={n_codes} points, got {n}")
+  if rotation_init not in ROTATION_INITS:
+    raise ValueError(
+      f"fit_opq: rotation_init must be one of {ROTATION_INITS}, got {rotation_init!r}"
+    )
   rng = np.random.default_rng(seed)
   x_all = x
   if n > max_train_points:
@@ -189,12 +285,18 @@ def fit_opq(
   if learn_rotation:
     rotation, _ = np.linalg.qr(rng.normal(size=(d, d)))
     rotation = rotation.astype(np.float32)
+    if rotation_init == "pca":
+      rotation = pca_rotation(xc, n_subspaces)
   else:
     rotation = np.eye(d, dtype=np.float32)
   books = None
-  if learn_rotation:
+  tile = kmeans.global_tile(xc.shape[0], n_codes)
+  pq = dict(n_codes=n_codes, m=n_subspaces, seed=seed + 7, init=pq_init)
+  if fused and learn_rotation and n_iter:
+    # Every alternation in one program (see ``_fused_fit``).
+    rotation, books = _fused(xc, rotation, None, (n_iter, n_iter_pq0, n_iter_pq), **pq)
+  elif learn_rotation:
     xc_device = jnp.asarray(xc)
-    tile = kmeans.global_tile(xc.shape[0], n_codes)
     for it in range(n_iter):
       y = xc @ rotation
       if it and mesh is None:
@@ -221,16 +323,22 @@ def fit_opq(
       x = x_all[np.sort(rng.choice(n, size=max_train_points, replace=False))]
     xc = x - mean
     books = None
-  books, _ = _pq_train(
-    xc @ rotation,
-    books,
-    n_codes,
-    n_subspaces,
-    seed=seed + 7,
-    n_iter=n_iter_final if books is not None or final_retrain else n_iter_pq0,
-    mesh=mesh,
-    init=pq_init,
-  )
+  n_final = n_iter_final if books is not None or final_retrain else n_iter_pq0
+  if fused:
+    # The final PQ fit: one more call of the same program (its Procrustes
+    # output dropped), so the whole fit compiles once.
+    _, books = _fused(xc, rotation, books, (1, n_final, 0), **pq)
+  else:
+    books, _ = _pq_train(
+      xc @ rotation,
+      books,
+      n_codes,
+      n_subspaces,
+      seed=seed + 7,
+      n_iter=n_final,
+      mesh=mesh,
+      init=pq_init,
+    )
   return OPQ(mean=mean.astype(np.float32), rotation=rotation, codebooks=books)
 
 

@@ -28,8 +28,8 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from onesearch_jax.khqe import kmeans, rq, sid_encode
 from onesearch_jax.khqe import opq as opq_lib
-from onesearch_jax.khqe import rq, sid_encode
 
 ERROR_NAMES = ("l1", "l2", "l3", "opq")
 
@@ -59,6 +59,18 @@ class QuantizerConfig:
       most this many points per centroid, then assign all points (faiss's
       sampling; faiss's default is 256, the official code passes 10000).
       None (default) trains on all points.
+    opq_fused: fit OPQ in one jitted program (``opq.fit_opq(fused=True)``:
+      every alternation and the final PQ fit on device, one compilation);
+      not bit-identical to the default path, so off (the main job's codes
+      are unchanged).
+    opq_rotation_init: the OPQ start rotation, "random" (faiss's, default)
+      or "pca" (eigenvalue allocation, ``opq.pca_rotation``: reaches the
+      ICR of 10 random-start alternations in fewer).
+    opq_iter_pq0: Lloyd iterations of the first OPQ alternation's PQ fit
+      (faiss's niter_pq_0, 40).
+    opq_train_points: OPQ training sample size (faiss's 256 * 256).
+    opq_pq_init: init of the OPQ PQ k-means, "kmeans++" (default) or
+      "random" (faiss's: no k-means++ runs or compilation).
     seed: random seed.
   """
 
@@ -70,6 +82,11 @@ class QuantizerConfig:
   opq_iter: int = 50
   opq_final_retrain: bool = True
   max_points_per_centroid: int | None = None
+  opq_fused: bool = False
+  opq_rotation_init: str = "random"
+  opq_iter_pq0: int = 40
+  opq_train_points: int = 256 * 256
+  opq_pq_init: str = "kmeans++"
   seed: int = 0
 
   def __post_init__(self):
@@ -84,16 +101,31 @@ class QuantizerConfig:
         f"max_points_per_centroid must be None or >= 1, got "
         f"{self.max_points_per_centroid}"
       )
+    if self.opq_rotation_init not in opq_lib.ROTATION_INITS:
+      raise ValueError(
+        f"opq_rotation_init must be one of {opq_lib.ROTATION_INITS}, got "
+        f"{self.opq_rotation_init!r}"
+      )
+    if self.opq_pq_init not in kmeans.INITS:
+      raise ValueError(
+        f"opq_pq_init must be one of {kmeans.INITS}, got {self.opq_pq_init!r}"
+      )
+    if self.opq_iter_pq0 < 1 or self.opq_train_points < 1:
+      raise ValueError(
+        f"opq_iter_pq0 and opq_train_points must be >= 1, got "
+        f"{self.opq_iter_pq0}, {self.opq_train_points}"
+      )
     object.__setattr__(self, "levels", tuple(int(k) for k in self.levels))
 
   def to_dict(self) -> dict:
-    """``dataclasses.asdict`` without ``max_points_per_centroid`` while it is
-    off (None): an artefact written without sampling keeps the bytes, and
-    content hash, it had before the field existed (``QuantizerConfig(**d)``
-    restores the default)."""
+    """``dataclasses.asdict`` without the fields of ``_OMITTED_AT_DEFAULT``
+    while they hold their defaults: an artefact written without them keeps
+    the bytes, and content hash, it had before those fields existed
+    (``QuantizerConfig(**d)`` restores the defaults)."""
     out = dataclasses.asdict(self)
-    if out["max_points_per_centroid"] is None:
-      del out["max_points_per_centroid"]
+    for name in _OMITTED_AT_DEFAULT:
+      if out[name] == _FIELD_DEFAULTS[name]:
+        del out[name]
     return out
 
   @classmethod
@@ -119,6 +151,19 @@ class QuantizerConfig:
     kwargs = dict(levels=(k1, k2, k3), opq_codes=opq_codes)
     kwargs.update(overrides)
     return cls(**kwargs)
+
+
+# Fields added after artefacts were first written; ``to_dict`` leaves each
+# out while it holds its default.
+_OMITTED_AT_DEFAULT = (
+  "max_points_per_centroid",
+  "opq_fused",
+  "opq_rotation_init",
+  "opq_iter_pq0",
+  "opq_train_points",
+  "opq_pq_init",
+)
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(QuantizerConfig)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,6 +342,11 @@ def _fit(emb, config, *, mesh, log, with_codes):
       seed=config.seed + 3,
       n_iter=config.opq_iter,
       final_retrain=config.opq_final_retrain,
+      fused=config.opq_fused,
+      rotation_init=config.opq_rotation_init,
+      n_iter_pq0=config.opq_iter_pq0,
+      max_train_points=config.opq_train_points,
+      pq_init=config.opq_pq_init,
       mesh=mesh,
     )
     if log:

@@ -56,21 +56,33 @@ def test_round_trip(art, tmp_path):
   assert "红色连衣裙" in (tmp_path / "queries.jsonl").read_text(encoding="utf-8")
 
 
-def test_sampling_switch_is_written_only_when_on(art, tmp_path):
-  # Off (None): config.json has no such key, as before the field existed, so
-  # the main job's artefact keeps its hash; on: written and read back.
+@pytest.mark.parametrize(
+  "field, value",
+  [
+    ("max_points_per_centroid", 7),
+    ("opq_fused", True),
+    ("opq_rotation_init", "pca"),
+    ("opq_iter_pq0", 10),
+    ("opq_train_points", 1000),
+    ("opq_pq_init", "random"),
+  ],
+)
+def test_later_switches_are_written_only_when_on(art, tmp_path, field, value):
+  # At their defaults: config.json has none of these keys, as before the
+  # fields existed, so the main job's artefact keeps its hash; on: written
+  # and read back.
   artefact.save(art, tmp_path / "off")
   stored = json.loads((tmp_path / "off" / "config.json").read_text())["quantizer"]
-  assert "max_points_per_centroid" not in stored
+  assert field not in stored
   assert artefact.load(tmp_path / "off").quantizer.config == art.quantizer.config
-  cfg = dataclasses.replace(art.quantizer.config, max_points_per_centroid=7)
+  cfg = dataclasses.replace(art.quantizer.config, **{field: value})
   on = dataclasses.replace(
     art, quantizer=dataclasses.replace(art.quantizer, config=cfg)
   )
   artefact.save(on, tmp_path / "on")
   stored = json.loads((tmp_path / "on" / "config.json").read_text())["quantizer"]
-  assert stored["max_points_per_centroid"] == 7
-  assert artefact.load(tmp_path / "on").quantizer.config.max_points_per_centroid == 7
+  assert stored[field] == value
+  assert getattr(artefact.load(tmp_path / "on").quantizer.config, field) == value
 
 
 def test_multimap_tie_policy(art, tmp_path):
