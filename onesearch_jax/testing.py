@@ -245,6 +245,9 @@ def tiny_sft_config(**kw) -> SFTConfig:
     # Fixed-width batches: one compiled step per phase (the bucketed path is
     # tested in tests/data/model_batches_test.py and tests/train/sft_test.py).
     length_buckets=(),
+    # A 64-example shuffle window: filling the main job's 2,000-example one
+    # preprocesses the tiny world's tasks dozens of times over, per iterator.
+    shuffle_buffer=64,
   )
   args.update(kw)
   return configs.sft_config(**args)
