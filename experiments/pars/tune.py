@@ -18,9 +18,13 @@ train):
 ``--collect`` prints the table of every run under ROOT; ``--plot`` draws the
 DPO diagnostics curves of the named runs.
 
-  python experiments/pars/tune.py --val_workdir=/tmp/val0 --root=/tmp/pt --name=base
+(gin/runs/main.gin switches the alignment phases off: a run that trains
+phase 1 passes ``--bindings=pars_config.run_phase1=True``.)
+
+  python experiments/pars/tune.py --val_workdir=/tmp/val0 --root=/tmp/pt --name=base \
+      --bindings="pars_config.run_phase1=True"
   python experiments/pars/tune.py --val_workdir=/tmp/val0 --root=/tmp/pt --name=lr1e4 \
-      --bindings="pars_config.learning_rate=1e-4"
+      --bindings="pars_config.run_phase1=True" --bindings="pars_config.learning_rate=1e-4"
   python experiments/pars/tune.py --root=/tmp/pt --collect --plot=docs/figures/pars_dpo.png
 """
 
