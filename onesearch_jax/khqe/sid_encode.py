@@ -7,13 +7,21 @@ the point's parent group, OPQ rotation and the per-subspace nearest
 codeword) and returns the codes and the squared residual norm after each
 level. Nothing is re-tiled on the host and no N x D temporary is made there.
 
-A parent level 3 ("parent", "parent_ab") is encoded by parent tiles instead
-(``_encode_parent_tiled``): levels 1 and 2 in such blocks, then the level-2
+A parent level 3 ("parent": one codebook per level-2 code) is encoded in the
+same call by single-group tiles built on device
+(``_nearest_in_group_tiles``): the block's points are sorted by parent
+(stable), dealt into tiles of T rows (``group_tile``: B / G as a power of
+two in [8, 64]), and each tile is one ``[T, D] x [k3, D]`` matmul against
+its group's codebook, the grouped k-means' own sweep; tiles gather their
+points and points gather their codes back, so there is no scatter and no
+host round trip. "parent_ab" (one codebook per (level-1, level-2) pair, up
+to k1 x k2 groups, more than a block's tiles could hold) keeps the host
+path (``_encode_parent_tiled``): levels 1 and 2 in blocks, the level-2
 residuals sorted into single-parent tiles on the host (an N x D copy) and
-searched with the grouped k-means' own sweep, one ``[T, D] x [k3, D]``
-matmul a tile, then OPQ on the level-3 residual. The per-point path
-(``_encode_fused``, which gathers every point's ``k3 x D`` group codebook)
-gives the same codes and is what the tests compare with.
+searched with ``kmeans.assign_grouped``, then OPQ on the level-3 residual.
+The per-point path (``_block`` with mode "parent" / "parent_ab", which
+gathers every point's ``k3 x D`` group codebook) gives the same codes and is
+what the tests compare with.
 
 Compile reuse: the block size B is a fixed bucket (the next power of two of N,
 capped so one block's largest temporary stays below ``_BLOCK_FLOATS``), the
@@ -101,6 +109,65 @@ def _nearest_in_group(r, g, l3):
   return _tiled(tile, l3.shape[1] * l3.shape[2], r, g)
 
 
+def group_tile(bsz: int, n_groups: int) -> int:
+  """Rows T of one single-group tile inside a block of ``bsz`` points over
+  ``n_groups`` parent groups: B / G rounded down to a power of two, in
+  [8, 64], so the padding (below one tile per group) stays near B / 2."""
+  t = max(1, bsz // max(n_groups, 1))
+  return max(8, min(64, 1 << (t.bit_length() - 1)))
+
+
+def _nearest_in_group_tiles(r, g, l3, tile):
+  """(index [B], centroid [B, D]) of r [B, D] among l3[g] ([G, k3, D]), by
+  single-group tiles built on device: the block's points are sorted by group
+  (stable) and dealt into tiles of ``tile`` rows, each tile one
+  ``[tile, D] x [k3, D]`` matmul against its group's codebook (the grouped
+  k-means' own sweep, ``lloyd.sweep``: the same distances, first minimum on
+  ties). At most B / tile + G tiles are needed (each group leaves less than
+  one tile unfilled); padding rows are zero and discarded."""
+  bsz, d = r.shape
+  n_groups, k, _ = l3.shape
+  width = k * d  # floats of one tile's gathered codebook
+  chunk = max(1, _TILE_FLOATS // width)
+  chunk = 1 << (chunk.bit_length() - 1)
+  n_tiles = -(-(bsz // tile + n_groups) // chunk) * chunk
+  order = jnp.argsort(g, stable=True)  # sorted position -> point
+  counts = jnp.zeros((n_groups,), jnp.int32).at[g].add(1)
+  tiles_per = (counts + tile - 1) // tile
+  tile_end = jnp.cumsum(tiles_per)
+  point_begin = jnp.cumsum(counts) - counts
+  tg = jnp.searchsorted(tile_end, jnp.arange(n_tiles, dtype=jnp.int32), side="right")
+  tg = jnp.minimum(tg, n_groups - 1).astype(jnp.int32)  # each tile's group
+  # Every slot gathers its point (no scatter): slot s of tile n holds the
+  # group's point number (n - first tile of the group) * tile + s.
+  rank = (jnp.arange(n_tiles, dtype=jnp.int32) - (tile_end - tiles_per)[tg])[
+    :, None
+  ] * tile + jnp.arange(tile, dtype=jnp.int32)[None, :]  # [n_tiles, tile]
+  valid = rank < counts[tg][:, None]
+  # A padding slot holds a copy of the group's first point: its distances
+  # are computed and never read.
+  src = order[point_begin[tg][:, None] + jnp.where(valid, rank, 0)]
+  xt = r[src]  # [n_tiles, tile, D]
+  # ... and every point gathers its slot back.
+  rank_of_sorted = jnp.arange(bsz, dtype=jnp.int32) - point_begin[g[order]]
+  slot_sorted = (tile_end - tiles_per)[g[order]] * tile + rank_of_sorted
+  slot = slot_sorted[jnp.argsort(order)]
+  cnorm = jnp.sum(l3 * l3, axis=-1)  # [G, k3]
+
+  def tiles(xc, gc):  # [chunk, tile, D], [chunk]
+    cg = l3[gc]  # [chunk, k3, D]
+    dots = jnp.einsum("ntd,nkd->ntk", xc, cg, precision=_HIGHEST)
+    c, _ = argmin_first(cnorm[gc][:, None, :] - 2.0 * dots)
+    return c
+
+  ct = jax.lax.map(
+    lambda args: tiles(*args),
+    (xt.reshape(n_tiles // chunk, chunk, tile, d), tg.reshape(n_tiles // chunk, chunk)),
+  )
+  c = ct.reshape(-1)[slot]
+  return c, l3[g, c]
+
+
 def _pq_codes(y, books):
   """(codes [B, M], squared error [B]) of rotated y [B, D], books [M, K, d]."""
   m, k, sub = books.shape
@@ -120,7 +187,7 @@ def _pq_codes(y, books):
   return _tiled(tile, k, y)
 
 
-def _block(x, l1, l2, l3, opq_mean, opq_rot, opq_books, *, mode, group_k2):
+def _block(x, l1, l2, l3, opq_mean, opq_rot, opq_books, *, mode, group_k2, tile=0):
   """Codes and per-level squared errors of one block.
 
   Args:
@@ -128,9 +195,12 @@ def _block(x, l1, l2, l3, opq_mean, opq_rot, opq_books, *, mode, group_k2):
     l1: [k1, D]; l2: [k2, D]; l3: [k3, D] (global) or [G, k3, D] (parent).
     group_k2: k2 for "parent_ab" groups (a * k2 + b), unused otherwise.
     opq_mean: [D] or None; opq_rot: [D, D]; opq_books: [M, K, D / M].
-    mode: "global", "parent", "parent_ab", "opq_only" (x is the level-3
-      residual; only the OPQ columns are computed) or "l1l2" (levels 1 and
-      2 only, also returning the level-2 residual).
+    mode: "global", "parent", "parent_ab" (level 3 per point, gathering
+      each point's group codebook), "parent_tiles" (level 3 by single-group
+      tiles of ``tile`` rows, ``_nearest_in_group_tiles``), "opq_only" (x is
+      the level-3 residual; only the OPQ columns are computed) or "l1l2"
+      (levels 1 and 2 only, also returning the level-2 residual).
+    tile: rows of one single-group tile ("parent_tiles" only).
 
   Returns:
     (codes [B, L] int32, sq [B, E] float32 squared residual norm after every
@@ -150,6 +220,8 @@ def _block(x, l1, l2, l3, opq_mean, opq_rot, opq_books, *, mode, group_k2):
       return jnp.stack(codes, axis=1), jnp.stack(sq, axis=1), r
     if mode == "global":
       c, cc = _nearest(r, l3)
+    elif mode == "parent_tiles":
+      c, cc = _nearest_in_group_tiles(r, b, l3, tile)
     else:
       g = b if mode == "parent" else a * group_k2 + b
       c, cc = _nearest_in_group(r, g, l3)
@@ -165,8 +237,8 @@ def _block(x, l1, l2, l3, opq_mean, opq_rot, opq_books, *, mode, group_k2):
 
 
 @functools.cache
-def _compiled(mode: str, group_k2: int, mesh: jax.sharding.Mesh | None):
-  fn = functools.partial(_block, mode=mode, group_k2=group_k2)
+def _compiled(mode: str, group_k2: int, mesh: jax.sharding.Mesh | None, tile: int = 0):
+  fn = functools.partial(_block, mode=mode, group_k2=group_k2, tile=tile)
   if mesh is None:
     return jax.jit(fn)
   data = NamedSharding(mesh, P(tuple(mesh.axis_names)))
@@ -210,7 +282,9 @@ def encode_blocks(
     level: l1, l2, l3 (not for opq_only) and opq if given).
   """
   x = np.asarray(x, np.float32)
-  if mode in PARENT_TILED and x.shape[0]:
+  if mode == "parent":
+    mode = "parent_tiles"  # every level on device, one call a block
+  elif mode in PARENT_TILED and x.shape[0]:
     return _encode_parent_tiled(x, mode, l1, l2, l3, opq, mesh)
   return _encode_fused(x, mode=mode, l1=l1, l2=l2, l3=l3, opq=opq, mesh=mesh)
 
@@ -243,7 +317,9 @@ def _encode_fused(x, *, mode, l1=None, l2=None, l3=None, opq=None, mesh=None):
   widths = [1]
   if mode != "opq_only":
     widths += [l1.shape[0], l2.shape[0]]
-  if l3 is not None:
+  if mode == "parent_tiles":
+    widths += [l3.shape[1], 2 * d]  # a slot's distances; the tiled copy
+  elif l3 is not None:
     widths.append(l3.shape[-2] * (d if l3.ndim == 3 else 1))
   if opq is not None:
     widths.append(opq.codebooks.shape[0] * opq.codebooks.shape[1])
@@ -259,7 +335,8 @@ def _encode_fused(x, *, mode, l1=None, l2=None, l3=None, opq=None, mesh=None):
     None if opq is None else f32(opq.codebooks),
   )
   group_k2 = 0 if l2 is None else int(l2.shape[0])
-  fn = _compiled(mode, group_k2 if mode == "parent_ab" else 0, mesh)
+  tile = group_tile(bsz, l3.shape[0]) if mode == "parent_tiles" else 0
+  fn = _compiled(mode, group_k2 if mode == "parent_ab" else 0, mesh, tile)
   if mesh is not None:
     rep = NamedSharding(mesh, P())
     consts = tuple(None if c is None else jax.device_put(c, rep) for c in consts)

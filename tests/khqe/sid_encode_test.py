@@ -59,3 +59,35 @@ def test_parent_tiles_residual_errors_are_exact():
   r2 = new.astype(np.float64) - q.rq.l1[a] - q.rq.l2[b]
   d = ((r2[:, None, :] - q.rq.l3[b]) ** 2).sum(-1)
   np.testing.assert_array_equal(c, d.argmin(1))
+
+
+@pytest.mark.parametrize(
+  "n,groups,tile,skew",
+  [
+    (64, 5, 8, "uniform"),  # every group has points
+    (64, 40, 8, "uniform"),  # more groups than tiles of points, some empty
+    (128, 6, 16, "one"),  # all points in one group: many tiles of one group
+    (96, 7, 64, "two"),  # two groups, tiles larger than some groups
+  ],
+)
+def test_in_block_group_tiles_equal_brute_force(n, groups, tile, skew):
+  rng = np.random.default_rng(n + groups)
+  r = rng.standard_normal((n, 6)).astype(np.float32)
+  l3 = rng.standard_normal((groups, 5, 6)).astype(np.float32)
+  g = {
+    "uniform": rng.integers(0, groups, n),
+    "one": np.full(n, groups - 1),
+    "two": rng.choice([0, groups - 1], n),
+  }[skew].astype(np.int32)
+  c, cc = jax.jit(sid_encode._nearest_in_group_tiles, static_argnums=3)(r, g, l3, tile)
+  d = ((r[:, None, :].astype(np.float64) - l3[g]) ** 2).sum(-1)
+  np.testing.assert_array_equal(np.asarray(c), d.argmin(1))
+  np.testing.assert_array_equal(np.asarray(cc), l3[g, d.argmin(1)])
+
+
+def test_group_tile_rows():
+  assert sid_encode.group_tile(16384, 128) == 64  # B / G = 128, capped at 64
+  assert sid_encode.group_tile(16384, 1024) == 16
+  assert sid_encode.group_tile(128, 128) == 8  # floor of 8 rows
+  assert sid_encode.group_tile(1000, 10) == 64
+  assert sid_encode.group_tile(1000, 40) == 16  # 25 rounded down to 16
