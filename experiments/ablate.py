@@ -5,6 +5,7 @@ r"""Runs one paper-table ablation: every variant gin file of an experiment folde
   python experiments/ablate.py --experiment=museq              # Table 6
   python experiments/ablate.py --experiment=pars               # Table 5 rows
   python experiments/ablate.py --experiment=v2                 # V2 table rows
+  python experiments/ablate.py --experiment=v2 --seeds=0,1,2   # ... over 3 seeds
   python experiments/ablate.py --experiment=museq --variants=full,no_seq_short
   python experiments/ablate.py --experiment=tokenizer --collect_only
 
@@ -21,6 +22,14 @@ inputs are unchanged is then skipped by the pipeline's stage markers, and a
 stage whose inputs differ is rebuilt from scratch (markers hash the
 configs), so seeding never changes a result, it only saves time. Re-running
 resumes: finished variants are skipped stage by stage.
+
+``--seeds=0,1,2`` runs the whole experiment once per training seed
+(``train_config.seed``) in ``<root>/<name>/seed<N>/`` (a later seed's first
+variant is seeded with the first seed's world and SIDs, which the seed does
+not change) and writes ``<root>/<name>/results_seeds.{md,json}``: per
+variant and generative system the mean and the range over the seeds of
+click and order HR@10 / MRR@10, the valid-SID rate of the beams and the
+beam-search time per decoded click query (from the eval stage's marker).
 
 At the end (and after every variant) the rows are collected into
 ``<root>/<name>/results.{md,json}``: the SID utilisation of the variant's
@@ -42,6 +51,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+import numpy as np
+
 from onesearch_jax.khqe import artefact
 from onesearch_jax.stages.config import STAGE_ORDER
 from onesearch_jax.stages.workdir import Workdir
@@ -50,6 +61,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 # Stage directories a later variant may reuse (the pipeline re-checks them).
 SEEDED = ("world", "world_check", "sids", "train", "pars", "jax_cache")
+# What a training seed leaves unchanged (--seeds links these across seeds).
+SEED_INVARIANT = ("world", "world_check", "sids", "jax_cache")
 BASELINES = ("bm25", "dense", "mca", "sidq_pop", "query_memory")
 # (results key, column title) of the metrics table.
 COLUMNS = (
@@ -60,6 +73,17 @@ COLUMNS = (
   ("order/hr@10", "order HR@10"),
   ("order/hr@350", "order HR@350"),
   ("order/mrr@350", "order MRR@350"),
+)
+# Columns of the table over training seeds (--seeds): "valid_sid_rate" is the
+# beams' share of catalogue SIDs, "decode_ms" the beam search's wall time per
+# decoded click query (eval stage marker).
+SEED_COLUMNS = (
+  ("click/hr@10", "click HR@10"),
+  ("click/mrr@10", "click MRR@10"),
+  ("order/hr@10", "order HR@10"),
+  ("order/mrr@10", "order MRR@10"),
+  ("valid_sid_rate", "valid SID"),
+  ("decode_ms", "decode ms/query"),
 )
 SID_COLUMNS = (
   ("sid_len", "SID len"),
@@ -91,7 +115,9 @@ def variant_name(path: pathlib.Path) -> str:
   return rest if head.isdigit() and rest else stem
 
 
-def seed_workdir(source: pathlib.Path, target: pathlib.Path) -> list[str]:
+def seed_workdir(
+  source: pathlib.Path, target: pathlib.Path, names: Sequence[str] = SEEDED
+) -> list[str]:
   """Hard-links the finished stage directories of `source` into a new `target`.
 
   Only stages with a finished marker (``STAGE.json``) and the XLA cache are
@@ -104,7 +130,7 @@ def seed_workdir(source: pathlib.Path, target: pathlib.Path) -> list[str]:
     return []
   target.mkdir(parents=True)
   linked = []
-  for name in SEEDED:
+  for name in names:
     src = source / name
     if not src.is_dir() or (name != "jax_cache" and not (src / "STAGE.json").exists()):
       continue
@@ -156,10 +182,16 @@ def variant_row(workdir: pathlib.Path) -> dict:
     }
   if wd.results_json.exists():
     systems = wd.results()["systems"]
+    decode = (wd.marker(wd.eval) or {}).get("decode", {})
     for name, res in systems.items():
-      row["systems"][name] = {
-        key: _get(res, key.replace("/", "/all/", 1)) for key, _ in COLUMNS
-      }
+      keys = {key for key, _ in COLUMNS + SEED_COLUMNS if "/" in key}
+      vals = {key: _get(res, key.replace("/", "/all/", 1)) for key in sorted(keys)}
+      vals["valid_sid_rate"] = _get(res, "diagnostics/valid_sid_rate")
+      click = decode.get(name, {}).get("click", {})
+      vals["decode_ms"] = (
+        1000.0 * click["seconds"] / click["decoded"] if click.get("decoded") else None
+      )
+      row["systems"][name] = vals
   return row
 
 
@@ -243,6 +275,81 @@ def collect(root: pathlib.Path, names: Sequence[str]) -> str:
   return table
 
 
+def seeds_table(per_seed: dict[int, dict[str, dict]]) -> tuple[str, list[dict]]:
+  """The table over training seeds.
+
+  Args:
+    per_seed: seed -> {variant: ``variant_row``} (variants in run order).
+
+  Returns:
+    (Markdown, records): one record per (variant, system) seen in any seed,
+    baselines once (they do not depend on the training seed), with
+    ``<key>/mean``, ``<key>/min``, ``<key>/max`` and ``<key>/n`` for each
+    of ``SEED_COLUMNS`` over the seeds that measured it, and ``seeds``.
+  """
+  order: list[tuple[str, str]] = []
+  values: dict[tuple[str, str], dict[str, list[float]]] = {}
+  seeds_of: dict[tuple[str, str], list[int]] = {}
+  for seed, rows in per_seed.items():
+    for variant, row in rows.items():
+      for system, vals in row["systems"].items():
+        key = ("(baseline)", system) if system in BASELINES else (variant, system)
+        if key not in values:
+          order.append(key)
+          values[key] = {k: [] for k, _ in SEED_COLUMNS}
+          seeds_of[key] = []
+        if key[0] == "(baseline)" and seeds_of[key]:
+          continue  # one training seed's run of a baseline is enough
+        seeds_of[key].append(seed)
+        for k, _ in SEED_COLUMNS:
+          if vals.get(k) is not None:
+            values[key][k].append(float(vals[k]))
+  order.sort(key=lambda k: k[0] == "(baseline)")
+  records, lines = [], []
+  lines.append(
+    "| variant | system | seeds | "
+    + " | ".join(title for _, title in SEED_COLUMNS)
+    + " |"
+  )
+  lines.append("|" + "---|" * (3 + len(SEED_COLUMNS)))
+  for key in order:
+    rec = {"variant": key[0], "system": key[1], "seeds": seeds_of[key]}
+    cells = []
+    for k, _ in SEED_COLUMNS:
+      v = values[key][k]
+      if not v:
+        cells.append("-")
+        continue
+      rec.update({f"{k}/mean": float(np.mean(v)), f"{k}/min": min(v)})
+      rec.update({f"{k}/max": max(v), f"{k}/n": len(v)})
+      digits = 1 if k == "decode_ms" else 4
+      mean = f"{np.mean(v):.{digits}f}"
+      cells.append(
+        mean if len(v) == 1 else f"{mean} ({min(v):.{digits}f}-{max(v):.{digits}f})"
+      )
+    records.append(rec)
+    seeds = ",".join(str(s) for s in seeds_of[key])
+    lines.append(f"| {key[0]} | {key[1]} | {seeds} | " + " | ".join(cells) + " |")
+  return "\n".join(lines), records
+
+
+def collect_seeds(
+  root: pathlib.Path, seeds: Sequence[int], names: Sequence[str]
+) -> str:
+  """Writes ``root/results_seeds.{md,json}`` from ``root/seed<N>/<variant>``;
+  returns the Markdown table (mean (min-max) over the seeds)."""
+  per_seed = {}
+  for seed in seeds:
+    sroot = root / f"seed{seed}"
+    per_seed[seed] = {n: variant_row(sroot / n) for n in names if (sroot / n).is_dir()}
+  table, records = seeds_table(per_seed)
+  (root / "results_seeds.json").write_text(
+    json.dumps({"seeds": list(seeds), "rows": records}, indent=2, sort_keys=True)
+  )
+  (root / "results_seeds.md").write_text(table + "\n")
+  return table
+
+
 def run_variant(
   gin_file: pathlib.Path,
   workdir: pathlib.Path,
@@ -271,8 +378,20 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument(
     "--gin_bindings", action="append", default=[], help="extra binding for each variant"
   )
+  parser.add_argument(
+    "--seeds",
+    default="",
+    help="comma list of training seeds: the experiment once per seed, in "
+    "ROOT/NAME/seed<N>/, and a table of mean and range over the seeds",
+  )
   parser.add_argument("--collect_only", action="store_true", help="only the table")
   args = parser.parse_args(argv)
+  try:
+    seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+  except ValueError:
+    parser.error(f"--seeds: expected a comma list of integers, got {args.seeds!r}")
+  if len(set(seeds)) != len(seeds):
+    parser.error(f"--seeds: a seed repeats: {args.seeds!r}")
 
   files = variant_files(args.experiment)
   names = [variant_name(f) for f in files]
@@ -287,23 +406,45 @@ def main(argv: Sequence[str] | None = None) -> int:
   todo = [
     (f, n) for f, n in zip(files, names, strict=True) if not chosen or n in chosen
   ]
+  if not seeds:
+    if not args.collect_only:
+      run_variants(root, todo, names, args.experiment, args.gin_file, args.gin_bindings)
+    table = collect(root, names)
+    print(f"[ablate] {root / 'results.md'}:\n{table}", flush=True)
+    return 0
   if not args.collect_only:
-    start = time.time()
-    for k, (gin_file, name) in enumerate(todo):
-      workdir = root / name
-      linked = seed_workdir(root / names[0], workdir) if name != names[0] else []
-      print(
-        f"[ablate] {args.experiment}: variant {k + 1}/{len(todo)} {name} "
-        f"(at {time.time() - start:.0f} s)"
-        + (f"; seeded {', '.join(linked)} from {names[0]}" if linked else ""),
-        flush=True,
-      )
-      run_variant(gin_file, workdir, args.gin_file, args.gin_bindings)
-      collect(root, names)
-    print(f"[ablate] {len(todo)} variants done in {time.time() - start:.0f} s")
-  table = collect(root, names)
-  print(f"[ablate] {root / 'results.md'}:\n{table}", flush=True)
+    for seed in seeds:
+      sroot = root / f"seed{seed}"
+      first = root / f"seed{seeds[0]}" / names[0]
+      if seed != seeds[0]:
+        linked = seed_workdir(first, sroot / names[0], SEED_INVARIANT)
+        if linked:
+          print(f"[ablate] seed {seed}: seeded {', '.join(linked)} from {first}")
+      print(f"[ablate] {args.experiment}: training seed {seed}", flush=True)
+      bindings = [*args.gin_bindings, f"train_config.seed={seed}"]
+      run_variants(sroot, todo, names, args.experiment, args.gin_file, bindings)
+      collect_seeds(root, seeds, names)
+  table = collect_seeds(root, seeds, names)
+  print(f"[ablate] {root / 'results_seeds.md'}:\n{table}", flush=True)
   return 0
+
+
+def run_variants(root, todo, names, experiment, gin_files, bindings) -> None:
+  """Runs the chosen variants in ``root/<variant>`` in order, seeding each new
+  workdir from the first variant's, and collects ``root/results.*``."""
+  start = time.time()
+  for k, (gin_file, name) in enumerate(todo):
+    workdir = root / name
+    linked = seed_workdir(root / names[0], workdir) if name != names[0] else []
+    print(
+      f"[ablate] {experiment}: variant {k + 1}/{len(todo)} {name} "
+      f"(at {time.time() - start:.0f} s)"
+      + (f"; seeded {', '.join(linked)} from {names[0]}" if linked else ""),
+      flush=True,
+    )
+    run_variant(gin_file, workdir, gin_files, bindings)
+    collect(root, names)
+  print(f"[ablate] {len(todo)} variants done in {time.time() - start:.0f} s")
 
 
 if __name__ == "__main__":

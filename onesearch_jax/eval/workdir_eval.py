@@ -62,11 +62,15 @@ def score_workdir(
   *,
   pars: Any = None,
   log: Callable[[str], None] = print,
+  extras: dict | None = None,
 ) -> tuple[Any, dict, dict]:
-  """``evaluate_workdir`` with its inputs: (eval set, rankings, results)."""
+  """``evaluate_workdir`` with its inputs: (eval set, rankings, results).
+
+  ``extras``, when given, receives what ``rank_workdir`` puts there (e.g.
+  "decode": the beam-search wall time of every model and set)."""
   generator = generator_lib.load_generator(workdir, beam_size=eval_cfg.beam_size)
   models, rerankers = workdir_models(workdir, world_dir, generator, pars, log=log)
-  extras: dict = {}
+  extras = {} if extras is None else extras
   eval_set, rankings, diags = rank_workdir(
     workdir,
     world_dir,
@@ -276,6 +280,15 @@ def rank_workdir(
         f"[eval] {name}: {kind} set: {n} queries, {decoded} decoded in "
         f"{beams.seconds:.1f} s{speed}, {beams.reused} reused from an earlier set"
       )
+    if extras is not None:
+      extras.setdefault("decode", {})[name] = {
+        kind: {
+          "queries": int(beams.sid_index.shape[0]),
+          "decoded": int(beams.sid_index.shape[0] - beams.reused),
+          "seconds": float(beams.seconds),
+        }
+        for kind, beams in per_set.items()
+      }
     beams_of[name] = per_set
     rankings[name], _, diags[name] = generative.rank_eval_set(
       eval_set, per_set, index, eval_cfg.k_max

@@ -32,7 +32,9 @@ def run(
   click AUC of the reward model next to the MCA ranker's.
 
   Writes workdir/eval/{results.md, results.json, hr_curve.png} and
-  examples.md (a few test-day searches of "onesearch", also printed).
+  examples.md (a few test-day searches of "onesearch", also printed); the
+  stage marker also holds "decode": {model: {set: {queries, decoded,
+  seconds}}}, each model's beam-search wall time.
   """
   eval_cfg = cfg.eval if cfg.eval is not None else EvalConfig()
   pars_cfg = None
@@ -40,8 +42,9 @@ def run(
     pars_cfg = cfg.pars if cfg.pars is not None else configs.pars_config()
 
   def body(out: pathlib.Path) -> dict:
+    extras: dict = {}
     eval_set, rankings, results = workdir_eval.score_workdir(
-      wd, world_dir, eval_cfg, pars=pars_cfg, log=log
+      wd, world_dir, eval_cfg, pars=pars_cfg, log=log, extras=extras
     )
     files = evaluate.write_results(results, out)
     log(f"[eval] results ({out / evaluate.RESULTS_MD} has every metric and slice):")
@@ -61,7 +64,13 @@ def run(
       log(f"[eval] example searches (also in {files['examples']}):")
       log(shown)
     blob = pathlib.Path(files["json"]).read_bytes()
-    return {"output_hash": hashlib.sha256(blob).hexdigest(), "files": files}
+    # Decode wall times go to the stage marker, not results.json: the
+    # results (and their hash) stay the same from run to run.
+    return {
+      "output_hash": hashlib.sha256(blob).hexdigest(),
+      "files": files,
+      "decode": extras.get("decode", {}),
+    }
 
   inputs = {
     "sid_hash": sids.output_hash,

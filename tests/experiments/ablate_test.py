@@ -362,3 +362,59 @@ def test_ablate_runs_variants_seeds_and_resumes(ablate, tmp_path, capfd, monkeyp
   assert ablate.main([f"--experiment={exp}", f"--root={root}", "--collect_only"]) == 0
   assert "$ " not in capfd.readouterr().out
   assert (root / "toy" / "results.md").read_text() == table
+
+
+def _seed_workdir(root, seed, variant, click_hr, *, decode=(2.0, 100)):
+  """A finished variant of training seed ``seed``: eval results with beam
+  diagnostics and the eval marker's decode times (seconds, decoded)."""
+  wd = root / f"seed{seed}" / variant
+  (wd / "eval").mkdir(parents=True)
+  res = {
+    "click": {"all": {"hr@10": click_hr, "mrr@10": click_hr / 2}},
+    "order": {"all": {"hr@10": click_hr / 4, "mrr@10": click_hr / 8}},
+    "diagnostics": {"valid_sid_rate": 1.0 - click_hr / 10},
+  }
+  systems = {"onesearch": res, "bm25": {"click": {"all": {"hr@10": 0.3}}}}
+  (wd / "eval" / "results.json").write_text(json.dumps({"systems": systems}))
+  seconds, decoded = decode
+  marker = {
+    "seconds": 1.0,
+    "decode": {
+      "onesearch": {
+        "click": {"queries": decoded, "decoded": decoded, "seconds": seconds},
+        "order": {"queries": 7, "decoded": 0, "seconds": 0.1},
+      }
+    },
+  }
+  (wd / "eval" / "STAGE.json").write_text(json.dumps(marker))
+
+
+def test_seeds_table_mean_and_range_over_seeds(ablate, tmp_path):
+  _seed_workdir(tmp_path, 0, "v1", 0.60, decode=(2.0, 100))
+  _seed_workdir(tmp_path, 1, "v1", 0.70, decode=(3.0, 100))
+  _seed_workdir(tmp_path, 2, "v1", 0.65, decode=(4.0, 200))
+  _seed_workdir(tmp_path, 0, "cot", 0.50)  # only one seed has run it so far
+  table = ablate.collect_seeds(tmp_path, [0, 1, 2], ["v1", "cot"])
+  recs = json.loads((tmp_path / "results_seeds.json").read_text())["rows"]
+  by = {(r["variant"], r["system"]): r for r in recs}
+  v1 = by[("v1", "onesearch")]
+  assert v1["seeds"] == [0, 1, 2]
+  assert v1["click/hr@10/mean"] == pytest.approx(0.65)
+  assert (v1["click/hr@10/min"], v1["click/hr@10/max"]) == (0.60, 0.70)
+  assert v1["order/mrr@10/mean"] == pytest.approx(0.65 / 8)
+  assert v1["valid_sid_rate/mean"] == pytest.approx(1 - 0.065)
+  # 2 s / 100, 3 s / 100, 4 s / 200 queries: 20, 30, 20 ms per query.
+  assert v1["decode_ms/mean"] == pytest.approx(70 / 3)
+  assert by[("cot", "onesearch")]["seeds"] == [0]
+  assert by[("cot", "onesearch")]["click/hr@10/n"] == 1
+  assert by[("(baseline)", "bm25")]["seeds"] == [0]  # once, not per seed
+  assert recs[-1]["system"] == "bm25"
+  assert "| v1 | onesearch | 0,1,2 | 0.6500 (0.6000-0.7000) |" in table
+  assert "| cot | onesearch | 0 | 0.5000 |" in table
+
+
+def test_seeds_flag_rejects_bad_lists(ablate):
+  with pytest.raises(SystemExit):
+    ablate.main(["--experiment=v2", "--seeds=0,x", "--collect_only"])
+  with pytest.raises(SystemExit):
+    ablate.main(["--experiment=v2", "--seeds=1,1", "--collect_only"])

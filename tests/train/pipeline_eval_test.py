@@ -41,8 +41,29 @@ CFG = EvalConfig(
 
 
 @pytest.fixture(scope="module")
-def ranked(workdir, sft_world):
-  return rank_workdir(workdir, sft_world, CFG, log=lambda _: None)
+def ranked_with_extras(workdir, sft_world):
+  extras: dict = {}
+  ranked = rank_workdir(workdir, sft_world, CFG, log=lambda _: None, extras=extras)
+  return ranked, extras
+
+
+@pytest.fixture(scope="module")
+def ranked(ranked_with_extras):
+  return ranked_with_extras[0]
+
+
+@pytest.mark.slow
+def test_decode_times_per_model_and_set(ranked_with_extras):
+  """extras["decode"]: every query of the click set decoded once, the order
+  set's sessions reuse the click set's beams (the same inputs)."""
+  (eval_set, _, _), extras = ranked_with_extras
+  decode = extras["decode"]
+  assert set(decode) == {"onesearch"}
+  click, order = decode["onesearch"]["click"], decode["onesearch"]["order"]
+  assert click["queries"] == click["decoded"] == eval_set.rows_of("click").size
+  assert order["queries"] == eval_set.rows_of("order").size
+  assert order["decoded"] == 0
+  assert click["seconds"] > 0.0
 
 
 @pytest.mark.slow
