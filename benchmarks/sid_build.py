@@ -35,8 +35,8 @@ devices.
 OPQ recipe of ours: ``--ours_opq_fused`` (one jitted program),
 ``--ours_opq_rotation_init=pca``, ``--ours_opq_iter_pq0`` and
 ``--ours_opq_train_points`` and ``--ours_opq_pq_init`` set the
-``QuantizerConfig`` switches of the same names (all off / faiss's values by
-default).
+``QuantizerConfig`` switches of the same names; a flag not given leaves the
+config's default (off / faiss's values), which only QuantizerConfig states.
 
 Compilations: ours' rows give the XLA compilation count, seconds and
 persistent-cache hits of the build, the first encode and the N/2 encode.
@@ -155,6 +155,16 @@ def compile_counter() -> CompileCounter:
   return _COUNTER[0]
 
 
+# QuantizerConfig fields set by --ours_<field> flags (None: the config's default).
+OPQ_SWITCHES = (
+  "opq_fused",
+  "opq_rotation_init",
+  "opq_iter_pq0",
+  "opq_train_points",
+  "opq_pq_init",
+)
+
+
 def ours_config(levels, l3_mode, seed, opq_iter, args):
   """The ``QuantizerConfig`` of ours from the command line."""
   from onesearch_jax.khqe import quantizer
@@ -167,12 +177,14 @@ def ours_config(levels, l3_mode, seed, opq_iter, args):
     n_iter=25,
     opq_iter=opq_iter,
     max_points_per_centroid=args.ours_max_points_per_centroid or None,
-    opq_fused=args.ours_opq_fused,
-    opq_rotation_init=args.ours_opq_rotation_init,
-    opq_iter_pq0=args.ours_opq_iter_pq0,
-    opq_train_points=args.ours_opq_train_points,
-    opq_pq_init=args.ours_opq_pq_init,
     seed=seed,
+    # The OPQ recipe switches given on the command line; the others keep
+    # QuantizerConfig's defaults (stated there only).
+    **{
+      field: getattr(args, f"ours_{field}")
+      for field in OPQ_SWITCHES
+      if getattr(args, f"ours_{field}") is not None
+    },
   )
 
 
@@ -422,32 +434,35 @@ def main() -> None:
   )
   p.add_argument(
     "--ours_opq_fused",
-    action="store_true",
+    action="store_const",
+    const=True,
+    default=None,
     help="fit our OPQ in one jitted program (QuantizerConfig.opq_fused)",
   )
   p.add_argument(
     "--ours_opq_rotation_init",
-    default="random",
+    default=None,
     choices=("random", "pca"),
-    help="our OPQ start rotation (QuantizerConfig.opq_rotation_init)",
+    help="our OPQ start rotation (default: QuantizerConfig.opq_rotation_init)",
   )
   p.add_argument(
     "--ours_opq_iter_pq0",
     type=int,
-    default=40,
-    help="Lloyd iterations of our first OPQ alternation (faiss: 40)",
+    default=None,
+    help="Lloyd iterations of our first OPQ alternation "
+    "(default: QuantizerConfig.opq_iter_pq0, faiss's 40)",
   )
   p.add_argument(
     "--ours_opq_train_points",
     type=int,
-    default=256 * 256,
-    help="our OPQ training sample (QuantizerConfig.opq_train_points)",
+    default=None,
+    help="our OPQ training sample (default: QuantizerConfig.opq_train_points)",
   )
   p.add_argument(
     "--ours_opq_pq_init",
-    default="kmeans++",
+    default=None,
     choices=("kmeans++", "random"),
-    help="init of our OPQ PQ k-means (QuantizerConfig.opq_pq_init)",
+    help="init of our OPQ PQ k-means (default: QuantizerConfig.opq_pq_init)",
   )
   p.add_argument(
     "--compile_cache",
@@ -547,6 +562,7 @@ def main() -> None:
   cpu_total = (time.process_time() - cpu_start) + (
     child_cpu.ru_utime + child_cpu.ru_stime - children.ru_utime - children.ru_stime
   )
+  ours = ours_config(levels, "parent", args.seed, args.ours_opq_iter, args)
   print(
     f"\nN={args.n} D={args.dim} levels={args.levels} OPQ 2x256, "
     f"OPQ alternations ours {args.ours_opq_iter} / faiss {args.opq_iter}; "
@@ -558,11 +574,11 @@ def main() -> None:
     f"{load_start[0]:.1f}/{load_start[1]:.1f}/{load_start[2]:.1f}, at end "
     f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}; CPU seconds of the run "
     f"(this process and its children) {cpu_total:.1f}; ours' OPQ: "
-    f"{'fused' if args.ours_opq_fused else 'per alternation'}, "
-    f"{args.ours_opq_rotation_init} start, first alternation "
-    f"{args.ours_opq_iter_pq0} Lloyd iterations, "
-    f"{args.ours_opq_train_points} training points, "
-    f"{args.ours_opq_pq_init} PQ init\n"
+    f"{'fused' if ours.opq_fused else 'per alternation'}, "
+    f"{ours.opq_rotation_init} start, first alternation "
+    f"{ours.opq_iter_pq0} Lloyd iterations, "
+    f"{ours.opq_train_points} training points, "
+    f"{ours.opq_pq_init} PQ init\n"
   )
   print(
     "| L3 | impl | SIDs s | RQ s | encode s | encode N/2 s | CUR_L1 |"
