@@ -7,12 +7,19 @@
 ``eval_click``, ...), a full registered name, or a mixture ("phase1").
 Without ``--sid_dir`` a random synthetic SID table is used (labelled as such).
 Ablations: ``--user_id=hashed|none``, ``--no_seq_short``, ``--no_long_seq``,
-``--no_sliding_window``.
+``--no_sliding_window``. Any other ``MuSeqConfig`` field with
+``--museq=FIELD=VALUE`` (repeatable), e.g. the OneSearch-V2 prompts
+(docs/V2.md)::
+
+  python -m onesearch_jax.data.inspect --task=s3_personal --n=3 \\
+      --world_dir=workdir/world --sid_dir=workdir/sids \\
+      --museq=keywords=builtin --museq=cot_tasks=true
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -29,6 +36,30 @@ def _synthetic_table(world_dir: str) -> SIDTable:
   return SIDTable.synthetic(
     [r["item_id"] for r in world.items], queries, levels=(64, 16, 16), opq_codes=64
   )
+
+
+def museq_overrides(pairs: list[str]) -> dict:
+  """``MuSeqConfig`` fields from ``FIELD=VALUE`` strings, each value parsed as
+  the field's default's type (bool: true/false/1/0)."""
+  defaults = {f.name: f.default for f in dataclasses.fields(museq.MuSeqConfig)}
+  out = {}
+  for pair in pairs:
+    name, sep, text = pair.partition("=")
+    if not sep or name not in defaults:
+      raise ValueError(
+        f"--museq {pair!r}: expected FIELD=VALUE with FIELD one of {sorted(defaults)}"
+      )
+    kind = type(defaults[name])
+    if kind is bool:
+      if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"--museq {pair!r}: {name} must be bool (true / false)")
+      out[name] = text.lower() in ("true", "1")
+    else:
+      try:
+        out[name] = kind(text)
+      except ValueError:
+        raise ValueError(f"--museq {pair!r}: {name} must be {kind.__name__}") from None
+  return out
 
 
 def format_example(ex: dict, vocabulary, index: int) -> str:
@@ -65,13 +96,26 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--no_long_seq", action="store_true")
   p.add_argument("--no_sliding_window", action="store_true")
   p.add_argument("--shuffle_seed", type=int, default=None)
-  args = p.parse_args(argv)
-  config = museq.MuSeqConfig(
-    user_id=args.user_id,
-    use_seq_short=not args.no_seq_short,
-    use_long_seq=not args.no_long_seq,
-    sliding_window=not args.no_sliding_window,
+  p.add_argument(
+    "--museq",
+    action="append",
+    default=[],
+    metavar="FIELD=VALUE",
+    help="set a MuSeqConfig field (repeatable), e.g. keywords=builtin",
   )
+  args = p.parse_args(argv)
+  fields = {
+    "user_id": args.user_id,
+    "use_seq_short": not args.no_seq_short,
+    "use_long_seq": not args.no_long_seq,
+    "sliding_window": not args.no_sliding_window,
+  }
+  try:
+    fields.update(museq_overrides(args.museq))
+    config = museq.MuSeqConfig(**fields)
+  except ValueError as e:
+    print(f"inspect: {e}", file=sys.stderr)
+    return 2
   if args.sid_dir:
     reg = tasks.register_tasks(args.world_dir, args.sid_dir, config=config)
   else:
