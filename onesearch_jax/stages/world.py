@@ -8,6 +8,7 @@ from collections.abc import Callable
 from onesearch_jax.stages.config import PipelineConfig
 from onesearch_jax.stages.resume import StageResult, config_dict, run_stage
 from onesearch_jax.stages.workdir import Workdir
+from onesearch_jax.world import config as world_config
 from onesearch_jax.world import manifest as manifest_lib
 from onesearch_jax.world import reader, simulator, stats
 
@@ -50,7 +51,11 @@ def run(
       return {"output_hash": manifest["content_hash"]}
 
     result = run_stage(
-      "world", world_dir, {"world": config_dict(cfg.world)}, simulate, log
+      "world",
+      world_dir,
+      {"world": config_dict(world_config.config_dict(cfg.world))},
+      simulate,
+      log,
     )
   log(stats.format_stats(stats.compute_stats(world_dir)))
   return world_dir, result

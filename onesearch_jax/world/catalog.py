@@ -43,7 +43,7 @@ ATTRIBUTE_PROBS: dict[str, float] = {
 _UNIVERSAL = ("anchor", "marketing", "series", "price")
 
 
-def _values(attr: str, l1: str) -> tuple[str, ...]:
+def attribute_values(attr: str, l1: str) -> tuple[str, ...]:
   """The vocabulary of one attribute type in one L1 ('' entries excluded)."""
   table = {
     "anchor": lexicon.ANCHORS,
@@ -68,6 +68,14 @@ def _values(attr: str, l1: str) -> tuple[str, ...]:
     "specifications": lexicon.SPECIFICATIONS,
   }[attr]
   return family.get(l1, ())
+
+
+def l1_attribute_values(attr: str, l1: str) -> tuple[str, ...]:
+  """The values items of L1 ``l1`` may carry for ``attr`` (() when the type
+  does not apply to the L1)."""
+  if attr not in _UNIVERSAL and attr not in lexicon.ATTRIBUTES_BY_L1[l1]:
+    return ()
+  return attribute_values(attr, l1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,7 +294,7 @@ def build_catalog(config: WorldConfig, rng: np.random.Generator) -> Catalog:
   for t, prob in ATTRIBUTE_PROBS.items():
     vocab: list[str] = []
     for a in tree.l1_names:
-      for v in _values(t, a):
+      for v in attribute_values(t, a):
         if v not in vocab:
           vocab.append(v)
     attr_vocab[t] = vocab if t != "model" else ["<model>"]
@@ -300,7 +308,7 @@ def build_catalog(config: WorldConfig, rng: np.random.Generator) -> Catalog:
       if t == "model":
         arr[idx] = 0
         continue
-      allowed = np.array([vocab.index(v) for v in _values(t, a)])
+      allowed = np.array([vocab.index(v) for v in attribute_values(t, a)])
       if allowed.size == 0:
         continue
       arr[idx] = allowed[(draws[idx] * allowed.size).astype(np.int64)]

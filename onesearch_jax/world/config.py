@@ -6,6 +6,11 @@ import dataclasses
 
 EVAL_DAYS = ("test", "validation")
 
+# Fields left out of config_dict() while they hold these (off) values, so the
+# manifest and the world stage's inputs hash of a world without them keep the
+# bytes they had before the fields existed.
+OFF_SWITCHES = {"complex_query_share": 0.0}
+
 
 @dataclasses.dataclass(frozen=True)
 class WorldConfig:
@@ -39,6 +44,10 @@ class WorldConfig:
   typo_rate: float = 0.04  # share of queries with one character typo
   synonym_rate: float = 0.25  # share of category words replaced by a synonym
   repeat_purchase_prob: float = 0.25  # chance a session re-buys a consumable
+  # Share of fresh (non-repeat) searches that draw a complex intent (negation,
+  # use case, alternative: world/complex_intents.py) instead of a simple one;
+  # in [0, 1). 0 (off): the generator is consumed as before the field existed.
+  complex_query_share: float = 0.0
   # Search engine (the logging policy) and user behaviour.
   retrieval_pool: int = (
     2_000  # max popular candidates scored per session (+ tail sample)
@@ -70,6 +79,15 @@ class WorldConfig:
       raise ValueError(f"n_l1 must be in 0..12, got {self.n_l1}")
     if not 0.0 < self.ranking_negative_rate <= 1.0:
       raise ValueError("ranking_negative_rate must be in (0, 1]")
+    share = self.complex_query_share
+    if (
+      isinstance(share, bool)
+      or not isinstance(share, int | float)
+      or not 0.0 <= share < 1.0
+    ):
+      raise ValueError(
+        f"WorldConfig.complex_query_share must be a number in [0, 1), got {share!r}"
+      )
 
   @classmethod
   def tiny(cls, seed: int = 0) -> WorldConfig:
@@ -105,3 +123,13 @@ class WorldConfig:
       ranking_negative_rate=0.2,
       relevance_pairs=5_000,
     )
+
+
+def config_dict(config: WorldConfig) -> dict:
+  """The config as written in manifest.json and hashed into the world stage's
+  marker: ``dataclasses.asdict`` without the OFF_SWITCHES that are off."""
+  return {
+    k: v
+    for k, v in dataclasses.asdict(config).items()
+    if k not in OFF_SWITCHES or v != OFF_SWITCHES[k]
+  }

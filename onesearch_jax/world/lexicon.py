@@ -295,6 +295,69 @@ ATTRIBUTES_BY_L1: dict[str, tuple[str, ...]] = {
   "baby": ("material", "specifications", "function", "season", "modifier"),
 }
 
+# Use cases of complex "use_case" queries (the one-hop lexicon): a phrase a
+# user names -> (the L1s it is used in, the (attribute type, value) pairs it
+# implies). The query says "jacket for hiking in the rain"; the intent wants
+# the implied values, which the query never names (no phrase contains one of
+# its values: tests/world/complex_queries_test.py), so a model must infer them.
+# Every pair exists in the catalogue for every listed L1 (checked there too).
+USE_CASES: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = {
+  "hiking in the rain": (
+    ("shoes", "bags", "electronics"),
+    (("function", "waterproof"), ("scene", "outdoor")),
+  ),
+  "a rainy commute": (("shoes", "bags", "electronics"), (("function", "waterproof"),)),
+  "long runs": (("shoes",), (("function", "shock absorbing"),)),
+  "icy sidewalks": (("shoes",), (("function", "non-slip"), ("season", "winter"))),
+  "sweaty workouts": (
+    ("clothing", "sports"),
+    (("function", "quick dry"), ("scene", "gym")),
+  ),
+  "hot yoga": (("sports",), (("function", "non-slip"), ("scene", "gym"))),
+  "a heatwave": (
+    ("clothing", "shoes"),
+    (("function", "breathable"), ("season", "summer")),
+  ),
+  "freezing weather": (("clothing",), (("function", "warm"), ("season", "winter"))),
+  "business meetings": (
+    ("clothing", "shoes", "bags"),
+    (("scene", "office"), ("style", "elegant")),
+  ),
+  "a cocktail evening": (
+    ("clothing", "shoes", "bags"),
+    (("scene", "party"), ("style", "elegant")),
+  ),
+  "a weekend in the mountains": (
+    ("clothing", "shoes", "bags", "sports"),
+    (("scene", "camping"),),
+  ),
+  "a long flight": (("clothing", "bags", "electronics"), (("scene", "travel"),)),
+  "the first day of class": (("clothing", "shoes", "bags"), (("scene", "school"),)),
+  "my grandpa": (
+    ("clothing", "shoes", "beauty", "sports"),
+    (("audience", "elderly"),),
+  ),
+  "a ten year old": (
+    ("clothing", "shoes", "toys", "sports"),
+    (("audience", "kids"),),
+  ),
+  "oily skin": (("beauty",), (("function", "oil control"),)),
+  "dry skin": (("beauty",), (("function", "moisturizing"),)),
+  "fine lines": (("beauty",), (("function", "anti-aging"),)),
+  "sleeping in daytime": (("home",), (("function", "blackout"),)),
+  "a tiny apartment": (("home",), (("function", "foldable"),)),
+  "keeping coffee hot": (("kitchen",), (("function", "insulated"),)),
+  "easy cleanup": (("kitchen",), (("function", "dishwasher safe"),)),
+  "noisy commutes": (("electronics",), (("function", "noise cancelling"),)),
+  "building muscle": (("food",), (("function", "high protein"),)),
+  "a diabetic diet": (("food",), (("function", "sugar free"),)),
+  "learning through play": (("toys",), (("function", "educational"),)),
+  "a dog that chews everything": (("pets",), (("function", "chew resistant"),)),
+  "a smelly litter box": (("pets",), (("function", "odor control"),)),
+  "sensitive newborn skin": (("baby",), (("function", "hypoallergenic"),)),
+  "overnight dryness": (("baby",), (("function", "leak proof"),)),
+}
+
 # Brand names and seller names are built from these syllables.
 BRAND_SYLLABLES = (
   "ko", "ra", "mi", "zen", "lu", "vo", "ta", "ne", "sa", "fi", "do", "ri",

@@ -1,14 +1,19 @@
-"""Search intents and the short queries users type for them (typos, synonyms)."""
+"""Search intents and the short queries users type for them (typos, synonyms).
+
+The Intent and which items satisfy it live in intent.py, the complex kinds
+(negation, use case, alternative) in complex_intents.py.
+"""
 
 from __future__ import annotations
-
-import dataclasses
-from typing import Any
 
 import numpy as np
 
 from onesearch_jax.world import lexicon
 from onesearch_jax.world.catalog import Catalog, CategoryIndex
+from onesearch_jax.world.complex_intents import COMPLEX_TYPES, ComplexIntents
+from onesearch_jax.world.intent import QUERY_ATTRS, Intent, match_counts
+
+__all__ = ["QUERY_TYPES", "Intent", "QueryMaker", "match_counts"]
 
 # Query types and their shares among fresh (non-repeat) searches.
 QUERY_TYPE_PROBS: dict[str, float] = {
@@ -18,71 +23,11 @@ QUERY_TYPE_PROBS: dict[str, float] = {
   "model": 0.08,
   "vague": 0.15,
 }
-QUERY_TYPES = (*QUERY_TYPE_PROBS, "repeat")
+# Complex kinds (complex_intents.py) follow; drawn only when
+# WorldConfig.complex_query_share > 0.
+QUERY_TYPES = (*QUERY_TYPE_PROBS, "repeat", *COMPLEX_TYPES)
 
-# Attribute types a category+attribute query may name.
-_QUERY_ATTRS = (
-  "color",
-  "material",
-  "style",
-  "function",
-  "audience",
-  "season",
-  "pattern",
-  "specifications",
-  "modifier",
-  "scene",
-  "location",
-)
 _VAGUE_SLOTS = ("style", "season", "audience", "scene")
-
-
-@dataclasses.dataclass(frozen=True)
-class Intent:
-  """What a user looks for: a category plus constraints on items."""
-
-  qtype: str  # one of QUERY_TYPES
-  l1: int
-  l2: int
-  l3: int  # -1 for vague (L2-level) intents
-  constraints: tuple[
-    tuple[str, int], ...
-  ]  # (attribute type | "brand" | "model", value)
-  target_item: int = -1  # repeat purchase: the item bought before
-
-  def to_json(self, catalog: Catalog) -> dict[str, Any]:
-    """A JSON-able description (names, not indices)."""
-    tree = catalog.tree
-    attrs = {}
-    for t, v in self.constraints:
-      if t == "brand":
-        attrs[t] = catalog.brand_names[v]
-      elif t == "model":
-        attrs[t] = catalog.model_code(v)
-      else:
-        attrs[t] = catalog.attr_vocab[t][v]
-    return {
-      "type": self.qtype,
-      "category_level1_name": tree.l1_names[self.l1],
-      "category_level2_name": tree.l2_names[self.l2],
-      "category_level3_name": tree.l3_names[self.l3] if self.l3 >= 0 else "",
-      "attributes": attrs,
-    }
-
-
-def match_counts(catalog: Catalog, items: np.ndarray, intent: Intent) -> np.ndarray:
-  """[n] number of the intent's constraints each item satisfies."""
-  out = np.zeros(items.shape[0], dtype=np.int64)
-  for t, v in intent.constraints:
-    if t == "brand":
-      out += catalog.brand[items] == v
-    elif t == "model":
-      out += (catalog.brand[items] == catalog.brand[v]) & (
-        catalog.model_num[items] == catalog.model_num[v]
-      )
-    else:
-      out += catalog.attrs[t][items] == v
-  return out
 
 
 def _typo(word: str, rng: np.random.Generator) -> str:
@@ -100,12 +45,22 @@ class QueryMaker:
   """Draws intents for a user and renders them as query strings."""
 
   def __init__(
-    self, catalog: Catalog, index: CategoryIndex, typo_rate: float, synonym_rate: float
+    self,
+    catalog: Catalog,
+    index: CategoryIndex,
+    typo_rate: float,
+    synonym_rate: float,
+    complex_query_share: float = 0.0,
   ):
+    """Args: the catalogue and its index; WorldConfig's typo_rate,
+    synonym_rate and complex_query_share (share of fresh searches drawn as a
+    complex kind; at 0 the generator is consumed exactly as without it)."""
     self.catalog = catalog
     self.index = index
     self.typo_rate = typo_rate
     self.synonym_rate = synonym_rate
+    self.complex_query_share = complex_query_share
+    self.complex = ComplexIntents(catalog, index, self._anchor_item)
     self._type_names = tuple(QUERY_TYPE_PROBS)
     self._type_p = np.array(list(QUERY_TYPE_PROBS.values()))
     tree = catalog.tree
@@ -130,6 +85,12 @@ class QueryMaker:
     c3s = self._l3_of_l1[l1]
     l3 = int(c3s[np.searchsorted(np.cumsum(self._l3_p[l1]), rng.random())])
     l2 = int(tree.l3_parent[l3])
+    # The complex/simple choice is drawn only when the switch is on, so a
+    # world without it consumes the same random numbers as before it existed.
+    if self.complex_query_share > 0 and rng.random() < self.complex_query_share:
+      kind = self.complex.kind(rng)
+      intent = self.complex.draw(kind, l1, l2, l3, rng)
+      return intent or Intent("category", l1, l2, l3, ())
     qtype = self._type_names[
       int(np.searchsorted(np.cumsum(self._type_p), rng.random() * self._type_p.sum()))
     ]
@@ -156,7 +117,7 @@ class QueryMaker:
       return Intent("vague", l1, l2, -1, ((t, v),))
     item = self._anchor_item(pool, rng)
     if qtype == "category_attribute":
-      present = [t for t in _QUERY_ATTRS if cat.attrs[t][item] >= 0]
+      present = [t for t in QUERY_ATTRS if cat.attrs[t][item] >= 0]
       if not present:
         return Intent("category", l1, l2, l3, ())
       k = 1 + int(rng.random() < 0.35 and len(present) > 1)
@@ -174,7 +135,7 @@ class QueryMaker:
         if rng.random() < 0.5
         else int(cat.brand[item])
       )
-      extra = [t for t in _QUERY_ATTRS if cat.attrs[t][item] >= 0]
+      extra = [t for t in QUERY_ATTRS if cat.attrs[t][item] >= 0]
       if extra and rng.random() < 0.25:
         t = extra[int(rng.integers(0, len(extra)))]
         return Intent(
@@ -205,6 +166,21 @@ class QueryMaker:
       return syn[int(rng.integers(0, len(syn)))]
     return word
 
+  def _attribute_words(
+    self, constraints: tuple[tuple[str, int], ...], rng: np.random.Generator
+  ) -> tuple[list[str], list[str]]:
+    """(words before, words after) the entity for attribute constraints."""
+    pre, post = [], []
+    for t, v in constraints:
+      value = self.catalog.attr_vocab[t][v]
+      if t == "audience":
+        (post.append(f"for {value}") if rng.random() < 0.5 else pre.append(value))
+      elif t == "specifications":
+        post.append(value)
+      else:
+        pre.append(value)
+    return pre, post
+
   def render(self, intent: Intent, rng: np.random.Generator) -> str:
     """The query string a user types for an intent (lowercase, short)."""
     cat = self.catalog
@@ -221,16 +197,15 @@ class QueryMaker:
         text = f"{value} {l2}"
       words = [text]
     elif intent.qtype == "category_attribute":
-      pre, post = [], []
-      for t, v in intent.constraints:
-        value = cat.attr_vocab[t][v]
-        if t == "audience":
-          (post.append(f"for {value}") if rng.random() < 0.5 else pre.append(value))
-        elif t == "specifications":
-          post.append(value)
-        else:
-          pre.append(value)
+      pre, post = self._attribute_words(intent.constraints, rng)
       words = [*pre, self._entity(intent.l3, rng), *post]
+    elif intent.qtype in COMPLEX_TYPES:
+      entity = self._entity(intent.l3, rng)
+      words = [
+        self.complex.render(
+          intent, entity, lambda c: self._attribute_words(c, rng), rng
+        )
+      ]
     elif intent.qtype in ("brand_type", "repeat"):
       words = [cat.brand_names[c["brand"]], self._entity(intent.l3, rng)]
       for t, v in intent.constraints:

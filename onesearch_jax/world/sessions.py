@@ -64,7 +64,13 @@ def simulate(
     The query log: distinct query string -> first intent, count, impressions.
   """
   index = CategoryIndex(catalog)
-  qm = QueryMaker(catalog, index, config.typo_rate, config.synonym_rate)
+  qm = QueryMaker(
+    catalog,
+    index,
+    config.typo_rate,
+    config.synonym_rate,
+    config.complex_query_share,
+  )
   tree = catalog.tree
   l3_l1 = tree.l3_l1
   item_l1 = l3_l1[catalog.l3]

@@ -8,7 +8,6 @@ search sessions from `config.seed` and streams them to
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pathlib
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from onesearch_jax.world import catalog as catalog_lib
+from onesearch_jax.world import config as config_lib
 from onesearch_jax.world import manifest as manifest_lib
 from onesearch_jax.world import population as population_lib
 from onesearch_jax.world import relevance as relevance_lib
@@ -141,7 +141,7 @@ def write_world(
   manifest = manifest_lib.write_manifest(
     out,
     source="simulator",
-    config=dataclasses.asdict(config),
+    config=config_lib.config_dict(config),
     counts={t: counts[t] for t in ("users", "items", "recall", "ranking", "relevance")},
     files=files,
     extra=_manifest_extra(config),

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from onesearch_jax.world import jsonl, reader
+from onesearch_jax.world.complex_intents import COMPLEX_TYPES
 
 LENGTH_BUCKETS = ("1", "2", "3", "4", "5", "6+")
 
@@ -32,7 +33,9 @@ def compute_stats(world_dir: str | os.PathLike) -> dict[str, Any]:
 
   Returns:
     A JSON-able dict: sizes, CTR/CVR, popularity concentration, query length
-    histogram, query-type mix, cold-start shares, relevance label mix.
+    histogram, query-type mix (and, when the world has complex queries, the
+    share of them among non-repeat searches), cold-start shares, relevance
+    label mix.
   """
   d = pathlib.Path(world_dir)
   n_items = 0
@@ -73,6 +76,7 @@ def compute_stats(world_dir: str | os.PathLike) -> dict[str, Any]:
   head = q_sorted[: max(1, len(q_sorted) // 100)]
 
   qtypes: dict[str, float] | None = None
+  complex_mix: dict[str, float] = {}  # only for worlds with complex queries
   intents = d / "extras" / "query_intents.jsonl"
   if intents.exists():
     c = collections.Counter()
@@ -80,6 +84,12 @@ def compute_stats(world_dir: str | os.PathLike) -> dict[str, Any]:
       c[row["type"]] += row["count"]
     total = sum(c.values()) or 1
     qtypes = {k: v / total for k, v in sorted(c.items())}
+    if any(t in COMPLEX_TYPES for t in c):
+      # What WorldConfig.complex_query_share sets: complex among fresh searches.
+      fresh = sum(v for t, v in c.items() if t != "repeat") or 1
+      complex_mix = {
+        "complex_query_share": sum(c[t] for t in COMPLEX_TYPES) / fresh,
+      }
 
   labels = collections.Counter(row["score"] for row in _rows(d / "relevance.jsonl"))
   n_labels = sum(labels.values()) or 1
@@ -106,6 +116,7 @@ def compute_stats(world_dir: str | os.PathLike) -> dict[str, Any]:
     "singleton_query_share": sum(1 for v in q_sorted if v == 1) / max(len(q_sorted), 1),
     "query_length_hist": {b: lengths[b] / max(n_sessions, 1) for b in LENGTH_BUCKETS},
     "query_type_mix": qtypes,
+    **complex_mix,
     "cold_user_share_test": len(test_users - train_users) / max(len(test_users), 1),
     "cold_item_share_test_clicks": len(test_clicked - train_clicked)
     / max(len(test_clicked), 1),
