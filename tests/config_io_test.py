@@ -16,7 +16,7 @@ from onesearch_jax.khqe.build import BuildConfig, PrecomputedEmbeddings
 from onesearch_jax.pars import stage as pars_stage
 from onesearch_jax.stages import sids as sids_stage
 from onesearch_jax.train import sft_config
-from onesearch_jax.world.config import WorldConfig
+from onesearch_jax.world.config import WorldConfig, config_dict
 
 # The phase tasks of the main job when the hashes below were recorded.
 PHASE_TASKS = (
@@ -61,7 +61,8 @@ def _old_config_dict(cfg):
 def _main_inputs() -> dict:
   """What the main job's stage markers hash, the new way."""
   return {
-    "world": {"world": config_io.to_dict(configs.world_config())},
+    # The marker leaves the world's off switches out (world.config.config_dict).
+    "world": {"world": config_io.to_dict(config_dict(configs.world_config()))},
     # The marker leaves the streamed build's fields out while stream is off.
     "sids": sids_stage.marker_config(configs.sids_config()),
     "sft": sft_config.config_to_dict(configs.sft_config(phase_tasks=PHASE_TASKS)),

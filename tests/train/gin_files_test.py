@@ -83,6 +83,21 @@ def test_main_gin_is_the_dataclass_defaults(run_module):
   )
 
 
+def test_complex_world_gin_is_the_default_world_with_a_third_complex(run_module):
+  """gin/worlds/complex.gin after a run's file changes the world's share of
+  complex queries and nothing else."""
+  mod, made = run_module
+  main = _build(run_module, "gin/runs/main.gin")
+  gin.clear_config(clear_constants=True)
+  files = [str(ROOT / "gin/runs/main.gin"), str(ROOT / "gin/worlds/complex.gin")]
+  with gin.unlock_config():
+    gin.parse_config_files_and_bindings(files, [], skip_unknown=False)
+  cfg = mod.build_config(made)
+  assert main.world.complex_query_share == 0.0
+  assert cfg.world == dataclasses.replace(main.world, complex_query_share=1 / 3)
+  assert dataclasses.replace(cfg, world=main.world) == main
+
+
 def _dataclass_default(selector: str, param: str):
   """The dataclass default a main.gin factory binding stands for."""
   sft, pars = SFTConfig(), ParsStageConfig()

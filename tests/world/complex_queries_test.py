@@ -25,6 +25,11 @@ from onesearch_jax.world.intent import MAX_PRICE, NOT, Intent, match_counts
 from onesearch_jax.world.queries import QueryMaker
 
 SHARE = 0.3
+# content_hash of the tiny world (seed 0) written by the code before complex
+# queries existed (main at 980f1e2): with the switch off the simulator must
+# consume the same random numbers and write the same bytes. Re-pin only when
+# the world is changed deliberately.
+TINY_WORLD_HASH = "bac7be215bc8c1a610fab607bf6333a6a3da766b114e67ea28b9bc35efd1848b"
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +246,12 @@ def test_share_zero_draws_what_the_maker_without_it_draws(catalog):
   fav = np.nonzero(catalog.brand_l1 == 0)[0][:2]
   drawn = [c.draw(0, fav, rng_c) for _ in range(20)]
   assert [a.draw(0, fav, rng_d) for _ in range(20)] != drawn
+
+
+def test_tiny_world_with_the_switch_off_is_the_old_codes(tiny_world_dir):
+  manifest = json.loads((tiny_world_dir / "manifest.json").read_text())
+  assert manifest["content_hash"] == TINY_WORLD_HASH
+  assert "complex_query_share" not in manifest["config"]
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "0.3", True])
