@@ -203,7 +203,7 @@ class QueryMaker:
       entity = self._entity(intent.l3, rng)
       words = [
         self.complex.render(
-          intent, entity, lambda c: self._attribute_words(c, rng), rng
+          intent, entity, lambda cons: self._attribute_words(cons, rng), rng
         )
       ]
     elif intent.qtype in ("brand_type", "repeat"):
