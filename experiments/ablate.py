@@ -16,7 +16,8 @@ variant ablates, so every row differs from the main job in one switch.
 
 Each variant runs ``run.py`` in its own workdir ``<root>/<name>/<variant>``
 (a subprocess: its own gin state and XLA flags). Before a variant's first run
-its workdir is seeded with hard links to the first variant's finished stage
+its workdir is seeded with hard links to the nearest earlier variant's
+(``seed_source``) finished stage
 directories (world/, sids/, train/, pars/ and the XLA cache): a stage whose
 inputs are unchanged is then skipped by the pipeline's stage markers, and a
 stage whose inputs differ is rebuilt from scratch (markers hash the
@@ -429,17 +430,30 @@ def main(argv: Sequence[str] | None = None) -> int:
   return 0
 
 
+def seed_source(root: pathlib.Path, names: Sequence[str], name: str) -> str | None:
+  """The variant a new workdir of ``name`` is seeded from: the nearest earlier
+  variant (file order) that has a workdir. In a cumulative experiment (v2)
+  that is the row this one adds to, whose SFT model a row that changes only a
+  later stage reuses; in a one-switch experiment every variant shares the
+  world (and usually the SIDs) with any other, and the markers rebuild what
+  differs either way."""
+  earlier = names[: names.index(name)]
+  return next((n for n in reversed(earlier) if (root / n).is_dir()), None)
+
+
 def run_variants(root, todo, names, experiment, gin_files, bindings) -> None:
   """Runs the chosen variants in ``root/<variant>`` in order, seeding each new
-  workdir from the first variant's, and collects ``root/results.*``."""
+  workdir from the nearest earlier variant's (``seed_source``), and collects
+  ``root/results.*``."""
   start = time.time()
   for k, (gin_file, name) in enumerate(todo):
     workdir = root / name
-    linked = seed_workdir(root / names[0], workdir) if name != names[0] else []
+    source = seed_source(root, names, name)
+    linked = seed_workdir(root / source, workdir) if source else []
     print(
       f"[ablate] {experiment}: variant {k + 1}/{len(todo)} {name} "
       f"(at {time.time() - start:.0f} s)"
-      + (f"; seeded {', '.join(linked)} from {names[0]}" if linked else ""),
+      + (f"; seeded {', '.join(linked)} from {source}" if linked else ""),
       flush=True,
     )
     run_variant(gin_file, workdir, gin_files, bindings)

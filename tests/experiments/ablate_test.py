@@ -418,3 +418,13 @@ def test_seeds_flag_rejects_bad_lists(ablate):
     ablate.main(["--experiment=v2", "--seeds=0,x", "--collect_only"])
   with pytest.raises(SystemExit):
     ablate.main(["--experiment=v2", "--seeds=1,1", "--collect_only"])
+
+
+def test_seed_source_is_the_nearest_earlier_variant_with_a_workdir(ablate, tmp_path):
+  names = ["v1", "cot", "sdft", "grpo"]
+  (tmp_path / "v1").mkdir()
+  (tmp_path / "sdft").mkdir()
+  assert ablate.seed_source(tmp_path, names, "v1") is None
+  assert ablate.seed_source(tmp_path, names, "cot") == "v1"
+  assert ablate.seed_source(tmp_path, names, "sdft") == "v1"  # cot never ran
+  assert ablate.seed_source(tmp_path, names, "grpo") == "sdft"
