@@ -85,7 +85,8 @@ class MuSeqConfig:
   prompt_style: str = "tokens"
   # Keyword thoughts in the phase-3 prompt (OneSearch-V2 "+RAG"; docs/V2.md):
   # "none" (off, the main job), "builtin" (the dictionary generator,
-  # v2/keyword_thoughts.py) or "cache:<path>" (a JSONL keyword cache file).
+  # v2/keyword_thoughts.py), "builtin:negation" (the same, negated query
+  # words as "not <keyword>") or "cache:<path>" (a JSONL keyword cache file).
   keywords: str = "none"
   # Where the keywords go: "prompt" (every phase-3 prompt: training, eval and
   # serving, the "+RAG" row) or "teacher" (self-distillation,
@@ -118,11 +119,12 @@ class MuSeqConfig:
         "MuSeqConfig.direct_cot puts the keywords in the target; it cannot be "
         f"combined with keywords_in={self.keywords_in!r}"
       )
-    if self.keywords not in ("none", "builtin") and not (
+    if self.keywords not in ("none", "builtin", "builtin:negation") and not (
       self.keywords.startswith("cache:") and len(self.keywords) > len("cache:")
     ):
       raise ValueError(
-        "MuSeqConfig.keywords must be 'none', 'builtin' or 'cache:<path>', got "
+        "MuSeqConfig.keywords must be 'none', 'builtin', 'builtin:negation' or "
+        "'cache:<path>', got "
         f"{self.keywords!r}"
       )
     if self.user_id not in USER_ID_MODES:

@@ -23,9 +23,11 @@ from typing import Any
 from onesearch_jax.khqe.keywords import mine_keywords
 from onesearch_jax.v2 import keyword_cache
 from onesearch_jax.v2.keyword_thoughts import (
+  NEGATION_CUES,
   DictionaryKeywordGenerator,
   KeywordGenerator,
   KeywordRequest,
+  KeywordThoughtConfig,
   item_text,
 )
 from onesearch_jax.world import lexicon
@@ -39,7 +41,8 @@ def build_keyword_generator(
   """The generator of a ``MuSeqConfig.keywords`` setting.
 
   Args:
-    setting: "none" | "builtin" | "cache:<path>".
+    setting: "none" | "builtin" | "builtin:negation" (negated query words come
+      out as "not <keyword>") | "cache:<path>".
     items: items.jsonl rows (the dictionary and the items' keywords).
     recall: recall.jsonl rows (the dictionary's PV, train split).
 
@@ -48,10 +51,13 @@ def build_keyword_generator(
   """
   if setting == "none":
     return None
-  if setting == "builtin":
+  if setting in ("builtin", "builtin:negation"):
     dictionary, _ = mine_keywords(items, recall)
     texts = {str(r["item_id"]): item_text(r) for r in items}
-    return DictionaryKeywordGenerator(dictionary, texts, lexicon.SYNONYMS)
+    cues = NEGATION_CUES if setting == "builtin:negation" else ()
+    return DictionaryKeywordGenerator(
+      dictionary, texts, lexicon.SYNONYMS, KeywordThoughtConfig(negation_cues=cues)
+    )
   if setting.startswith("cache:"):
     return keyword_cache.load_keyword_cache(setting[len("cache:") :])
   raise ValueError(f"unknown keywords setting {setting!r}")

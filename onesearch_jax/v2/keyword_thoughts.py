@@ -33,12 +33,21 @@ Choices (SPEC and the paper say only "filter or augment"):
     user's usual brand for a query that names only a category. Nothing is
     removed: every query keyword stays.
   * A query with no keyword gets no keywords (no calibration either).
+  * Negation (``KeywordThoughtConfig.negation_cues``, off unless the setting
+    is "builtin:negation"): a dictionary match cannot tell "shoes not nike"
+    from "nike shoes", so the query is cut at the first cue word and what
+    follows comes out as "not <keyword>"; its attribute types count as
+    named (the user's usual brand is not added when a brand is ruled out).
+    Cue words are plain words, so a product called "no show socks" would be
+    misread: the switch is for worlds with negated queries
+    (``WorldConfig.complex_query_share``).
   * The output is capped at ``max_keywords``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Protocol
@@ -77,6 +86,11 @@ class KeywordThoughtConfig:
   max_keywords: int = 6  # at most this many keywords per request
   max_personal: int = 2  # at most this many added from the user's clicks
   recent_items: int = 5  # the most recent clicks that calibrate
+  # Negation cues (whole words of the normalised query; () = off, the
+  # "builtin" setting): the query is cut at the first cue, keywords after it
+  # come out as "not <keyword>" after the query's own, and their attribute
+  # types get no personal keyword ("builtin:negation" uses NEGATION_CUES).
+  negation_cues: tuple[str, ...] = ()
 
   def __post_init__(self):
     if self.max_keywords < 1 or self.max_personal < 0 or self.recent_items < 0:
@@ -84,6 +98,24 @@ class KeywordThoughtConfig:
         "KeywordThoughtConfig: max_keywords must be >= 1, max_personal and "
         f"recent_items >= 0, got {self}"
       )
+
+
+# The cues of the "builtin:negation" setting, longest first ("but not"
+# before "not").
+NEGATION_CUES = ("but not", "without", "except", "not", "no")
+
+
+def split_negation(query: str, cues: Sequence[str]) -> tuple[str, str]:
+  """(text before the first negation cue, text after it) of the normalised
+  query; ("query", "") when no cue occurs as whole words."""
+  text = normalise(query)
+  if not cues:
+    return text, ""
+  alternatives = "|".join(re.escape(c) for c in sorted(cues, key=len, reverse=True))
+  m = re.search(rf"(?<!\w)(?:{alternatives})(?!\w)", text)
+  if m is None:
+    return text, ""
+  return text[: m.start()], text[m.end() :]
 
 
 class DictionaryKeywordGenerator:
@@ -173,9 +205,11 @@ class DictionaryKeywordGenerator:
       At most ``config.max_keywords`` keyword texts (module docstring).
     """
     cfg = self.config
-    query_kw = self.analyse(request.query)
+    wanted_text, negated_text = split_negation(request.query, cfg.negation_cues)
+    query_kw = self.analyse(wanted_text)
+    negated = [e for e in self.analyse(negated_text) if e not in query_kw]
     if not query_kw:
-      return ()
+      return tuple(f"not {self.entries[e].text}" for e in negated)[: cfg.max_keywords]
     recent = request.recent_item_ids[-cfg.recent_items :] if cfg.recent_items else ()
     wanted = set(query_kw)
     items = [self.item_keywords(i) for i in reversed(recent)]
@@ -183,12 +217,15 @@ class DictionaryKeywordGenerator:
     seen = Counter(e for kws in items for e in set(kws))
     confirmed = [e for e in query_kw if e in seen]
     ordered = confirmed + [e for e in query_kw if e not in seen]
-    tags = {self.entries[e].tag for e in query_kw}
+    tags = {self.entries[e].tag for e in [*query_kw, *negated]}
     extra = sorted(
       (e for e in seen if e not in wanted and self.entries[e].tag not in tags),
       key=lambda e: (-seen[e],) + self._rank_key(e),
     )[: cfg.max_personal]
-    return tuple(self.entries[e].text for e in ordered + extra)[: cfg.max_keywords]
+    texts = [self.entries[e].text for e in ordered]
+    texts += [f"not {self.entries[e].text}" for e in negated]
+    texts += [self.entries[e].text for e in extra]
+    return tuple(texts)[: cfg.max_keywords]
 
 
 def item_text(row: Mapping) -> str:

@@ -16,7 +16,7 @@ from onesearch_jax.data import session_prompts as sp
 from onesearch_jax.data import vocab as vocab_lib
 from onesearch_jax.train import sft_config
 from onesearch_jax.v2 import keyword_source
-from onesearch_jax.v2.keyword_thoughts import KeywordRequest
+from onesearch_jax.v2.keyword_thoughts import NEGATION_CUES, KeywordRequest
 
 BUILTIN = museq.MuSeqConfig(keywords="builtin")
 
@@ -144,3 +144,20 @@ def test_cache_setting_reads_the_file(world_and_corpora, vocabulary, tmp_path):
   )
   text = prompter.prompt_text(cols["session_id"][0])
   assert text.endswith("[TEXT]alpha[SEP]beta[GEN_IID]")
+
+
+def test_builtin_negation_setting(world_and_corpora):
+  world = world_and_corpora[0]
+  museq.MuSeqConfig(keywords="builtin:negation")  # a valid setting
+  with pytest.raises(ValueError, match="builtin:negation"):
+    museq.MuSeqConfig(keywords="builtin:maybe")
+  plain = keyword_source.build_keyword_generator("builtin", world.items, world.recall)
+  neg = keyword_source.build_keyword_generator(
+    "builtin:negation", world.items, world.recall
+  )
+  assert plain.config.negation_cues == ()
+  assert neg.config.negation_cues == NEGATION_CUES
+  # The same dictionary; a query without a cue gets the same keywords.
+  assert [e.text for e in neg.entries] == [e.text for e in plain.entries]
+  for query in world_and_corpora[2].columns["s3_query"]["query"][:50]:
+    assert neg.keywords(KeywordRequest(query)) == plain.keywords(KeywordRequest(query))

@@ -10,10 +10,12 @@ import pytest
 from onesearch_jax.khqe.keywords import Keyword
 from onesearch_jax.v2 import keyword_cache
 from onesearch_jax.v2.keyword_thoughts import (
+  NEGATION_CUES,
   DictionaryKeywordGenerator,
   KeywordRequest,
   KeywordThoughtConfig,
   item_text,
+  split_negation,
 )
 
 DICTIONARY = [
@@ -101,6 +103,27 @@ def test_config_limits():
   assert _kw(_gen(max_keywords=2), "apple phone red") == ("phone", "apple")
   with pytest.raises(ValueError, match="max_keywords"):
     KeywordThoughtConfig(max_keywords=0)
+
+
+def test_negation_cues_mark_ruled_out_keywords():
+  off = _gen()
+  on = _gen(negation_cues=NEGATION_CUES)
+  # Without cues the excluded brand reads like a wanted one.
+  assert _kw(off, "sneakers not nike") == ("sneakers", "nike")
+  assert _kw(on, "sneakers not nike") == ("sneakers", "not nike")
+  assert _kw(on, "Sneakers, but NOT red nike") == ("sneakers", "not nike", "not red")
+  assert _kw(on, "red sneakers without adidas") == ("sneakers", "red", "not adidas")
+  # Only whole words cue: "note" and "nothing" hold "not" as a prefix.
+  assert _kw(on, "note phone nothing") == ("phone",)
+  # A keyword named on both sides stays wanted; a query of negations only.
+  assert _kw(on, "nike sneakers except nike") == ("sneakers", "nike")
+  assert _kw(on, "no nike") == ("not nike",)
+  # The user's usual brand (i1: nike) is not added when a brand is ruled
+  # out; it is added for the plain query.
+  assert _kw(on, "sneakers", ["i1"]) == ("sneakers", "nike")
+  assert _kw(on, "sneakers no adidas", ["i1"]) == ("sneakers", "not adidas")
+  assert split_negation("Shoes but not Nike", NEGATION_CUES) == ("shoes ", " nike")
+  assert split_negation("shoes", ()) == ("shoes", "")
 
 
 def _write(tmp_path, rows):
