@@ -107,10 +107,11 @@ NEGATION_CUES = ("but not", "without", "except", "not", "no")
 
 def split_negation(query: str, cues: Sequence[str]) -> tuple[str, str]:
   """(text before the first negation cue, text after it) of the normalised
-  query; ("query", "") when no cue occurs as whole words."""
-  text = normalise(query)
+  query; (query, "") when no cue occurs as whole words, and the query as
+  given when there are no cues (the analysis normalises it)."""
   if not cues:
-    return text, ""
+    return query, ""
+  text = normalise(query)
   alternatives = "|".join(re.escape(c) for c in sorted(cues, key=len, reverse=True))
   m = re.search(rf"(?<!\w)(?:{alternatives})(?!\w)", text)
   if m is None:

@@ -123,7 +123,8 @@ def test_negation_cues_mark_ruled_out_keywords():
   assert _kw(on, "sneakers", ["i1"]) == ("sneakers", "nike")
   assert _kw(on, "sneakers no adidas", ["i1"]) == ("sneakers", "not adidas")
   assert split_negation("Shoes but not Nike", NEGATION_CUES) == ("shoes ", " nike")
-  assert split_negation("shoes", ()) == ("shoes", "")
+  assert split_negation("Shoes", ()) == ("Shoes", "")
+  assert split_negation("Shoes", NEGATION_CUES) == ("shoes", "")
 
 
 def _write(tmp_path, rows):
