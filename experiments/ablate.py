@@ -86,6 +86,8 @@ SEED_COLUMNS = (
   ("valid_sid_rate", "valid SID"),
   ("decode_ms", "decode ms/query"),
 )
+# The "<set>/<metric>" keys of both tables, read from results.json.
+METRIC_KEYS = sorted({key for key, _ in COLUMNS + SEED_COLUMNS if "/" in key})
 SID_COLUMNS = (
   ("sid_len", "SID len"),
   ("ICR", "ICR"),
@@ -185,8 +187,7 @@ def variant_row(workdir: pathlib.Path) -> dict:
     systems = wd.results()["systems"]
     decode = (wd.marker(wd.eval) or {}).get("decode", {})
     for name, res in systems.items():
-      keys = {key for key, _ in COLUMNS + SEED_COLUMNS if "/" in key}
-      vals = {key: _get(res, key.replace("/", "/all/", 1)) for key in sorted(keys)}
+      vals = {key: _get(res, key.replace("/", "/all/", 1)) for key in METRIC_KEYS}
       vals["valid_sid_rate"] = _get(res, "diagnostics/valid_sid_rate")
       click = decode.get(name, {}).get("click", {})
       vals["decode_ms"] = (

@@ -16,7 +16,7 @@ its group's codebook, the grouped k-means' own sweep; tiles gather their
 points and points gather their codes back, so there is no scatter and no
 host round trip. "parent_ab" (one codebook per (level-1, level-2) pair, up
 to k1 x k2 groups, more than a block's tiles could hold) keeps the host
-path (``_encode_parent_tiled``): levels 1 and 2 in blocks, the level-2
+path (``_encode_parent_ab``): levels 1 and 2 in blocks, the level-2
 residuals sorted into single-parent tiles on the host (an N x D copy) and
 searched with ``kmeans.assign_grouped``, then OPQ on the level-3 residual.
 The per-point path (``_block`` with mode "parent" / "parent_ab", which
@@ -50,9 +50,6 @@ from jax.sharding import PartitionSpec as P
 
 from onesearch_jax.khqe import kmeans
 from onesearch_jax.khqe.lloyd import argmin_first
-
-# Parent level-3 modes encoded by parent tiles (``_encode_parent_tiled``).
-PARENT_TILED = ("parent", "parent_ab")
 
 # Largest temporary of one tile (floats): t*k distances or, for a parent
 # level 3, the t*k3*D gathered centroids. 2^19 floats (2 MiB) keeps a tile's
@@ -135,12 +132,13 @@ def _nearest_in_group_tiles(r, g, l3, tile):
   counts = jnp.zeros((n_groups,), jnp.int32).at[g].add(1)
   tiles_per = (counts + tile - 1) // tile
   tile_end = jnp.cumsum(tiles_per)
-  point_begin = jnp.cumsum(counts) - counts
+  tile_begin = tile_end - tiles_per  # each group's first tile
+  point_begin = jnp.cumsum(counts) - counts  # each group's first sorted point
   tg = jnp.searchsorted(tile_end, jnp.arange(n_tiles, dtype=jnp.int32), side="right")
   tg = jnp.minimum(tg, n_groups - 1).astype(jnp.int32)  # each tile's group
   # Every slot gathers its point (no scatter): slot s of tile n holds the
   # group's point number (n - first tile of the group) * tile + s.
-  rank = (jnp.arange(n_tiles, dtype=jnp.int32) - (tile_end - tiles_per)[tg])[
+  rank = (jnp.arange(n_tiles, dtype=jnp.int32) - tile_begin[tg])[
     :, None
   ] * tile + jnp.arange(tile, dtype=jnp.int32)[None, :]  # [n_tiles, tile]
   valid = rank < counts[tg][:, None]
@@ -149,8 +147,10 @@ def _nearest_in_group_tiles(r, g, l3, tile):
   src = order[point_begin[tg][:, None] + jnp.where(valid, rank, 0)]
   xt = r[src]  # [n_tiles, tile, D]
   # ... and every point gathers its slot back.
-  rank_of_sorted = jnp.arange(bsz, dtype=jnp.int32) - point_begin[g[order]]
-  slot_sorted = (tile_end - tiles_per)[g[order]] * tile + rank_of_sorted
+  g_sorted = g[order]
+  slot_sorted = tile_begin[g_sorted] * tile + (
+    jnp.arange(bsz, dtype=jnp.int32) - point_begin[g_sorted]
+  )
   slot = slot_sorted[jnp.argsort(order)]
   cnorm = jnp.sum(l3 * l3, axis=-1)  # [G, k3]
 
@@ -160,10 +160,7 @@ def _nearest_in_group_tiles(r, g, l3, tile):
     c, _ = argmin_first(cnorm[gc][:, None, :] - 2.0 * dots)
     return c
 
-  ct = jax.lax.map(
-    lambda args: tiles(*args),
-    (xt.reshape(n_tiles // chunk, chunk, tile, d), tg.reshape(n_tiles // chunk, chunk)),
-  )
+  ct = _tiled(tiles, width, xt, tg)  # chunks of `chunk` tiles: n_tiles is a multiple
   c = ct.reshape(-1)[slot]
   return c, l3[g, c]
 
@@ -284,21 +281,22 @@ def encode_blocks(
   x = np.asarray(x, np.float32)
   if mode == "parent":
     mode = "parent_tiles"  # every level on device, one call a block
-  elif mode in PARENT_TILED and x.shape[0]:
-    return _encode_parent_tiled(x, mode, l1, l2, l3, opq, mesh)
+  elif mode == "parent_ab" and x.shape[0]:
+    return _encode_parent_ab(x, l1, l2, l3, opq, mesh)
   return _encode_fused(x, mode=mode, l1=l1, l2=l2, l3=l3, opq=opq, mesh=mesh)
 
 
-def _encode_parent_tiled(x, mode, l1, l2, l3, opq, mesh):
-  """Parent level 3 by parent tiles: levels 1 and 2 block by block, then the
-  points sorted by parent group and cut into single-group tiles, each
-  searched against its group's [k3, D] codebook (one matmul a tile; the
-  grouped k-means fit's own assignment sweep, ``kmeans.assign_grouped``),
-  then OPQ on the level-3 residual as ``fit_encode`` does. Returns what
-  ``_encode_fused`` does for the same mode, code for code."""
+def _encode_parent_ab(x, l1, l2, l3, opq, mesh):
+  """Level 3 of "parent_ab" by parent tiles on the host: levels 1 and 2 block
+  by block, then the points sorted by their (level-1, level-2) group and cut
+  into single-group tiles, each searched against its group's [k3, D]
+  codebook (one matmul a tile; the grouped k-means fit's own assignment
+  sweep, ``kmeans.assign_grouped``), then OPQ on the level-3 residual as
+  ``fit_encode`` does. Returns what ``_encode_fused`` does for the same
+  mode, code for code."""
   ab, sq12, r = _encode_fused(x, mode="l1l2", l1=l1, l2=l2, mesh=mesh)
   a, b = ab[:, 0], ab[:, 1]
-  g = b if mode == "parent" else a.astype(np.int64) * l2.shape[0] + b
+  g = a.astype(np.int64) * l2.shape[0] + b
   c, _ = kmeans.assign_grouped(r, g, l3, mesh=mesh)
   r -= l3[g, c]  # in place: the level-3 residual
   sq = [sq12, np.sum(r * r, axis=1)[:, None]]
