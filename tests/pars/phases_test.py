@@ -74,6 +74,14 @@ def codec_item(codec, interactions, tokens):
   return int(hit[0]) if hit.size else -1
 
 
+R_ITEM = np.array([0.5, 0.1, 0.9])  # R_score of A, B, C
+
+
+def _rm_score(session, items):
+  """R_ITEM of each candidate item, -inf for an invalid SID (item -1)."""
+  return np.where(items >= 0, R_ITEM[np.maximum(items, 0)], -np.inf)
+
+
 def test_phase1_keeps_changed_orders(hand_log, tools):
   table, codec, lookup = tools
   toks = codec.tokens(hand_log.item_codes)
@@ -84,13 +92,9 @@ def test_phase1_keeps_changed_orders(hand_log, tools):
     np.stack([toks[A], toks[C], toks[B], invalid]),
   ])  # fmt: skip
   gen = np.array([[4.0, 3.0, 2.0, 1.0], [4.0, 3.0, 2.0, 1.0]])
-  r_item = np.array([0.5, 0.1, 0.9])  # R_score of A, B, C
-
-  def score_fn(session, items):
-    return np.where(items >= 0, r_item[np.maximum(items, 0)], -np.inf)
 
   ex = phases.rm_guided_from_candidates(
-    np.array([S2, S3]), tokens, gen, score_fn, table, codec, lookup, num_negatives=2
+    np.array([S2, S3]), tokens, gen, _rm_score, table, codec, lookup, num_negatives=2
   )
   # s2: logged positives B (click) and A (rec purchase) -> A (better level),
   # generator rank 1 -> kept. s3: no positive, RM top-1 = C (rank 1) -> kept.
@@ -103,7 +107,14 @@ def test_phase1_keeps_changed_orders(hand_log, tools):
   assert ex.stats["invalid_sids"] == 2 and ex.stats["kept"] == 2
 
   unchanged = phases.rm_guided_from_candidates(
-    np.array([S3]), tokens[1:, [1, 0, 2, 3]], gen[1:], score_fn, table, codec, lookup, 2
+    np.array([S3]),
+    tokens[1:, [1, 0, 2, 3]],
+    gen[1:],
+    _rm_score,
+    table,
+    codec,
+    lookup,
+    2,
   )
   assert len(unchanged) == 0 and unchanged.stats["unchanged"] == 1
 
@@ -150,10 +161,9 @@ def test_rerank_order():
 def test_rm_reranker(hand_log, tools):
   _, codec, lookup = tools
   toks = codec.tokens(hand_log.item_codes)
-  r_item = np.array([0.5, 0.1, 0.9])
 
   def score_fn(session, items):
-    return r_item[np.maximum(items, 0)] + 0 * session
+    return R_ITEM[np.maximum(items, 0)] + 0 * session
 
   rr = rerank.RMReranker(score_fn, hand_log.session_index(), codec, lookup)
   invalid = codec.tokens(np.array([2, 0, 0, 0, 0]))
@@ -176,13 +186,9 @@ def test_phase1_distill_lists_keep_every_session_in_rm_order(hand_log, tools):
     np.stack([toks[C], toks[A], toks[B], invalid]),
   ])  # fmt: skip
   gen = np.array([[4.0, 3.0, 2.0, 1.0], [4.0, 3.0, 2.0, 1.0]])
-  r_item = np.array([0.5, 0.1, 0.9])  # R_score of A, B, C
-
-  def score_fn(session, items):
-    return np.where(items >= 0, r_item[np.maximum(items, 0)], -np.inf)
 
   ex = phases.rm_guided_from_candidates(
-    np.array([S2, S3]), tokens, gen, score_fn, table, codec, lookup,
+    np.array([S2, S3]), tokens, gen, _rm_score, table, codec, lookup,
     num_negatives=3, rejected="distill", gen_weight=0.1,
   )  # fmt: skip
   # Both sessions kept (s3's top is already the generator's first), each list
