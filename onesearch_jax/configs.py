@@ -31,6 +31,7 @@ from onesearch_jax.pars.stage import ParsStageConfig
 from onesearch_jax.stages.config import PipelineConfig
 from onesearch_jax.train.loop import TrainConfig
 from onesearch_jax.train.optimizers import OptimizerConfig
+from onesearch_jax.train.param_ema import ParamEMAConfig
 from onesearch_jax.train.sft_config import SFTConfig
 from onesearch_jax.v2.sdft import SDFTConfig
 from onesearch_jax.world.config import WorldConfig
@@ -194,6 +195,7 @@ def sft_config(
   length_buckets: tuple[int, ...] | None = None,
   task_cache_dir: str | None = None,
   sdft: dict[str, Any] | None = None,
+  param_ema: dict[str, Any] | bool | None = None,
 ):
   """The SFT schedule (``train.sft_config.SFTConfig``); None = the dataclass
   default (the main job's).
@@ -230,6 +232,10 @@ def sft_config(
       overrides ({} = its defaults, KL weight 0.1; e.g. {'rdrop_weight': 0.5,
       'fgm_epsilon': 0.6, 'focal': True}); None = off. Needs
       ``museq={'keywords': 'builtin', 'keywords_in': 'teacher'}`` (docs/V2.md).
+    param_ema: serve phase 3's parameter EMA (``train/param_ema.py``):
+      ParamEMAConfig field overrides ({} = its defaults, decay 0.995 from
+      phase-3 step 1,000, the main job's); False = off (phase 3 serves its
+      last parameters).
   """
 
   base = SFTConfig()
@@ -259,8 +265,27 @@ def sft_config(
     else tuple(int(b) for b in length_buckets),
     task_cache_dir=task_cache_dir,
     sdft=None if sdft is None else _replace(SDFTConfig(), sdft, "SDFTConfig"),
+    param_ema=_param_ema(param_ema),
   )
+  if param_ema is False:
+    given["param_ema"] = None  # off (None above means "not given")
   return _replace(base, given, "SFTConfig")
+
+
+def _param_ema(value: dict[str, Any] | bool | None) -> Any:
+  """sft_config's param_ema: None = not given (the default) and False = off
+  (both None here: ``sft_config`` sets the off), True or a dict of overrides
+  = on."""
+  if value is None or value is False:
+    return None
+  if value is True:
+    return ParamEMAConfig()
+  if not isinstance(value, dict):
+    raise ValueError(
+      f"sft_config.param_ema must be a dict of ParamEMAConfig fields, True or "
+      f"False, got {value!r}"
+    )
+  return _replace(ParamEMAConfig(), value, "ParamEMAConfig")
 
 
 def eval_config(

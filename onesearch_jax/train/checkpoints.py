@@ -29,6 +29,7 @@ from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from onesearch_jax.train import param_ema
 from onesearch_jax.train.state import TEACHER_KEY, TrainState, with_state
 
 logger = logging.getLogger(__name__)
@@ -186,16 +187,18 @@ class Checkpointer:
       target,
       nnx.to_pure_dict(ts.shardings),
     )
-    # An EMA teacher (state.with_ema_teacher) is the model's twin: a target
-    # without one (eval, serving, the next stage) reads and drops it; a target
-    # with one needs it in the checkpoint.
+    # An EMA teacher or a served parameter average (state.with_ema_teacher) is
+    # the model's twin: a target without one (eval, serving, the next stage)
+    # reads it and drops it - or, for a served average, takes it as the model;
+    # a target with one needs it in the checkpoint.
     has_teacher = str(TEACHER_KEY) in self._saved_keys(step)
     if has_teacher and TEACHER_KEY not in abstract:
       abstract = {**abstract, TEACHER_KEY: abstract[0]}
     elif TEACHER_KEY in abstract and not has_teacher:
       raise ValueError(
-        f"{self.step_directory(step)} holds no EMA teacher: it was saved by a "
-        "run without SDFTConfig.teacher = 'ema'"
+        f"{self.step_directory(step)} holds no EMA teacher or parameter average: "
+        "it was saved by a run without SDFTConfig.teacher = 'ema' and without "
+        "SFTConfig.param_ema (use a new workdir, or the run's own settings)"
       )
     out = self._manager.restore(
       step,
@@ -208,8 +211,13 @@ class Checkpointer:
       raise ValueError(f"meta item is {type(meta).__name__}, expected a JSON object")
     restored = dict(out["state"])
     if TEACHER_KEY not in target:
-      restored.pop(TEACHER_KEY, None)
-      restored.pop(str(TEACHER_KEY), None)
+      twin = restored.pop(TEACHER_KEY, None)
+      twin = restored.pop(str(TEACHER_KEY), twin)
+      if meta.get(param_ema.SERVE_META_KEY) == param_ema.SERVE_EMA:
+        # A phase that serves its parameter average (train.param_ema): eval,
+        # serving and the next phase or stage read the average as the model.
+        key = 0 if 0 in restored else "0"
+        restored[key] = twin
     new_state = jax.tree.map(lambda x: x, ts.state)  # structure copy
     nnx.replace_by_pure_dict(new_state, restored)
     return with_state(ts, new_state), dict(meta)

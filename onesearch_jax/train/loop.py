@@ -28,6 +28,7 @@ from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.model.flops import train_flops_per_batch
 from onesearch_jax.model.model import LossConfig
 from onesearch_jax.train import checkpoints, state, step_loop, steps
+from onesearch_jax.train import param_ema as param_ema_lib
 from onesearch_jax.train.optimizers import OptimizerConfig
 from onesearch_jax.v2 import sdft_batches
 from onesearch_jax.v2.sdft import SDFTConfig
@@ -117,6 +118,7 @@ def train(
   log_fn: Callable[[int, dict[str, float]], None] | None = None,
   init_params: Callable[[Any], None] | None = None,
   sdft: SDFTConfig | None = None,
+  param_ema: param_ema_lib.ParamEMAConfig | None = None,
 ) -> TrainResult:
   """Trains one phase, resuming from `workdir`'s latest checkpoint.
 
@@ -144,6 +146,9 @@ def train(
       ``teacher = "ema"`` the state carries an EMA teacher, a copy of the
       phase's starting parameters, checkpointed with the rest (the returned
       state has it too: ``TrainState.teacher``).
+    param_ema: keep and serve a parameter average (``train.param_ema``): the
+      state's third object, checkpointed, with ``"serve": "ema"`` in every
+      checkpoint's meta (restores without the third object get the average).
 
   Returns:
     TrainResult.
@@ -167,11 +172,23 @@ def train(
     # The teacher starts as the phase's starting student (on resume the
     # checkpoint's teacher replaces it).
     ts = state.with_ema_teacher(ts)
+  meta = {"sid_hash": sid_hash}
+  if param_ema is not None:
+    # Starts as the phase's starting parameters (on resume the checkpoint's
+    # average replaces it).
+    ts = state.with_ema_teacher(ts)
+    meta[param_ema_lib.SERVE_META_KEY] = param_ema_lib.SERVE_EMA
 
   def build(ts: state.TrainState, first: Batch) -> step_loop.Steps:
     bsh = state.batch_shardings(first, mesh, rules)
     train_fn = steps.compile_train_step(
-      ts, bsh, train_cfg.loss, train_cfg.optimizer, seed=train_cfg.seed, sdft=sdft
+      ts,
+      bsh,
+      train_cfg.loss,
+      train_cfg.optimizer,
+      seed=train_cfg.seed,
+      sdft=sdft,
+      param_ema=param_ema,
     )
     b, t_len = first["decoder_target_tokens"].shape
     flops = train_flops_per_batch(
@@ -208,7 +225,7 @@ def train(
     batches,
     step_loop.LoopConfig.of(train_cfg, stop_after),
     ckpt=ckpt,
-    meta={"sid_hash": sid_hash},
+    meta=meta,
     check_meta=lambda meta: _check_sid_hash(meta, sid_hash, ckpt.directory),
     log_fn=log_fn,
   )

@@ -26,6 +26,10 @@ With ``cfg.sdft.teacher = "ema"`` the teacher is an EMA copy of the student
 (phase 2's parameters at phase-3 start), saved in phase 3's checkpoints;
 ``params_hash``, eval and serving use the student.
 
+A served parameter average (``cfg.param_ema``, ``train/param_ema.py``): phase
+3 keeps an EMA of its parameters in the same slot, and ``params_hash``, eval,
+serving and PARS use the average.
+
 Resume: a finished phase (``result.json``) is skipped; an unfinished one
 continues from its latest checkpoint at the saved data position (the loop's
 contract), so a killed run loses at most ``checkpoint.save_every_steps``
@@ -266,6 +270,7 @@ def run_sft(
     mixture = phase_members(cfg, k, registered, log)
     long_seq = k == 2 and model_cfg.use_qformer
     sdft = cfg.sdft if k == 2 else None  # self-distillation: phase 3 only
+    param_ema = cfg.param_ema if k == 2 else None  # the served average: phase 3
     batches = model_batches.TrainBatches(
       mixture,
       long_seq_dim=registered.long_seq_dim,
@@ -286,6 +291,12 @@ def run_sft(
       f"{cfg.batch_size}, lengths {cfg.lengths[k]}"
       + (f", parameters from {PHASES[k - 1]}" if k else "")
       + (f", self-distillation {_describe_sdft(sdft)}" if sdft else "")
+      + (
+        f", serving the parameter EMA (decay {param_ema.decay} from step "
+        f"{param_ema.start_step})"
+        if param_ema
+        else ""
+      )
       + " (compiling...)"
     )
     t = time.perf_counter()
@@ -303,6 +314,7 @@ def run_sft(
         init_from=init_from,
         stop_after=stop_after[1] if stop_after and stop_after[0] == k else None,
         sdft=sdft,
+        param_ema=param_ema,
         init_params=(
           sid_init_lib.codebook_init(sid_dir, model_cfg)
           if cfg.sid_init and k == 0
@@ -328,7 +340,8 @@ def run_sft(
     if not finished:
       log(f"[train] {name} stopped at step {step}/{train_cfg.num_steps}")
       break
-    final_hash = state.params_hash(res.state)
+    # The served parameters: the average where the phase keeps one.
+    final_hash = state.params_hash(res.state, twin=param_ema is not None)
     result_path.write_text(
       json.dumps(
         {

@@ -23,6 +23,7 @@ from onesearch_jax.data import vocab as vocab_lib
 from onesearch_jax.khqe import artefact
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.train import loop
+from onesearch_jax.train.param_ema import ParamEMAConfig
 from onesearch_jax.v2.sdft import SDFTConfig
 
 PHASES = ("phase1", "phase2", "phase3")
@@ -97,6 +98,11 @@ class SFTConfig:
       ``museq.keywords`` on and ``museq.keywords_in = "teacher"`` (eval and
       serving prompts then carry no keywords). Off, it is left out of the
       JSON form, and so is its ``teacher`` while "joint" (the default).
+    param_ema: a ``train.param_ema.ParamEMAConfig`` (default: decay 0.995
+      from phase-3 step 1,000) = phase 3 keeps an exponential moving average
+      of its parameters, and eval, serving and PARS use the average
+      (``train/param_ema.py``); None = phase 3 serves its last parameters
+      (left out of the JSON form, as in files from before the switch).
   """
 
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig.main)
@@ -121,8 +127,18 @@ class SFTConfig:
   length_buckets: tuple[int, ...] = (48, 64, 80, 96)
   task_cache_dir: str = ""
   sdft: SDFTConfig | None = None
+  param_ema: ParamEMAConfig | None = ParamEMAConfig()
 
   def __post_init__(self):
+    if (
+      self.param_ema is not None
+      and self.sdft is not None
+      and self.sdft.teacher == "ema"
+    ):
+      raise ValueError(
+        "SFTConfig: param_ema and an EMA self-distillation teacher "
+        "(sdft.teacher = 'ema') share the train state's third slot; use one"
+      )
     if self.sdft is not None and not self.museq.teacher_keywords:
       raise ValueError(
         "SFTConfig.sdft needs teacher keywords: museq.keywords 'builtin' or "
@@ -190,12 +206,13 @@ _ABSENT_IN_OLD_FILES = {
   "schedule": "per_phase",
   "sid_init": False,
   "length_buckets": (),
+  "param_ema": None,
 }
 
 
 def config_to_dict(cfg: SFTConfig) -> dict[str, Any]:
   """JSON-able form (``config_from_dict`` inverts it). ``task_cache_dir``,
-  ``sdft`` (and its ``teacher`` while "joint") and the V2 switches of
+  ``sdft`` (and its ``teacher`` while "joint"), ``param_ema`` and the V2 switches of
   ``museq`` (``museq.V2_SWITCHES_OFF``) are left out when off (the defaults:
   "", None, ...), so a run without them
   writes (and hashes) what it did before they existed."""
@@ -206,6 +223,8 @@ def config_to_dict(cfg: SFTConfig) -> dict[str, Any]:
     del out["sdft"]
   elif out["sdft"]["teacher"] == "joint":
     del out["sdft"]["teacher"]  # the form (and hash) from before the EMA switch
+  if out["param_ema"] is None:
+    del out["param_ema"]
   out["museq"] = config_io.to_dict(museq.config_dict(cfg.museq))
   return out
 

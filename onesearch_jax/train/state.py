@@ -12,6 +12,8 @@ A self-distillation run with an EMA teacher (``v2.sdft.SDFTConfig.teacher =
 (``with_ema_teacher``): the jitted step updates it, orbax saves it with the
 rest, so a resumed run goes on with the same teacher. ``merge`` still gives
 (model, optimizer), and ``params_hash`` covers the model (the student) only.
+A phase that serves a parameter average (``train.param_ema``) keeps the
+average in the same third slot.
 """
 
 from __future__ import annotations
@@ -191,9 +193,12 @@ def shard_batch(
   }
 
 
-def params_hash(ts: TrainState) -> str:
-  """sha256 over the model parameters (path-sorted, raw bytes)."""
-  model, _ = ts.merge()
+def params_hash(ts: TrainState, *, twin: bool = False) -> str:
+  """sha256 over the model parameters (path-sorted, raw bytes); with
+  ``twin``, over the third object's (a served parameter average)."""
+  model = ts.teacher() if twin else ts.merge()[0]
+  if model is None:
+    raise ValueError("params_hash(twin=True): the state has no third object")
   flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
   h = hashlib.sha256()
   for path, var in sorted(flat, key=lambda kv: tuple(map(str, kv[0]))):

@@ -20,6 +20,7 @@ from flax import nnx
 from onesearch_jax import sharding as sh
 from onesearch_jax.model import model as model_lib
 from onesearch_jax.model.transformer import EncoderDecoder
+from onesearch_jax.train import param_ema as param_ema_lib
 from onesearch_jax.train.optimizers import OptimizerConfig, make_schedule
 from onesearch_jax.train.state import TEACHER_KEY, TrainState
 from onesearch_jax.v2 import sdft as sdft_lib
@@ -101,6 +102,7 @@ def compile_train_step(
   opt_cfg: OptimizerConfig | None = None,
   seed: int = 0,
   sdft: SDFTConfig | None = None,
+  param_ema: param_ema_lib.ParamEMAConfig | None = None,
 ) -> CompiledStep:
   """jit(train) over (state, batch) -> (state, metrics), state donated.
 
@@ -119,14 +121,22 @@ def compile_train_step(
       ts carries the EMA teacher, ``state.with_ema_teacher``, which the step
       moves towards the updated student); its metrics add base, kl, rdrop,
       adv and teacher_ce. None = ``train_step``.
+    param_ema: ts carries the parameter average (``train.param_ema``; the
+      state's third object), which the step updates after the optimizer.
   """
   ema = sdft is not None and sdft.teacher == "ema"
-  if ts.has_teacher != ema:
+  if ema and param_ema is not None:
     raise ValueError(
-      "compile_train_step: an EMA-teacher step (SDFTConfig.teacher = 'ema') needs "
-      f"a state with a teacher (state.with_ema_teacher) and no other step does; "
-      f"teacher {None if sdft is None else sdft.teacher!r}, state has one: "
-      f"{ts.has_teacher}"
+      "compile_train_step: an EMA teacher (SDFTConfig.teacher = 'ema') and a "
+      "served parameter average (param_ema) share the state's third slot; use one"
+    )
+  if ts.has_teacher != (ema or param_ema is not None):
+    raise ValueError(
+      "compile_train_step: an EMA-teacher step (SDFTConfig.teacher = 'ema') or a "
+      "parameter-average step (param_ema) needs a state with a third object "
+      "(state.with_ema_teacher) and no other step does; "
+      f"teacher {None if sdft is None else sdft.teacher!r}, param_ema "
+      f"{param_ema}, state has one: {ts.has_teacher}"
     )
   graphdef = ts.graphdef
   schedule = make_schedule(opt_cfg) if opt_cfg is not None else None
@@ -139,6 +149,8 @@ def compile_train_step(
     key = jax.random.fold_in(jax.random.key(seed), count)
     if sdft is None:
       metrics = train_step(model, optimizer, batch, key, loss_cfg)
+      if param_ema is not None:
+        param_ema_lib.update(objs[TEACHER_KEY], model, optimizer.step[...], param_ema)
     else:
       student, teacher = sdft_batches.split_pair(batch)
       metrics = sdft_lib.sdft_train_step(

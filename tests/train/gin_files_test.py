@@ -107,7 +107,10 @@ def _dataclass_default(selector: str, param: str):
       "eval_config": EvalConfig(),
       "pipeline_config": PipelineConfig(),
     }
-    return getattr(obj[selector], param)
+    value = getattr(obj[selector], param)
+    if dataclasses.is_dataclass(value):  # a nested config given as a dict in gin
+      return dataclasses.asdict(value)
+    return value
   if selector == "train_config":
     names = {f.name for f in dataclasses.fields(sft.train.checkpoint)}
     return getattr(sft.train.checkpoint if param in names else sft.train, param)

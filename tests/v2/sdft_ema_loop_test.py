@@ -166,9 +166,9 @@ def test_teacher_and_step_must_agree(tmp_path):
   ts = state.create_train_state(CFG, OPT, sh.single_device_mesh(), sh.DP_RULES)
   bsh = state.batch_shardings(_paired(0), ts.mesh, ts.rules)
   ema = SDFTConfig(teacher="ema")
-  with pytest.raises(ValueError, match="needs a state with a teacher"):
+  with pytest.raises(ValueError, match="needs a state with a third object"):
     steps.compile_train_step(ts, bsh, LossConfig(), sdft=ema)
-  with pytest.raises(ValueError, match="needs a state with a teacher"):
+  with pytest.raises(ValueError, match="needs a state with a third object"):
     steps.compile_train_step(state.with_ema_teacher(ts), bsh, LossConfig())
   # A checkpoint without a teacher (a joint-mode run) is no EMA run's.
   ckpt = checkpoints.Checkpointer(tmp_path / "j")

@@ -175,6 +175,7 @@ def test_gin_switches_self_distillation_on():
   ema = configs.sft_config(
     museq={"keywords": "builtin", "keywords_in": "teacher"},
     sdft={"teacher": "ema", "ema_decay": 0.99},
+    param_ema=False,  # the EMA teacher takes the state's third slot
   )
   assert (ema.sdft.teacher, ema.sdft.ema_decay) == ("ema", 0.99)
   # "joint" (the default) is left out of the hashed form; "ema" is in it.
