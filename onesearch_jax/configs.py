@@ -265,18 +265,16 @@ def sft_config(
     else tuple(int(b) for b in length_buckets),
     task_cache_dir=task_cache_dir,
     sdft=None if sdft is None else _replace(SDFTConfig(), sdft, "SDFTConfig"),
-    param_ema=_param_ema(param_ema),
   )
-  if param_ema is False:
-    given["param_ema"] = None  # off (None above means "not given")
+  if param_ema is not None:  # given: False = off (None), else on
+    given["param_ema"] = _param_ema(param_ema)
   return _replace(base, given, "SFTConfig")
 
 
-def _param_ema(value: dict[str, Any] | bool | None) -> Any:
-  """sft_config's param_ema: None = not given (the default) and False = off
-  (both None here: ``sft_config`` sets the off), True or a dict of overrides
-  = on."""
-  if value is None or value is False:
+def _param_ema(value: dict[str, Any] | bool) -> ParamEMAConfig | None:
+  """A given sft_config param_ema: False = off (None), True or a dict of
+  ParamEMAConfig overrides = on."""
+  if value is False:
     return None
   if value is True:
     return ParamEMAConfig()
