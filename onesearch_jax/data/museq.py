@@ -28,7 +28,15 @@ For one search session (user u, query q, time t) the features are:
   (by PV = click count, ties by item id). It stands in for both the short and
   the long click sequence; it is ordered least clicked first, so the most
   clicked item gets the largest λ.
-* profile: "<age_bucket> <gender>" as text.
+* profile: "<age_bucket> <gender>" as text; with ``profile_brands`` = k > 0
+  followed by the names of the user's k most clicked brands (before t, ties:
+  the most recently clicked first) among their clicks in the query's level-1
+  category (the level-1 parent of the query's RSU category; none when the
+  query has no category or the user no such click). SPEC §3.4 leaves the
+  profile's fields open (open question 6); brand preference is the
+  long-term behaviour feature an e-commerce profile carries, and the one the
+  RSU centroid sums cannot express (RQ centroids code the category, not the
+  brand).
 
 No leakage: every feature of a session at time t uses only interactions with
 ``time_index < t`` (a session never sees its own clicks, nor any other session
@@ -69,6 +77,9 @@ class MuSeqConfig:
   use_long_seq: bool = True  # ablation: no long-seq [EMB] slot, zero feature
   sliding_window: bool = True  # ablation: no sliding-window samples
   use_profile: bool = True  # drop the profile text
+  # Brand names appended to the profile: the user's most clicked brands in
+  # the query's level-1 category before t (0 = none, the main job until now).
+  profile_brands: int = 0
   rsu_category_level: int = 2  # category level (1..3) that defines RSU
   long_reduce: str = "sum"  # per-level centroid "sum" (paper) or "mean"
   n_emb_tokens: int = 3  # [EMB] placeholders (Q-Former outputs N_M)
@@ -133,6 +144,10 @@ class MuSeqConfig:
       raise ValueError(
         f"prompt_style must be 'tokens' or 'words', got {self.prompt_style!r}"
       )
+    if self.profile_brands < 0:
+      raise ValueError(
+        f"MuSeqConfig.profile_brands must be >= 0, got {self.profile_brands}"
+      )
     if self.long_reduce not in LONG_REDUCE:
       raise ValueError(f"long_reduce must be one of {LONG_REDUCE}")
     if self.rsu_category_level not in (1, 2, 3):
@@ -160,8 +175,10 @@ V2_SWITCHES_OFF = {
   "keywords_in": "prompt",
   "cot_tasks": False,
   "direct_cot": False,
-  # Not a V2 switch, but left out the same way while off (data order only).
+  # Not V2 switches, but left out the same way while off (data order; the
+  # profile's brand names), so runs without them hash what they did before.
   "shuffle_rows": False,
+  "profile_brands": 0,
 }
 
 
@@ -210,7 +227,8 @@ class UserFeatures:
     seq_short_times: their time_index (-1 for default-sequence items).
     seq_short_sessions: the session of each click ("" for default items).
     long_click, long_order, long_rsu: item ids, oldest first.
-    profile: "<age_bucket> <gender>".
+    profile: "<age_bucket> <gender>" (then up to ``profile_brands`` brand
+      names).
     cold_start: no usable click before t (default sequence used).
     query_category: the query's category id at the RSU level ("" unknown).
   """
@@ -288,6 +306,11 @@ class MuSeqIndex:
     self.item_category = {
       r["item_id"]: str(r.get(f"category_level{level}_id", "")) for r in items
     }
+    self.item_brand: dict[str, str] = {}
+    self.item_l1: dict[str, str] = {}
+    self.category_l1: dict[str, str] = {}
+    if config.profile_brands:
+      self._brand_tables(items)
     self.profiles = {
       r["user_id"]: f"{r.get('age_bucket', 'unknown')} {r.get('gender', 'unknown')}"
       for r in users
@@ -351,6 +374,48 @@ class MuSeqIndex:
     self._memo: dict[tuple, UserFeatures] = {}
     # (query, number of its train clicks before t) -> query_stats result.
     self._query_memo: dict[tuple[str, int], tuple[tuple[str, ...], str]] = {}
+
+  def _brand_tables(self, items) -> None:
+    """item -> brand name, item -> level-1 category, RSU category -> its
+    level-1 parent (``profile_brands``). Items without a brand name are
+    counted in ``skips["item_without_brand"]``; a catalogue with none at all
+    is an error."""
+    for n, r in enumerate(items):
+      l1 = str(r.get("category_level1_id") or r.get("category_level1_name") or "")
+      if not l1:
+        raise ValueError(
+          f"MuSeqConfig.profile_brands: item row {n} ({r.get('item_id')!r}) has "
+          "no category_level1_id / category_level1_name field"
+        )
+      self.item_l1[r["item_id"]] = l1
+      self.category_l1.setdefault(self.item_category[r["item_id"]], l1)
+      brand = str(r.get("brand_name") or "").strip()
+      if brand:
+        self.item_brand[r["item_id"]] = brand
+      else:
+        self.skips["item_without_brand"] += 1
+    if not self.item_brand:
+      raise ValueError(
+        "MuSeqConfig.profile_brands needs items with a brand_name field: "
+        f"none of the {len(self.item_l1)} item rows has one"
+      )
+
+  def _profile_brands(self, clicks: list[_Event], category: str) -> list[str]:
+    """The user's ``profile_brands`` most clicked brands among ``clicks``
+    (oldest first) in the level-1 category of ``category`` (ties: the most
+    recent click first)."""
+    l1 = self.category_l1.get(category, "") if category else ""
+    if not l1:
+      return []
+    counts: collections.Counter = collections.Counter()
+    last: dict[str, int] = {}
+    for k, e in enumerate(clicks):
+      brand = self.item_brand.get(e.item)
+      if brand and self.item_l1.get(e.item) == l1:
+        counts[brand] += 1
+        last[brand] = k
+    ranked = sorted(counts, key=lambda b: (-counts[b], -last[b]))
+    return ranked[: self.config.profile_brands]
 
   def _before(self, name: str, key: str, t: int, train_only: bool) -> list[_Event]:
     """The events of ``key`` in table ``name`` strictly before t (oldest
@@ -448,7 +513,9 @@ class MuSeqIndex:
       long_click=tuple(e.item for e in clicks),
       long_order=tuple(e.item for e in orders),
       long_rsu=tuple(rsu),
-      profile=self.profiles.get(user_id, "unknown"),
+      profile=" ".join(
+        [self.profiles.get(user_id, "unknown"), *self._profile_brands(clicks, category)]
+      ),
       cold_start=cold,
       query_category=category,
     )

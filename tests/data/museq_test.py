@@ -167,6 +167,82 @@ def test_rsu_is_clicks_in_the_query_category():
   assert idx.features("u", "never seen", 400, train_only=True).long_rsu == ()
 
 
+def _brand_items(spec):
+  """spec: item id -> (level-1 id, level-2 id, brand name or "")."""
+  return [
+    {
+      "item_id": i,
+      "category_level1_id": l1,
+      "category_level2_id": l2,
+      "category_level3_id": "l3",
+      "brand_name": brand,
+    }
+    for i, (l1, l2, brand) in spec.items()
+  ]
+
+
+def test_profile_brands_most_clicked_in_the_query_level1_category():
+  # Level-1 "shoes" holds level-2 catA / catB; level-1 "bags" holds catC.
+  spec = {
+    "i0": ("shoes", "catA", "kalu"),
+    "i1": ("shoes", "catA", "nedo"),
+    "i2": ("shoes", "catB", "nedo"),
+    "i3": ("shoes", "catB", "ansa"),
+    "i4": ("bags", "catC", "tortavo"),
+    "i5": ("bags", "catC", "tortavo"),
+    "i6": ("shoes", "catB", ""),
+  }
+  recall = [
+    _session("s1", "u", 100, "boots", ["i0"]),  # shoes/catA kalu
+    _session("s2", "u", 200, "sneakers", ["i2", "i3"]),  # catB nedo, ansa
+    _session("s3", "u", 300, "tote", ["i4", "i5"]),  # bags: never counted for shoes
+    _session("s4", "u", 400, "boots", ["i1", "i6"]),  # catA nedo, no brand
+    _session("s5", "u", 500, "boots", ["i3"], split="test"),  # test: ansa
+  ]
+  codes = {
+    i: np.array([k % 8, k % 4, k % 4, k, k], np.int32) for k, i in enumerate(spec)
+  }
+  users = [{"user_id": "u", "gender": "male", "age_bucket": "50+"}]
+
+  def index(k):
+    cfg = museq.MuSeqConfig(profile_brands=k)
+    return museq.MuSeqIndex(users, _brand_items(spec), recall, codes, RANGES, cfg)
+
+  idx = index(2)
+  assert idx.skips["item_without_brand"] == 1
+  # "boots" -> catA (its train clicks) -> level-1 "shoes". Before t=450 the
+  # user's shoes clicks: kalu (t100), nedo (t200), ansa (t200), nedo (t400):
+  # nedo 2, then kalu / ansa 1 each, ansa the more recent; bags never count.
+  f = idx.features("u", "boots", 450, train_only=True)
+  assert f.profile == "50+ male nedo ansa"
+  assert index(1).features("u", "boots", 450, train_only=True).profile == (
+    "50+ male nedo"
+  )
+  # Only clicks strictly before t: at t=200 only kalu.
+  assert idx.features("u", "boots", 200, train_only=True).profile == "50+ male kalu"
+  # A test session sees the test-day click (ansa: 2 clicks, more recent than
+  # nedo's last), a train session does not.
+  assert idx.features("u", "boots", 600, train_only=False).profile == (
+    "50+ male ansa nedo"
+  )
+  assert idx.features("u", "boots", 600, train_only=True).profile == (
+    "50+ male nedo ansa"
+  )
+  # "tote" -> bags: tortavo (2 clicks).
+  assert idx.features("u", "tote", 600, train_only=True).profile == "50+ male tortavo"
+  # A query without train clicks has no category: no brands; off = the old profile.
+  assert idx.features("u", "never seen", 600, train_only=True).profile == "50+ male"
+  assert index(0).features("u", "boots", 450, train_only=True).profile == "50+ male"
+
+
+def test_profile_brands_needs_brand_names():
+  recall = [_session("s1", "u", 100, "q", ["i1"])]
+  with pytest.raises(ValueError, match="brand_name"):
+    _index(recall, config=museq.MuSeqConfig(profile_brands=2))
+  with pytest.raises(ValueError, match="profile_brands"):
+    museq.MuSeqConfig(profile_brands=-1)
+
+
 def test_cold_start_default_sequence():
   recall = [
     _session("a1", "v", 10, "q", ["i5", "i6"]),
