@@ -13,6 +13,7 @@ session live in the ``tests/**/conftest.py`` files and call these.
 - ``tiny_sft_config``: the tiny model's short three-phase SFT run.
 - ``hand_world`` / ``hand_table``: the PARS tests' three-item world.
 - ``fast_compile``: XLA without most optimisations, for tiny models.
+- ``compiled_programs``: counts the XLA programs compiled inside a block.
 
 Importing this module imports jax: set ``XLA_FLAGS`` / ``JAX_PLATFORMS``
 first (tests/conftest.py does).
@@ -20,6 +21,7 @@ first (tests/conftest.py does).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import pathlib
 from collections.abc import Iterator
@@ -332,3 +334,23 @@ def hand_table() -> SIDTable:
     query_codes=t.query_codes, levels=t.levels, opq_codes=t.opq_codes,
     rq_centroids=t.rq_centroids,
   )  # fmt: skip
+
+
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def compiled_programs() -> Iterator[collections.Counter]:
+  """Yields a Counter of the names of the XLA programs compiled inside
+  (a ``jax.monitoring`` duration listener on the backend-compile event)."""
+  names: collections.Counter = collections.Counter()
+
+  def listen(event, _secs, **kw):
+    if event == _COMPILE_EVENT:
+      names[kw.get("fun_name")] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    yield names
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)

@@ -2,31 +2,10 @@
 
 from __future__ import annotations
 
-import collections
-import contextlib
-
 import numpy as np
-from jax import monitoring
 
 from onesearch_jax.khqe import opq, quantizer
-
-_COMPILE = "/jax/core/compile/backend_compile_duration"
-
-
-@contextlib.contextmanager
-def compiled_programs():
-  """Yields a Counter of the names of the programs compiled inside."""
-  names = collections.Counter()
-
-  def listen(event, _secs, **kw):
-    if event == _COMPILE:
-      names[kw.get("fun_name")] += 1
-
-  monitoring.register_event_duration_secs_listener(listen)
-  try:
-    yield names
-  finally:
-    monitoring.unregister_event_duration_listener(listen)
+from onesearch_jax.testing import compiled_programs
 
 
 def _points(n, d, seed):
