@@ -17,12 +17,17 @@ vectors identical codes.
 
 Encoding runs every level of a block of points in one jitted call on device
 (``sid_encode.py``), with block sizes bucketed so new N reuse compiled code.
+``fit_encode(..., warm_encode=True)`` compiles the encoder's programs in a
+background thread while the fit runs, so the first ``encode`` after it
+compiles nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import threading
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -184,7 +189,7 @@ class Quantizer:
   def code_width(self) -> int:
     return 3 + (0 if self.opq is None else self.opq.n_subspaces)
 
-  def _encode(self, emb, mesh) -> tuple[np.ndarray, np.ndarray]:
+  def _encode(self, emb, mesh, dispatch_threads=None) -> tuple[np.ndarray, np.ndarray]:
     """(codes [N, 3 + s], squared residual norm after every level [N, E])."""
     emb = np.asarray(emb, np.float32)
     if emb.ndim != 2 or emb.shape[1] != self.rq.l1.shape[1]:
@@ -202,37 +207,50 @@ class Quantizer:
       l3=self.rq.l3,
       opq=self.opq,
       mesh=mesh,
+      dispatch_threads=dispatch_threads,
     )
 
   def encode(
-    self, emb: np.ndarray, *, mesh: jax.sharding.Mesh | None = None
+    self,
+    emb: np.ndarray,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    dispatch_threads: int | None = None,
   ) -> np.ndarray:
     """Local codes of embeddings, codebooks unchanged.
 
     Args:
       emb: [N, D] float32 embeddings.
       mesh: optional mesh.
+      dispatch_threads: threads dispatching the encoder's blocks (default
+        ``os.cpu_count()``; ``sid_encode.encode_blocks``); same codes for any
+        value.
 
     Returns:
       [N, 3 + opq_subspaces] int32: a in [0, k1), b in [0, k2), c in [0, k3),
       d_j in [0, opq_codes).
     """
-    return self._encode(emb, mesh)[0]
+    return self._encode(emb, mesh, dispatch_threads)[0]
 
   def encode_with_errors(
-    self, emb: np.ndarray, *, mesh: jax.sharding.Mesh | None = None
+    self,
+    emb: np.ndarray,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    dispatch_threads: int | None = None,
   ) -> tuple[np.ndarray, np.ndarray]:
     """``encode`` plus the squared residual norm after every level.
 
     Args:
       emb: [N, D] float32 embeddings.
       mesh: optional mesh.
+      dispatch_threads: as for ``encode``.
 
     Returns:
       (codes [N, 3 + s] int32, sq [N, E] float32: ||r||^2 after l1, l2, l3
       and opq if used; ``mean_errors`` averages them).
     """
-    return self._encode(emb, mesh)
+    return self._encode(emb, mesh, dispatch_threads)
 
   def rq_centroid_embeddings(self, codes: np.ndarray) -> np.ndarray:
     """Per-level RQ centroid vectors of codes.
@@ -302,6 +320,7 @@ def fit_encode(
   *,
   mesh: jax.sharding.Mesh | None = None,
   log: Callable[[str], None] | None = None,
+  warm_encode: bool = False,
 ) -> tuple[Quantizer, np.ndarray, np.ndarray]:
   """``fit`` plus the codes of the training points, without re-encoding.
 
@@ -310,19 +329,86 @@ def fit_encode(
     config: quantiser settings.
     mesh: optional mesh.
     log: optional printer of one line per fitting step.
+    warm_encode: compile the encoder's block programs in a background thread
+      while the fit runs (``sid_encode.warm_up``): the program of this
+      function's own OPQ pass, and that of ``Quantizer.encode`` of N points
+      (any N in the same block bucket, e.g. every N >= 8,192 without a
+      mesh), so the first encode compiles nothing. Off by default; the
+      codes are the same either way.
 
   Returns:
     (quantizer, codes [N, 3 + s] int32 (equal to ``quantizer.encode(emb)``,
     see the module note on duplicates), sq [N, E] float32 squared residual
     norm after each level, for ``mean_errors``).
   """
-  return _fit(emb, config, mesh=mesh, log=log, with_codes=True)
+  return _fit(emb, config, mesh=mesh, log=log, with_codes=True, warm_encode=warm_encode)
 
 
-def _fit(emb, config, *, mesh, log, with_codes):
+def codebook_shapes(config: QuantizerConfig, dim: int) -> dict:
+  """The shapes of the codebooks ``fit`` makes for ``dim``-dimensional
+  embeddings under ``config``: {"l1", "l2", "l3", "opq"} (opq: the shapes of
+  its mean, rotation and codebooks, or None), as ``sid_encode.warm_up``
+  takes them."""
+  k1, k2, k3 = config.levels
+  l3 = {
+    "parent": (k2, k3, dim),
+    "parent_ab": (k1 * k2, k3, dim),
+    "global": (k3, dim),
+  }[config.l3_mode]
+  m = config.opq_subspaces
+  opq = None
+  if m:
+    opq = ((dim,), (dim, dim), (m, config.opq_codes, dim // m))
+  return {"l1": (k1, dim), "l2": (k2, dim), "l3": l3, "opq": opq}
+
+
+class _EncodeWarmUp:
+  """Compiles the encoder's programs for ``_fit`` in a background thread:
+  first the OPQ pass of ``fit_encode`` (needed at the end of the fit), then
+  ``Quantizer.encode`` of n points. ``join`` waits for it; a failure is
+  reported as a warning (the encode then compiles on its own)."""
+
+  def __init__(self, n, dim, config, mesh, with_codes):
+    shapes = codebook_shapes(config, dim)
+    self.error = None
+
+    def run():
+      try:
+        if with_codes and shapes["opq"] is not None:
+          sid_encode.warm_up(n, dim, mode="opq_only", opq=shapes["opq"], mesh=mesh)
+        sid_encode.warm_up(n, dim, mode=config.l3_mode, mesh=mesh, **shapes)
+      except Exception as err:  # reported in join
+        self.error = err
+
+    self.thread = threading.Thread(target=run, name="khqe-warm-encode", daemon=True)
+    self.thread.start()
+
+  def join(self, log):
+    self.thread.join()
+    if self.error is not None:
+      msg = f"encoder warm-up failed ({self.error!r}); encode compiles on first use"
+      if log:
+        log(msg)
+      warnings.warn(msg, stacklevel=3)
+
+
+def _fit(emb, config, *, mesh, log, with_codes, warm_encode=False):
   emb = np.asarray(emb, np.float32)
   if emb.ndim != 2:
     raise ValueError(f"fit: expected embeddings [N, D], got shape {emb.shape}")
+  warm = (
+    _EncodeWarmUp(emb.shape[0], emb.shape[1], config, mesh, with_codes)
+    if warm_encode
+    else None
+  )
+  try:
+    return _fit_and_codes(emb, config, mesh=mesh, log=log, with_codes=with_codes)
+  finally:
+    if warm is not None:
+      warm.join(log)
+
+
+def _fit_and_codes(emb, config, *, mesh, log, with_codes):
   codebooks, codes, r3 = rq.fit_rq(
     emb,
     config.levels,

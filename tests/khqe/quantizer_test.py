@@ -249,10 +249,10 @@ def test_block_sizes_are_bucketed():
   assert sid_encode.block_size(100, 16) == sid_encode.block_size(128, 16) == 128
   assert sid_encode.block_size(1, 16) == sid_encode.block_size(64, 16) == 64
   # ... large N are cut into capped power-of-two blocks ...
-  assert sid_encode.block_size(10**6, 512) == 16384
+  assert sid_encode.block_size(10**6, 512) == 8192
   assert sid_encode.block_size(10**6, 64 * 128) == 1024
   # ... and a mesh gets a multiple of its size.
-  assert sid_encode.block_size(10**6, 512, n_shards=8) == 8 * 16384
+  assert sid_encode.block_size(10**6, 512, n_shards=8) == 8 * 8192
   assert sid_encode.block_size(30, 512, n_shards=8) == 8 * 64
 
 
