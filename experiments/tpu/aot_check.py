@@ -28,6 +28,12 @@ def main(argv=None) -> int:
   p.add_argument("--batch", type=int, default=64, help="global batch")
   p.add_argument("--enc_len", type=int, default=128)
   p.add_argument("--dec_len", type=int, default=6)
+  p.add_argument(
+    "--param_ema",
+    action="store_true",
+    help="the step also keeps the served parameter average (the main job's "
+    "phase 3): its bytes are reported",
+  )
   args = p.parse_args(argv)
   shape = tuple(int(s) for s in args.shape.split(","))
   if len(shape) != 3 or math.prod(shape) != args.devices:
@@ -40,7 +46,7 @@ def main(argv=None) -> int:
   )
   from onesearch_jax import sharding as sh
   from onesearch_jax.model.configs import model_config
-  from onesearch_jax.train import aot
+  from onesearch_jax.train import aot, param_ema
 
   cfg = model_config(args.preset, {"dtype": args.dtype})
   report, _ = aot.compile_train_step_aot(
@@ -49,6 +55,7 @@ def main(argv=None) -> int:
     args.batch,
     args.enc_len,
     args.dec_len,
+    param_ema=param_ema.ParamEMAConfig() if args.param_ema else None,
   )
   print(report.format())
   return 0

@@ -28,6 +28,7 @@ from flax import nnx
 from onesearch_jax import sharding as sh
 from onesearch_jax.model.configs import ModelConfig
 from onesearch_jax.model.model import LossConfig
+from onesearch_jax.train import param_ema as param_ema_lib
 from onesearch_jax.train import state, steps
 from onesearch_jax.train.optimizers import OptimizerConfig
 
@@ -43,6 +44,9 @@ class AotReport:
     param_bytes_global: bytes of all parameters (unsharded).
     param_bytes_per_device: max over devices of the parameter bytes it holds.
     opt_bytes_per_device: the same for the optimizer state (AdamW mu, nu, count).
+    ema_bytes_per_device: the same for the served parameter average
+      (``param_ema``: the state's third object, a copy of the model's
+      parameters and their shardings); 0 without one.
     batch: global (B, L, T).
     lower_s: seconds spent tracing + lowering.
     compile_s: seconds spent in XLA compilation.
@@ -60,6 +64,7 @@ class AotReport:
   lower_s: float
   compile_s: float
   memory: dict[str, int]
+  ema_bytes_per_device: int = 0
 
   def format(self) -> str:
     mib = 2**20
@@ -68,7 +73,13 @@ class AotReport:
       f"mesh {self.mesh_shape} rules {self.rules}: {self.num_params / 1e6:.1f}M "
       f"params ({self.param_bytes_global / mib:,.1f} MiB); per device: params "
       f"{self.param_bytes_per_device / mib:,.1f} MiB, optimizer "
-      f"{self.opt_bytes_per_device / mib:,.1f} MiB; batch B,L,T={self.batch}; "
+      f"{self.opt_bytes_per_device / mib:,.1f} MiB"
+      + (
+        f", parameter average {self.ema_bytes_per_device / mib:,.1f} MiB"
+        if self.ema_bytes_per_device
+        else ""
+      )
+      + f"; batch B,L,T={self.batch}; "
       f"lower {self.lower_s:.1f}s compile {self.compile_s:.1f}s"
       + (f"; executable: {mem}" if mem else "")
     )
@@ -127,6 +138,7 @@ def compile_train_step_aot(
   opt_cfg: OptimizerConfig | None = None,
   loss_cfg: LossConfig | None = None,
   devices: list[jax.Device] | None = None,
+  param_ema: param_ema_lib.ParamEMAConfig | None = None,
 ) -> tuple[AotReport, Any]:
   """Lowers and compiles the train step on an abstract state.
 
@@ -139,6 +151,9 @@ def compile_train_step_aot(
     opt_cfg: defaults to OptimizerConfig() (AdamW).
     loss_cfg: defaults to LossConfig().
     devices: defaults to jax.devices() (fake CPU devices in tests).
+    param_ema: the step also updates a served parameter average (the main
+      job's phase 3, ``train/param_ema.py``): the state carries it as a third
+      object and the report counts its bytes.
 
   Returns:
     (AotReport, the jax.stages.Compiled executable).
@@ -157,9 +172,12 @@ def compile_train_step_aot(
     model_cfg, opt_cfg, mesh, rules
   )
   ts = state.TrainState(graphdef, abstract, shardings, mesh, tuple(rules))
+  if param_ema is not None:
+    ts = state.with_ema_teacher(ts)
+    abstract = ts.state
   batch = abstract_batch(model_cfg, batch_size, enc_len, dec_len, mesh, rules)
   bsh = {k: v.sharding for k, v in batch.items()}
-  fn = steps.compile_train_step(ts, bsh, loss_cfg, opt_cfg)
+  fn = steps.compile_train_step(ts, bsh, loss_cfg, opt_cfg, param_ema=param_ema)
   t = time.perf_counter()
   lowered = fn.lower(abstract, batch)
   lower_s = time.perf_counter() - t
@@ -193,5 +211,10 @@ def compile_train_step_aot(
     lower_s=lower_s,
     compile_s=compile_s,
     memory=memory,
+    ema_bytes_per_device=(
+      per_device_bytes(nnx.filter_state(abstract[state.TEACHER_KEY], nnx.Param))
+      if param_ema is not None
+      else 0
+    ),
   )
   return report, compiled

@@ -56,6 +56,40 @@ def test_tiny_aot_matches_a_real_state_and_runs(fast_compile):
   assert got == jax.tree.leaves(shardings)
 
 
+def test_param_ema_state_is_counted_and_the_step_updates_it(fast_compile):
+  """With the served parameter average (the main job's phase 3) the AOT state
+  carries a third copy of the parameters: the report counts exactly the bytes
+  a real state with that copy holds on device 0, and the compiled step runs on
+  it and moves the average (decay 0.5 from step 0: halfway to the new
+  parameters)."""
+  from onesearch_jax.train import param_ema as param_ema_lib
+
+  mesh_cfg = sh.MeshConfig(shape=(2, 4, 1), rules="fsdp")
+  ema = param_ema_lib.ParamEMAConfig(decay=0.5, start_step=0)
+  plain, _ = aot.compile_train_step_aot(TINY, mesh_cfg, 8, 7, 6, opt_cfg=OPT)
+  report, compiled = aot.compile_train_step_aot(
+    TINY, mesh_cfg, 8, 7, 6, opt_cfg=OPT, param_ema=ema
+  )
+  assert plain.ema_bytes_per_device == 0
+  assert "parameter average" not in plain.format()
+  mesh = sh.make_mesh(mesh_cfg)
+  ts = state.with_ema_teacher(
+    state.create_train_state(TINY, OPT, mesh, mesh_cfg.logical_rules)
+  )
+  teacher = ts.state[state.TEACHER_KEY]
+  assert report.ema_bytes_per_device == _device0_bytes(teacher)
+  assert report.ema_bytes_per_device == report.param_bytes_per_device
+  assert "parameter average" in report.format()
+  before = jax.tree.map(np.asarray, jax.device_get(teacher))
+  batch = synthetic.make_batch(TINY, 8, 7, seed=0)
+  bsh = state.batch_shardings(batch, mesh, mesh_cfg.logical_rules)
+  new_state, _ = compiled(ts.state, state.shard_batch(batch, bsh))
+  params = jax.tree.leaves(jax.device_get(new_state[0]))
+  got = jax.tree.leaves(jax.device_get(new_state[state.TEACHER_KEY]))
+  for b, p, g in zip(jax.tree.leaves(before), params, got, strict=True):
+    np.testing.assert_allclose(g, 0.5 * b + 0.5 * p, rtol=1e-5, atol=1e-7)
+
+
 def test_batch_that_does_not_split_is_refused():
   with pytest.raises(ValueError, match="does not split over data x fsdp = 8"):
     aot.compile_train_step_aot(
