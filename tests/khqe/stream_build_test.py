@@ -330,6 +330,7 @@ def test_pipeline_with_streamed_sids_stage(tmp_path):
     os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
     JAX_DISABLE_MOST_OPTIMIZATIONS="1",
   )  # fmt: skip
+  env.pop("XLA_FLAGS", None)  # one CPU device (conftest's 8 only slow compiles)
   proc = subprocess.run(
     [sys.executable, str(ROOT / "run.py"), f"--workdir={wd}",
      "--gin_file=gin/worlds/tiny.gin",
