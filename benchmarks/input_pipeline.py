@@ -88,7 +88,6 @@ def vs_train_step(
 
   from onesearch_jax import configs
   from onesearch_jax import sharding as sh
-  from onesearch_jax.data import model_batches
   from onesearch_jax.train import sft, sft_config, state, steps
 
   cfg = configs.sft_config()
@@ -101,17 +100,7 @@ def vs_train_step(
   mesh = sh.make_mesh(cfg.mesh)
   rows = []
   for k, phase in enumerate(sft_config.PHASES):
-    long_seq = k == 2 and model_cfg.use_qformer
-    tb = model_batches.TrainBatches(  # as train/sft.py builds it
-      sft.phase_members(cfg, k, reg),
-      long_seq_dim=reg.long_seq_dim,
-      batch_size=cfg.batch_size,
-      lengths=cfg.lengths[k],
-      long_seq=long_seq,
-      seed=1000 * cfg.phase_train_config(k).seed + 10 * k,
-      shuffle_buffer=cfg.shuffle_buffer or None,
-      length_buckets=cfg.length_buckets,
-    )
+    tb = sft.phase_batches(cfg, k, reg, use_qformer=model_cfg.use_qformer)
     t = time.perf_counter()
     it = tb(0)
     first = next(it)

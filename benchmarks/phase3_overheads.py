@@ -37,7 +37,7 @@ import jax  # noqa: E402
 
 from onesearch_jax import configs  # noqa: E402
 from onesearch_jax import sharding as sh  # noqa: E402
-from onesearch_jax.data import model_batches, tasks  # noqa: E402
+from onesearch_jax.data import tasks  # noqa: E402
 from onesearch_jax.train import sft, sft_config, state, steps  # noqa: E402
 
 PHASE = 2  # phase 3
@@ -66,16 +66,7 @@ def main(argv=None) -> int:
   train_cfg = cfg.phase_train_config(PHASE)
 
   def iterator():
-    return model_batches.TrainBatches(  # as train/sft.py builds it
-      sft.phase_members(cfg, PHASE, reg),
-      long_seq_dim=reg.long_seq_dim,
-      batch_size=cfg.batch_size,
-      lengths=cfg.lengths[PHASE],
-      long_seq=model_cfg.use_qformer,
-      seed=1000 * train_cfg.seed + 10 * PHASE,
-      shuffle_buffer=cfg.shuffle_buffer or None,
-      length_buckets=cfg.length_buckets,
-    )(0)
+    return sft.phase_batches(cfg, PHASE, reg, use_qformer=model_cfg.use_qformer)(0)
 
   it = iterator()
   held = [next(it) for _ in range(args.batches)]

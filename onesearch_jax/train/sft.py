@@ -267,23 +267,20 @@ def run_sft(
       final_hash = done.get("params_hash", "")
       log(f"[train] {name} finished earlier ({done['steps']} steps), skipping")
       continue
-    mixture = phase_members(cfg, k, registered, log)
-    long_seq = k == 2 and model_cfg.use_qformer
+    batches = phase_batches(
+      cfg,
+      k,
+      registered,
+      use_qformer=model_cfg.use_qformer,
+      batch_size=host_batch,
+      shard_info=shard_info,
+      length_buckets=length_buckets,
+      log=log,
+    )
+    mixture = batches.name
+    long_seq = batches.long_seq
     sdft = cfg.sdft if k == 2 else None  # self-distillation: phase 3 only
     param_ema = cfg.param_ema if k == 2 else None  # the served average: phase 3
-    batches = model_batches.TrainBatches(
-      mixture,
-      long_seq_dim=registered.long_seq_dim,
-      batch_size=host_batch,
-      lengths=cfg.lengths[k],
-      long_seq=long_seq,
-      seed=1000 * train_cfg.seed + 10 * k,
-      shard_info=shard_info,
-      shuffle_buffer=cfg.shuffle_buffer or None,
-      length_buckets=length_buckets,
-      use_cached=bool(cfg.task_cache_dir),
-      teacher=sdft is not None,
-    )
     evals = eval_set if long_seq else without_long
     init_from = out_dir / PHASES[k - 1] / "checkpoints" if k else None
     log(
@@ -395,6 +392,51 @@ def _enable_cache(cfg: SFTConfig, spec, registered, log) -> None:
       names.update(n for n, _ in members)
   task_cache.enable(cfg.task_cache_dir, sorted(names))
   log(f"[train] reading {len(names)} tasks from the task cache {cfg.task_cache_dir}")
+
+
+def phase_batches(
+  cfg: SFTConfig,
+  k: int,
+  registered,
+  *,
+  use_qformer: bool,
+  batch_size: int | None = None,
+  shard_info: seqio.ShardInfo | None = None,
+  length_buckets: tuple[int, ...] | None = None,
+  log: Callable[[str], None] | None = None,
+) -> model_batches.TrainBatches:
+  """Phase k's train iterator, as ``run_sft`` reads it (benchmarks build it
+  here too, so they time the trainer's own pipeline).
+
+  Args:
+    cfg: the SFT config (phase tasks, lengths, seed, shuffle buffer, length
+      buckets, task cache, self-distillation).
+    k: phase index 0, 1, 2.
+    registered: ``data.tasks.register_tasks``'s result.
+    use_qformer: the model reads the long-seq features (phase 3 only).
+    batch_size: per-host batch (None: ``cfg.batch_size``).
+    shard_info: this host's shard (None: one host).
+    length_buckets: None: ``cfg.length_buckets``; ``()`` turns them off.
+    log: where ``phase_members`` reports listed kinds without examples.
+
+  Returns:
+    ``TrainBatches`` over ``phase_members(cfg, k, registered)``, seeded
+    ``1000 * phase seed + 10 * k``; paired teacher batches under
+    self-distillation in phase 3.
+  """
+  return model_batches.TrainBatches(
+    phase_members(cfg, k, registered, log),
+    long_seq_dim=registered.long_seq_dim,
+    batch_size=cfg.batch_size if batch_size is None else batch_size,
+    lengths=cfg.lengths[k],
+    long_seq=k == 2 and use_qformer,
+    seed=1000 * cfg.phase_train_config(k).seed + 10 * k,
+    shard_info=shard_info,
+    shuffle_buffer=cfg.shuffle_buffer or None,
+    length_buckets=cfg.length_buckets if length_buckets is None else length_buckets,
+    use_cached=bool(cfg.task_cache_dir),
+    teacher=k == 2 and cfg.sdft is not None,
+  )
 
 
 def phase_members(

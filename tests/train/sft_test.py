@@ -262,3 +262,73 @@ def test_length_bucketed_phase3_trains_and_resumes(sft_run, tmp_path, tiny_sft_c
   )  # fmt: skip
   assert rest.finished and rest.phases["phase3"].resumed_from == 2
   assert rest.params_hash == whole.params_hash
+
+
+def test_phase_batches_is_the_trainers_iterator(monkeypatch):
+  """phase_batches: the phase's members, the phase seed, lengths, buckets;
+  the long-seq feature and teacher pairs only in phase 3; per-host batch,
+  shard and bucket overrides."""
+  import dataclasses
+  import types
+
+  import seqio
+
+  monkeypatch.setattr(
+    model_batches.pipeline, "has_long_seq", lambda name: name.startswith("p_s3")
+  )
+  reg = types.SimpleNamespace(
+    tasks={"s3_personal": "p_s3_personal", "s1_title_to_sid": "p_s1_title_to_sid"},
+    counts={"s3_personal": 100, "s1_title_to_sid": 40},
+    mixtures={},
+    long_seq_dim=16,
+  )
+  cfg = sft_config.SFTConfig(
+    schedule="continuous",
+    batch_size=8,
+    lengths=((20, 6), (24, 6), (40, 6)),
+    length_buckets=(16, 32),
+    phase_tasks=(
+      (("s1_title_to_sid", 1.0),),
+      (("s1_title_to_sid", 1.0),),
+      (("s3_personal", 1.0), ("s1_title_to_sid", 0.5)),
+    ),
+  )
+  cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=3))
+  b0 = sft.phase_batches(cfg, 0, reg, use_qformer=True)
+  assert b0.members == [("p_s1_title_to_sid", 40.0)]
+  assert (b0.batch_size, b0.lengths, b0.seed) == (8, (20, 6), 3000)
+  assert (b0.long_seq, b0.teacher, b0.use_cached) == (False, False, False)
+  assert b0.length_buckets == (16,)  # bounds >= the phase's input length go
+  b2 = sft.phase_batches(
+    cfg,
+    2,
+    reg,
+    use_qformer=True,
+    batch_size=4,
+    shard_info=None,
+    length_buckets=(),
+  )
+  assert b2.members == [("p_s3_personal", 100.0), ("p_s1_title_to_sid", 20.0)]
+  assert (b2.batch_size, b2.lengths, b2.seed) == (4, (40, 6), 3020)
+  assert (b2.long_seq, b2.long_seq_dim, b2.length_buckets) == (True, 16, ())
+  assert not sft.phase_batches(cfg, 2, reg, use_qformer=False).long_seq
+  two_hosts = sft.phase_batches(
+    cfg, 1, reg, use_qformer=True, shard_info=seqio.ShardInfo(1, 2), length_buckets=()
+  )
+  assert two_hosts.shard_info == seqio.ShardInfo(1, 2)
+  cached = dataclasses.replace(cfg, task_cache_dir="/tmp/cache")
+  assert sft.phase_batches(cached, 1, reg, use_qformer=True).use_cached
+  from onesearch_jax.v2.sdft import SDFTConfig
+
+  distil = dataclasses.replace(
+    cfg,
+    sdft=SDFTConfig(),
+    museq=dataclasses.replace(cfg.museq, keywords="builtin", keywords_in="teacher"),
+  )
+  assert [
+    sft.phase_batches(distil, k, reg, use_qformer=True).teacher for k in range(3)
+  ] == [
+    False,
+    False,
+    True,
+  ]
