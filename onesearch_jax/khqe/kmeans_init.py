@@ -5,7 +5,7 @@ is the same with and without a mesh (see khqe/kmeans.py).
 k-means++ runs as one jitted program for every (k, subsample, D) up to
 ``_PP_ROWS`` rows and ``_PP_DIM`` dims: the subsample is zero padded to a
 [_PP_ROWS, _PP_DIM] block (more rows or dims round up to the next power of
-two / the dim itself), the padded rows get zero sampling weight and k is a
+two), the padded rows get zero sampling weight and k is a
 traced loop bound. RQ levels 1 and 2 and the OPQ sub-quantisers then share
 one compilation instead of three. The draws are those of an unpadded
 [m, D] run bit for bit: zero columns add exact zeros to the squared
