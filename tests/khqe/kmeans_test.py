@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from onesearch_jax.khqe import kmeans
+from onesearch_jax.khqe import kmeans, kmeans_init
+from onesearch_jax.testing import compiled_programs
 
 
 def _blobs(n, d, n_centers, seed, spread=6.0):
@@ -225,3 +229,82 @@ def test_random_init_picks_distinct_input_points_by_seed():
   np.testing.assert_allclose(km.centroids, ref.centroids, atol=1e-6)
   with pytest.raises(ValueError, match="init must be one of"):
     kmeans.fit_kmeans(x, 7, seed=0, init="forgy")
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _unpadded_kmeanspp(sample, key, *, k):
+  """The k-means++ draws on an unpadded [m, D] sample with a static k (the
+  program every init compiled for itself before the padded one)."""
+  m, d = sample.shape
+  key0, key = jax.random.split(key)
+  c0 = sample[jax.random.randint(key0, (), 0, m)]
+  d2 = jnp.sum((sample - c0) ** 2, axis=-1)
+  keys = jax.random.split(key, k)
+
+  def body(i, carry):
+    cents, d2 = carry
+    w = jnp.where(jnp.sum(d2) > 0, d2, jnp.ones_like(d2))
+    cdf = jnp.cumsum(w)
+    u = jax.random.uniform(keys[i]) * cdf[-1]
+    c = sample[jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, m - 1)]
+    return cents.at[i].set(c), jnp.minimum(d2, jnp.sum((sample - c) ** 2, axis=-1))
+
+  start = (jnp.zeros((k, d), sample.dtype).at[0].set(c0), d2)
+  return jax.lax.fori_loop(1, k, body, start)[0]
+
+
+@pytest.mark.parametrize(
+  "n, d, k, oversample",
+  [
+    (3000, 12, 40, 8),  # m = 320 rows, 12 of 16 dims padded
+    (90, 5, 20, 8),  # m = n = 90 < 8k
+    (700, 16, 90, 8),  # m = 700 > the patched 512-row block: a bigger bucket
+    (60, 20, 30, 2),  # d = 20 > the patched 16-dim block
+  ],
+)
+def test_padded_kmeanspp_draws_equal_an_unpadded_run(monkeypatch, n, d, k, oversample):
+  # A small block so the test's shapes pad in rows and dims.
+  monkeypatch.setattr(kmeans_init, "_PP_ROWS", 512)
+  monkeypatch.setattr(kmeans_init, "_PP_DIM", 16)
+  x = _blobs(n, d, 7, seed=n + d)
+  # Seeds past int32 and uint32: the key made inside the program is the
+  # eager jax.random.key(seed) the unpadded run gets.
+  for seed in (0, 1, 2, 2**31 + 3, 2**32 + 5):
+    got = kmeans.kmeanspp_init(x, k, seed=seed, init_oversample=oversample)
+    # The same host subsample as kmeanspp_init, then the unpadded program.
+    rng = np.random.default_rng(seed)
+    m = min(n, oversample * k)
+    idx = np.sort(rng.choice(n, size=m, replace=False))
+    want = _unpadded_kmeanspp(jnp.asarray(x[idx]), jax.random.key(seed), k=k)
+    np.testing.assert_array_equal(got, np.asarray(want))
+
+
+def test_padded_kmeanspp_with_duplicates_falls_back_to_uniform_on_real_rows(
+  monkeypatch,
+):
+  monkeypatch.setattr(kmeans_init, "_PP_ROWS", 512)
+  monkeypatch.setattr(kmeans_init, "_PP_DIM", 16)
+  # 6 distinct points, k = 15: after 6 draws every weight is 0, so the rest
+  # are drawn uniformly, and only among the real (non-padding) rows.
+  x = np.repeat(_blobs(6, 4, 3, seed=3), 5, axis=0)
+  for seed in range(3):
+    got = kmeans.kmeanspp_init(x, 15, seed=seed)
+    assert len({tuple(c) for c in got}) == 6
+    assert all((x == c).all(1).any() for c in got)  # never a zero padding row
+    want = _unpadded_kmeanspp(jnp.asarray(x), jax.random.key(seed), k=15)
+    np.testing.assert_array_equal(got, np.asarray(want))
+
+
+def test_kmeanspp_inits_of_other_k_m_and_d_share_one_program(monkeypatch):
+  monkeypatch.setattr(kmeans_init, "_PP_ROWS", 256)
+  monkeypatch.setattr(kmeans_init, "_PP_DIM", 8)
+  x = _blobs(400, 8, 5, seed=5)
+  with compiled_programs() as first:
+    kmeans.kmeanspp_init(x, 30, seed=0)  # m = 240 rows, 8 dims
+  # A [256, 8] block no other test uses: compiled here, once.
+  assert first["jit(_kmeanspp)"] == 1, first
+  with compiled_programs() as counts:
+    kmeans.kmeanspp_init(x, 9, seed=1)  # m = 72
+    kmeans.kmeanspp_init(x[:, :5], 16, seed=2)  # D = 5
+    kmeans.kmeanspp_init(x[:100], 20, seed=3)  # m = n = 100
+  assert counts["jit(_kmeanspp)"] == 0, counts
