@@ -13,8 +13,7 @@ parameter EMA; one device), it measures:
   trainer meets them;
 * **the step loop**: ``--batches`` steps fed (a) from batches already in
   memory ("held") and (b) from the trainer's own iterator
-  (``data.model_batches.TrainBatches``, "streamed", built as
-  ``train/sft.py`` builds it), alternated ``--reps`` times, plus the
+  (``train.sft.phase_batches``, "streamed"), alternated ``--reps`` times, plus the
   iterator alone producing the same number of batches ("pipeline").
 
 It prints a Markdown table (with the load average); nothing is written.

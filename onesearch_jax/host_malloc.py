@@ -15,7 +15,8 @@ they are on anyway and under "never" the tunable does nothing.
 The numbers do not change: only where the buffers live and how the kernel
 backs them. glibc reads tunables once, at process start, so ``run.py``
 re-executes itself with the tunable added (``reexec_with_hugepages``) before
-it imports JAX; ``scripts/test.sh`` exports it for the test processes.
+it imports JAX; ``scripts/test.sh`` exports the value
+``python -m onesearch_jax.host_malloc`` prints for the test processes.
 Opt out with ``ONESEARCH_HUGEPAGE_MALLOC=0``. Other libcs (musl, macOS)
 and other platforms are left alone.
 """
@@ -80,3 +81,14 @@ def reexec_with_hugepages(argv: Sequence[str] | None = None) -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, argv, env)
+
+
+def main() -> None:
+  """Prints the ``GLIBC_TUNABLES`` value this process's children should get
+  (nothing where ``wanted`` is False), for shell scripts to export."""
+  if wanted(os.environ, platform.system(), platform.libc_ver()[0]):
+    print(tunables_with_hugepages(os.environ.get("GLIBC_TUNABLES", "")))
+
+
+if __name__ == "__main__":
+  main()

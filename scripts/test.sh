@@ -14,12 +14,11 @@ export XLA_FLAGS="${XLA_FLAGS:---xla_force_host_platform_device_count=8}"
 export JAX_PLATFORMS=cpu
 # Transparent huge pages for glibc's malloc (onesearch_jax/host_malloc.py;
 # run.py sets it for itself): XLA:CPU's per-step buffers then cost a fraction
-# of the page faults. ONESEARCH_HUGEPAGE_MALLOC=0 leaves the variable alone.
-if [ "${ONESEARCH_HUGEPAGE_MALLOC:-1}" != "0" ]; then
-  case ":${GLIBC_TUNABLES:-}:" in
-    *:glibc.malloc.hugetlb=*) ;;
-    *) export GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1" ;;
-  esac
+# of the page faults. It prints nothing where the variable stays as it is
+# (ONESEARCH_HUGEPAGE_MALLOC=0, the tunable already set, not Linux + glibc).
+tunables=$(.venv/bin/python -m onesearch_jax.host_malloc)
+if [ -n "$tunables" ]; then
+  export GLIBC_TUNABLES="$tunables"
 fi
 export TF_CPP_MIN_LOG_LEVEL=2
 # Two test processes (pytest-xdist, one per core; a test file stays in one

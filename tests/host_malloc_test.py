@@ -140,3 +140,28 @@ def test_tunable_cuts_the_page_faults_of_a_large_malloc():
     assert huge < plain / 4, (plain, huge)
   else:
     assert abs(huge - plain) < pages / 4, (plain, huge, _thp_mode())
+
+
+def test_module_prints_what_scripts_export():
+  """``python -m onesearch_jax.host_malloc`` (scripts/test.sh): the merged
+  value where a re-execution is wanted, nothing otherwise."""
+
+  def printed(env_extra):
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env.pop(host_malloc.OPT_OUT, None)
+    env.update(env_extra, PYTHONPATH=str(REPO))
+    return subprocess.run(
+      [sys.executable, "-m", "onesearch_jax.host_malloc"],
+      env=env,
+      capture_output=True,
+      text=True,
+      check=True,
+    ).stdout
+
+  merged = printed({"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"})
+  if GLIBC:
+    assert merged == "glibc.malloc.arena_max=4:glibc.malloc.hugetlb=1\n"
+  else:
+    assert merged == ""
+  assert printed({host_malloc.OPT_OUT: "0"}) == ""
+  assert printed({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) == ""

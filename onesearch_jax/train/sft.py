@@ -279,7 +279,7 @@ def run_sft(
     )
     mixture = batches.name
     long_seq = batches.long_seq
-    sdft = cfg.sdft if k == 2 else None  # self-distillation: phase 3 only
+    sdft = cfg.sdft if batches.teacher else None  # self-distillation: phase 3 only
     param_ema = cfg.param_ema if k == 2 else None  # the served average: phase 3
     evals = eval_set if long_seq else without_long
     init_from = out_dir / PHASES[k - 1] / "checkpoints" if k else None
