@@ -52,6 +52,7 @@ then assign all points.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import math
@@ -72,6 +73,10 @@ _STEP_FLOATS = 1 << 19
 # steps holding about this many point slots, the last call padded with masked
 # tiles: a new N reuses the compiled call (the step count is bucketed).
 _ASSIGN_CHUNK_POINTS = 1 << 16
+# A grouped Lloyd without a mesh runs as this many parts side by side
+# (``_run_group_parts``; 1 = one execution). Two: the machines this was
+# measured on have two cores (docs/BENCHMARKS.md).
+_GROUP_PARTS = 2
 INITS = ("kmeans++", "random")
 
 
@@ -125,23 +130,49 @@ def global_tile(n: int, k: int, n_shards: int = 1) -> int:
   return max(8, min(per_shard, max(8, _STEP_FLOATS // (k * n_shards))))
 
 
+def group_tile_rows(counts: np.ndarray) -> int:
+  """Rows T of the single-group tiles of a grouped k-means with these
+  per-group point counts."""
+  return 64 if counts.max() >= 256 else 16
+
+
 def _make_layout(
-  x: np.ndarray, group: np.ndarray, n_groups: int, k: int, n_shards: int
+  x: np.ndarray,
+  group: np.ndarray,
+  n_groups: int,
+  k: int,
+  n_shards: int,
+  *,
+  rows: np.ndarray | None = None,
+  tile: int | None = None,
+  min_steps: int = 0,
 ) -> _Layout:
-  """Sorts points by group and cuts them into single-group tiles."""
-  n, d = x.shape
+  """Sorts points by group and cuts them into single-group tiles.
+
+  Args:
+    x: [N, D] points.
+    group: group of every laid-out point ([N], or [R] with ``rows``).
+    rows: optional [R] ascending rows of x to lay out (the layout's
+      ``index`` then counts in rows, 0..R-1); all of x without it.
+    tile: tile rows of a grouped layout (default ``group_tile_rows``); given,
+      the layout is a grouped one even for one group.
+    min_steps: pad with masked steps up to at least this many.
+  """
+  d = x.shape[1]
+  n = x.shape[0] if rows is None else rows.shape[0]
   counts = np.bincount(group, minlength=n_groups)
-  if n_groups == 1:
+  one_run = n_groups == 1 and tile is None
+  if one_run:
     # One global k-means: big tiles, one tile per shard per step.
     tile = global_tile(n, k, n_shards)
     tiles_per_step = 1
   else:
-    tile = 64 if counts.max() >= 256 else 16
+    tile = group_tile_rows(counts) if tile is None else tile
     tiles_per_step = max(1, min(64, _STEP_FLOATS // (tile * k * n_shards)))
   tiles_per_group = -(-counts // tile)  # ceil
   n_tiles = int(tiles_per_group.sum())
   block = n_shards * tiles_per_step
-  n_tiles_padded = -(-n_tiles // block) * block
+  n_tiles_padded = max(-(-n_tiles // block), min_steps) * block
   index = np.full((n_tiles_padded, tile), -1, dtype=np.int64)
   tile_group = np.zeros((n_tiles_padded,), dtype=np.int32)
   order = np.argsort(group, kind="stable")
@@ -160,12 +191,26 @@ def _make_layout(
   tile_group = tile_group.reshape(n_shards, n_steps, tiles_per_step).swapaxes(0, 1)
   mask = index >= 0
   xt = np.zeros(index.shape + (d,), dtype=np.float32)
+  if one_run:
+    # Points in order: shard s holds a contiguous run, copied step-block by
+    # step-block (no gather).
+    per_step = tiles_per_step * tile
+    flat = xt.reshape(n_steps, n_shards, per_step, d)
+    for sh in range(n_shards):
+      lo = sh * n_steps * per_step
+      m = max(0, min(n, lo + n_steps * per_step) - lo)
+      src = x[lo : lo + m] if rows is None else x[rows[lo : lo + m]]
+      full, rem = divmod(m, per_step)
+      flat[:full, sh] = src[: full * per_step].reshape(full, per_step, d)
+      if rem:
+        flat[full, sh, :rem] = src[full * per_step :]
+    return _Layout(x=xt, group=np.ascontiguousarray(tile_group), mask=mask, index=index)
   # Gather in slices so the copy never needs a second N x D temporary.
   flat_x, flat_idx = xt.reshape(-1, d), index.reshape(-1)
   valid = np.flatnonzero(flat_idx >= 0)
   for start in range(0, valid.size, 1 << 16):
     v = valid[start : start + (1 << 16)]
-    flat_x[v] = x[flat_idx[v]]
+    flat_x[v] = x[flat_idx[v] if rows is None else rows[flat_idx[v]]]
   return _Layout(x=xt, group=np.ascontiguousarray(tile_group), mask=mask, index=index)
 
 
@@ -242,9 +287,15 @@ def _run(
   *,
   n_iter: int,
   mesh: jax.sharding.Mesh | None,
+  parts: int | None = None,
 ):
-  """Runs Lloyd (n_iter = 0: assignment only); maps results back to points."""
+  """Runs Lloyd (n_iter = 0: assignment only); maps results back to points.
+  A grouped Lloyd without a mesh runs as ``parts`` (default ``_GROUP_PARTS``)
+  executions side by side (``_run_group_parts``)."""
   n_groups, k, _ = init.shape
+  parts = _GROUP_PARTS if parts is None else parts
+  if mesh is None and n_iter > 0 and n_groups >= 2 and parts > 1:
+    return _run_group_parts(x, group, init, n_iter=n_iter, parts=parts)
   n_shards = 1 if mesh is None else mesh.size
   lay = _make_layout(x, group, n_groups, k, n_shards)
   if n_iter == 0:
@@ -266,6 +317,91 @@ def _run(
   assign[lay.index[lay.mask]] = a[lay.mask]
   sqdist[lay.index[lay.mask]] = sq[lay.mask]
   return np.asarray(centroids, dtype=np.float32), assign, sqdist
+
+
+def split_groups(tiles_per_group: np.ndarray, parts: int) -> list[tuple[int, int]]:
+  """Contiguous group ranges [lo, hi) with about equal tile counts, at most
+  ``parts`` of them, none empty."""
+  n_groups = tiles_per_group.shape[0]
+  parts = max(1, min(parts, n_groups))
+  ends = np.cumsum(tiles_per_group)[:-1]  # tiles before cut 1, 2, ..., G - 1
+  targets = np.sum(tiles_per_group) * np.arange(1, parts) / parts
+  cuts = np.argmin(np.abs(ends[None, :] - targets[:, None]), axis=1) + 1
+  bounds = sorted({0, n_groups, *(int(c) for c in cuts)})
+  return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def _run_group_parts(x, group, init, *, n_iter: int, parts: int):
+  """``_run`` of a grouped Lloyd split into ``parts`` contiguous ranges of
+  groups, each run by the same compiled program in its own thread.
+
+  The groups are independent k-means, so a part gives each of its groups the
+  same tiles in the same order as the whole layout (same sums, same
+  centroids, same assignment: bit for bit, tests/khqe/kmeans_test.py). Two
+  things make it faster on CPU (docs/BENCHMARKS.md): the parts' executions
+  run side by side on the cores, where one execution of the many small
+  per-tile matmuls runs slower on two threads than on one, and a part stops
+  at its own fixed point (``lloyd``: stopping there equals running on), not
+  at the last group's. The parts are padded to one shape (masked steps,
+  zero centroids for missing groups, which no point reads), so they share
+  one compilation."""
+  n_groups, k, d = init.shape
+  counts = np.bincount(group, minlength=n_groups)
+  tile = group_tile_rows(counts)
+  ranges = split_groups(-(-counts // tile), parts)
+  if len(ranges) < 2:
+    return _run(x, group, init, n_iter=n_iter, mesh=None, parts=1)
+  width = max(hi - lo for lo, hi in ranges)
+  tiles_per_step = max(1, min(64, _STEP_FLOATS // (tile * k)))
+  steps = max(
+    -(-int((-(-counts[lo:hi] // tile)).sum()) // tiles_per_step) for lo, hi in ranges
+  )
+  f32 = np.dtype(np.float32)
+  spec = jax.ShapeDtypeStruct
+  program = _compiled(None).lower(
+    spec((steps, 1, tiles_per_step, tile, d), f32),
+    spec((steps, 1, tiles_per_step), np.dtype(np.int32)),
+    spec((steps, 1, tiles_per_step, tile), np.dtype(np.bool_)),
+    spec((width, k, d), f32),
+    spec((), np.dtype(np.int32)),
+  )
+  compiled = concurrent.futures.Future()
+
+  def run(lo_hi):  # one part, layout included (numpy releases the GIL)
+    lo, hi = lo_hi
+    rows = np.flatnonzero((group >= lo) & (group < hi))
+    lay = _make_layout(
+      x, group[rows] - lo, width, k, 1, rows=rows, tile=tile, min_steps=steps
+    )
+    start = np.zeros((width, k, d), np.float32)
+    start[: hi - lo] = init[lo:hi]
+    fn = compiled.result()
+    c, a, sq, _ = fn(lay.x, lay.group, lay.mask, start, np.int32(n_iter))
+    point = rows[lay.index[lay.mask]]
+    return (
+      np.asarray(c)[: hi - lo],
+      point,
+      np.asarray(a)[lay.mask],
+      np.asarray(sq)[lay.mask],
+    )
+
+  # The parts' layouts are built in the workers while this thread compiles.
+  with concurrent.futures.ThreadPoolExecutor(len(ranges)) as pool:
+    futures = [pool.submit(run, r) for r in ranges]
+    try:
+      compiled.set_result(program.compile())
+    except BaseException as err:
+      compiled.set_exception(err)
+      raise
+    outs = [f.result() for f in futures]
+  centroids = np.zeros((n_groups, k, d), np.float32)
+  assign = np.zeros((x.shape[0],), np.int32)
+  sqdist = np.zeros((x.shape[0],), np.float32)
+  for (lo, hi), (c, point, a, sq) in zip(ranges, outs, strict=True):
+    centroids[lo:hi] = c
+    assign[point] = a
+    sqdist[point] = sq
+  return centroids, assign, sqdist
 
 
 def _check_points(x: np.ndarray, k: int, what: str) -> np.ndarray:

@@ -308,3 +308,85 @@ def test_kmeanspp_inits_of_other_k_m_and_d_share_one_program(monkeypatch):
     kmeans.kmeanspp_init(x[:, :5], 16, seed=2)  # D = 5
     kmeans.kmeanspp_init(x[:100], 20, seed=3)  # m = n = 100
   assert counts["jit(_kmeanspp)"] == 0, counts
+
+
+@pytest.mark.parametrize("parts", [2, 3, 7, 10])  # 10: one group per part
+@pytest.mark.parametrize("n_iter", [3, 60])  # stops mid-way / at fixed points
+def test_grouped_parts_equal_one_execution_bit_for_bit(monkeypatch, parts, n_iter):
+  # Uneven groups (8 to 700 points, tiles of 64 rows), some groups with an
+  # empty cluster to repair: each part must give its groups the same tiles
+  # in the same order as the single execution, and stop at its own fixed
+  # point without changing anything.
+  rng = np.random.default_rng(21)
+  sizes = np.array([700, 8, 9, 300, 64, 65, 260, 8, 129, 400])
+  group = rng.permutation(np.repeat(np.arange(sizes.size), sizes))
+  x = _blobs(group.size, 5, 12, seed=22)
+  x[group == 1] = x[group == 1][:1]  # identical points: clusters empty out
+  monkeypatch.setattr(kmeans, "_GROUP_PARTS", 1)
+  one = kmeans.fit_grouped_kmeans(x, group, sizes.size, 8, seed=4, n_iter=n_iter)
+  monkeypatch.setattr(kmeans, "_GROUP_PARTS", parts)
+  split = kmeans.fit_grouped_kmeans(x, group, sizes.size, 8, seed=4, n_iter=n_iter)
+  np.testing.assert_array_equal(split.centroids, one.centroids)
+  np.testing.assert_array_equal(split.assign, one.assign)
+  np.testing.assert_array_equal(split.sqdist, one.sqdist)
+  # Not a vacuous comparison: the fit moved the random init and reached the
+  # per-group nearest-centroid assignment.
+  for g in range(sizes.size):
+    d = ((x[group == g][:, None] - one.centroids[g][None]) ** 2).sum(-1)
+    np.testing.assert_allclose(one.sqdist[group == g], d.min(1), rtol=1e-4, atol=1e-4)
+
+
+def test_grouped_parts_use_one_compilation(monkeypatch):
+  monkeypatch.setattr(kmeans, "_GROUP_PARTS", 2)
+  kmeans._compiled.cache_clear()
+  rng = np.random.default_rng(3)
+  group = np.repeat([0, 1, 2], [300, 40, 90])  # unequal parts, padded alike
+  x = rng.normal(size=(group.size, 4)).astype(np.float32)
+  with compiled_programs() as programs:
+    kmeans.fit_grouped_kmeans(x, group, 3, 6, seed=0, n_iter=4)
+  assert programs["jit(lloyd)"] == 1, programs
+
+
+def test_split_groups_balances_tiles_in_contiguous_ranges():
+  tiles = np.array([10, 1, 1, 1, 1, 1, 1, 1, 1, 2])
+  assert kmeans.split_groups(tiles, 2) == [(0, 1), (1, 10)]
+  assert kmeans.split_groups(np.ones(6, int), 3) == [(0, 2), (2, 4), (4, 6)]
+  assert kmeans.split_groups(np.ones(2, int), 5) == [(0, 1), (1, 2)]
+  assert kmeans.split_groups(np.ones(4, int), 1) == [(0, 4)]
+  assert kmeans.split_groups(np.array([1, 5]), 2) == [(0, 1), (1, 2)]
+  assert kmeans.split_groups(np.array([1, 1, 9]), 2) == [(0, 2), (2, 3)]
+  for seed in range(20):
+    t = np.random.default_rng(seed).integers(1, 50, size=17)
+    ranges = kmeans.split_groups(t, 2)
+    assert ranges[0][0] == 0 and ranges[-1][1] == 17
+    assert all(lo < hi for lo, hi in ranges)
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    # the larger part is no larger than half plus the largest group
+    assert max(t[lo:hi].sum() for lo, hi in ranges) <= t.sum() / 2 + t.max()
+
+
+@pytest.mark.parametrize(
+  "n,k,shards", [(1000, 4, 1), (1003, 5, 3), (77, 3, 8), (5, 64, 8)]
+)
+def test_global_layout_copies_points_in_order(n, k, shards):
+  # The one-group layout copies runs of points instead of gathering them:
+  # every valid slot holds the point its index names, padding is zero.
+  x = np.random.default_rng(n).normal(size=(n, 3)).astype(np.float32)
+  lay = kmeans._make_layout(x, np.zeros(n, np.int64), 1, k, shards)
+  assert sorted(lay.index[lay.mask].tolist()) == list(range(n))
+  np.testing.assert_array_equal(lay.x[lay.mask], x[lay.index[lay.mask]])
+  assert not lay.x[~lay.mask].any()
+
+
+def test_layout_of_chosen_rows_and_padded_steps():
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(50, 3)).astype(np.float32)
+  rows = np.array([1, 4, 5, 9, 20, 33, 49])
+  group = np.array([1, 0, 1, 0, 0, 1, 1])
+  lay = kmeans._make_layout(x, group, 2, 2, 1, rows=rows, tile=16, min_steps=5)
+  assert lay.x.shape[0] == 5  # padded with masked steps
+  np.testing.assert_array_equal(lay.x[lay.mask], x[rows[lay.index[lay.mask]]])
+  # points of one group in one tile, in row order
+  for t in range(lay.group.shape[2]):
+    idx = lay.index[0, 0, t][lay.mask[0, 0, t]]
+    assert np.all(group[idx] == lay.group[0, 0, t]) and np.all(np.diff(idx) > 0)
