@@ -136,6 +136,11 @@ def group_tile_rows(counts: np.ndarray) -> int:
   return 64 if counts.max() >= 256 else 16
 
 
+def group_tiles_per_step(tile: int, k: int, n_shards: int) -> int:
+  """Tiles C per shard per scan step of a grouped layout."""
+  return max(1, min(64, _STEP_FLOATS // (tile * k * n_shards)))
+
+
 def _make_layout(
   x: np.ndarray,
   group: np.ndarray,
@@ -168,7 +173,7 @@ def _make_layout(
     tiles_per_step = 1
   else:
     tile = group_tile_rows(counts) if tile is None else tile
-    tiles_per_step = max(1, min(64, _STEP_FLOATS // (tile * k * n_shards)))
+    tiles_per_step = group_tiles_per_step(tile, k, n_shards)
   tiles_per_group = -(-counts // tile)  # ceil
   n_tiles = int(tiles_per_group.sum())
   block = n_shards * tiles_per_step
@@ -287,15 +292,13 @@ def _run(
   *,
   n_iter: int,
   mesh: jax.sharding.Mesh | None,
-  parts: int | None = None,
 ):
   """Runs Lloyd (n_iter = 0: assignment only); maps results back to points.
-  A grouped Lloyd without a mesh runs as ``parts`` (default ``_GROUP_PARTS``)
-  executions side by side (``_run_group_parts``)."""
+  A grouped Lloyd without a mesh runs as ``_GROUP_PARTS`` executions side by
+  side (``_run_group_parts``)."""
   n_groups, k, _ = init.shape
-  parts = _GROUP_PARTS if parts is None else parts
-  if mesh is None and n_iter > 0 and n_groups >= 2 and parts > 1:
-    return _run_group_parts(x, group, init, n_iter=n_iter, parts=parts)
+  if mesh is None and n_iter > 0 and n_groups >= 2 and _GROUP_PARTS > 1:
+    return _run_group_parts(x, group, init, n_iter=n_iter, parts=_GROUP_PARTS)
   n_shards = 1 if mesh is None else mesh.size
   lay = _make_layout(x, group, n_groups, k, n_shards)
   if n_iter == 0:
@@ -344,18 +347,15 @@ def _run_group_parts(x, group, init, *, n_iter: int, parts: int):
   at its own fixed point (``lloyd``: stopping there equals running on), not
   at the last group's. The parts are padded to one shape (masked steps,
   zero centroids for missing groups, which no point reads), so they share
-  one compilation."""
+  one compilation. Needs G >= 2 and parts >= 2 (then there are >= 2 ranges)."""
   n_groups, k, d = init.shape
   counts = np.bincount(group, minlength=n_groups)
   tile = group_tile_rows(counts)
-  ranges = split_groups(-(-counts // tile), parts)
-  if len(ranges) < 2:
-    return _run(x, group, init, n_iter=n_iter, mesh=None, parts=1)
+  tiles = -(-counts // tile)  # tiles of each group
+  ranges = split_groups(tiles, parts)
   width = max(hi - lo for lo, hi in ranges)
-  tiles_per_step = max(1, min(64, _STEP_FLOATS // (tile * k)))
-  steps = max(
-    -(-int((-(-counts[lo:hi] // tile)).sum()) // tiles_per_step) for lo, hi in ranges
-  )
+  tiles_per_step = group_tiles_per_step(tile, k, 1)
+  steps = max(-(-int(tiles[lo:hi].sum()) // tiles_per_step) for lo, hi in ranges)
   f32 = np.dtype(np.float32)
   spec = jax.ShapeDtypeStruct
   program = _compiled(None).lower(
