@@ -104,10 +104,10 @@ def test_union_and_membership():
   assert mca.channel_membership(u, b).tolist()[0] == [0, 1, 1, 1, 0, 0]
 
 
-def test_mca_ranker_learns_on_tiny_world(tiny_world_dir):
-  tables = examples.read_eval_tables(reader.load_world(tiny_world_dir))
-  item_ids = [r["item_id"] for r in tables.items]
-  row_of = {i: n for n, i in enumerate(item_ids)}
+def _tiny_cascade(world_dir, config):
+  """(cascade, train sessions, eval set) on the tiny world, hashed embeddings."""
+  tables = examples.read_eval_tables(reader.load_world(world_dir))
+  row_of = {r["item_id"]: n for n, r in enumerate(tables.items)}
   texts = [bm25.item_text(r) for r in tables.items]
   cats = {}
   for lvl in (2, 3):
@@ -115,7 +115,6 @@ def test_mca_ranker_learns_on_tiny_world(tiny_world_dir):
     vocab = {c: n for n, c in enumerate(sorted(set(names)))}
     cats[lvl] = np.array([vocab[c] for c in names])
   train = evaluate._sessions(tables, row_of)
-  config = mca.MCAConfig(recall_k=50, steps=150, max_train_sessions=400, seed=0)
   cascade = mca.Cascade(
     bm25.BM25Retriever(texts),
     dense.DenseRetriever(hashed_embed(texts)),
@@ -123,6 +122,12 @@ def test_mca_ranker_learns_on_tiny_world(tiny_world_dir):
     mca.TrainStats(train, cats[2], cats[3]),
     config,
   )
+  return cascade, train, examples.build_eval_set(tables)
+
+
+def test_mca_ranker_learns_on_tiny_world(tiny_world_dir):
+  config = mca.MCAConfig(recall_k=50, steps=150, max_train_sessions=400, seed=0)
+  cascade, train, es = _tiny_cascade(tiny_world_dir, config)
   ranker = cascade.fit(train)
   assert ranker.losses[-1] < 0.8 * ranker.losses[0]
   # Held-out train sessions (another sample): AUC well above chance.
@@ -137,7 +142,6 @@ def test_mca_ranker_learns_on_tiny_world(tiny_world_dir):
   assert 0 < y.mean() < 1
   assert metrics.roc_auc(y, ranker.score(x)) > 0.7
   # The cascade's ranking: unique items, drawn from the recall union.
-  es = examples.build_eval_set(tables)
   sessions = [
     mca.Session(q, u, s, (), ())
     for q, u, s in zip(
@@ -152,6 +156,58 @@ def test_mca_ranker_learns_on_tiny_world(tiny_world_dir):
     assert len(got) == len(set(got))
     union = set(b_rows[i][b_rows[i] >= 0].tolist()) | set(d_rows[i].tolist())
     assert set(got) <= union and len(got) == min(80, len(union))
+
+
+def test_mca_drop_features_rejects_unknown_names():
+  with pytest.raises(ValueError, match=r"drop_features.*'brand'"):
+    mca.MCAConfig(drop_features=("ctr", "brand"))
+
+
+def test_mca_dropped_features_are_zero_and_the_others_unchanged(tiny_world_dir):
+  kw = dict(recall_k=50, steps=20, max_train_sessions=100, seed=0)
+  full, train, _ = _tiny_cascade(tiny_world_dir, mca.MCAConfig(**kw))
+  drop = ("user_l2", "ctr", "in_dense")
+  part = mca.Cascade(
+    full.bm25,
+    full.dense,
+    hashed_embed,
+    full.stats,
+    mca.MCAConfig(**kw, drop_features=drop),
+  )
+  x_full, y_full = full.training_data(train)
+  x_part, y_part = part.training_data(train)
+  np.testing.assert_array_equal(y_part, y_full)
+  cols = [mca.FEATURES.index(f) for f in drop]
+  keep = [c for c in range(len(mca.FEATURES)) if c not in cols]
+  assert np.all(x_part[:, cols] == 0) and np.any(x_full[:, cols] != 0)
+  np.testing.assert_array_equal(x_part[:, keep], x_full[:, keep])
+
+
+def test_mca_without_features_ranks_the_recall_union_by_item_row(tiny_world_dir):
+  """Every feature dropped: every candidate scores the same, so the ranking is
+  the recall union in the tie order (item row ascending)."""
+  config = mca.MCAConfig(
+    recall_k=30, steps=20, max_train_sessions=100, drop_features=mca.FEATURES
+  )
+  cascade, train, es = _tiny_cascade(tiny_world_dir, config)
+  cascade.fit(train)
+  sessions = [
+    mca.Session(q, u, s, (), ())
+    for q, u, s in zip(
+      es.queries[:12], es.user_ids[:12], es.session_ids[:12], strict=True
+    )
+  ]
+  got = cascade.rank(sessions, 40)
+  queries = [s.query for s in sessions]
+  b_rows, _ = cascade.bm25.search(queries, 30)
+  d_rows, _ = cascade.dense.search(hashed_embed(queries), 30)
+  for i in range(len(sessions)):
+    union = set(b_rows[i][b_rows[i] >= 0].tolist()) | set(
+      d_rows[i][d_rows[i] >= 0].tolist()
+    )
+    want = sorted(union)[:40]
+    assert got[i][: len(want)].tolist() == want
+    assert np.all(got[i][len(want) :] == -1)
 
 
 def test_ranker_rejects_bad_input():

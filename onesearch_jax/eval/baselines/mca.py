@@ -62,6 +62,9 @@ class MCAConfig:
     recall_negatives: non-impressed recall candidates added per training
       session as negatives.
     seed: sampling / init seed.
+    drop_features: names of ``FEATURES`` set to 0 for the ranker (in
+      training and at ranking), for feature ablations
+      (experiments/cascade/mca_features.py); () = every feature.
   """
 
   recall_k: int = 350
@@ -72,6 +75,14 @@ class MCAConfig:
   max_train_sessions: int = 8000
   recall_negatives: int = 20
   seed: int = 0
+  drop_features: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    unknown = [f for f in self.drop_features if f not in FEATURES]
+    if unknown:
+      raise ValueError(
+        f"MCAConfig.drop_features: unknown feature(s) {unknown}; known {FEATURES}"
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -384,7 +395,7 @@ class Cascade:
     if channels is None:
       channels = (self.bm25.search(queries, r)[0], self.dense.search(qemb, r)[0])
     b_rows, d_rows = channels
-    return self.stats.features(
+    feats = self.stats.features(
       sessions,
       cand,
       pair_scores(self._bm25_full, queries, cand),
@@ -393,6 +404,9 @@ class Cascade:
       channel_membership(cand, d_rows),
       leave_out=leave_out,
     )
+    for name in self.config.drop_features:
+      feats[..., FEATURES.index(name)] = 0.0
+    return feats
 
   def sample_training_sessions(
     self, train_sessions: Sequence[Session]
