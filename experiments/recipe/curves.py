@@ -11,7 +11,8 @@ one training seed:
 3. every kept checkpoint (the end of phases 1 and 2 and every checkpoint of
    phase 3) is decoded with the trie beam search (beam ``--beam``) on the
    validation day's click sessions; click HR@10 / MRR@10 against examples
-   seen and training seconds go to ``ROOT/<name>_s<seed>/curve.json``.
+   seen and training seconds go to ``ROOT/<name>_s<seed>/curve.json``, with
+   the same metrics per query-frequency slice (head / torso / tail).
 
 ``--collect`` prints a table of every finished run under ROOT and writes
 ``ROOT/curves.png`` (one line per recipe, seeds as separate lines).
@@ -52,6 +53,13 @@ flags.DEFINE_integer("save_every", 100, "Checkpoint (= curve point) cadence in s
 flags.DEFINE_integer("beam", 32, "Beam size of the curve decode.")
 flags.DEFINE_integer("max_queries", 0, "Decode at most this many queries (0 = all).")
 flags.DEFINE_bool("collect", False, "Print the table of every run under --root.")
+flags.DEFINE_bool(
+  "redecode_last",
+  False,
+  "Decode only a finished run's last checkpoint again and replace the last "
+  "point of its curve.json (adds the per-slice metrics to runs made before "
+  "points had them).",
+)
 flags.DEFINE_string(
   "plot", "", "--collect: write the plot here (default ROOT/curves.png)."
 )
@@ -121,8 +129,9 @@ def _seconds_at(table: dict[int, float], step: int) -> float:
   return table[best]
 
 
-def curve(run_dir: pathlib.Path) -> list[dict]:
-  """Decodes every kept checkpoint; returns the curve points."""
+def curve(run_dir: pathlib.Path, last_only: bool = False) -> list[dict]:
+  """Decodes every kept checkpoint (``last_only``: phase 3's last one only);
+  returns the curve points."""
   import numpy as np
   from flax import nnx
 
@@ -158,7 +167,9 @@ def curve(run_dir: pathlib.Path) -> list[dict]:
     ckpt = checkpoints.Checkpointer(phase_dir / "checkpoints")
     steps = ckpt.all_steps()
     if k < 2:
-      steps = [s for s in steps if s == cfg.steps[k]]
+      steps = [s for s in steps if s == cfg.steps[k] and not last_only]
+    elif last_only:
+      steps = steps[-1:]
     opt = cfg.phase_train_config(k).optimizer
     for step in steps:
       ts = state.create_train_state(model_cfg, opt, mesh, sh.DP_RULES, seed=0)
@@ -185,6 +196,7 @@ def curve(run_dir: pathlib.Path) -> list[dict]:
         "train_seconds": round(seconds_before + _seconds_at(secs, step), 1),
         "hr@10": res[0],
         "mrr@10": res[1],
+        "slices": res[2],
         "queries": n_rows,
         "decode_seconds": round(time.time() - t, 1),
       }
@@ -196,19 +208,30 @@ def curve(run_dir: pathlib.Path) -> list[dict]:
   return points
 
 
-def _click_metrics(eval_set, rows, mask) -> tuple[float, float]:
-  """Click HR@10 and MRR@10 (item level) over the masked rows."""
+def _click_metrics(eval_set, rows, mask) -> tuple[float, float, dict]:
+  """Click HR@10 and MRR@10 (item level) over the masked rows, and per
+  query-frequency slice ``{slice: [HR@10, MRR@10, rows]}``."""
   import numpy as np
 
   targets = eval_set.targets("click")
-  hits, rr = [], []
+  hits, rr, freq = [], [], []
   for r in np.nonzero(mask)[0]:
     want = set(int(t) for t in targets[r] if t >= 0)
     top = [int(i) for i in rows[r, :10]]
     ranks = [j for j, i in enumerate(top) if i in want]
     hits.append(1.0 if ranks else 0.0)
     rr.append(1.0 / (ranks[0] + 1) if ranks else 0.0)
-  return float(np.mean(hits)), float(np.mean(rr))
+    freq.append(str(eval_set.query_freq[r]))
+  hits, rr, freq = np.array(hits), np.array(rr), np.array(freq)
+  slices = {
+    f: [
+      float(hits[freq == f].mean()),
+      float(rr[freq == f].mean()),
+      int((freq == f).sum()),
+    ]
+    for f in sorted(set(freq.tolist()))
+  }
+  return float(hits.mean()), float(rr.mean()), slices
 
 
 def collect(root: pathlib.Path, out_png: pathlib.Path | None = None) -> str:
@@ -275,8 +298,16 @@ def main(argv):
     return 0
   if not FLAGS.name:
     raise app.UsageError("--name is required (or --collect)")
-  base = ensure_base(root)
   run_dir = root / f"{FLAGS.name}_s{FLAGS.seed}"
+  if FLAGS.redecode_last:
+    points = json.loads((run_dir / "curve.json").read_text())
+    (last,) = curve(run_dir, last_only=True)
+    if (last["phase"], last["step"]) != (points[-1]["phase"], points[-1]["step"]):
+      raise SystemExit(f"{run_dir}: last checkpoint {last['step']} is not the curve's")
+    points[-1] = last
+    (run_dir / "curve.json").write_text(json.dumps(points, indent=1))
+    return 0
+  base = ensure_base(root)
   train(root, base, run_dir)
   points = curve(run_dir)
   (run_dir / "curve.json").write_text(json.dumps(points, indent=1))

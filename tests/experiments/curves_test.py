@@ -1,0 +1,43 @@
+"""experiments/recipe/curves.py: the validation-day metrics of a curve point."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import types
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _curves():
+  path = ROOT / "experiments" / "recipe" / "curves.py"
+  spec = importlib.util.spec_from_file_location("recipe_curves", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def test_click_metrics_overall_and_per_slice_by_hand():
+  targets = np.array([[3, -1], [7, 8], [5, -1], [9, -1], [1, -1]])
+  eval_set = types.SimpleNamespace(
+    targets=lambda kind: targets,
+    query_freq=np.array(["head", "head", "tail", "torso", "tail"]),
+  )
+  rows = np.full((5, 12), -1, np.int32)
+  rows[0, :3] = [3, 4, 5]  # hit at rank 1
+  rows[1, :3] = [1, 2, 8]  # hit at rank 3
+  rows[2, :3] = [6, 7, 8]  # miss
+  rows[3, 10] = 9  # rank 11: outside the top 10
+  rows[4, :2] = [2, 1]  # hit at rank 2, but the row is masked out
+  mask = np.array([True, True, True, True, False])
+  hr, mrr, slices = _curves()._click_metrics(eval_set, rows, mask)
+  assert hr == pytest.approx(2 / 4)
+  assert mrr == pytest.approx((1 + 1 / 3) / 4)
+  assert slices == {
+    "head": [1.0, pytest.approx((1 + 1 / 3) / 2), 2],
+    "tail": [0.0, 0.0, 1],
+    "torso": [0.0, 0.0, 1],
+  }
