@@ -38,6 +38,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from experiments import ablate  # noqa: E402
+from experiments.recipe import curve_metrics  # noqa: E402
 from onesearch_jax.stages.workdir import Workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -188,7 +189,7 @@ def curve(run_dir: pathlib.Path, last_only: bool = False) -> list[dict]:
       full[eval_set.rows_of("click")[:n_rows]] = rows_click
       mask = np.zeros(len(eval_set), bool)
       mask[eval_set.rows_of("click")[:n_rows]] = True
-      res = _click_metrics(eval_set, full, mask)
+      res = curve_metrics.click_metrics(eval_set, full, mask)
       pt = {
         "phase": name,
         "step": step,
@@ -206,32 +207,6 @@ def curve(run_dir: pathlib.Path, last_only: bool = False) -> list[dict]:
     examples_before += cfg.steps[k] * cfg.batch_size
     seconds_before += _seconds_at(secs, cfg.steps[k])
   return points
-
-
-def _click_metrics(eval_set, rows, mask) -> tuple[float, float, dict]:
-  """Click HR@10 and MRR@10 (item level) over the masked rows, and per
-  query-frequency slice ``{slice: [HR@10, MRR@10, rows]}``."""
-  import numpy as np
-
-  targets = eval_set.targets("click")
-  hits, rr, freq = [], [], []
-  for r in np.nonzero(mask)[0]:
-    want = set(int(t) for t in targets[r] if t >= 0)
-    top = [int(i) for i in rows[r, :10]]
-    ranks = [j for j, i in enumerate(top) if i in want]
-    hits.append(1.0 if ranks else 0.0)
-    rr.append(1.0 / (ranks[0] + 1) if ranks else 0.0)
-    freq.append(str(eval_set.query_freq[r]))
-  hits, rr, freq = np.array(hits), np.array(rr), np.array(freq)
-  slices = {
-    f: [
-      float(hits[freq == f].mean()),
-      float(rr[freq == f].mean()),
-      int((freq == f).sum()),
-    ]
-    for f in sorted(set(freq.tolist()))
-  }
-  return float(hits.mean()), float(rr.mean()), slices
 
 
 def collect(root: pathlib.Path, out_png: pathlib.Path | None = None) -> str:

@@ -1,4 +1,4 @@
-"""experiments/recipe/curves.py: the validation-day metrics of a curve point."""
+"""experiments/recipe/curve_metrics.py: the metrics of a curves.py point."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _curves():
-  path = ROOT / "experiments" / "recipe" / "curves.py"
-  spec = importlib.util.spec_from_file_location("recipe_curves", path)
+def _metrics():
+  path = ROOT / "experiments" / "recipe" / "curve_metrics.py"
+  spec = importlib.util.spec_from_file_location("recipe_curve_metrics", path)
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod
@@ -33,7 +33,7 @@ def test_click_metrics_overall_and_per_slice_by_hand():
   rows[3, 10] = 9  # rank 11: outside the top 10
   rows[4, :2] = [2, 1]  # hit at rank 2, but the row is masked out
   mask = np.array([True, True, True, True, False])
-  hr, mrr, slices = _curves()._click_metrics(eval_set, rows, mask)
+  hr, mrr, slices = _metrics().click_metrics(eval_set, rows, mask)
   assert hr == pytest.approx(2 / 4)
   assert mrr == pytest.approx((1 + 1 / 3) / 4)
   assert slices == {
