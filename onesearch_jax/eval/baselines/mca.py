@@ -64,7 +64,7 @@ class MCAConfig:
     seed: sampling / init seed.
     drop_features: names of ``FEATURES`` set to 0 for the ranker (in
       training and at ranking), for feature ablations
-      (experiments/cascade/mca_features.py); () = every feature.
+      (experiments/recipe/mca_features.py); () = every feature.
   """
 
   recall_k: int = 350
