@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import importlib.util
 import pathlib
+import sys
 from collections.abc import Iterator
 
 import jax
@@ -354,3 +356,14 @@ def compiled_programs() -> Iterator[collections.Counter]:
     yield names
   finally:
     jax.monitoring.unregister_event_duration_listener(listen)
+
+
+def load_script(name: str, path: str | pathlib.Path):
+  """The module of a script outside the package (experiments/...), loaded
+  once under ``name`` (cached in ``sys.modules``), for tests."""
+  if name not in sys.modules:
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+  return sys.modules[name]

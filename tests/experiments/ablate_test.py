@@ -9,16 +9,15 @@ on hand-made workdirs.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import pathlib
-import sys
 
 import pytest
 
 import gin
 from onesearch_jax import main as cli
+from onesearch_jax import testing
 from onesearch_jax.pars.grpo import GRPOConfig
 from onesearch_jax.v2.sdft import SDFTConfig
 
@@ -31,18 +30,9 @@ WITH_PARS: dict = {}
 NO_BASELINES = {"eval.baselines": ()}
 
 
-def _load(name: str, path: pathlib.Path):
-  if name not in sys.modules:
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-  return sys.modules[name]
-
-
 @pytest.fixture(scope="module")
 def ablate():
-  return _load("_onesearch_ablate", ROOT / "experiments" / "ablate.py")
+  return testing.load_script("_onesearch_ablate", ROOT / "experiments" / "ablate.py")
 
 
 @pytest.fixture(scope="module")

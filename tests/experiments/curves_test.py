@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import types
 
 import numpy as np
 import pytest
 
+from onesearch_jax import testing
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _metrics():
-  path = ROOT / "experiments" / "recipe" / "curve_metrics.py"
-  spec = importlib.util.spec_from_file_location("recipe_curve_metrics", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  return testing.load_script(
+    "_onesearch_recipe_curve_metrics",
+    ROOT / "experiments" / "recipe" / "curve_metrics.py",
+  )
 
 
 def test_click_metrics_overall_and_per_slice_by_hand():

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import numpy as np
 
+from onesearch_jax import testing
 from onesearch_jax.eval import evaluate, examples
 from onesearch_jax.eval.baselines import mca
 
@@ -14,11 +14,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _script():
-  path = ROOT / "experiments" / "recipe" / "mca_features.py"
-  spec = importlib.util.spec_from_file_location("mca_features", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  return testing.load_script(
+    "_onesearch_mca_features", ROOT / "experiments" / "recipe" / "mca_features.py"
+  )
 
 
 def test_arms_name_known_features_only():
