@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from onesearch_jax.data import museq, prompts, world_source
+from onesearch_jax.data import item_phrases, museq, prompts, world_source
 from onesearch_jax.data import vocab as vocab_lib
 from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.v2 import keyword_source
@@ -33,6 +33,7 @@ TASK_KINDS = (
   "s2_sidq_to_sidi",
   "s2_sidi_to_sidq",
   "s2_query_to_sidi",
+  "s2_phrase_to_sidi",  # only with MuSeqConfig.item_phrases
   *prompts.COT_KINDS,  # only with MuSeqConfig.cot_tasks (docs/V2.md)
   "s3_personal",
   "s3_window",
@@ -44,7 +45,15 @@ TASK_KINDS = (
 TRAIN_TASK_KINDS = tuple(k for k in TASK_KINDS if not k.startswith("eval_"))
 # Augmentation kinds left out of the registered ``{p}_phase*`` mixtures (an
 # SFT recipe samples them only where ``SFTConfig.phase_tasks`` names them).
-AUGMENT_KINDS = ("s3_query",)
+AUGMENT_KINDS = ("s3_query", "s2_phrase_to_sidi")
+# Phase-2 kinds over the (query, clicked item) pairs of the train split.
+PAIR_KINDS = (
+  "s2_query_to_title",
+  "s2_title_to_query",
+  "s2_sidq_to_sidi",
+  "s2_sidi_to_sidq",
+  "s2_query_to_sidi",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,6 +295,15 @@ def _lazy_item_kinds(
   return kinds, texts
 
 
+def _train_clicks(recall: list[dict[str, Any]]) -> collections.Counter:
+  """Item id -> its clicks in the train split's recall rows."""
+  out: collections.Counter = collections.Counter()
+  for r in recall:
+    if r["split"] == TRAIN:
+      out.update(r["clicked_item_ids"])
+  return out
+
+
 def build_corpus(
   world: world_source.WorldTables,
   table: SIDTable,
@@ -308,8 +326,9 @@ def build_corpus(
       (the SID table's order when the SIDs were built from this world), and
       the vocabulary sees the first ``STREAM_VOCAB_TITLES`` titles plus
       those the log references (all of them for smaller catalogues).
-    keyword_sids: keyword texts -> their SID strings (``v2.keyword_sids``);
-      needed with ``config.cot_tasks`` only.
+    keyword_sids: texts -> their SID strings (``v2.keyword_sids``): the CoT
+      tasks' keyword SIDs and the item phrases' SID_q; needed with
+      ``config.cot_tasks`` or ``config.item_phrases`` only.
 
   Returns:
     The corpus.
@@ -388,9 +407,31 @@ def build_corpus(
     }
     for q, i in sorted(pairs)
   ]
-  for kind in TASK_KINDS:
-    if kind.startswith("s2_"):
-      columns[kind] = _cols(s2)
+  for kind in PAIR_KINDS:
+    columns[kind] = _cols(s2)
+  if config.item_phrases != "none":
+    if item_stream is not None:
+      raise ValueError(
+        "build_corpus: MuSeqConfig.item_phrases needs the in-memory item table "
+        "(register_tasks(stream_items=False)); a streamed catalogue has no "
+        "phrase task"
+      )
+    if keyword_sids is None:
+      raise ValueError(
+        "build_corpus: MuSeqConfig.item_phrases needs keyword_sids (the "
+        "artefact's text -> SID encoder) for the phrases' SID_q"
+      )
+    columns["s2_phrase_to_sidi"] = _cols(
+      item_phrases.phrase_rows(
+        world.items,
+        table.item_sid,
+        lambda i: i in has_item,
+        lambda p: table.query_sid(p) if p in has_query else None,
+        keyword_sids,
+        skips,
+        clicks=_train_clicks(world.recall) if config.item_phrases == "clicks" else None,
+      )
+    )
   stream_texts: set[str] = set()
   if item_stream is not None:
     lazy, stream_texts = _lazy_item_kinds(item_stream, table, q_text_cat, skips)

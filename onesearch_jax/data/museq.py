@@ -61,6 +61,7 @@ from onesearch_jax.data.museq_math import behaviour_sid, sliding_window_pairs
 USER_ID_MODES = ("behaviour", "hashed", "none")
 LONG_REDUCE = ("sum", "mean")
 KEYWORDS_IN = ("prompt", "teacher")  # MuSeqConfig.keywords_in
+ITEM_PHRASES = ("none", "items", "clicks")  # MuSeqConfig.item_phrases
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +114,22 @@ class MuSeqConfig:
   # ("kw1[SEP]kw2[GEN_IID]<a_..>..."; the "direct CoT" experiment).
   cot_tasks: bool = False
   direct_cot: bool = False
+  # Query-like item phrases (data/item_phrases.py): "none" (off, the main
+  # job), or register the ``s2_phrase_to_sidi`` task ("{brand} {entity}",
+  # "{attribute} {entity}" + the phrase's SID_q -> an item's SID) with
+  # "items" targets (each item of the phrase once) or "clicks" targets (the
+  # phrase's items drawn in proportion to their train clicks). An SFT phase
+  # samples it only where SFTConfig.phase_tasks names it. Needs a SID
+  # artefact with its text encoder (the phrases' SID_q) and the in-memory
+  # item table.
+  item_phrases: str = "none"
 
   def __post_init__(self):
+    if self.item_phrases not in ITEM_PHRASES:
+      raise ValueError(
+        f"MuSeqConfig.item_phrases must be one of {ITEM_PHRASES}, got "
+        f"{self.item_phrases!r}"
+      )
     if self.keywords_in not in KEYWORDS_IN:
       raise ValueError(
         f"MuSeqConfig.keywords_in must be one of {KEYWORDS_IN}, got "
@@ -176,9 +191,10 @@ V2_SWITCHES_OFF = {
   "cot_tasks": False,
   "direct_cot": False,
   # Not V2 switches, but left out the same way while off (data order; the
-  # profile's brand names), so runs without them hash what they did before.
+  # profile's brand names; the item phrase task), so runs without them hash what they did before.
   "shuffle_rows": False,
   "profile_brands": 0,
+  "item_phrases": "none",
 }
 
 

@@ -170,8 +170,12 @@ def phase1_templates(config: MuSeqConfig) -> dict[str, Template]:
 
 
 def phase2_templates(config: MuSeqConfig) -> dict[str, Template]:
-  """Phase-2 templates of the configured prompt style."""
-  return dict(PHASE2_TOKENS if config.prompt_style == "tokens" else PHASE2)
+  """Phase-2 templates of the configured prompt style. ``phrase_to_sidi``
+  (query-like item phrases, ``data/item_phrases.py``) is ``query_to_sidi``'s
+  template: a phrase is read as a query."""
+  out = dict(PHASE2_TOKENS if config.prompt_style == "tokens" else PHASE2)
+  out["phrase_to_sidi"] = out["query_to_sidi"]
+  return out
 
 
 PHASE3_SEGMENTS = (

@@ -15,7 +15,10 @@ Phase 2 (co-occurrence), split "train", one example per distinct (query,
   clicked item) pair of the train split:
   ``{p}_s2_query_to_title``, ``{p}_s2_title_to_query``, ``{p}_s2_sidq_to_sidi``,
   ``{p}_s2_sidi_to_sidq``, ``{p}_s2_query_to_sidi`` (query text + SID_q ->
-  clicked item SID).
+  clicked item SID); with ``MuSeqConfig.item_phrases`` also
+  ``{p}_s2_phrase_to_sidi`` (query-like item phrases + their SID_q -> the
+  item's SID, ``data/item_phrases.py``; like ``s3_query`` it is left out of
+  the phase mixtures and sampled where ``SFTConfig.phase_tasks`` names it).
 Phase 3 (personalised), split "train": ``{p}_s3_personal`` (one example per
   clicked item of a train session), ``{p}_s3_window`` (sliding-window
   samples, ``museq.MuSeqIndex.window_examples``; absent when
@@ -292,8 +295,9 @@ def register_tasks(
       catalogues too big to hold; the main job's default world keeps the
       in-memory path (False), whose examples the streamed one equals
       (``tests/data/tasks_stream_test.py``).
-    keyword_sids: keyword texts -> SID strings for the CoT tasks
-      (``config.cot_tasks``); None: ``v2.keyword_sids.artefact_keyword_sids``
+    keyword_sids: texts -> SID strings for the CoT tasks' keywords
+      (``config.cot_tasks``) and the item phrases' SID_q
+      (``config.item_phrases``); None: ``v2.keyword_sids.artefact_keyword_sids``
       of ``sid_dir`` (a ``sid_table`` without it is an error then).
 
   Returns:
@@ -305,9 +309,11 @@ def register_tasks(
   if (sid_dir is None) == (sid_table is None):
     raise ValueError("register_tasks: give exactly one of sid_dir and sid_table")
   world_dir = os.path.abspath(os.fspath(world_dir))
-  if config.cot_tasks and keyword_sids is None and sid_dir is None:
+  needs_text_sids = config.cot_tasks or config.item_phrases != "none"
+  if needs_text_sids and keyword_sids is None and sid_dir is None:
     raise ValueError(
-      "register_tasks: MuSeqConfig.cot_tasks with a sid_table needs keyword_sids"
+      "register_tasks: MuSeqConfig.cot_tasks / item_phrases with a sid_table "
+      "needs keyword_sids"
     )
   if sid_table is None:
     sid_table = SIDTable.from_artefact(sid_dir)
@@ -339,7 +345,7 @@ def register_tasks(
       return old
     _remove(old.names)
     del _REGISTERED[prefix]
-  if config.cot_tasks and keyword_sids is None:
+  if needs_text_sids and keyword_sids is None:
     keyword_sids = artefact_keyword_sids(sid_dir)
 
   if stream_items:

@@ -461,6 +461,12 @@ def phase_members(
         f"SFTConfig.phase_tasks[{k}]: unknown training task kind {kind!r}; "
         f"known: {list(corpus_lib.TRAIN_TASK_KINDS)}"
       )
+    if kind == "s2_phrase_to_sidi" and cfg.museq.item_phrases == "none":
+      raise ValueError(
+        f"SFTConfig.phase_tasks[{k}] names {kind!r}, which only "
+        "MuSeqConfig.item_phrases='items' or 'clicks' registers (e.g. "
+        "sft_config.museq={'item_phrases': 'clicks'})"
+      )
     if kind not in registered.tasks:
       empty.append(kind)
       continue

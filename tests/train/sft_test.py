@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from onesearch_jax import sharding as sh
-from onesearch_jax.data import model_batches
+from onesearch_jax.data import model_batches, museq
 from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.model import model as model_lib
 from onesearch_jax.model.configs import ModelConfig
@@ -233,6 +233,19 @@ def test_phase_members_rates_and_missing_kinds():
   empty = dataclasses.replace(cfg, phase_tasks=((), (("s3_window", 1.0),), ()))
   with pytest.raises(ValueError, match="none of"):
     sft.phase_members(empty, 1, reg)
+  # The phrase task without its switch is an error, not a silent skip.
+  phrases = dataclasses.replace(
+    cfg, phase_tasks=((), (("s3_personal", 1.0), ("s2_phrase_to_sidi", 0.5)), ())
+  )
+  with pytest.raises(ValueError, match="item_phrases"):
+    sft.phase_members(phrases, 1, reg)
+  on = dataclasses.replace(phrases, museq=museq.MuSeqConfig(item_phrases="clicks"))
+  reg.tasks["s2_phrase_to_sidi"] = "p_s2_phrase_to_sidi"
+  reg.counts["s2_phrase_to_sidi"] = 60
+  assert sft.phase_members(on, 1, reg) == [
+    ("p_s3_personal", 100.0),
+    ("p_s2_phrase_to_sidi", 30.0),
+  ]
 
 
 def test_length_bucketed_phase3_trains_and_resumes(sft_run, tmp_path, tiny_sft_config):
