@@ -125,6 +125,7 @@ def test_sft_and_pars_dicts_equal_the_old_ones():
   assert want["museq"].pop("direct_cot") is False  # the same
   assert want["museq"].pop("shuffle_rows") is False  # the same
   assert want["museq"].pop("profile_brands") == 0  # the same
+  assert want["museq"].pop("item_phrases") == "none"  # the same
   assert want.pop("sdft") is None  # the same
   assert sft_config.config_to_dict(cfg) == want
   pars = configs.pars_config(seed=4, steps=(2, 3))

@@ -147,6 +147,12 @@ class BuildConfig:
   quantizer_overrides: Mapping[str, Any] | None = None
   precomputed: PrecomputedEmbeddings | None = None  # skip vocab + encoder
   save_embeddings: bool = False  # also write raw/fused .npy under out_dir/embeddings
+  # Keyword fusion weights by keyword tag, e.g. (("brand", 4.0), ("entity",
+  # 4.0)): the fused embedding's keyword mean weighs those tags' keywords so
+  # much more than the others (weight 1). () = the plain mean (the paper's,
+  # the main job's); left out of the stage marker and the artefact metadata
+  # while empty, so SIDs built before the field existed stay up to date.
+  keyword_tag_weights: tuple[tuple[str, float], ...] = ()
   # Streamed build (stream_build.py): encoder, vocabulary and keywords on
   # bounded samples of the log and catalogue, embeddings and codes block by
   # block on disk, the quantiser fitted on a sample, the artefact written in
@@ -156,6 +162,7 @@ class BuildConfig:
   stream_sample: StreamSample = StreamSample()  # the streamed build's samples
 
   def __post_init__(self):
+    keywords_lib.tag_weights((), self.keyword_tag_weights)  # raises if bad
     if self.stream and (self.precomputed is not None or self.save_embeddings):
       raise ValueError(
         "BuildConfig: stream = True trains its own encoder and keeps no "
@@ -320,6 +327,7 @@ def save_tokenizer(
   keyword_embeddings: np.ndarray,
   trained: encoder_lib.TrainedEncoder | None,
   item_text_fields: Sequence[str],
+  keyword_tag_weights: Sequence[tuple[str, float]] = (),
 ) -> list[str]:
   """Writes the text side of the tokenizer (keyword dictionary, encoder);
   returns the paths for ``artefact.save(covered=...)``.
@@ -336,9 +344,10 @@ def save_tokenizer(
   keywords_lib.save_dictionary(out / KEYWORDS_FILE, entries, keyword_embeddings)
   if trained is not None:
     encoder_lib.save_encoder(trained, out / ENCODER_DIR)
-    (out / ENCODER_DIR / EMBEDDER_FILE).write_text(
-      json.dumps({"item_text_fields": list(item_text_fields)}) + "\n"
-    )
+    settings: dict[str, Any] = {"item_text_fields": list(item_text_fields)}
+    if keyword_tag_weights:  # absent while empty: older artefacts' bytes
+      settings["keyword_tag_weights"] = [[t, float(w)] for t, w in keyword_tag_weights]
+    (out / ENCODER_DIR / EMBEDDER_FILE).write_text(json.dumps(settings) + "\n")
     covered.append(ENCODER_DIR)
   return covered
 
@@ -358,7 +367,7 @@ def artefact_metadata(
   is added from ``config``.
   """
   kw = dict(keywords)
-  return {
+  out = {
     "world_content_hash": world_hash,
     "embeddings": embeddings,
     "encoder": dataclasses.asdict(config.encoder) if trained else None,
@@ -375,6 +384,11 @@ def artefact_metadata(
     "metrics": metrics,
     "popularity": "train impressions + clicks + purchases",
   }
+  if config.keyword_tag_weights:  # absent while empty: older artefacts' hash
+    out["keywords"]["tag_weights"] = [
+      [t, float(w)] for t, w in config.keyword_tag_weights
+    ]
+  return out
 
 
 def artefact_info(
@@ -477,8 +491,9 @@ def build_sids(
     kw_emb, valid = keywords_lib.keyword_centroids(
       item_matches + query_matches, np.concatenate([item_raw, query_raw]), len(kws)
     )
-  item_fused = keywords_lib.fuse(item_raw, item_matches, kw_emb, valid)
-  query_fused = keywords_lib.fuse(query_raw, query_matches, kw_emb, valid)
+  kw_w = keywords_lib.tag_weights(kws, config.keyword_tag_weights)
+  item_fused = keywords_lib.fuse(item_raw, item_matches, kw_emb, valid, kw_w)
+  query_fused = keywords_lib.fuse(query_raw, query_matches, kw_emb, valid, kw_w)
   match_rates = {
     "items": keywords_lib.match_stats(item_matches),
     "queries": keywords_lib.match_stats(query_matches),
@@ -492,7 +507,12 @@ def build_sids(
   )
   kw_keep = [n for n in range(len(kws)) if valid is None or valid[n]]
   covered = save_tokenizer(
-    out, [kws[n] for n in kw_keep], kw_emb[kw_keep], trained, config.item_text_fields
+    out,
+    [kws[n] for n in kw_keep],
+    kw_emb[kw_keep],
+    trained,
+    config.item_text_fields,
+    config.keyword_tag_weights,
   )
   if config.save_embeddings:
     emb_dir = out / EMBEDDINGS_DIR

@@ -334,6 +334,7 @@ def fuse(
   matches: Sequence[Sequence[int]],
   keyword_embeddings: np.ndarray,
   valid: np.ndarray | None = None,
+  weights: np.ndarray | None = None,
 ) -> np.ndarray:
   """Keyword fusion: L2norm(0.5·raw + 0.5·mean(matched keyword embeddings)).
 
@@ -342,11 +343,17 @@ def fuse(
   number, each norm is the BLAS dot of its row (``np.linalg.norm``'s); only
   the gathers and the element-wise arithmetic run on all rows at once.
 
+  With ``weights`` the mean is weighted: Σ w_k·e_k / Σ w_k over the row's
+  matched keywords (``tag_weights``: e.g. brand and product-type keywords
+  above the rest); without, every keyword weighs 1 (the paper's mean, the
+  same arithmetic as before the option existed).
+
   Args:
     raw: [N, D] raw embeddings.
     matches: N lists of keyword indices.
     keyword_embeddings: [K, D].
     valid: optional [K] bool; keywords marked False are ignored.
+    weights: optional [K] positive float weights of the keywords.
 
   Returns:
     [N, D] float32; rows with no (valid) match are `raw` unchanged.
@@ -365,13 +372,49 @@ def fuse(
   n = counts[rows]  # [R]
   emb = np.asarray(keyword_embeddings).astype(np.float64)  # [K, D]
   total = np.zeros((rows.size, emb.shape[1]), np.float64)  # [R, D]
-  for j in range(int(n.max())):  # the j-th keyword of every row that has one
-    live = np.flatnonzero(n > j)
-    total[live] += emb[flat[starts[live] + j]]
-  v = 0.5 * raw[rows].astype(np.float64) + 0.5 * (total / n[:, None])  # [R, D]
+  if weights is None:
+    for j in range(int(n.max())):  # the j-th keyword of every row that has one
+      live = np.flatnonzero(n > j)
+      total[live] += emb[flat[starts[live] + j]]
+    mean = total / n[:, None]
+  else:
+    w = np.asarray(weights, np.float64)
+    if w.shape != (emb.shape[0],) or not np.all(w > 0):
+      raise ValueError(
+        f"fuse: weights must be {emb.shape[0]} positive values, got shape {w.shape}"
+      )
+    wsum = np.zeros((rows.size,), np.float64)  # [R]
+    for j in range(int(n.max())):
+      live = np.flatnonzero(n > j)
+      k = flat[starts[live] + j]
+      total[live] += w[k][:, None] * emb[k]
+      wsum[live] += w[k]
+    mean = total / wsum[:, None]
+  v = 0.5 * raw[rows].astype(np.float64) + 0.5 * mean  # [R, D]
   norms = np.sqrt(np.fromiter((x.dot(x) for x in v), np.float64, rows.size))
   out[rows] = v / np.maximum(norms, 1e-12)[:, None]
   return out
+
+
+def tag_weights(
+  entries: Sequence[Keyword], weights: Sequence[tuple[str, float]]
+) -> np.ndarray | None:
+  """[K] fusion weights of dictionary entries from (tag, weight) pairs (tags
+  not listed weigh 1); None for no pairs (``fuse``'s unweighted mean).
+
+  Raises:
+    ValueError: a weight that is not > 0, or a tag listed twice.
+  """
+  if not weights:
+    return None
+  table = {}
+  for tag, w in weights:
+    if tag in table:
+      raise ValueError(f"keyword tag weights: {tag!r} is listed twice")
+    if not float(w) > 0:
+      raise ValueError(f"keyword tag weights: {tag!r} has weight {w}, need > 0")
+    table[str(tag)] = float(w)
+  return np.array([table.get(k.tag, 1.0) for k in entries], np.float64)
 
 
 def save_dictionary(

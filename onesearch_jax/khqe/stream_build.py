@@ -298,6 +298,7 @@ def _build(
   # --- 4. embeddings of every query and item, block by block
   t = time.perf_counter()
   use_kw = build.VARIANT_SPEC[config.final_variant][0]
+  kw_w = keywords_lib.tag_weights(kws, config.keyword_tag_weights)
   stats = {"queries": [0, 0, 0], "items": [0, 0, 0]}  # texts, matched, matches
 
   def embed_block(name: str, raw_texts: list[str], match_texts: list[str]):
@@ -307,7 +308,7 @@ def _build(
     st[0] += len(matches)
     st[1] += sum(1 for m in matches if m)
     st[2] += sum(len(m) for m in matches)
-    return keywords_lib.fuse(raw, matches, kw_emb) if use_kw else raw
+    return keywords_lib.fuse(raw, matches, kw_emb, None, kw_w) if use_kw else raw
 
   n_q = len(query_list)
   joint_path = scratch / "joint.npy"
@@ -381,7 +382,9 @@ def _build(
 
   # --- 6. report and artefact, block by block
   t = time.perf_counter()
-  covered = build.save_tokenizer(out, kws, kw_emb, trained, config.item_text_fields)
+  covered = build.save_tokenizer(
+    out, kws, kw_emb, trained, config.item_text_fields, config.keyword_tag_weights
+  )
   markdown = report.write_report({name: (item_codes, qcfg.levels, errors)}, scratch)
   extra = {
     p.name: p.read_bytes()

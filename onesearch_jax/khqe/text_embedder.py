@@ -47,19 +47,26 @@ class TextEmbedder:
   matcher: keywords_lib.KeywordMatcher
   keyword_embeddings: np.ndarray  # [K, D]
   item_text_fields: tuple[str, ...]
+  keyword_weights: np.ndarray | None = None  # [K] fusion weights (None: plain mean)
 
   def queries(self, texts: Sequence[str]) -> np.ndarray:
     """Fused embeddings [N, D] of query strings."""
     raw = self.encoder.embed(texts)
     return keywords_lib.fuse(
-      raw, self.matcher.match_all(texts), self.keyword_embeddings
+      raw,
+      self.matcher.match_all(texts),
+      self.keyword_embeddings,
+      None,
+      self.keyword_weights,
     )
 
   def items(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
     """Fused embeddings [N, D] of items.jsonl-style rows."""
     raw = self.encoder.embed(item_texts(rows, self.item_text_fields))
     matches = self.matcher.match_all([r["item_title"] for r in rows])
-    return keywords_lib.fuse(raw, matches, self.keyword_embeddings)
+    return keywords_lib.fuse(
+      raw, matches, self.keyword_embeddings, None, self.keyword_weights
+    )
 
 
 def load_text_embedder(
@@ -89,9 +96,12 @@ def load_text_embedder(
       "build_sids output directory)"
     )
   entries, kw_emb = keywords_lib.load_dictionary(root / KEYWORDS_FILE)
+  saved = json.loads(settings.read_text())
+  weights = [(str(t), float(w)) for t, w in saved.get("keyword_tag_weights", [])]
   return TextEmbedder(
     encoder=encoder_lib.load_encoder(root / ENCODER_DIR),
     matcher=keywords_lib.KeywordMatcher([k.text for k in entries]),
     keyword_embeddings=kw_emb,
-    item_text_fields=tuple(json.loads(settings.read_text())["item_text_fields"]),
+    item_text_fields=tuple(saved["item_text_fields"]),
+    keyword_weights=keywords_lib.tag_weights(entries, weights),
   )

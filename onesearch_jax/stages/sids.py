@@ -48,9 +48,12 @@ def run(
 
 def marker_config(cfg: build.BuildConfig) -> dict:
   """The BuildConfig as hashed into the stage marker: without the streamed
-  build's fields while ``stream`` is off, so a workdir built before they
-  existed keeps its up-to-date marker."""
+  build's fields while ``stream`` is off and without ``keyword_tag_weights``
+  while empty, so a workdir built before they existed keeps its up-to-date
+  marker."""
   out = config_dict(cfg)
   if not cfg.stream:
     del out["stream"], out["stream_sample"]
+  if not cfg.keyword_tag_weights:
+    del out["keyword_tag_weights"]
   return out

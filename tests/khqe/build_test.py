@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -270,3 +271,40 @@ def test_final_variant_and_opq_depth_set_the_artefact_sids(tiny_world_dir, tmp_p
       # The j-th OPQ code is offset by j * opq_codes in the shared d_ range.
       last = int(sids[0].rsplit("<d_", 1)[1][:-1])
       assert (width - 4) * 64 <= last < (width - 3) * 64
+
+
+def test_keyword_tag_weights_build_records_and_replays_them(
+  zh_build, zh_world_dir, tmp_path
+):
+  """A build with fusion weights: its fused embeddings differ from the plain
+  build's where a weighted keyword meets another, the artefact and the
+  saved encoder settings record the weights, and the text embedder
+  reproduces the build's fused query and item embeddings exactly."""
+  plain_summary, plain_out = zh_build
+  entries, _ = build.keywords_lib.load_dictionary(
+    plain_out / text_embedder.KEYWORDS_FILE
+  )
+  tag = max({k.tag for k in entries}, key=[k.tag for k in entries].count)
+  cfg = dataclasses.replace(ZH_CFG, keyword_tag_weights=((tag, 5.0),))
+  out = tmp_path / "sids"
+  summary = build.build_sids(zh_world_dir, out, cfg)
+  art = artefact.load(out, summary.content_hash)
+  assert art.metadata["keywords"]["tag_weights"] == [[tag, 5.0]]
+  assert "tag_weights" not in artefact.load(plain_out).metadata["keywords"]
+  settings = json.loads((out / "text_encoder" / "embedder.json").read_text())
+  assert settings["keyword_tag_weights"] == [[tag, 5.0]]
+
+  def fused(root, name):
+    d = root / build.EMBEDDINGS_DIR
+    return embeddings_io.load_embeddings(d / f"{name}.npy", d / f"{name}.txt")
+
+  q_ids, q_fused = fused(out, "queries_fused")
+  assert not np.array_equal(q_fused, fused(plain_out, "queries_fused")[1])
+  embedder = text_embedder.load_text_embedder(out, summary.content_hash)
+  assert embedder.keyword_weights is not None
+  np.testing.assert_array_equal(embedder.queries(list(q_ids)), q_fused)
+  i_ids, i_fused = fused(out, "items_fused")
+  rows = {r["item_id"]: r for r in reader.load_world(zh_world_dir).items}
+  np.testing.assert_array_equal(embedder.items([rows[i] for i in i_ids]), i_fused)
+  with pytest.raises(ValueError, match="need > 0"):
+    build.BuildConfig(keyword_tag_weights=((tag, -1.0),))

@@ -290,3 +290,52 @@ def test_dictionary_errors(tmp_path):
     ValueError, match=r"bad.tsv:1: expected 4 tab-separated fields, got 3"
   ):
     kw.load_dictionary(bad)
+
+
+def test_weighted_fusion_hand_values_and_unit_weights_bit_for_bit():
+  """Σ w_k·e_k / Σ w_k: by hand on two keywords; all-ones weights are the
+  plain mean byte for byte; bad weights are refused."""
+  kemb = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+  raw = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0]], np.float32)
+  matches = [[0, 1], [1], []]
+  out = kw.fuse(raw, matches, kemb, None, np.array([3.0, 1.0]))
+  x = 0.5 * np.array([0.75, 0.25])  # raw row 0 is zero
+  np.testing.assert_allclose(out[0], x / np.linalg.norm(x), rtol=1e-6)
+  y = 0.5 * np.array([1.0, 1.0]) + 0.5 * np.array([0.0, 1.0])  # one keyword: w cancels
+  np.testing.assert_allclose(out[1], y / np.linalg.norm(y), rtol=1e-6)
+  np.testing.assert_array_equal(out[2], raw[2])
+  rng = np.random.default_rng(1)
+  kemb = rng.normal(size=(20, 8)).astype(np.float32)
+  raw = rng.normal(size=(50, 8)).astype(np.float32)
+  matches = [rng.integers(0, 20, size=rng.integers(0, 9)).tolist() for _ in raw]
+  valid = rng.random(20) > 0.3
+  plain = kw.fuse(raw, matches, kemb, valid)
+  assert kw.fuse(raw, matches, kemb, valid, np.ones(20)).tobytes() == plain.tobytes()
+  # A heavier keyword pulls the fused row towards itself.
+  w = np.ones(20)
+  w[5] = 10.0
+  heavy = kw.fuse(raw, matches, kemb, valid, w)
+  rows = [
+    r for r, ks in enumerate(matches) if valid[5] and 5 in ks and len(set(ks)) > 1
+  ]
+  for r in rows:
+    assert heavy[r] @ kemb[5] > plain[r] @ kemb[5]
+  for bad in (np.ones(19), np.zeros(20)):
+    with pytest.raises(ValueError, match="positive"):
+      kw.fuse(raw, matches, kemb, valid, bad)
+
+
+def test_tag_weights():
+  entries = [
+    kw.Keyword("a", "brand", 1),
+    kw.Keyword("b", "color", 1),
+    kw.Keyword("c", "entity", 1),
+  ]
+  assert kw.tag_weights(entries, ()) is None
+  np.testing.assert_array_equal(
+    kw.tag_weights(entries, (("brand", 4.0), ("entity", 2.0))), [4.0, 1.0, 2.0]
+  )
+  with pytest.raises(ValueError, match="listed twice"):
+    kw.tag_weights(entries, (("brand", 4.0), ("brand", 2.0)))
+  with pytest.raises(ValueError, match="need > 0"):
+    kw.tag_weights(entries, (("brand", 0.0),))

@@ -312,6 +312,10 @@ def test_stream_switch_config_and_stage_marker():
   off = sids_stage.marker_config(build.BuildConfig())
   assert "stream" not in off and "stream_sample" not in off
   assert sids_stage.marker_config(cfg)["stream_sample"]["items"] == 7
+  # keyword_tag_weights: hashed only when set.
+  assert "keyword_tag_weights" not in off
+  weighted = configs.sids_config({"keyword_tag_weights": (("brand", 4.0),)})
+  assert sids_stage.marker_config(weighted)["keyword_tag_weights"] == [["brand", 4.0]]
   with pytest.raises(ValueError, match="precomputed and save_embeddings"):
     build.BuildConfig(stream=True, save_embeddings=True)
   with pytest.raises(ValueError, match="StreamSample: fields must be >= 1"):
