@@ -295,15 +295,6 @@ def _lazy_item_kinds(
   return kinds, texts
 
 
-def _train_clicks(recall: list[dict[str, Any]]) -> collections.Counter:
-  """Item id -> its clicks in the train split's recall rows."""
-  out: collections.Counter = collections.Counter()
-  for r in recall:
-    if r["split"] == TRAIN:
-      out.update(r["clicked_item_ids"])
-  return out
-
-
 def build_corpus(
   world: world_source.WorldTables,
   table: SIDTable,
@@ -367,10 +358,12 @@ def build_corpus(
   # Query category paths (most clicked train category; ties: smallest path).
   q_cats: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
   pairs = set()
+  train_clicks: collections.Counter = collections.Counter()  # item id -> clicks
   for r in world.recall:
     if r["split"] != TRAIN:
       continue
     for i in r["clicked_item_ids"]:
+      train_clicks[i] += 1
       if i in items:
         q_cats[r["query"]][_category_path(items[i])] += 1
       if i in has_item and r["query"] in has_query and i in items:
@@ -429,7 +422,7 @@ def build_corpus(
         lambda p: table.query_sid(p) if p in has_query else None,
         keyword_sids,
         skips,
-        clicks=_train_clicks(world.recall) if config.item_phrases == "clicks" else None,
+        clicks=train_clicks if config.item_phrases == "clicks" else None,
       )
     )
   stream_texts: set[str] = set()

@@ -191,7 +191,8 @@ V2_SWITCHES_OFF = {
   "cot_tasks": False,
   "direct_cot": False,
   # Not V2 switches, but left out the same way while off (data order; the
-  # profile's brand names; the item phrase task), so runs without them hash what they did before.
+  # profile's brand names; the item phrase task), so runs without them hash
+  # what they did before.
   "shuffle_rows": False,
   "profile_brands": 0,
   "item_phrases": "none",

@@ -492,8 +492,8 @@ def build_sids(
       item_matches + query_matches, np.concatenate([item_raw, query_raw]), len(kws)
     )
   kw_w = keywords_lib.tag_weights(kws, config.keyword_tag_weights)
-  item_fused = keywords_lib.fuse(item_raw, item_matches, kw_emb, valid, kw_w)
-  query_fused = keywords_lib.fuse(query_raw, query_matches, kw_emb, valid, kw_w)
+  item_fused = keywords_lib.fuse(item_raw, item_matches, kw_emb, valid, weights=kw_w)
+  query_fused = keywords_lib.fuse(query_raw, query_matches, kw_emb, valid, weights=kw_w)
   match_rates = {
     "items": keywords_lib.match_stats(item_matches),
     "queries": keywords_lib.match_stats(query_matches),

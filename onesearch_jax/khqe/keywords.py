@@ -372,25 +372,19 @@ def fuse(
   n = counts[rows]  # [R]
   emb = np.asarray(keyword_embeddings).astype(np.float64)  # [K, D]
   total = np.zeros((rows.size, emb.shape[1]), np.float64)  # [R, D]
-  if weights is None:
-    for j in range(int(n.max())):  # the j-th keyword of every row that has one
-      live = np.flatnonzero(n > j)
-      total[live] += emb[flat[starts[live] + j]]
-    mean = total / n[:, None]
-  else:
-    w = np.asarray(weights, np.float64)
-    if w.shape != (emb.shape[0],) or not np.all(w > 0):
-      raise ValueError(
-        f"fuse: weights must be {emb.shape[0]} positive values, got shape {w.shape}"
-      )
-    wsum = np.zeros((rows.size,), np.float64)  # [R]
-    for j in range(int(n.max())):
-      live = np.flatnonzero(n > j)
-      k = flat[starts[live] + j]
-      total[live] += w[k][:, None] * emb[k]
-      wsum[live] += w[k]
-    mean = total / wsum[:, None]
-  v = 0.5 * raw[rows].astype(np.float64) + 0.5 * mean  # [R, D]
+  # Unit weights give the plain mean exactly (1.0·e and a sum of ones are exact).
+  w = np.ones(emb.shape[0]) if weights is None else np.asarray(weights, np.float64)
+  if w.shape != (emb.shape[0],) or not np.all(w > 0):
+    raise ValueError(
+      f"fuse: weights must be {emb.shape[0]} positive values, got shape {w.shape}"
+    )
+  wsum = np.zeros((rows.size,), np.float64)  # [R]
+  for j in range(int(n.max())):  # the j-th keyword of every row that has one
+    live = np.flatnonzero(n > j)
+    k = flat[starts[live] + j]
+    total[live] += w[k][:, None] * emb[k]
+    wsum[live] += w[k]
+  v = 0.5 * raw[rows].astype(np.float64) + 0.5 * (total / wsum[:, None])  # [R, D]
   norms = np.sqrt(np.fromiter((x.dot(x) for x in v), np.float64, rows.size))
   out[rows] = v / np.maximum(norms, 1e-12)[:, None]
   return out

@@ -308,7 +308,7 @@ def _build(
     st[0] += len(matches)
     st[1] += sum(1 for m in matches if m)
     st[2] += sum(len(m) for m in matches)
-    return keywords_lib.fuse(raw, matches, kw_emb, None, kw_w) if use_kw else raw
+    return keywords_lib.fuse(raw, matches, kw_emb, weights=kw_w) if use_kw else raw
 
   n_q = len(query_list)
   joint_path = scratch / "joint.npy"

@@ -56,8 +56,7 @@ class TextEmbedder:
       raw,
       self.matcher.match_all(texts),
       self.keyword_embeddings,
-      None,
-      self.keyword_weights,
+      weights=self.keyword_weights,
     )
 
   def items(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -65,7 +64,7 @@ class TextEmbedder:
     raw = self.encoder.embed(item_texts(rows, self.item_text_fields))
     matches = self.matcher.match_all([r["item_title"] for r in rows])
     return keywords_lib.fuse(
-      raw, matches, self.keyword_embeddings, None, self.keyword_weights
+      raw, matches, self.keyword_embeddings, weights=self.keyword_weights
     )
 
 
