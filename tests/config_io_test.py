@@ -31,7 +31,9 @@ PHASE_TASKS = (
 # existing workdir: change a default deliberately, then update the pin.
 PINNED = {
   "world": "0fddbf86e03244159f1de20e0e44a2cac8a6bc6babfe7a1178beadc6e5f3c621",
-  "sids": "744715abbc95d4a0d366a888d77ec85a096646e96afe60070cc869ad47aea492",
+  # Re-pinned when the KHQE keyword fusion weighed brand and product-type
+  # keywords x4 by default (BuildConfig.keyword_tag_weights).
+  "sids": "0f20628c12556618ad0f69b0c42b1af44715c2cee6c91c50e5391cbdbbf94ec9",
   # Re-pinned when the main job took 4 decoder layers and length buckets
   # (the old recipe's dict without the new key still hashes to the old
   # code's value: test below), and when SFTConfig.stage_tasks became
@@ -90,6 +92,16 @@ def test_sft_hash_without_the_new_field_is_the_old_codes():
   assert (
     _old_hash(sft_dict)
     == "3fc3407bf9277b36580e751c614cae40b676424a2fa821647f3c88411840d86a"
+  )
+
+
+def test_unweighted_sids_hash_is_the_old_codes():
+  """The paper's unweighted fusion (keyword_tag_weights = ()) hashes as the
+  main job's SIDs did before the field existed: such workdirs stay current."""
+  cfg = configs.sids_config({"keyword_tag_weights": ()})
+  assert (
+    config_io.json_hash(sids_stage.marker_config(cfg))
+    == "744715abbc95d4a0d366a888d77ec85a096646e96afe60070cc869ad47aea492"
   )
 
 

@@ -145,6 +145,7 @@ ZH_CFG = build.BuildConfig(
   keywords=build.keywords_lib.KeywordConfig(min_pv=1),
   variants=("+opq",),  # one quantiser fit keeps this test fast
   save_embeddings=True,
+  keyword_tag_weights=(),  # the plain mean; the weighted test sets its own
 )
 
 

@@ -312,8 +312,10 @@ def test_stream_switch_config_and_stage_marker():
   off = sids_stage.marker_config(build.BuildConfig())
   assert "stream" not in off and "stream_sample" not in off
   assert sids_stage.marker_config(cfg)["stream_sample"]["items"] == 7
-  # keyword_tag_weights: hashed only when set.
-  assert "keyword_tag_weights" not in off
+  # keyword_tag_weights: hashed only when set (the default sets brand/entity).
+  assert off["keyword_tag_weights"] == [["brand", 4.0], ["entity", 4.0]]
+  plain = configs.sids_config({"keyword_tag_weights": ()})
+  assert "keyword_tag_weights" not in sids_stage.marker_config(plain)
   weighted = configs.sids_config({"keyword_tag_weights": (("brand", 4.0),)})
   assert sids_stage.marker_config(weighted)["keyword_tag_weights"] == [["brand", 4.0]]
   with pytest.raises(ValueError, match="precomputed and save_embeddings"):
