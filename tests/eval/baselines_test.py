@@ -87,6 +87,34 @@ def test_dense_exact_top_k_equals_numpy_argsort():
   )
 
 
+def test_khqe_embedder_uses_the_plain_keyword_mean_unless_asked(
+  tiny_world_dir, tiny_sid_build
+):
+  """The dense channel fuses keywords with the plain mean although the tiny
+  build (the default BuildConfig) weighs brand and product type; with
+  tag_weights=True it reproduces the artefact's weighted fusion."""
+  from onesearch_jax.khqe import text_embedder
+
+  _, sid_dir, _, cfg = tiny_sid_build
+  assert dict(cfg.keyword_tag_weights) == {"brand": 4.0, "entity": 4.0}
+  world = reader.load_world(tiny_world_dir)
+  queries = sorted({r["query"] for r in world.recall})[:64]
+  items = world.items[:64]
+  built = text_embedder.load_text_embedder(sid_dir)
+  assert built.keyword_weights is not None
+  plain = text_embedder.TextEmbedder(
+    built.encoder, built.matcher, built.keyword_embeddings, built.item_text_fields
+  )
+  got = dense.KHQEEmbedder(sid_dir)
+  np.testing.assert_array_equal(got.queries(queries), plain.queries(queries))
+  np.testing.assert_array_equal(got.items(items), plain.items(items))
+  weighted = dense.KHQEEmbedder(sid_dir, tag_weights=True)
+  np.testing.assert_array_equal(weighted.queries(queries), built.queries(queries))
+  np.testing.assert_array_equal(weighted.items(items), built.items(items))
+  # The two differ where an item matched a weighted keyword and another one.
+  assert not np.array_equal(got.items(items), weighted.items(items))
+
+
 def hashed_embed(texts, dim=64):
   """A deterministic bag-of-tokens embedding (stand-in for the KHQE encoder)."""
   out = np.zeros((len(texts), dim), np.float32)
