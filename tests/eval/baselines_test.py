@@ -9,6 +9,7 @@ import pytest
 
 from onesearch_jax.eval import evaluate, examples, metrics
 from onesearch_jax.eval.baselines import bm25, dense, mca, ranking
+from onesearch_jax.khqe import text_embedder
 from onesearch_jax.world import reader
 
 TITLES = [
@@ -93,8 +94,6 @@ def test_khqe_embedder_uses_the_plain_keyword_mean_unless_asked(
   """The dense channel fuses keywords with the plain mean although the tiny
   build (the default BuildConfig) weighs brand and product type; with
   tag_weights=True it reproduces the artefact's weighted fusion."""
-  from onesearch_jax.khqe import text_embedder
-
   _, sid_dir, _, cfg = tiny_sid_build
   assert dict(cfg.keyword_tag_weights) == {"brand": 4.0, "entity": 4.0}
   world = reader.load_world(tiny_world_dir)

@@ -8,8 +8,9 @@ default, whatever tag weights the SIDs were built with
 (``BuildConfig.keyword_tag_weights``): weighting brand and product type
 makes better SID clusters but a worse dense retriever (world seed 0's
 validation day: click HR@10 0.448 plain, 0.403 weighted), and a baseline
-should not move with the tokenizer's tuning. Scoring is one jitted matmul + ``lax.top_k`` per query chunk; ties
-go to the lower item row (``lax.top_k`` is stable).
+should not move with the tokenizer's tuning. Scoring is one jitted matmul +
+``lax.top_k`` per query chunk; ties go to the lower item row (``lax.top_k``
+is stable).
 """
 
 from __future__ import annotations
