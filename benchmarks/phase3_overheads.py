@@ -14,7 +14,13 @@ parameter EMA; one device), it measures:
 * **the step loop**: ``--batches`` steps fed (a) from batches already in
   memory ("held") and (b) from the trainer's own iterator
   (``train.sft.phase_batches``, "streamed"), alternated ``--reps`` times, plus the
-  iterator alone producing the same number of batches ("pipeline").
+  iterator alone producing the same number of batches ("pipeline"); (b) and
+  the pipeline rows once per path of ``TrainBatches``: "seqio" (the
+  on-the-fly tf.data pipeline) and "index" (host arrays gathered in seqio's
+  order, the trainer's default; the same batches, checked here on the
+  first ``--batches``);
+* **materialising** the phase's tasks for the index path (its first batch
+  in a fresh process: rendering, tokenising, long-seq sums).
 
 It prints a Markdown table (with the load average); nothing is written.
 The difference held -> streamed is what the input pipeline costs the loop
@@ -33,6 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
 from onesearch_jax import configs  # noqa: E402
 from onesearch_jax import sharding as sh  # noqa: E402
@@ -64,11 +71,21 @@ def main(argv=None) -> int:
   mesh = sh.make_mesh(cfg.mesh)
   train_cfg = cfg.phase_train_config(PHASE)
 
-  def iterator():
-    return sft.phase_batches(cfg, PHASE, reg, use_qformer=model_cfg.use_qformer)(0)
+  def iterator(path="index"):
+    tb = sft.phase_batches(cfg, PHASE, reg, use_qformer=model_cfg.use_qformer)
+    tb.index_path = path == "index"
+    return tb(0)
 
-  it = iterator()
-  held = [next(it) for _ in range(args.batches)]
+  t0, c0 = time.perf_counter(), time.process_time()
+  it = iterator("index")
+  held = [next(it)]
+  first = (time.perf_counter() - t0, time.process_time() - c0)
+  print("index path, first batch (materialises the tasks)", first, flush=True)
+  held += [next(it) for _ in range(args.batches - 1)]
+  ref = iterator("seqio")
+  for i, b in enumerate(held):  # the two paths give the same batches
+    r = next(ref)
+    assert all(np.array_equal(b[k], r[k]) for k in r) and b.keys() == r.keys(), i
   ts = state.create_train_state(
     model_cfg, train_cfg.optimizer, mesh, cfg.mesh.logical_rules
   )
@@ -113,18 +130,18 @@ def main(argv=None) -> int:
     wall, cpu = loop(held)
     timings.append((rep, "held", wall, cpu))
     print(timings[-1], flush=True)
-    s = iterator()
-    wall, cpu = loop(next(s) for _ in range(n))
-    timings.append((rep, "streamed", wall, cpu))
-    print(timings[-1], flush=True)
-    s = iterator()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(n):
-      next(s)
-    timings.append(
-      (rep, "pipeline alone", time.perf_counter() - t0, time.process_time() - c0)
-    )
-    print(timings[-1], flush=True)
+    for path in ("seqio", "index"):
+      s = iterator(path)
+      wall, cpu = loop(next(s) for _ in range(n))
+      timings.append((rep, f"streamed, {path} path", wall, cpu))
+      print(timings[-1], flush=True)
+      s = iterator(path)
+      t0, c0 = time.perf_counter(), time.process_time()
+      for _ in range(n):
+        next(s)
+      wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+      timings.append((rep, f"pipeline alone, {path} path", wall, cpu))
+      print(timings[-1], flush=True)
   load1 = os.getloadavg()
   cmd = "python " + " ".join(
     [sys.argv[0]] + (argv if argv is not None else sys.argv[1:])
@@ -140,6 +157,11 @@ def main(argv=None) -> int:
   ]
   total = sum(r[1] + r[3] for r in rows)
   out += [f"| all {len(rows)} widths | | {total:.1f} s wall in all |", ""]
+  out += [
+    f"index path: materialising the phase's tasks (first batch): {first[0]:.2f} s "
+    f"wall / {first[1]:.2f} s CPU; the first {n} batches equal the seqio path's",
+    "",
+  ]
   out += [
     f"| rep | {n} batches | wall s | CPU s | ms per batch | steps/s |",
     "|---|---|---|---|---|---|",

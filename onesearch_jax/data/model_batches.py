@@ -32,7 +32,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from onesearch_jax.data import museq, pipeline, preprocessors, tasks
+from onesearch_jax.data import index_batches, museq, pipeline, preprocessors, tasks
 from onesearch_jax.data import vocab as vocab_lib
 from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.v2 import sdft_batches
@@ -157,6 +157,15 @@ class TrainBatches:
       the cache directory must be among seqio's global cache directories,
       ``task_cache.enable``). The cache holds the examples in the order the
       Beam job wrote them: the same examples, shuffled differently.
+    index_path: where every member has in-memory rows (``tasks.task_rows``)
+      and neither the cache, the teacher prompts nor several hosts are
+      asked for, and the members hold at most ``index_batches.MAX_ROWS``
+      examples, make the same batches from host arrays
+      (``index_batches``): the tasks are materialised once
+      (``task_arrays``) and the seqio pipeline's shuffle / mixture / bucket
+      order is replayed on row indices. Same batches, in the same order, bit
+      for bit, for a fraction of the host CPU. False: always seqio's
+      pipeline (``dataset()``).
     teacher: self-distillation: every batch is a paired batch
       (``v2/sdft_batches.py``): the student batch plus the rows' teacher
       prompts (the tasks' "teacher_inputs", trimmed and padded to
@@ -179,8 +188,10 @@ class TrainBatches:
     length_buckets: tuple[int, ...] = (),
     use_cached: bool = False,
     teacher: bool = False,
+    index_path: bool = True,
   ):
     self.name = name
+    self.index_path = index_path
     self.teacher = teacher
     self.use_cached = use_cached
     self.batch_size = batch_size
@@ -219,18 +230,44 @@ class TrainBatches:
         "global batch to different widths); set SFTConfig.length_buckets = ()"
       )
 
-  def dataset(self) -> tf.data.Dataset:
-    """The endless, seeded, batched tf.data pipeline (data-pipeline names)."""
+  def _members(self) -> tuple[list[seqio.Task], list[float]]:
     if self.members is not None:
       members = [seqio.get_mixture_or_task(n) for n, _ in self.members]
-      rates = [r for _, r in self.members]
-    else:
-      provider = seqio.get_mixture_or_task(self.name)
-      if isinstance(provider, seqio.Mixture):
-        members = list(provider.tasks)
-        rates = [float(provider.get_rate(t)) for t in members]
-      else:
-        members, rates = [provider], [1.0]
+      return members, [r for _, r in self.members]
+    provider = seqio.get_mixture_or_task(self.name)
+    if isinstance(provider, seqio.Mixture):
+      members = list(provider.tasks)
+      return members, [float(provider.get_rate(t)) for t in members]
+    return [provider], [1.0]
+
+  def index_batches(self) -> index_batches.IndexBatches | None:
+    """The host-array equivalent of ``dataset()``, or None where it does
+    not apply (see ``index_path``)."""
+    if not self.index_path or self.use_cached or self.teacher:
+      return None
+    if self.shard_info is not None and self.shard_info.num_shards > 1:
+      return None
+    members, rates = self._members()
+    rows = [tasks.task_rows(t.name) for t in members]
+    if any(r is None for r in rows):
+      return None
+    if sum(r.count for r in rows) > index_batches.MAX_ROWS:
+      return None
+    return index_batches.IndexBatches(
+      rows,
+      rates,
+      batch_size=self.batch_size,
+      lengths=self.lengths,
+      seed=self.seed,
+      shuffle_buffer=self.shuffle_buffer,
+      length_buckets=self.length_buckets,
+      dense=self.dense,
+      long_seq_dim=self.long_seq_dim,
+    )
+
+  def dataset(self) -> tf.data.Dataset:
+    """The endless, seeded, batched tf.data pipeline (data-pipeline names)."""
+    members, rates = self._members()
     lengths = pipeline.task_feature_lengths(*self.lengths, self.dense, self.teacher)
     rows, dim = pipeline.LONG_SEQ_ROWS, self.long_seq_dim
     teacher_key = preprocessors.TEACHER_INPUTS
@@ -286,6 +323,16 @@ class TrainBatches:
     """Batches from ``position`` on (0 = the first), endlessly."""
     if position < 0:
       raise ValueError(f"data position must be >= 0, got {position}")
+    fast = self.index_batches()
+    if fast is not None:
+
+      def gather():
+        for raw in fast(position):
+          batch = to_model_batch(raw, long_seq=self.long_seq)
+          self.stats.add(batch)
+          yield batch
+
+      return gather()
     ds = self.dataset()
     if position:
       ds = ds.skip(position)

@@ -77,6 +77,7 @@ from onesearch_jax.data import (
   preprocessors,
   prompts,
   seqio_warnings,
+  task_arrays,
   world_source,
 )
 from onesearch_jax.data import vocab as vocab_lib
@@ -245,6 +246,16 @@ def _output_features(
 
 
 _REGISTERED: dict[str, tuple[str, RegisteredTasks]] = {}
+# task name -> what its examples are made of (in-memory tasks without the
+# teacher prompt): the train batches' index path (``task_arrays``).
+_TASK_ROWS: dict[str, task_arrays.TaskRows] = {}
+
+
+def task_rows(name: str) -> task_arrays.TaskRows | None:
+  """The raw material of a task registered by ``register_tasks`` in this
+  process, or None (not registered here, a streamed item task, or a task
+  with self-distillation's teacher prompt: read those through seqio)."""
+  return _TASK_ROWS.get(name)
 
 
 def _fingerprint(*parts) -> str:
@@ -255,6 +266,7 @@ def _fingerprint(*parts) -> str:
 
 def _remove(names) -> None:
   for name in names:
+    _TASK_ROWS.pop(name, None)
     seqio.MixtureRegistry.remove(name)
     seqio.TaskRegistry.remove(name)
 
@@ -419,6 +431,20 @@ def register_tasks(
     if n == 0:  # nothing to train on (e.g. no purchase on the test day)
       continue
     seqio.TaskRegistry.remove(name)
+    _TASK_ROWS.pop(name, None)
+    if not teacher and not isinstance(cols, LazyColumns) and not stream_items:
+      _TASK_ROWS[name] = task_arrays.TaskRows(
+        cols=cols,
+        count=n,
+        inputs_template=templates[kind].inputs,
+        targets_template=templates[kind].targets,
+        vocabulary=vocabulary,
+        item_centroids=np.asarray(centroids, np.float32) if dense else None,
+        reduce=config.long_reduce,
+        enabled=config.use_long_seq,
+        shuffle_rows=n if config.shuffle_rows else 0,
+        shuffle_buffer=SHUFFLE_BUFFER,
+      )
     seqio.TaskRegistry.add(
       name,
       source=_source(

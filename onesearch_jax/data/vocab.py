@@ -243,16 +243,36 @@ class OneSearchVocabulary(seqio.Vocabulary):
   # ---------------------------------------------------------------- python
 
   def _encode(self, s: str) -> list[int]:
-    ids: list[int] = []
-    for part in self._token_re.split(s):
-      if not part:
-        continue
-      tok = self._token_id.get(part)
-      if tok is not None:
-        ids.append(tok)
-      else:
-        ids.extend(self._sp.encode(part, out_type=int))
-    return ids
+    return self.encode_many([s])[0]
+
+  def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
+    """``encode`` of each text (the same ids), sending each distinct text
+    piece between appended tokens to sentencepiece once: the prompts of one
+    task repeat their queries, titles and labels many times.
+
+    Args:
+      texts: n strings.
+
+    Returns:
+      n lists of token ids (no EOS), ``encode(texts[i])`` each.
+    """
+    memo: dict[str, list[int]] = {}
+    out = []
+    for s in texts:
+      ids: list[int] = []
+      for part in self._token_re.split(s):
+        if not part:
+          continue
+        tok = self._token_id.get(part)
+        if tok is not None:
+          ids.append(tok)
+          continue
+        got = memo.get(part)
+        if got is None:
+          got = memo[part] = self._sp.encode(part, out_type=int)
+        ids.extend(got)
+      out.append(ids)
+    return out
 
   def _decode(self, ids: Sequence[int]) -> str:
     out, run = [], []
