@@ -28,7 +28,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from onesearch_jax.data import task_arrays
+from onesearch_jax.data import preprocessors, task_arrays
 
 # seqio keeps a task's source in memory (``Dataset.cache()``) below this
 # many examples; the index path caches at the same place so a row shuffle
@@ -54,6 +54,9 @@ class IndexBatches:
     length_buckets: encoder bucket bounds < L (empty: every batch is L wide).
     dense: emit the long-seq features (members without them get zeros).
     long_seq_dim: D of the long-seq features (for members without them).
+    teacher: emit self-distillation's ``preprocessors.TEACHER_INPUTS`` [B, L]
+      (never cut to the bucket; members without a teacher prompt give
+      their own prompt, as ``TrainBatches.dataset()`` does).
   """
 
   def __init__(
@@ -68,6 +71,7 @@ class IndexBatches:
     length_buckets: tuple[int, ...] = (),
     dense: bool = False,
     long_seq_dim: int = 0,
+    teacher: bool = False,
   ):
     if len(rows) != len(rates) or not rows:
       raise ValueError(f"IndexBatches: {len(rows)} members, {len(rates)} rates")
@@ -80,6 +84,7 @@ class IndexBatches:
     self.bounds = (*tuple(int(b) for b in length_buckets), self.lengths[0])
     self.dense = dense
     self.long_seq_dim = int(long_seq_dim)
+    self.teacher = teacher
     self._arrays: dict[str, np.ndarray] | None = None
 
   # ------------------------------------------------------------ arrays
@@ -95,6 +100,10 @@ class IndexBatches:
       "encoder": np.concatenate([b.encoder for b in built]),
       "targets": np.concatenate([b.targets for b in built]),
     }
+    if self.teacher:
+      out["teacher"] = np.concatenate(
+        [b.encoder if b.teacher is None else b.teacher for b in built]
+      )
     real = np.concatenate([b.real_length for b in built])
     out["bucket"] = np.sum(
       np.asarray(self.bounds[:-1], np.int64)[None, :] < real[:, None], axis=1
@@ -170,6 +179,8 @@ class IndexBatches:
     if self.dense:
       out["long_seq"] = a["long_seq"][rows]
       out["long_seq_mask"] = a["long_seq_mask"][rows]
+    if self.teacher:
+      out[preprocessors.TEACHER_INPUTS] = a["teacher"][rows]
     return out
 
   def __call__(self, position: int = 0) -> Iterator[dict[str, np.ndarray]]:

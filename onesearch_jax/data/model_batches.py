@@ -158,8 +158,7 @@ class TrainBatches:
       ``task_cache.enable``). The cache holds the examples in the order the
       Beam job wrote them: the same examples, shuffled differently.
     index_path: where every member has in-memory rows (``tasks.task_rows``)
-      and neither the cache, the teacher prompts nor several hosts are
-      asked for, and the members hold at most ``index_batches.MAX_ROWS``
+      and neither the cache nor several hosts are asked for, and the members hold at most ``index_batches.MAX_ROWS``
       examples, make the same batches from host arrays
       (``index_batches``): the tasks are materialised once
       (``task_arrays``) and the seqio pipeline's shuffle / mixture / bucket
@@ -243,7 +242,7 @@ class TrainBatches:
   def index_batches(self) -> index_batches.IndexBatches | None:
     """The host-array equivalent of ``dataset()``, or None where it does
     not apply (see ``index_path``)."""
-    if not self.index_path or self.use_cached or self.teacher:
+    if not self.index_path or self.use_cached:
       return None
     if self.shard_info is not None and self.shard_info.num_shards > 1:
       return None
@@ -253,6 +252,7 @@ class TrainBatches:
       return None
     if sum(r.count for r in rows) > index_batches.MAX_ROWS:
       return None
+    self._check_teacher(members)
     return index_batches.IndexBatches(
       rows,
       rates,
@@ -263,7 +263,16 @@ class TrainBatches:
       length_buckets=self.length_buckets,
       dense=self.dense,
       long_seq_dim=self.long_seq_dim,
+      teacher=self.teacher,
     )
+
+  def _check_teacher(self, members: list[seqio.Task]) -> None:
+    key = preprocessors.TEACHER_INPUTS
+    if self.teacher and not any(key in t.output_features for t in members):
+      raise ValueError(
+        f"TrainBatches(teacher=True): no task of {self.name} carries "
+        f"{key!r} (register the tasks with MuSeqConfig.keywords_in='teacher')"
+      )
 
   def dataset(self) -> tf.data.Dataset:
     """The endless, seeded, batched tf.data pipeline (data-pipeline names)."""
@@ -271,11 +280,7 @@ class TrainBatches:
     lengths = pipeline.task_feature_lengths(*self.lengths, self.dense, self.teacher)
     rows, dim = pipeline.LONG_SEQ_ROWS, self.long_seq_dim
     teacher_key = preprocessors.TEACHER_INPUTS
-    if self.teacher and not any(teacher_key in t.output_features for t in members):
-      raise ValueError(
-        f"TrainBatches(teacher=True): no task of {self.name} carries "
-        f"{teacher_key!r} (register the tasks with MuSeqConfig.keywords_in='teacher')"
-      )
+    self._check_teacher(members)
 
     def zeros(ex):
       return {
@@ -330,6 +335,8 @@ class TrainBatches:
         for raw in fast(position):
           batch = to_model_batch(raw, long_seq=self.long_seq)
           self.stats.add(batch)
+          if self.teacher:
+            batch = sdft_batches.pair_batch(batch, raw[preprocessors.TEACHER_INPUTS])
           yield batch
 
       return gather()

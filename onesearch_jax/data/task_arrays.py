@@ -55,6 +55,8 @@ class TaskRows:
     shuffle_rows: the source's full row shuffle size (0 = off;
       ``MuSeqConfig.shuffle_rows``).
     shuffle_buffer: the task's own example shuffle buffer.
+    teacher_template: self-distillation's teacher prompt template (the
+      task's "teacher_inputs"), or None.
   """
 
   cols: dict[str, list]
@@ -67,6 +69,7 @@ class TaskRows:
   enabled: bool = True
   shuffle_rows: int = 0
   shuffle_buffer: int = 10_000
+  teacher_template: str | None = None
   _built: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @property
@@ -85,6 +88,7 @@ class TaskArrays:
     long_seq_mask: [n, 9] int32 or None.
     real_length: [n] int64: last non-zero prompt position + 1 (the length
       bucket key of ``model_batches.bucket_batches``).
+    teacher: [n, L] int32 teacher prompt ids like ``encoder``, or None.
   """
 
   encoder: np.ndarray
@@ -92,6 +96,7 @@ class TaskArrays:
   long_seq: np.ndarray | None
   long_seq_mask: np.ndarray | None
   real_length: np.ndarray
+  teacher: np.ndarray | None = None
 
 
 def _fields(template: str) -> list[str]:
@@ -201,8 +206,13 @@ def build(rows: TaskRows, lengths: tuple[int, int]) -> TaskArrays:
     long_seq, long_seq_mask = long_seq_arrays(
       rows.cols, rows.item_centroids, n, rows.reduce, rows.enabled
     )
+  teacher = None
+  if rows.teacher_template is not None:
+    teacher = token_matrix(
+      rows.vocabulary, render(rows.cols, rows.teacher_template, n), key[0]
+    )
   positions = np.arange(1, key[0] + 1, dtype=np.int64)
   real_length = np.max(np.where(encoder != 0, positions, 0), axis=1)
-  out = TaskArrays(encoder, targets, long_seq, long_seq_mask, real_length)
+  out = TaskArrays(encoder, targets, long_seq, long_seq_mask, real_length, teacher)
   rows._built[key] = out
   return out

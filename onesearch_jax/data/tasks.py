@@ -246,15 +246,15 @@ def _output_features(
 
 
 _REGISTERED: dict[str, tuple[str, RegisteredTasks]] = {}
-# task name -> what its examples are made of (in-memory tasks without the
-# teacher prompt): the train batches' index path (``task_arrays``).
+# task name -> what its examples are made of (in-memory tasks): the train
+# batches' index path (``task_arrays``).
 _TASK_ROWS: dict[str, task_arrays.TaskRows] = {}
 
 
 def task_rows(name: str) -> task_arrays.TaskRows | None:
   """The raw material of a task registered by ``register_tasks`` in this
-  process, or None (not registered here, a streamed item task, or a task
-  with self-distillation's teacher prompt: read those through seqio)."""
+  process, or None (not registered here, or a streamed item task: read
+  those through seqio)."""
   return _TASK_ROWS.get(name)
 
 
@@ -432,7 +432,7 @@ def register_tasks(
       continue
     seqio.TaskRegistry.remove(name)
     _TASK_ROWS.pop(name, None)
-    if not teacher and not isinstance(cols, LazyColumns) and not stream_items:
+    if not isinstance(cols, LazyColumns) and not stream_items:
       _TASK_ROWS[name] = task_arrays.TaskRows(
         cols=cols,
         count=n,
@@ -444,6 +444,7 @@ def register_tasks(
         enabled=config.use_long_seq,
         shuffle_rows=n if config.shuffle_rows else 0,
         shuffle_buffer=SHUFFLE_BUFFER,
+        teacher_template=prompts.teacher_template(config).inputs if teacher else None,
       )
     seqio.TaskRegistry.add(
       name,

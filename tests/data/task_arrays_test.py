@@ -102,6 +102,39 @@ def test_row_shuffle_and_mean_reduce(small_world, small_table):
   )
 
 
+def test_teacher_pairs_match_seqio(small_world, small_table):
+  """Self-distillation's paired batches: teacher prompts of the keyword
+  tasks, own prompts of the replay rows, never cut to the bucket."""
+  config = museq.MuSeqConfig(keywords="builtin", keywords_in="teacher")
+  reg = tasks.register_tasks(
+    small_world, sid_table=small_table, config=config, prefix="test_arrays_teacher"
+  )
+  assert tasks.task_rows(reg.tasks["s3_personal"]).teacher_template is not None
+  t = reg.tasks
+  _same_stream(
+    [(t["s3_personal"], 1.0), (t["s1_title_to_sid"], 0.5)],
+    reg,
+    n=40,
+    position=3,
+    lengths=(128, 6),
+    long_seq=True,
+    seed=7,
+    shuffle_buffer=32,
+    length_buckets=(48, 64),
+    teacher=True,
+  )
+  plain = model_batches.TrainBatches(
+    t["s1_title_to_sid"],
+    batch_size=4,
+    lengths=(48, 6),
+    long_seq=False,
+    seed=0,
+    teacher=True,
+  )
+  with pytest.raises(ValueError, match="teacher_inputs"):
+    next(plain(0))
+
+
 def test_falls_back_where_it_does_not_apply(registered):
   name = registered.mixtures["phase3"]
   common = dict(batch_size=4, lengths=(96, 6), long_seq=True, seed=0)
