@@ -29,6 +29,8 @@ import seqio
 import tensorflow as tf
 
 from onesearch_jax.data import preprocessors, task_arrays
+from onesearch_jax.data.pipeline import LONG_SEQ_ROWS
+from onesearch_jax.data.vocab import PAD_ID
 
 # seqio keeps a task's source in memory (``Dataset.cache()``) below this
 # many examples; the index path caches at the same place so a row shuffle
@@ -117,8 +119,8 @@ class IndexBatches:
       for b in built:
         n = b.encoder.shape[0]
         if b.long_seq is None:
-          feats.append(np.zeros((n, task_arrays.LONG_SEQ_ROWS, d), np.float32))
-          masks.append(np.zeros((n, task_arrays.LONG_SEQ_ROWS), np.int32))
+          feats.append(np.zeros((n, LONG_SEQ_ROWS, d), np.float32))
+          masks.append(np.zeros((n, LONG_SEQ_ROWS), np.int32))
         else:
           feats.append(b.long_seq)
           masks.append(b.long_seq_mask)
@@ -174,7 +176,7 @@ class IndexBatches:
       "encoder_input_tokens": a["encoder"][rows, : self.bounds[int(bucket)]],
       "decoder_target_tokens": targets,
       "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
-      "decoder_loss_weights": (targets != task_arrays.PAD_ID).astype(np.int32),
+      "decoder_loss_weights": (targets != PAD_ID).astype(np.int32),
     }
     if self.dense:
       out["long_seq"] = a["long_seq"][rows]

@@ -158,8 +158,8 @@ class TrainBatches:
       ``task_cache.enable``). The cache holds the examples in the order the
       Beam job wrote them: the same examples, shuffled differently.
     index_path: where every member has in-memory rows (``tasks.task_rows``)
-      and neither the cache nor several hosts are asked for, and the members hold at most ``index_batches.MAX_ROWS``
-      examples, make the same batches from host arrays
+      and neither the cache nor several hosts are asked for, and the members
+      hold at most ``index_batches.MAX_ROWS`` examples, make the same batches from host arrays
       (``index_batches``): the tasks are materialised once
       (``task_arrays``) and the seqio pipeline's shuffle / mixture / bucket
       order is replayed on row indices. Same batches, in the same order, bit
@@ -330,23 +330,15 @@ class TrainBatches:
       raise ValueError(f"data position must be >= 0, got {position}")
     fast = self.index_batches()
     if fast is not None:
-
-      def gather():
-        for raw in fast(position):
-          batch = to_model_batch(raw, long_seq=self.long_seq)
-          self.stats.add(batch)
-          if self.teacher:
-            batch = sdft_batches.pair_batch(batch, raw[preprocessors.TEACHER_INPUTS])
-          yield batch
-
-      return gather()
-    ds = self.dataset()
-    if position:
-      ds = ds.skip(position)
-    ds = ds.prefetch(4)
+      raws = fast(position)
+    else:
+      ds = self.dataset()
+      if position:
+        ds = ds.skip(position)
+      raws = ds.prefetch(4).as_numpy_iterator()
 
     def gen():
-      for raw in ds.as_numpy_iterator():
+      for raw in raws:
         batch = to_model_batch(raw, long_seq=self.long_seq)
         self.stats.add(batch)
         if self.teacher:

@@ -38,12 +38,17 @@ class Template:
 
   @property
   def fields(self) -> tuple[str, ...]:
-    names = []
-    for text in (self.inputs, self.targets):
-      for _, name, _, _ in string.Formatter().parse(text):
-        if name and name not in names:
-          names.append(name)
-    return tuple(names)
+    return template_fields(self.inputs, self.targets)
+
+
+def template_fields(*templates: str) -> tuple[str, ...]:
+  """The field names of templates, in order of first use, each once."""
+  names = []
+  for text in templates:
+    for _, name, _, _ in string.Formatter().parse(text):
+      if name and name not in names:
+        names.append(name)
+  return tuple(names)
 
 
 # Phase 1: semantic content alignment.

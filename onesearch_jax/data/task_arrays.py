@@ -24,17 +24,15 @@ give the same batches, bit for bit.
 from __future__ import annotations
 
 import dataclasses
-import string
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from onesearch_jax.data import preprocessors
+from onesearch_jax.data import preprocessors, prompts
+from onesearch_jax.data.pipeline import LONG_SEQ_ROWS
+from onesearch_jax.data.vocab import EOS_ID
 
-PAD_ID = 0
-EOS_ID = 1
-LONG_SEQ_ROWS = 9
 _STACK_ROWS = 65_536  # item vectors per stacked long-seq sum (bounds memory)
 
 
@@ -99,18 +97,10 @@ class TaskArrays:
   teacher: np.ndarray | None = None
 
 
-def _fields(template: str) -> list[str]:
-  out = []
-  for _, name, _, _ in string.Formatter().parse(template):
-    if name and name not in out:
-      out.append(name)
-  return out
-
-
 def render(cols: dict[str, list], template: str, n: int) -> list[str]:
   """The template filled for each of the n rows (``prompts.render_tf``'s
   strings: literal pieces and field values joined)."""
-  names = _fields(template)
+  names = prompts.template_fields(template)
   missing = [f for f in names if f not in cols]
   if missing:
     raise KeyError(f"template {template!r} needs fields {missing}; have {sorted(cols)}")
