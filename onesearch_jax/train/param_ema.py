@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from onesearch_jax.model import param_blend
+
 SERVE_META_KEY = "serve"  # checkpoint meta: {"serve": "ema"} = serve the average
 SERVE_EMA = "ema"
 
@@ -67,11 +69,8 @@ def update(avg: nnx.Module, model: nnx.Module, count: jax.Array, cfg: ParamEMACo
     cfg: decay and start.
   """
   copy = count <= cfg.start_step  # an exact copy (bit for bit) until the start
+  blended = param_blend.blended_params(avg, model, cfg.decay)
   new = jax.tree.map(
-    lambda a, p: jnp.where(
-      copy, p, (cfg.decay * a + (1.0 - cfg.decay) * p).astype(p.dtype)
-    ),
-    nnx.state(avg, nnx.Param),
-    nnx.state(model, nnx.Param),
+    lambda b, p: jnp.where(copy, p, b), blended, nnx.state(model, nnx.Param)
   )
   nnx.update(avg, new)

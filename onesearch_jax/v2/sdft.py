@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from onesearch_jax.model import layers, sid_levels
+from onesearch_jax.model import layers, param_blend, sid_levels
 from onesearch_jax.model import model as model_lib
 from onesearch_jax.model.transformer import EncoderDecoder
 from onesearch_jax.v2 import distill_losses
@@ -89,12 +89,7 @@ class SDFTConfig:
 
 def ema_update(teacher: EncoderDecoder, student: EncoderDecoder, decay: float) -> None:
   """θ_T ← decay·θ_T + (1 − decay)·θ_S on every nnx.Param, in place."""
-  new = jax.tree.map(
-    lambda t, s: decay * t + (1.0 - decay) * s,
-    nnx.state(teacher, nnx.Param),
-    nnx.state(student, nnx.Param),
-  )
-  nnx.update(teacher, new)
+  nnx.update(teacher, param_blend.blended_params(teacher, student, decay))
 
 
 def _base_loss(
