@@ -159,10 +159,10 @@ class TrainBatches:
       Beam job wrote them: the same examples, shuffled differently.
     index_path: where every member has in-memory rows (``tasks.task_rows``)
       and neither the cache nor several hosts are asked for, and the members
-      hold at most ``index_batches.MAX_ROWS`` examples, make the same batches from host arrays
-      (``index_batches``): the tasks are materialised once
-      (``task_arrays``) and the seqio pipeline's shuffle / mixture / bucket
-      order is replayed on row indices. Same batches, in the same order, bit
+      hold at most ``index_batches.MAX_ROWS`` examples, make the same
+      batches from host arrays (``index_batches``): the tasks are
+      materialised once (``task_arrays``) and the seqio pipeline's shuffle /
+      mixture / bucket order is replayed on row indices. Same batches, in the same order, bit
       for bit, for a fraction of the host CPU. False: always seqio's
       pipeline (``dataset()``).
     teacher: self-distillation: every batch is a paired batch
