@@ -196,6 +196,7 @@ def sft_config(
   task_cache_dir: str | None = None,
   sdft: dict[str, Any] | None = None,
   param_ema: dict[str, Any] | bool | None = None,
+  phase3_passes: float | None = None,
 ):
   """The SFT schedule (``train.sft_config.SFTConfig``); None = the dataclass
   default (the main job's).
@@ -204,7 +205,8 @@ def sft_config(
     model: a ModelConfig (default ``model_config()``).
     train: a TrainConfig template (default ``train_config()``).
     mesh: a MeshConfig (default ``mesh_config()``: data parallel).
-    steps: optimizer steps of phase 1, 2, 3.
+    steps: optimizer steps of phase 1, 2, 3; phase 3's 0 (the default) =
+      ``phase3_passes`` passes over its data, a positive value overrides them.
     batch_size: global batch size.
     lengths: (inputs, targets) tokens per phase; the defaults hold every
       prompt of the default world with one-token labels (phase 1/2 inputs
@@ -236,6 +238,9 @@ def sft_config(
       ParamEMAConfig field overrides ({} = its defaults, decay 0.995 from
       phase-3 step 1,000, the main job's); False = off (phase 3 serves its
       last parameters).
+    phase3_passes: passes over phase 3's tasks (multiplier-1 tasks once
+      each at 1.0) when ``steps[2]`` is 0
+      (``train.sft_config.SFTConfig.phase3_passes``).
   """
 
   base = SFTConfig()
@@ -265,6 +270,7 @@ def sft_config(
     else tuple(int(b) for b in length_buckets),
     task_cache_dir=task_cache_dir,
     sdft=None if sdft is None else _replace(SDFTConfig(), sdft, "SDFTConfig"),
+    phase3_passes=None if phase3_passes is None else float(phase3_passes),
   )
   if param_ema is not None:  # given: False = off (None), else on
     given["param_ema"] = _param_ema(param_ema)

@@ -39,8 +39,11 @@ PINNED = {
   # code's value: test below), and when SFTConfig.stage_tasks became
   # phase_tasks (SFT phases; the train stage of an old workdir re-runs, as
   # its train/stageK directories are train/phaseK now).
-  # Re-pinned when phase 3 served its parameter EMA (SFTConfig.param_ema).
-  "sft": "e0aa8130bad2ae4e635dbd311f9a9ed80d68b4edf0cf74c62066b48054e5a1db",
+  # Re-pinned when phase 3 served its parameter EMA (SFTConfig.param_ema),
+  # and when phase 3's length became one pass over its data (steps[2] = 0,
+  # SFTConfig.phase3_passes; the fixed 2,100 steps still hash as before:
+  # test below).
+  "sft": "75a777c60ea8e12e5ceb883cfac7af8fa72d83552fa9bdb2a67a95a1c993a812",
   # Re-pinned when the reward model took the statistics features and R_score
   # its generator weight, and PARS its validation-day settings (phases off).
   "pars": "5ffbf0196e556f56fbedd1eb8803281970bca4a77d75abd8f47c9bbf1125748a",
@@ -79,8 +82,19 @@ def test_main_job_stage_input_hashes_are_pinned():
   assert got == PINNED
 
 
+def test_fixed_phase3_steps_hash_as_before_the_passes():
+  """The main job with a fixed 2,100-step phase 3 (before phase3_passes)
+  keeps its old hash: such workdirs stay current."""
+  fixed = configs.sft_config(phase_tasks=PHASE_TASKS, steps=(100, 100, 2100))
+  assert (
+    config_io.json_hash(sft_config.config_to_dict(fixed))
+    == "e0aa8130bad2ae4e635dbd311f9a9ed80d68b4edf0cf74c62066b48054e5a1db"
+  )
+
+
 def test_sft_hash_without_the_new_field_is_the_old_codes():
   old_recipe = configs.sft_config(
+    steps=(100, 100, 2100),
     phase_tasks=PHASE_TASKS,
     length_buckets=(),
     model=configs.model_config("main", {"num_decoder_layers": 2}),
@@ -139,6 +153,7 @@ def test_sft_and_pars_dicts_equal_the_old_ones():
   assert want["museq"].pop("profile_brands") == 0  # the same
   assert want["museq"].pop("item_phrases") == "none"  # the same
   assert want.pop("sdft") is None  # the same
+  assert want.pop("phase3_passes") == 1.0  # left out while steps[2] > 0
   assert sft_config.config_to_dict(cfg) == want
   pars = configs.pars_config(seed=4, steps=(2, 3))
   want = json.loads(json.dumps(dataclasses.asdict(pars), default=repr))

@@ -63,7 +63,8 @@ def test_the_main_job_values():
   assert (t.log_every, t.eval_every, t.checkpoint.save_every_steps) == (10, 200, 200)
   assert t.checkpoint.keep_last == 2
   s = SFTConfig()
-  assert s.steps == (100, 100, 2100) and s.schedule == "continuous"
+  assert s.steps == (100, 100, 0) and s.phase3_passes == 1.0
+  assert s.schedule == "continuous"
   assert s.lengths == ((48, 6), (48, 6), (112, 6))
   assert s.phase_tasks == (
     (("s1_title_to_sid", 1.0), ("s1_query_to_sid", 1.0)),

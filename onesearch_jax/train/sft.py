@@ -15,7 +15,10 @@
    ``out_dir/phase{k}/history.jsonl`` (every logged step and eval),
    ``out_dir/phase{k}/result.json`` (the phase is finished),
    ``out_dir/history.json``, ``out_dir/training_curves.png``,
-   ``out_dir/model_config.json`` and ``out_dir/sft_config.json``.
+   ``out_dir/model_config.json`` and ``out_dir/sft_config.json``; with phase
+   3's steps made from ``cfg.phase3_passes`` (``steps[2] == 0``, the
+   default) also ``out_dir/phase_steps.json`` (the steps it ran, the passes
+   and the rate-weighted examples they came from).
 
 Self-distillation (``cfg.sdft``, OneSearch-V2, docs/V2.md): phase 3 reads
 paired batches (``TrainBatches(teacher=True)``: each row's student prompt,
@@ -65,7 +68,7 @@ from onesearch_jax.train.sft_config import (
   derive_model_config,
 )
 from onesearch_jax.train.sft_history import append_history, plot_curves, read_history
-from onesearch_jax.train.sft_load import RESULT
+from onesearch_jax.train.sft_load import PHASE_STEPS, RESULT
 
 
 @dataclasses.dataclass
@@ -206,6 +209,7 @@ def run_sft(
   )
   if registered.skips:
     log(f"[train] examples not made (reason: count): {registered.skips}")
+  cfg = _phase3_steps(out_dir, cfg, registered, log)
   vocabulary = registered.vocabulary
   model_cfg = derive_model_config(
     cfg.model,
@@ -373,6 +377,48 @@ def run_sft(
   return result
 
 
+def phase3_weighted_rows(cfg: SFTConfig, registered) -> float:
+  """Sum over phase 3's tasks of rate multiplier x examples: the examples one
+  pass over every multiplier-1 task draws (``SFTConfig.with_phase3_rows``).
+  For an empty ``phase_tasks[2]`` the seqio mixture's rates (each task's
+  examples, ``data.tasks``)."""
+  members = phase_members(cfg, 2, registered)
+  if isinstance(members, str):
+    mixture = seqio.get_mixture_or_task(members)
+    return float(sum(mixture.get_rate(t) for t in mixture.tasks))
+  return float(sum(rate for _, rate in members))
+
+
+def _phase3_steps(out_dir: pathlib.Path, cfg: SFTConfig, registered, log) -> SFTConfig:
+  """cfg with phase 3's steps made from its passes (logged and written to
+  ``out_dir/phase_steps.json``; a resumed run must make the same)."""
+  if cfg.steps[2] > 0:
+    return cfg
+  rows = phase3_weighted_rows(cfg, registered)
+  out = cfg.with_phase3_rows(rows)
+  record = {
+    "steps": list(out.steps),
+    "phase3_passes": cfg.phase3_passes,
+    "phase3_weighted_rows": rows,
+  }
+  path = out_dir / PHASE_STEPS
+  if path.exists():
+    have = json.loads(path.read_text())
+    if have.get("steps") != record["steps"]:
+      raise ValueError(
+        f"{path}: this run made phase 3 {have.get('steps')} steps, now "
+        f"{record['steps']} (the tasks' example counts changed); use a fresh "
+        "directory"
+      )
+  else:
+    path.write_text(json.dumps(record, indent=2, sort_keys=True))
+  log(
+    f"[train] phase3: {out.steps[2]} steps = {cfg.phase3_passes:g} passes over "
+    f"{rows:,.0f} rate-weighted examples / batch {cfg.batch_size}"
+  )
+  return out
+
+
 def _enable_cache(cfg: SFTConfig, spec, registered, log) -> None:
   """Checks the task cache against this run and points seqio at it."""
   fp = task_cache.fingerprint(
@@ -430,7 +476,7 @@ def phase_batches(
     batch_size=cfg.batch_size if batch_size is None else batch_size,
     lengths=cfg.lengths[k],
     long_seq=k == 2 and use_qformer,
-    seed=1000 * cfg.phase_train_config(k).seed + 10 * k,
+    seed=1000 * cfg.train.seed + 10 * k,
     shard_info=shard_info,
     shuffle_buffer=cfg.shuffle_buffer or None,
     length_buckets=cfg.length_buckets if length_buckets is None else length_buckets,

@@ -12,6 +12,7 @@ a vocabulary + SID artefact imply.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pathlib
 from typing import Any
@@ -55,7 +56,11 @@ class SFTConfig:
       optimizer, checkpoints); num_steps (1 here, a placeholder) and
       optimizer.total_steps are set to each phase's steps.
     mesh: device mesh and sharding rules.
-    steps: optimizer steps of phase 1, 2, 3.
+    steps: optimizer steps of phase 1, 2, 3. Phase 3's 0 (the default) =
+      ``phase3_passes`` passes over its data, made into steps when the tasks
+      are registered (``with_phase3_rows``); a positive value is used as it
+      is and the passes are ignored (as a trainer's max_steps overrides its
+      epochs).
     batch_size: global batch size (split over hosts, then the data axes).
     lengths: (inputs, targets) token lengths of phase 1, 2, 3; phase 3's
       are also the eval set's.
@@ -103,12 +108,23 @@ class SFTConfig:
       of its parameters, and eval, serving and PARS use the average
       (``train/param_ema.py``); None = phase 3 serves its last parameters
       (left out of the JSON form, as in files from before the switch).
+    phase3_passes: with ``steps[2] == 0``: phase 3 draws this many times
+      the rate-weighted examples of its tasks, i.e. ``ceil(phase3_passes x
+      sum_i(multiplier_i x examples_i) / batch_size)`` steps, which is
+      ``phase3_passes`` passes over every task at multiplier 1 (the seqio
+      mixture of an empty ``phase_tasks[2]``: its rates). The main job's
+      1.0 is one pass over ``s3_personal`` and ``s3_window`` (0.2 over the
+      titles): a world with more training sessions gets more steps, so the
+      newest training day is always reached (a fixed 2,100 steps covered
+      1.01 passes on the validation days the recipe was chosen on, but
+      0.86-0.91 on the test days; docs/TRAINING.md). Left out of the JSON
+      form when ``steps[2] > 0`` (unused).
   """
 
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig.main)
   train: loop.TrainConfig = loop.TrainConfig(num_steps=1)
   mesh: sh.MeshConfig = sh.MeshConfig()
-  steps: tuple[int, int, int] = (100, 100, 2100)
+  steps: tuple[int, int, int] = (100, 100, 0)
   batch_size: int = 32
   # Hold every prompt of the default world with one-token labels (phase 1/2
   # inputs <= 42, phase 3 / eval <= 108 tokens) and the 5-token SID + EOS
@@ -128,6 +144,7 @@ class SFTConfig:
   task_cache_dir: str = ""
   sdft: SDFTConfig | None = None
   param_ema: ParamEMAConfig | None = ParamEMAConfig()
+  phase3_passes: float = 1.0
 
   def __post_init__(self):
     if (
@@ -164,8 +181,16 @@ class SFTConfig:
       raise ValueError(
         f"SFTConfig.schedule must be 'per_phase' or 'continuous', got {self.schedule!r}"
       )
-    if len(self.steps) != 3 or min(self.steps) <= 0:
-      raise ValueError(f"SFTConfig.steps must be 3 positive ints, got {self.steps}")
+    if len(self.steps) != 3 or min(self.steps[:2]) <= 0 or self.steps[2] < 0:
+      raise ValueError(
+        "SFTConfig.steps must be 3 ints, phases 1 and 2 > 0, phase 3 >= 0 "
+        f"(0 = phase3_passes), got {self.steps}"
+      )
+    if self.steps[2] == 0 and not self.phase3_passes > 0:
+      raise ValueError(
+        f"SFTConfig.phase3_passes must be > 0 when steps[2] is 0, got "
+        f"{self.phase3_passes}"
+      )
     if len(self.lengths) != 3 or any(len(x) != 2 or min(x) <= 0 for x in self.lengths):
       raise ValueError(
         f"SFTConfig.lengths must be 3 (inputs, targets) pairs, got {self.lengths}"
@@ -176,15 +201,46 @@ class SFTConfig:
     if self.batch_size <= 0 or self.eval_batch_size <= 0 or self.eval_batches < 0:
       raise ValueError("batch sizes must be > 0 and eval_batches >= 0")
     warm = self.train.optimizer.warmup_steps
-    shortest = sum(self.steps) if self.schedule == "continuous" else min(self.steps)
+    known = [n for n in self.steps if n > 0]  # phase 3 may be resolved later
+    shortest = sum(self.steps) if self.schedule == "continuous" else min(known)
     if self.train.optimizer.decay in ("cosine", "linear") and warm >= shortest:
       raise ValueError(
         f"optimizer.warmup_steps {warm} must be < {shortest} steps "
         f"(schedule {self.schedule})"
       )
 
+  def with_phase3_rows(self, weighted_rows: float) -> SFTConfig:
+    """This config with phase 3's steps made from ``phase3_passes``.
+
+    Args:
+      weighted_rows: sum over phase 3's tasks of rate multiplier x examples
+        (``train.sft.phase3_weighted_rows``).
+
+    Returns:
+      self when ``steps[2] > 0``; else a copy with ``steps[2] =
+      ceil(phase3_passes x weighted_rows / batch_size)`` (at least 1).
+    """
+    if self.steps[2] > 0:
+      return self
+    if not weighted_rows > 0:
+      raise ValueError(f"phase 3 has no examples to make steps of ({weighted_rows})")
+    n = max(1, math.ceil(self.phase3_passes * weighted_rows / self.batch_size - 1e-9))
+    return dataclasses.replace(self, steps=(self.steps[0], self.steps[1], n))
+
   def phase_train_config(self, k: int) -> loop.TrainConfig:
-    """The loop config of phase k (0-based)."""
+    """The loop config of phase k (0-based).
+
+    Raises:
+      ValueError: phase 3's steps are still to be made from the passes
+        (``with_phase3_rows``), and phase k needs them.
+    """
+    if self.steps[2] == 0 and (k == 2 or self.schedule == "continuous"):
+      raise ValueError(
+        f"phase {k + 1}'s schedule needs phase 3's steps, which come from "
+        f"phase3_passes {self.phase3_passes} and the registered tasks: call "
+        "SFTConfig.with_phase3_rows(train.sft.phase3_weighted_rows(cfg, "
+        "registered)) first"
+      )
     n = self.steps[k]
     if self.schedule == "continuous":
       opt = dataclasses.replace(
@@ -207,6 +263,7 @@ _ABSENT_IN_OLD_FILES = {
   "sid_init": False,
   "length_buckets": (),
   "param_ema": None,
+  "phase3_passes": SFTConfig.phase3_passes,  # only absent when unused
 }
 
 
@@ -214,8 +271,8 @@ def config_to_dict(cfg: SFTConfig) -> dict[str, Any]:
   """JSON-able form (``config_from_dict`` inverts it). ``task_cache_dir``,
   ``sdft`` (and its ``teacher`` while "joint"), ``param_ema`` and the V2 switches of
   ``museq`` (``museq.V2_SWITCHES_OFF``) are left out when off (the defaults:
-  "", None, ...), so a run without them
-  writes (and hashes) what it did before they existed."""
+  "", None, ...), and ``phase3_passes`` when ``steps[2] > 0`` (unused), so a
+  run without them writes (and hashes) what it did before they existed."""
   out = config_io.to_dict(cfg)
   if not out["task_cache_dir"]:
     del out["task_cache_dir"]
@@ -225,6 +282,8 @@ def config_to_dict(cfg: SFTConfig) -> dict[str, Any]:
     del out["sdft"]["teacher"]  # the form (and hash) from before the EMA switch
   if out["param_ema"] is None:
     del out["param_ema"]
+  if cfg.steps[2] > 0:
+    del out["phase3_passes"]  # unused: the form (and hash) from before it
   out["museq"] = config_io.to_dict(museq.config_dict(cfg.museq))
   return out
 

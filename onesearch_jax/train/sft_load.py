@@ -9,6 +9,7 @@ A phase is finished when ``out_dir/phase{k}/result.json`` (``RESULT``) exists.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -25,14 +26,33 @@ from onesearch_jax.train import checkpoints, state
 from onesearch_jax.train.sft_config import PHASES, SFTConfig, config_from_dict
 
 RESULT = "result.json"
+# Phase 3's steps as made from SFTConfig.phase3_passes (written by run_sft).
+PHASE_STEPS = "phase_steps.json"
 
 
 def read_config(out_dir: str | pathlib.Path) -> SFTConfig:
-  """The SFTConfig a run in out_dir used."""
+  """The SFTConfig a run in out_dir used, phase 3's steps filled in when they
+  were made from ``phase3_passes`` (``out_dir/phase_steps.json``)."""
   path = pathlib.Path(out_dir) / "sft_config.json"
   if not path.exists():
     raise FileNotFoundError(f"{path}: missing (not a training output directory?)")
-  return config_from_dict(json.loads(path.read_text()))
+  cfg = config_from_dict(json.loads(path.read_text()))
+  if cfg.steps[2] == 0:
+    steps_path = pathlib.Path(out_dir) / PHASE_STEPS
+    if not steps_path.exists():
+      raise FileNotFoundError(
+        f"{steps_path}: missing; {path} makes phase 3's steps from "
+        f"phase3_passes {cfg.phase3_passes}, and the run had not registered "
+        "its tasks yet"
+      )
+    try:
+      steps = tuple(int(n) for n in json.loads(steps_path.read_text())["steps"])
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"{steps_path}: no 'steps' list of 3 ints ({e})") from e
+    if len(steps) != 3 or steps[:2] != cfg.steps[:2] or steps[2] <= 0:
+      raise ValueError(f"{steps_path}: steps {steps} do not fit {path}'s {cfg.steps}")
+    cfg = dataclasses.replace(cfg, steps=steps)
+  return cfg
 
 
 def read_model_config(out_dir: str | os.PathLike) -> ModelConfig:

@@ -68,7 +68,8 @@ def test_main_gin_is_the_factory_default(run_module):
   default = run_module[0].build_config(run_module[1])
   assert main == default  # `python run.py` == `--gin_file=gin/runs/main.gin`
   assert main.stages == ("world", "sids", "train", "pars", "eval")
-  assert main.train.steps == (100, 100, 2100) and main.train.schedule == "continuous"
+  assert main.train.steps == (100, 100, 0) and main.train.phase3_passes == 1.0
+  assert main.train.schedule == "continuous"
   assert main.pars.pars.phase1.num_steps == 100 and main.pars.generate_beam == 16
   assert main.eval.beam_size == 350 and main.eval.ks == (10, 50, 350)
   assert main.train.model.d_model == 64 and main.world.n_items == 10_000

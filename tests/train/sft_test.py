@@ -345,3 +345,40 @@ def test_phase_batches_is_the_trainers_iterator(monkeypatch):
     False,
     True,
   ]
+
+
+def test_phase3_steps_from_passes_run_write_and_reload(
+  sft_run, tmp_path, tiny_sft_config
+):
+  """steps[2] = 0: phase 3 runs ceil(passes x rate-weighted rows / batch)
+  steps, writes them to phase_steps.json, read_config / load_trained see
+  them, and a re-run of the finished directory is accepted as it is."""
+  full, _ = sft_run
+  spec = model_batches.read_spec(full.out_dir)
+  out = tmp_path / "passes"
+  shutil.copytree(full.out_dir, out)
+  shutil.rmtree(out / "phase3")
+  (out / "sft_config.json").unlink()
+  base = tiny_sft_config()
+  weights = dict(base.phase_tasks[2])
+  rows = sum(m * full.counts[k] for k, m in weights.items() if k in full.counts)
+  passes = 4.5 * base.batch_size / rows  # 4.5 batches -> 5 steps
+  cfg = tiny_sft_config(steps=(3, 3, 0), phase3_passes=passes)
+  lines: list[str] = []
+  res = sft.run_sft(
+    spec.world_dir, spec.sid_dir, out, cfg, sid_hash=spec.sid_hash, log=lines.append
+  )
+  assert res.finished and res.phases["phase3"].steps == 5
+  assert any("phase3: 5 steps" in x for x in lines), lines
+  record = json.loads((out / sft_load.PHASE_STEPS).read_text())
+  assert record["steps"] == [3, 3, 5]
+  assert record["phase3_weighted_rows"] == pytest.approx(rows)
+  assert json.loads((out / "sft_config.json").read_text())["steps"] == [3, 3, 0]
+  assert sft_load.read_config(out).steps == (3, 3, 5)
+  assert json.loads((out / "history.json").read_text())["phase3"]["steps"] == 5
+  sft_load.load_trained(out)  # restores phase 3's step 5
+  again = sft.run_sft(
+    spec.world_dir, spec.sid_dir, out, cfg, sid_hash=spec.sid_hash, log=lambda _: None
+  )
+  assert again.params_hash == res.params_hash
+  assert all(s.skipped for s in again.phases.values())
