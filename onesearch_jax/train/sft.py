@@ -413,8 +413,8 @@ def _phase3_steps(out_dir: pathlib.Path, cfg: SFTConfig, registered, log) -> SFT
   else:
     path.write_text(json.dumps(record, indent=2, sort_keys=True))
   log(
-    f"[train] phase3: {out.steps[2]} steps = {cfg.phase3_passes:g} passes over "
-    f"{rows:,.0f} rate-weighted examples / batch {cfg.batch_size}"
+    f"[train] phase3: {out.steps[2]} steps = {cfg.phase3_passes:g} x {rows:,.0f} "
+    f"rate-weighted examples / batch {cfg.batch_size} (sft_config.phase3_passes)"
   )
   return out
 
