@@ -162,9 +162,9 @@ class TrainBatches:
       hold at most ``index_batches.MAX_ROWS`` examples, make the same
       batches from host arrays (``index_batches``): the tasks are
       materialised once (``task_arrays``) and the seqio pipeline's shuffle /
-      mixture / bucket order is replayed on row indices. Same batches, in the same order, bit
-      for bit, for a fraction of the host CPU. False: always seqio's
-      pipeline (``dataset()``).
+      mixture / bucket order is replayed on row indices. Same batches, in
+      the same order, bit for bit, for a fraction of the host CPU. False:
+      always seqio's pipeline (``dataset()``).
     teacher: self-distillation: every batch is a paired batch
       (``v2/sdft_batches.py``): the student batch plus the rows' teacher
       prompts (the tasks' "teacher_inputs", trimmed and padded to
