@@ -94,7 +94,7 @@ def vs_train_step(
   t = time.perf_counter()
   reg = tasks.register_tasks(world_dir, sid_dir, prefix="bench")
   t_reg = time.perf_counter() - t
-  cfg = cfg.with_phase3_rows(sft.phase3_weighted_rows(cfg, reg))
+  cfg = sft.resolve_phase3_steps(cfg, reg)
   model_cfg = sft_config.derive_model_config(
     cfg.model, reg.vocabulary, cfg.museq, reg.long_seq_dim
   )

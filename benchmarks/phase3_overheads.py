@@ -65,7 +65,7 @@ def main(argv=None) -> int:
   load0 = os.getloadavg()
   cfg = configs.sft_config()
   reg = tasks.register_tasks(args.world_dir, args.sid_dir, prefix="bench")
-  cfg = cfg.with_phase3_rows(sft.phase3_weighted_rows(cfg, reg))
+  cfg = sft.resolve_phase3_steps(cfg, reg)
   model_cfg = sft_config.derive_model_config(
     cfg.model, reg.vocabulary, cfg.museq, reg.long_seq_dim
   )

@@ -389,13 +389,21 @@ def phase3_weighted_rows(cfg: SFTConfig, registered) -> float:
   return float(sum(rate for _, rate in members))
 
 
+def resolve_phase3_steps(cfg: SFTConfig, registered) -> SFTConfig:
+  """cfg with phase 3's steps made from ``phase3_passes`` over the registered
+  tasks (what ``run_sft`` trains); cfg itself when ``steps[2] > 0``."""
+  if cfg.steps[2] > 0:
+    return cfg
+  return cfg.with_phase3_rows(phase3_weighted_rows(cfg, registered))
+
+
 def _phase3_steps(out_dir: pathlib.Path, cfg: SFTConfig, registered, log) -> SFTConfig:
   """cfg with phase 3's steps made from its passes (logged and written to
   ``out_dir/phase_steps.json``; a resumed run must make the same)."""
   if cfg.steps[2] > 0:
     return cfg
   rows = phase3_weighted_rows(cfg, registered)
-  out = cfg.with_phase3_rows(rows)
+  out = resolve_phase3_steps(cfg, registered)
   record = {
     "steps": list(out.steps),
     "phase3_passes": cfg.phase3_passes,

@@ -238,8 +238,8 @@ class SFTConfig:
       raise ValueError(
         f"phase {k + 1}'s schedule needs phase 3's steps, which come from "
         f"phase3_passes {self.phase3_passes} and the registered tasks: call "
-        "SFTConfig.with_phase3_rows(train.sft.phase3_weighted_rows(cfg, "
-        "registered)) first"
+        "train.sft.resolve_phase3_steps(cfg, registered) (or "
+        "SFTConfig.with_phase3_rows) first"
       )
     n = self.steps[k]
     if self.schedule == "continuous":

@@ -91,6 +91,20 @@ def test_weighted_rows_of_a_task_list_and_of_a_mixture(monkeypatch):
   assert sft.phase3_weighted_rows(mixture_cfg, reg) == 42.5
 
 
+def test_resolve_phase3_steps_uses_the_passes_unless_steps_are_fixed():
+  reg = types.SimpleNamespace(
+    tasks={"s3_personal": "p_s3_personal"},
+    counts={"s3_personal": 100},
+    mixtures={"phase3": "p_phase3"},
+  )
+  tasks = ((), (), (("s3_personal", 1.0),))
+  # 1.5 passes x 100 examples / batch 32 = 4.69 -> 5 steps.
+  cfg = SFTConfig(phase_tasks=tasks, batch_size=32, phase3_passes=1.5)
+  assert sft.resolve_phase3_steps(cfg, reg).steps == (cfg.steps[0], cfg.steps[1], 5)
+  fixed = SFTConfig(phase_tasks=tasks, steps=(10, 20, 70), phase3_passes=1.5)
+  assert sft.resolve_phase3_steps(fixed, reg) is fixed
+
+
 def test_read_config_fills_phase3_steps_from_the_run(tmp_path):
   cfg = SFTConfig()
   (tmp_path / "sft_config.json").write_text(json.dumps(config_to_dict(cfg)))
