@@ -403,7 +403,7 @@ def _phase3_steps(out_dir: pathlib.Path, cfg: SFTConfig, registered, log) -> SFT
   if cfg.steps[2] > 0:
     return cfg
   rows = phase3_weighted_rows(cfg, registered)
-  out = resolve_phase3_steps(cfg, registered)
+  out = cfg.with_phase3_rows(rows)
   record = {
     "steps": list(out.steps),
     "phase3_passes": cfg.phase3_passes,
