@@ -330,11 +330,16 @@ def pars_config(
   reward_weight: bool | None = None,
   loss_kind: str | None = None,
   temperature: float | None = None,
+  trie_logprobs: bool | None = None,
   decay: str | None = None,
   phase1_rejected: str | None = None,
+  phase2_rejected: str | None = None,
+  phase1_pool: str | None = None,
   rm_stats: bool | None = None,
   release_stats: bool | None = None,
   gen_weight: float | None = None,
+  r_score_lambdas: tuple[float, float, float, float] | None = None,
+  r_score_form: str | None = None,
   run_phase1: bool | None = None,
   run_phase2: bool | None = None,
   rerank: bool | None = None,
@@ -365,9 +370,15 @@ def pars_config(
       distillation of the reward model's order; use with phase1_rejected =
       "distill"; ListwiseConfig.kind).
     temperature: the distillation teacher's softmax temperature.
+    trie_logprobs: the phases score SIDs under the decoding's trie mask
+      (ListwiseConfig.trie_logprobs).
     decay: the phases' lr schedule after warmup ('constant', 'cosine', ...).
     phase1_rejected: phase 1's rejected items, "rm_demoted",
       "above_chosen" or "distill" (phases.PhaseDataConfig).
+    phase2_rejected: phase 2's rejected items, "levels" or "exposed"
+      (phases.PhaseDataConfig).
+    phase1_pool: the train sessions phase 1 samples, "train" or "unclicked"
+      (phases.PhaseDataConfig).
     rm_stats: the reward model's train-split statistics features
       (rm_features.FeatureConfig.use_stats).
     release_stats: the ranking rows' statistics objects as reward-model
@@ -375,6 +386,9 @@ def pars_config(
     gen_weight: weight of the generator's log-probability next to R_score
       where generated candidates are ordered (re-rank rows, phase-1 lists;
       reward_model.RScoreConfig.gen_weight).
+    r_score_lambdas: (λ1 CTR, λ2 CVR, λ3 CTCVR, λ4 relevance) of R_score.
+    r_score_form: "linear" (R_score) or "log" (log R_score; with gen_weight 1
+      the key is log(R_score · π)) (reward_model.RScoreConfig.form).
     run_phase1, run_phase2: which phases run.
     rerank: add the RM re-rank row ("onesearch+pars2+rm") to the eval.
     rerank_label_relevance: S_rel from relevance labels in that row (leaks
@@ -416,6 +430,7 @@ def pars_config(
             use_reward_weight=reward_weight,
             kind=loss_kind,
             temperature=temperature,
+            trie_logprobs=trie_logprobs,
           ),
           "ListwiseConfig",
         ),
@@ -432,9 +447,19 @@ def pars_config(
     phase1_sessions=phase1_sessions,
     generate_batch=generate_batch,
     phase1_rejected=phase1_rejected,
+    phase2_rejected=phase2_rejected,
+    phase1_pool=phase1_pool,
     seed=seed,
   )
   rm = _given(num_steps=rm_steps, seed=seed)
+  r_score = _given(gen_weight=gen_weight, form=r_score_form)
+  if r_score_lambdas is not None:
+    if len(r_score_lambdas) != 4:
+      raise ValueError(
+        f"pars_config.r_score_lambdas must be (ctr, cvr, ctcvr, rel): {r_score_lambdas}"
+      )
+    r_score.update(zip(("lambda_ctr", "lambda_cvr", "lambda_ctcvr", "lambda_rel"),
+                       map(float, r_score_lambdas), strict=True))  # fmt: skip
   features = _given(use_stats=rm_stats, release_stats=release_stats)
   return _replace(
     base,
@@ -444,7 +469,7 @@ def pars_config(
         _given(
           reward_model=_replace(pars.reward_model, rm, "RewardModelConfig"),
           features=_replace(pars.features, features, "FeatureConfig"),
-          r_score=_replace(pars.r_score, _given(gen_weight=gen_weight), "RScoreConfig"),
+          r_score=_replace(pars.r_score, r_score, "RScoreConfig"),
           data=_replace(pars.data, data, "PhaseDataConfig"),
           phase1=phase(pars.phase1, steps[0], 1),
           phase2=phase(pars.phase2, steps[1], 2),

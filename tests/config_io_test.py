@@ -159,14 +159,26 @@ def test_sft_and_pars_dicts_equal_the_old_ones():
   want = json.loads(json.dumps(dataclasses.asdict(pars), default=repr))
   assert want["pars"]["features"].pop("release_stats") is False  # left out while off
   assert want["pars"].pop("grpo") is None  # the same
+  assert want["pars"]["r_score"].pop("form") == "linear"  # the same
+  assert want["pars"]["data"].pop("phase2_rejected") == "levels"  # the same
+  assert want["pars"]["data"].pop("phase1_pool") == "train"  # the same
   for phase in ("phase1", "phase2"):  # the listwise-distillation fields, the same
     assert want["pars"][phase]["loss"].pop("kind") == "dpo"
     assert want["pars"][phase]["loss"].pop("temperature") == 1.0
+    assert want["pars"][phase]["loss"].pop("trie_logprobs") is False
   assert pars_stage.config_to_dict(pars) == want
   dist = configs.pars_config(loss_kind="distill", temperature=0.1)
   assert pars_stage.config_to_dict(dist)["pars"]["phase1"]["loss"]["kind"] == "distill"
   on = configs.pars_config(release_stats=True)
   assert pars_stage.config_to_dict(on)["pars"]["features"]["release_stats"] is True
+  on = pars_stage.config_to_dict(
+    configs.pars_config(r_score_form="log", phase2_rejected="exposed", phase1_pool="unclicked")
+  )["pars"]  # fmt: skip
+  assert on["r_score"]["form"] == "log"
+  assert (on["data"]["phase2_rejected"], on["data"]["phase1_pool"]) == (
+    "exposed",
+    "unclicked",
+  )
 
 
 def test_to_dict_is_json_with_lists_and_repr():

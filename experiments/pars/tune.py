@@ -52,6 +52,14 @@ flags.DEFINE_multi_string("bindings", [], "pars_config gin bindings.")
 flags.DEFINE_bool("collect", False, "Print the table of every run under --root.")
 flags.DEFINE_string("plot", "", "--collect: write the DPO diagnostics plot here.")
 flags.DEFINE_list("plot_runs", [], "--collect: runs to plot (default: all).")
+flags.DEFINE_bool(
+  "transductive_check",
+  False,
+  "DIAGNOSTIC ONLY, never a recipe: phase 1 samples its sessions from the "
+  "validation day's own sessions (their prompts, no labels) instead of the "
+  "train split: an upper bound on what the alignment can carry to the "
+  "evaluated sessions (docs/PARS.md).",
+)
 flags.DEFINE_string(
   "rerank_grid",
   "",
@@ -105,6 +113,12 @@ def run_one() -> None:
   stage_cfg, eval_cfg = _pars_stage_config()
   eval_cfg = dataclasses.replace(eval_cfg, baselines=(), exact_rows=0)
   pcfg = stage_cfg.pars
+  if FLAGS.transductive_check and pcfg.data.phase1_rejected != "distill":
+    # the other list modes choose a logged positive as the chosen item: on the
+    # validation day's sessions that would read the evaluated labels
+    raise app.UsageError(
+      "--transductive_check needs pars_config.phase1_rejected='distill'"
+    )
   # The reward model depends on the world, the SIDs and its own settings only
   # (not on the SFT model): shared by the runs of every training seed.
   sid_hash = json.loads((wd.sids / "STAGE.json").read_text())["output_hash"]
@@ -148,6 +162,7 @@ def run_one() -> None:
     "name": FLAGS.name,
     "workdir": str(wd.root),
     "bindings": list(FLAGS.bindings),
+    "transductive_check": FLAGS.transductive_check,
     "sft": sft,
     "aligned": aligned,
     "phases": phases,
@@ -228,6 +243,10 @@ def rerank_grid() -> None:
       variants[f"lambda={lam} gen_weight={g}"] = (lam, g, "r")
   for g in (0.1, 0.2, 0.3, 0.5, 1.0):
     variants[f"log ctr + {g} x gen"] = ((1, 0, 0, 0), g, "log")
+  # the main key applied to the generator's top `depth` beams only (the rest
+  # keep the generator's order): how deep the re-rank's gain lies
+  for depth in (2, 4, 8, 16, 32, 64, 128):
+    variants[f"main key within top {depth}"] = ((1, 0, 1, 0), 0.1, "r", depth)
   rankings = {}
   for name, spec in variants.items():
     sets = {}
@@ -235,7 +254,7 @@ def rerank_grid() -> None:
       if spec is None:
         sets[kind] = beams
         continue
-      lam, g, mode = spec
+      lam, g, mode = spec[:3]
       out, items = heads[kind]
       if mode == "r":
         cfg = rm_lib.RScoreConfig(*lam)
@@ -245,6 +264,9 @@ def rerank_grid() -> None:
       else:
         r = np.log(np.maximum(out["ctr"], 1e-9))
       key = rerank.sort_key(np.where(items >= 0, r, -np.inf), beams.scores, g)
+      if len(spec) > 3:
+        w = np.arange(key.shape[1])
+        key = np.where(w < spec[3], key, -1e9 - w)
       order = np.argsort(-key, axis=1, kind="stable")
       sets[kind] = dataclasses.replace(
         beams,
@@ -318,6 +340,14 @@ def main(argv) -> None:
     return
   if not FLAGS.val_workdir or not FLAGS.name:
     raise app.UsageError("--val_workdir and --name are required (or --collect)")
+  if FLAGS.transductive_check:
+    import numpy as np
+
+    from onesearch_jax.pars import phases
+
+    # the evaluated (non-train) sessions; their labels are not read (the
+    # lists are the generator's beams in the reward model's order)
+    phases.phase1_pool = lambda log, pool: np.flatnonzero(~log.session_train)
   run_one()
 
 

@@ -35,6 +35,20 @@ so the policy re-orders probability inside the generated list towards the
 reward model's order (a ListNet-style target) while the DPO-Positive
 analogue keeps the list's total mass from falling below the reference's.
 
+``kind = "match"`` fits the list's log-probabilities to the teacher keys up
+to one constant per list (logit matching, with every slot weighted alike
+instead of by the teacher's probability as in KD, so the order deep in the
+list counts as much as its top), with n = |P|:
+
+  d_k  = log π(i_k|x) − t_k / temperature
+  L    = Σ_P (d_k − mean_P d)² / n  + reg  [+ sft_weight · (−log π(i_0|x))]
+
+With t = log R + log π_SFT (reward_model.RScoreConfig.form = "log",
+gen_weight 1) and log π under the trie mask (trie_logprobs, the beam
+scores' form), the minimum is log π = log π_SFT + log R + c: the
+generator's distribution multiplied by the reward model's probability, the
+re-rank key of the `+rm` rows, inside each list.
+
 The reference is a separate frozen copy of the model's parameters (an
 `nnx.State` with the model's shardings) passed to the jitted step as an
 argument that is never updated, under `jax.lax.stop_gradient`, and run
@@ -65,6 +79,8 @@ import optax
 from flax import nnx
 
 from onesearch_jax import sharding as sh
+from onesearch_jax.decoding import sample as sample_lib
+from onesearch_jax.decoding.trie import TrieIndex
 from onesearch_jax.model import layers
 from onesearch_jax.model import model as model_lib
 from onesearch_jax.model.transformer import EncoderDecoder
@@ -76,7 +92,7 @@ from onesearch_jax.train.state import TrainState
 EOS_ID = 1
 
 
-LOSS_KINDS = ("dpo", "distill")
+LOSS_KINDS = ("dpo", "distill", "match")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +109,13 @@ class ListwiseConfig:
   # "dpo" (S-DPO, the paper's) or "distill" (listwise distillation of the
   # teacher keys in `rewards`; module docstring)
   kind: str = "dpo"
-  temperature: float = 1.0  # distill: the teacher softmax's temperature
+  temperature: float = 1.0  # distill / match: the teacher keys are divided by it
+  # log π of a SID under the decoding's trie mask (each level's softmax over
+  # the children of the SID's prefix: the distribution the beam search ranks
+  # by, and its scores' form) instead of each level's whole range; the EOS
+  # token, which decoding appends, is not scored. Needs the catalogue trie
+  # (train_phase(trie=...)).
+  trie_logprobs: bool = False
 
   def __post_init__(self):
     if self.kind not in LOSS_KINDS:
@@ -194,25 +216,35 @@ def listwise_distill_loss(
   reference_logps = jax.lax.stop_gradient(reference_logps)
   keys = jax.lax.stop_gradient(keys)
   present = slot_mask & jnp.isfinite(keys)
-  several = present.sum(-1) > 1
   # A large finite floor (not -inf) keeps every value and gradient finite
   # for absent slots and rows without a present slot.
   neg = jnp.full_like(policy_logps, -1e30)
   q = jax.nn.softmax(jnp.where(present, keys / cfg.temperature, neg), axis=-1)
   log_p = jax.nn.log_softmax(jnp.where(present, policy_logps, neg), axis=-1)
   kd = -jnp.where(present, q * log_p, 0.0).sum(-1)
-  kd = jnp.where(several, kd, 0.0)
+  return _list_loss(kd, policy_logps, reference_logps, keys, present, cfg)
+
+
+def _list_loss(term, policy_logps, reference_logps, keys, present, cfg):
+  """A list loss's per-example term [B] (0 for rows with < 2 present slots)
+  plus the list-mass regulariser and the SFT term, and the parts
+  (`listwise_distill_loss`'s returns)."""
+  several = present.sum(-1) > 1
+  neg = jnp.full_like(policy_logps, -1e30)
+  term = jnp.where(several, term, 0.0)
   if cfg.reg_weight > 0:
     lse_ref = jax.nn.logsumexp(jnp.where(present, reference_logps, neg), axis=-1)
     lse_pol = jax.nn.logsumexp(jnp.where(present, policy_logps, neg), axis=-1)
-    kd = kd + jnp.where(several, cfg.reg_weight * jax.nn.relu(lse_ref - lse_pol), 0.0)
+    term = term + jnp.where(
+      several, cfg.reg_weight * jax.nn.relu(lse_ref - lse_pol), 0.0
+    )
   sft = -policy_logps[:, 0]
-  loss = kd + cfg.sft_weight * sft if cfg.sft_weight > 0 else kd
+  loss = term + cfg.sft_weight * sft if cfg.sft_weight > 0 else term
   ratios = policy_logps - reference_logps
   top_teacher = jnp.argmax(jnp.where(present, keys, neg), axis=-1)
   top_policy = jnp.argmax(jnp.where(present, policy_logps, neg), axis=-1)
   return loss, {
-    "dpo": kd,
+    "dpo": term,
     "sft": sft,
     "chosen_reward": jax.lax.stop_gradient(cfg.beta * ratios[:, 0]),
     "rejected_reward": jax.lax.stop_gradient(cfg.beta * ratios[:, 1:]),
@@ -220,13 +252,41 @@ def listwise_distill_loss(
   }
 
 
+def listwise_match_loss(
+  policy_logps: jax.Array,
+  reference_logps: jax.Array,
+  keys: jax.Array,
+  slot_mask: jax.Array,
+  cfg: ListwiseConfig,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Per-example logit matching to the teacher keys (module docstring, kind
+  "match"); arguments and returns as `listwise_distill_loss`."""
+  reference_logps = jax.lax.stop_gradient(reference_logps)
+  keys = jax.lax.stop_gradient(keys)
+  present = slot_mask & jnp.isfinite(keys)
+  n = present.sum(-1)
+  d = jnp.where(
+    present, policy_logps - jnp.where(present, keys, 0.0) / cfg.temperature, 0.0
+  )
+  centred = jnp.where(
+    present, d - d.sum(-1, keepdims=True) / jnp.maximum(n, 1)[:, None], 0.0
+  )
+  match = (centred**2).sum(-1) / jnp.maximum(n, 1)
+  return _list_loss(match, policy_logps, reference_logps, keys, present, cfg)
+
+
 def sequence_logprobs(
   model: EncoderDecoder,
   batch: Mapping[str, jax.Array],
   key: jax.Array | None = None,
   average: bool = False,
+  trie: TrieIndex | None = None,
 ) -> jax.Array:
   """Teacher-forced log π(target | prompt) of every slot.
+
+  With `trie` the SID tokens are scored under the trie mask
+  (``decoding.sample.constrained_log_probs``: the beam search's policy, EOS
+  not scored) instead of the level-restricted softmax below.
 
   The encoder runs once per prompt; its output is repeated for the 1+K
   targets. With `restrict_sid_levels` the softmax is over each level's range
@@ -238,11 +298,20 @@ def sequence_logprobs(
     batch: the listwise batch contract (module docstring).
     key: dropout key or None.
     average: mean instead of sum over weighted tokens.
+    trie: the catalogue trie, or None.
 
   Returns:
     [B, 1+K] float32.
   """
   targets = jnp.asarray(batch["decoder_target_tokens"])
+  if trie is not None:
+    lp = sample_lib.constrained_log_probs(
+      model, batch, trie, targets[..., : trie.depth], key=key
+    )
+    # padded (absent) slots hold no catalogue SID: 0 instead of -inf
+    present = jnp.asarray(batch["decoder_loss_weights"]).sum(-1) > 0
+    total = jnp.where(present, lp.sum(-1), 0.0)
+    return total / trie.depth if average else total
   b, k1, t = targets.shape
   weights = jnp.asarray(batch["decoder_loss_weights"]).astype(jnp.float32)
   enc_out, enc_mask = model.encode(batch, layers.fold(key, 0))
@@ -269,19 +338,27 @@ def objective(
   batch: Mapping[str, jax.Array],
   cfg: ListwiseConfig,
   key: jax.Array | None = None,
+  trie: TrieIndex | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Mean listwise loss over weighted examples, and scalar metrics.
 
   The reference's log-probs go through stop_gradient: its gradient is zero.
+  `trie` (needed iff cfg.trie_logprobs) scores the SIDs under the trie mask.
   """
+  if cfg.trie_logprobs != (trie is not None):
+    raise ValueError("listwise objective: a trie is needed iff cfg.trie_logprobs")
   ref_lp = jax.lax.stop_gradient(
-    sequence_logprobs(ref_model, batch, None, cfg.average_log_prob)
+    sequence_logprobs(ref_model, batch, None, cfg.average_log_prob, trie)
   )
-  pol_lp = sequence_logprobs(model, batch, key, cfg.average_log_prob)
+  pol_lp = sequence_logprobs(model, batch, key, cfg.average_log_prob, trie)
   weights = jnp.asarray(batch["decoder_loss_weights"])
   slot_mask = weights.sum(-1) > 0
   ex_w = jnp.asarray(batch["example_weight"]).astype(jnp.float32)
-  loss_fn = listwise_distill_loss if cfg.kind == "distill" else softmax_dpo_loss
+  loss_fn = {
+    "dpo": softmax_dpo_loss,
+    "distill": listwise_distill_loss,
+    "match": listwise_match_loss,
+  }[cfg.kind]
   loss, parts = loss_fn(
     pol_lp, ref_lp, jnp.asarray(batch["rewards"]).astype(jnp.float32), slot_mask, cfg
   )
@@ -371,17 +448,19 @@ class CompiledListwiseStep:
     batch_shardings: Mapping[str, Any],
     cfg: ListwiseConfig,
     seed: int = 0,
+    trie: TrieIndex | None = None,
   ):
     graphdef = ts.graphdef
     self._mesh, self._rules = ts.mesh, ts.rules
+    self._trie = trie
 
-    def step(state, ref_state, batch):
+    def step(state, ref_state, trie, batch):
       model, optimizer = nnx.merge(graphdef, state)
       ref_model = nnx.merge(ref_graphdef, jax.lax.stop_gradient(ref_state))
       key = jax.random.fold_in(jax.random.key(seed), optimizer.step[...])
 
       def obj(m):
-        return objective(m, ref_model, batch, cfg, key)
+        return objective(m, ref_model, batch, cfg, key, trie)
 
       (_, metrics), grads = nnx.value_and_grad(obj, has_aux=True)(model)
       optimizer.update(model, grads)
@@ -390,14 +469,19 @@ class CompiledListwiseStep:
 
     self._fn = jax.jit(
       step,
-      in_shardings=(ts.shardings, ref_shardings, dict(batch_shardings)),
+      in_shardings=(
+        ts.shardings,
+        ref_shardings,
+        sh.replicated(ts.mesh),
+        dict(batch_shardings),
+      ),
       out_shardings=(ts.shardings, sh.replicated(ts.mesh)),
       donate_argnames=("state",),
     )
 
   def __call__(self, state, ref_state, batch):
     with jax.set_mesh(self._mesh), nnx.logical_axis_rules(self._rules):
-      return self._fn(state, ref_state, batch)
+      return self._fn(state, ref_state, self._trie, batch)
 
 
 PhaseResult = step_loop.LoopResult  # state, history, resumed_from, steps_run, ...
@@ -418,6 +502,7 @@ def train_phase(
   meta: Mapping[str, Any] | None = None,
   stop_after: int | None = None,
   log_fn: Callable[[int, dict[str, float]], None] | None = None,
+  trie: TrieIndex | None = None,
 ) -> PhaseResult:
   """Runs one listwise phase, resuming from ckpt_dir's latest checkpoint.
 
@@ -437,12 +522,15 @@ def train_phase(
     meta: extra JSON meta saved with every checkpoint (e.g. hashes).
     stop_after: stop after this many steps of this call (forced save).
     log_fn: (step, metrics) every log_every steps.
+    trie: the catalogue trie (needed iff cfg.loss.trie_logprobs).
   """
   ref_graphdef, ref_state, ref_sh = ref
 
   def build(ts: TrainState, first: Mapping[str, np.ndarray]) -> step_loop.Steps:
     bsh = listwise_batch_shardings(first, ts.mesh, ts.rules)
-    fn = CompiledListwiseStep(ts, ref_graphdef, ref_sh, bsh, cfg.loss, cfg.seed)
+    fn = CompiledListwiseStep(
+      ts, ref_graphdef, ref_sh, bsh, cfg.loss, cfg.seed, trie=trie
+    )
     return step_loop.Steps(
       train=lambda st, batch: fn(st, ref_state, state_lib.shard_batch(batch, bsh)),
       annotate=_seconds_since_start,

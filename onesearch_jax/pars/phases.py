@@ -59,6 +59,16 @@ class PhaseDataConfig:
   # teacher of ListwiseConfig.kind = "distill"; sessions whose top the
   # generator already ranks first are kept)
   phase1_rejected: str = "above_chosen"
+  # phase 2's rejected items: "levels" (one per negative level in turn: an
+  # exposed-not-clicked item, an unshown item of the session's category, one
+  # of another category) or "exposed" (the session's exposed-not-clicked items
+  # only: the impression contrast a CTR model learns from; a positive of a
+  # session without one is counted and skipped)
+  phase2_rejected: str = "levels"
+  # phase 1's session pool: "train" (every train session) or "unclicked"
+  # (train sessions without a click: prompts whose session the SFT model never
+  # had as a target, the nearest the train split has to fresh traffic)
+  phase1_pool: str = "train"
   seed: int = 0
 
   def __post_init__(self):
@@ -69,9 +79,21 @@ class PhaseDataConfig:
         f"PhaseDataConfig.phase1_rejected must be one of {REJECTED_MODES}: "
         f"{self.phase1_rejected!r}"
       )
+    if self.phase2_rejected not in PHASE2_REJECTED_MODES:
+      raise ValueError(
+        f"PhaseDataConfig.phase2_rejected must be one of {PHASE2_REJECTED_MODES}: "
+        f"{self.phase2_rejected!r}"
+      )
+    if self.phase1_pool not in PHASE1_POOLS:
+      raise ValueError(
+        f"PhaseDataConfig.phase1_pool must be one of {PHASE1_POOLS}: "
+        f"{self.phase1_pool!r}"
+      )
 
 
 REJECTED_MODES = ("rm_demoted", "above_chosen", "distill")
+PHASE2_REJECTED_MODES = ("levels", "exposed")
+PHASE1_POOLS = ("train", "unclicked")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -201,6 +223,13 @@ def logged_examples(
     for level in pools:
       pools[level] = list(dict.fromkeys(int(x) for x in pools[level]))
     for j in order:
+      if cfg.phase2_rejected == "exposed":
+        picked = [int(x) for x in pools[rewards.EXPOSED][:k]]
+        if not picked:
+          stats["positives_without_exposed"] += 1
+          continue
+        rows.append((s, int(pos[j]), picked))
+        continue
       picked, used = [], set()
       for slot in range(k):
         pref = rewards.NEGATIVE_LEVELS[slot % 3]
@@ -408,6 +437,20 @@ def _distill_lists(session, tokens, items, keys, rm_order, gen_rank, k, table, s
   )
 
 
+def phase1_pool(interactions: InteractionLog, pool: str) -> np.ndarray:
+  """The session rows phase 1 samples from (PhaseDataConfig.phase1_pool).
+
+  Returns:
+    [P] int64 sorted session rows: the train sessions, or for "unclicked" the
+    train sessions with no click (a purchase implies a click in the log).
+  """
+  train = interactions.session_train.copy()
+  if pool == "unclicked":
+    clicked = np.unique(interactions.clicked_keys // interactions.n_items)
+    train[clicked] = False
+  return np.flatnonzero(train)
+
+
 def rm_guided_examples(
   interactions: InteractionLog,
   table: rewards.RewardTable,
@@ -427,7 +470,7 @@ def rm_guided_examples(
     (others as rm_guided_from_candidates / batch_stream)
   """
   rng = np.random.default_rng(cfg.seed)
-  train = np.flatnonzero(interactions.session_train)
+  train = phase1_pool(interactions, cfg.phase1_pool)
   n = min(cfg.phase1_sessions, train.size)
   picked = np.sort(rng.choice(train, size=n, replace=False)) if n else train[:0]
   parts = []

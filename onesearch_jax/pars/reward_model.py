@@ -104,16 +104,28 @@ class RScoreConfig:
   lambda_ctcvr: float = 1.0
   lambda_rel: float = 0.0  # x10 inside the formula
   gen_weight: float = 0.1
+  # "linear": R_score as above; "log": log(R_score), so that with gen_weight
+  # 1 the key is log(R_score · π): the generator's distribution multiplied
+  # by the heads' probability (λ = (1, 0, 0, 0): π · CTR).
+  form: str = "linear"
+
+  def __post_init__(self):
+    if self.form not in ("linear", "log"):
+      raise ValueError(f"RScoreConfig.form must be 'linear' or 'log': {self.form!r}")
 
 
 def r_score(ctr, cvr, ctcvr, s_rel, cfg: RScoreConfig):
-  """The paper's combination (numpy or jax arrays, any shape)."""
-  return (
+  """The paper's combination (numpy arrays, any shape); its log for
+  ``cfg.form == "log"`` (floored at log 1e-9)."""
+  r = (
     cfg.lambda_ctr * ctr
     + cfg.lambda_cvr * cvr
     + cfg.lambda_ctcvr * ctcvr
     + 10.0 * cfg.lambda_rel * s_rel
   )
+  if cfg.form == "log":
+    return np.log(np.maximum(r, 1e-9))
+  return r
 
 
 def _offsets(ranges) -> np.ndarray:

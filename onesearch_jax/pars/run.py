@@ -230,6 +230,13 @@ def run_pars(
   examples: dict[str, phases.PreferenceExamples] = {}
   result1 = result2 = None
   current = None
+
+  def trie_for(phase: listwise.ListwiseTrainConfig):
+    """The catalogue trie where the phase scores SIDs under the trie mask."""
+    if not phase.loss.trie_logprobs:
+      return None
+    return decoding.catalogue_trie(table.item_codes, cfg.model.sid_ranges)
+
   if cfg.run_phase1 or cfg.run_phase2:  # the SFT model, only for a phase
     ts1 = state_lib.create_train_state(
       cfg.model, cfg.phase1.optimizer, mesh, rules, seed=cfg.phase1.seed
@@ -263,6 +270,7 @@ def run_pars(
         meta={"phase": 1, "sid_hash": table.content_hash},
         stop_after=stop_after,
         log_fn=lambda s, m: log(f"[pars1] step {s} " + _fmt(m)),
+        trie=trie_for(cfg.phase1),
       )  # fmt: skip
       current = result1.state
       summary["pars1_history"] = result1.history
@@ -292,6 +300,7 @@ def run_pars(
         meta={"phase": 2, "sid_hash": table.content_hash},
         stop_after=stop_after,
         log_fn=lambda s, m: log(f"[pars2] step {s} " + _fmt(m)),
+        trie=trie_for(cfg.phase2),
       )  # fmt: skip
       summary["pars2_history"] = result2.history
   result_grpo = None

@@ -65,10 +65,17 @@ def config_to_dict(cfg: ParsStageConfig) -> dict[str, Any]:
   out = json.loads(json.dumps(dataclasses.asdict(cfg), default=repr))
   if not cfg.pars.features.release_stats:
     del out["pars"]["features"]["release_stats"]
+  if cfg.pars.r_score.form == "linear":
+    del out["pars"]["r_score"]["form"]
+  for field, off in (("phase2_rejected", "levels"), ("phase1_pool", "train")):
+    if getattr(cfg.pars.data, field) == off:
+      del out["pars"]["data"][field]
   for phase in ("phase1", "phase2"):  # listwise-distillation fields, while off
     loss = getattr(cfg.pars, phase).loss
     if loss.kind == "dpo" and loss.temperature == 1.0:
       del out["pars"][phase]["loss"]["kind"], out["pars"][phase]["loss"]["temperature"]
+    if not loss.trie_logprobs:
+      del out["pars"][phase]["loss"]["trie_logprobs"]
   if cfg.pars.grpo is None:
     del out["pars"]["grpo"]
   else:  # GRPO switches added after the phase: left out while off

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -429,3 +430,129 @@ def test_distill_steps_move_the_policy_order_towards_the_teacher():
   assert (
     np.log(np.exp(pol_lp).sum(-1)).mean() > np.log(np.exp(ref_lp).sum(-1)).mean() - 0.1
   )
+
+
+def _catalogue(rng, n_items=40):
+  """[N, 5] level codes of a random catalogue and their tokens."""
+  starts = np.array([s for s, _ in SID_RANGES])
+  codes = np.unique(rng.integers(0, 8, size=(n_items, 5)), axis=0).astype(np.int32)
+  return codes, codes + starts
+
+
+def _trie_logprob_by_hand(logits, sid_codes, catalogue):
+  """log π of one SID under the trie mask, from full logits [T, V] (numpy)."""
+  total, prefix = 0.0, catalogue
+  for lvl, (start, end) in enumerate(SID_RANGES):
+    children = np.unique(prefix[:, lvl])
+    level = logits[lvl, start:end]
+    lse = np.log(np.exp(level[children] - level.max()).sum()) + level.max()
+    total += level[sid_codes[lvl]] - lse
+    prefix = prefix[prefix[:, lvl] == sid_codes[lvl]]
+  return total
+
+
+def test_trie_logprobs_renormalise_each_level_over_the_prefix_children():
+  from onesearch_jax import decoding
+  from onesearch_jax.model.transformer import create_model
+
+  rng = np.random.default_rng(7)
+  codes, tokens = _catalogue(rng)
+  trie = decoding.catalogue_trie(codes, SID_RANGES)
+  m = create_model(CFG, seed=2)
+  b, k = 3, 2
+  pick = rng.integers(0, len(codes), size=(b, k + 1))
+  prompts = synthetic.make_batch(CFG, b, 7, seed=4)
+  mask = np.ones((b, k), bool)
+  mask[1, 1] = False  # an absent slot scores 0
+  batch = listwise.make_batch(
+    {"encoder_input_tokens": prompts["encoder_input_tokens"]},
+    tokens[pick[:, 0]], tokens[pick[:, 1:]], np.zeros((b, k + 1)), mask,
+  )  # fmt: skip
+  got = np.asarray(
+    jax.jit(lambda bb: listwise.sequence_logprobs(m, bb, trie=trie))(batch)
+  )
+  plain = np.asarray(jax.jit(lambda bb: listwise.sequence_logprobs(m, bb))(batch))
+  forward = jax.jit(lambda bb: m(bb))
+  for x in range(b):
+    for slot in range(k + 1):
+      if slot and not mask[x, slot - 1]:
+        assert got[x, slot] == 0.0
+        continue
+      single = {
+        "encoder_input_tokens": batch["encoder_input_tokens"][x : x + 1],
+        "decoder_input_tokens": batch["decoder_input_tokens"][x : x + 1, slot],
+        "decoder_target_tokens": batch["decoder_target_tokens"][x : x + 1, slot],
+      }
+      logits = np.asarray(forward(single))[0].astype(np.float64)
+      want = _trie_logprob_by_hand(logits, codes[pick[x, slot]], codes)
+      np.testing.assert_allclose(got[x, slot], want, rtol=1e-4, atol=1e-4)
+      # the trie mask renormalises over fewer tokens: never below the
+      # level-restricted log-prob (which also scores EOS, <= 0)
+      assert got[x, slot] >= plain[x, slot] - 1e-4
+  cfg = listwise.ListwiseConfig(trie_logprobs=True)
+  with pytest.raises(ValueError, match="trie"):
+    listwise.objective(m, m, batch, cfg)
+
+
+def test_trie_distill_with_the_references_keys_has_zero_gradient():
+  # keys = the reference's own trie log-probs at temperature 1: the teacher is
+  # the policy's list distribution at the start, so the KD gradient is zero.
+  from onesearch_jax import decoding
+
+  rng = np.random.default_rng(8)
+  codes, tokens = _catalogue(rng)
+  trie = decoding.catalogue_trie(codes, SID_RANGES)
+  ts, _ = _setup()
+  ref = listwise.reference_from(ts)
+  model = nnx.merge(ref[0], ref[1])
+  b, k = 4, 3
+  pick = rng.integers(0, len(codes), size=(b, k + 1))
+  prompts = synthetic.make_batch(CFG, b, 7, seed=6)
+  batch = listwise.make_batch(
+    {"encoder_input_tokens": prompts["encoder_input_tokens"]},
+    tokens[pick[:, 0]], tokens[pick[:, 1:]], np.zeros((b, k + 1)),
+  )  # fmt: skip
+  cfg = listwise.ListwiseConfig(kind="distill", trie_logprobs=True)
+  graphdef, params = nnx.split(model)
+
+  @jax.jit
+  def grad_norm(keys):
+    def loss(p):
+      mm = nnx.merge(graphdef, p)
+      return listwise.objective(mm, model, dict(batch, rewards=keys), cfg, None, trie)[
+        0
+      ]
+
+    return optax.global_norm(jax.grad(loss)(params))
+
+  own = np.array(
+    jax.jit(lambda bb: listwise.sequence_logprobs(model, bb, trie=trie))(batch)
+  )
+  assert float(grad_norm(own)) < 1e-5
+  # a teacher that prefers slot 0 more than the policy does moves it: nonzero
+  own[:, 0] += 2.0
+  assert float(grad_norm(own)) > 1e-3
+
+
+def test_match_loss_is_the_centred_squared_gap_and_ignores_a_constant():
+  pol = np.array([[-1.0, -2.5, -4.0, -7.0], [-0.5, -3.0, -1.0, -2.0]])
+  keys = np.array([[-1.2, -2.0, -5.0, -6.0], [0.0, -1.0, -2.0, np.inf * -1]])
+  mask = np.array([[True, True, True, True], [True, True, True, False]])
+  cfg = listwise.ListwiseConfig(kind="match", temperature=2.0)
+  loss, parts = listwise.listwise_match_loss(
+    jnp.asarray(pol), jnp.asarray(pol), jnp.asarray(keys), jnp.asarray(mask), cfg
+  )
+  for x in range(2):
+    present = mask[x] & np.isfinite(keys[x])
+    d = pol[x, present] - keys[x, present] / 2.0
+    np.testing.assert_allclose(float(loss[x]), ((d - d.mean()) ** 2).mean(), rtol=1e-5)
+  # policy = keys / T + any constant: zero loss and zero gradient
+  target = keys[:1] / 2.0 - 3.7
+  g = jax.grad(
+    lambda p: listwise.listwise_match_loss(
+      p, p, jnp.asarray(keys[:1]), jnp.ones((1, 4), bool), cfg
+    )[0].sum()
+  )(jnp.asarray(target))
+  np.testing.assert_allclose(np.asarray(g), 0.0, atol=1e-6)
+  # row 0: the teacher ranks slot 0 first, the policy too
+  assert float(parts["accuracy"][0]) == 1.0

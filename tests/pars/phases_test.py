@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -66,6 +68,40 @@ def test_phase2_examples(hand_log, tools):
     ex.rejected[0], codec.tokens(hand_log.item_codes[[B, C]])
   )
   assert ex.stats["examples"] == 3
+
+
+def test_phase2_exposed_negatives_are_the_sessions_unclicked_impressions(
+  hand_log, tools
+):
+  table, codec, _ = tools
+  cfg = phases.PhaseDataConfig(
+    num_negatives=2, max_positives=2, seed=0, phase2_rejected="exposed"
+  )
+  ex = phases.logged_examples(hand_log, table, codec, cfg)
+  # s1 showed A B and bought A: A over B. s2 showed B C and clicked B; A is
+  # its rec-purchase proxy: A over C, B over C. C is the only exposure of s2.
+  assert ex.session.tolist() == [S1, S2, S2]
+  np.testing.assert_array_equal(ex.chosen, codec.tokens(hand_log.item_codes[[A, A, B]]))
+  np.testing.assert_array_equal(ex.rejected_mask, [[True, False]] * 3)
+  np.testing.assert_array_equal(
+    ex.rejected[:, 0], codec.tokens(hand_log.item_codes[[B, C, C]])
+  )
+  np.testing.assert_array_equal(ex.levels[:, 1], [rewards.EXPOSED] * 3)
+  np.testing.assert_array_equal(ex.levels[:, 2], [-1] * 3)
+  with pytest.raises(ValueError, match="phase2_rejected"):
+    phases.PhaseDataConfig(phase2_rejected="shown")
+
+
+def test_phase1_pool_unclicked_leaves_out_sessions_with_a_click(hand_log):
+  assert phases.phase1_pool(hand_log, "train").tolist() == [S1, S2]
+  assert phases.phase1_pool(hand_log, "unclicked").tolist() == []
+  # without s2's click, s2 is the one unclicked train session (s3 is test)
+  n = hand_log.n_items
+  keep = hand_log.clicked_keys // n != S2
+  log = dataclasses.replace(hand_log, clicked_keys=hand_log.clicked_keys[keep])
+  assert phases.phase1_pool(log, "unclicked").tolist() == [S2]
+  with pytest.raises(ValueError, match="phase1_pool"):
+    phases.PhaseDataConfig(phase1_pool="test")
 
 
 def codec_item(codec, interactions, tokens):

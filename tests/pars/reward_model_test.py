@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from onesearch_jax import configs
 from onesearch_jax.data.sid_table import SIDTable
 from onesearch_jax.pars import logs, reward_model, reward_training, rm_features
 from onesearch_jax.world import reader
@@ -25,6 +26,30 @@ def test_r_score_formula():
   assert reward_model.r_score(0.1, 0.2, 0.05, 0.6, cfg) == pytest.approx(
     0.1 + 0.4 + 0.15 + 10 * 0.5 * 0.6
   )
+
+
+def test_r_score_log_form_is_the_log_of_the_linear_one():
+  lin = reward_model.RScoreConfig(lambda_ctr=1.0, lambda_cvr=0.0, lambda_ctcvr=2.0)
+  log = reward_model.RScoreConfig(lambda_ctr=1.0, lambda_cvr=0.0, lambda_ctcvr=2.0,
+                                  form="log")  # fmt: skip
+  ctr, ctcvr = np.array([0.2, 0.05, 0.0]), np.array([0.01, 0.0, 0.0])
+  got = reward_model.r_score(ctr, 0.3, ctcvr, 0.0, log)
+  np.testing.assert_allclose(got[:2], np.log([0.22, 0.05]), rtol=1e-12)
+  assert got[2] == pytest.approx(np.log(1e-9))  # floored, finite
+  np.testing.assert_allclose(
+    np.exp(got[:2]), reward_model.r_score(ctr, 0.3, ctcvr, 0.0, lin)[:2]
+  )
+  with pytest.raises(ValueError, match="form"):
+    reward_model.RScoreConfig(form="exp")
+
+
+def test_pars_config_r_score_bindings():
+  r = configs.pars_config(
+    r_score_lambdas=(1, 0, 0, 0), r_score_form="log", gen_weight=1.0
+  )
+  assert r.pars.r_score == reward_model.RScoreConfig(1.0, 0.0, 0.0, 0.0, 1.0, "log")
+  with pytest.raises(ValueError, match="r_score_lambdas"):
+    configs.pars_config(r_score_lambdas=(1, 0))
 
 
 @pytest.fixture(scope="module")
