@@ -243,6 +243,10 @@ def rerank_grid() -> None:
       variants[f"lambda={lam} gen_weight={g}"] = (lam, g, "r")
   for g in (0.1, 0.2, 0.3, 0.5, 1.0):
     variants[f"log ctr + {g} x gen"] = ((1, 0, 0, 0), g, "log")
+  # item-level CTR only (train-split counts, no user or query feature):
+  # how much of the re-rank is an item prior the generator could hold
+  for g in (0.5, 1.0, 2.0):
+    variants[f"log item ctr (train counts) + {g} x gen"] = ((1, 0, 0, 0), g, "item")
   # the main key applied to the generator's top `depth` beams only (the rest
   # keep the generator's order): how deep the re-rank's gain lies
   for depth in (2, 4, 8, 16, 32, 64, 128):
@@ -261,6 +265,10 @@ def rerank_grid() -> None:
         r = rm_lib.r_score(
           out["ctr"], out["cvr"], out["ctcvr"], out["s_rel_model"], cfg
         )
+      elif mode == "item":
+        c = rtable.counts
+        smoothed = (c.clicks + 1.0) / (c.exposures + 10.0)  # [N] items
+        r = np.log(smoothed[np.maximum(items, 0)])
       else:
         r = np.log(np.maximum(out["ctr"], 1e-9))
       key = rerank.sort_key(np.where(items >= 0, r, -np.inf), beams.scores, g)
