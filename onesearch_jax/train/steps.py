@@ -157,6 +157,8 @@ def compile_train_step(
         model, optimizer, student, teacher, loss_cfg, sdft, key,
         teacher_model=objs[TEACHER_KEY] if ema else None,
       )  # fmt: skip
+      if param_ema is not None:  # the third slot is the average (no EMA teacher)
+        param_ema_lib.update(objs[TEACHER_KEY], model, optimizer.step[...], param_ema)
     if schedule is not None:
       metrics["learning_rate"] = jnp.asarray(schedule(count), jnp.float32)
     return nnx.state(objs), metrics

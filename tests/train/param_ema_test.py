@@ -203,6 +203,40 @@ def test_step_needs_the_third_object():
     )  # fmt: skip
 
 
+def test_self_distillation_steps_update_the_average_too():
+  """With self-distillation (joint teacher) the step must move the served
+  average as the plain step does: after step 1 (<= start_step 2) it is an
+  exact copy of the parameters, after step 3 0.6·avg_2 + 0.4·p_3. (It once
+  stayed at the phase's starting parameters, so eval served phase 2.)"""
+  from onesearch_jax.v2 import sdft_batches
+
+  ts = state.with_ema_teacher(
+    state.create_train_state(CFG, OPT, sh.single_device_mesh(), sh.DP_RULES)
+  )
+  start = _params(ts.teacher())
+
+  def paired(p):
+    b = next(_batches(p))
+    return sdft_batches.pair_batch(b, synthetic.make_batch(CFG, 8, 9, seed=50 + p)[
+      "encoder_input_tokens"])  # fmt: skip
+
+  bsh = state.batch_shardings(paired(0), ts.mesh, ts.rules)
+  fn = steps.compile_train_step(
+    ts, bsh, LossConfig(), OPT, sdft=SDFTConfig(kl_weight=0.1), param_ema=EMA
+  )
+  st, avgs, params = ts.state, [], []
+  for p in range(3):
+    st, _ = fn(st, state.shard_batch(paired(p), bsh))
+    now = state.with_state(ts, st)
+    avgs.append(_params(now.teacher()))
+    params.append(_params(now.merge()[0]))
+  for a, p in zip(avgs[0], params[0], strict=True):
+    np.testing.assert_array_equal(a, p)
+  assert any(not np.array_equal(a, s0) for a, s0 in zip(avgs[0], start, strict=True))
+  for a, prev, p in zip(avgs[2], avgs[1], params[2], strict=True):
+    np.testing.assert_allclose(a, 0.6 * prev + 0.4 * p, rtol=1e-5, atol=1e-6)
+
+
 def test_sdft_ema_teacher_and_average_conflict():
   keywords = {"keywords": "builtin", "keywords_in": "teacher"}
   with pytest.raises(ValueError, match="third slot"):
