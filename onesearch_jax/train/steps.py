@@ -149,16 +149,14 @@ def compile_train_step(
     key = jax.random.fold_in(jax.random.key(seed), count)
     if sdft is None:
       metrics = train_step(model, optimizer, batch, key, loss_cfg)
-      if param_ema is not None:
-        param_ema_lib.update(objs[TEACHER_KEY], model, optimizer.step[...], param_ema)
     else:
       student, teacher = sdft_batches.split_pair(batch)
       metrics = sdft_lib.sdft_train_step(
         model, optimizer, student, teacher, loss_cfg, sdft, key,
         teacher_model=objs[TEACHER_KEY] if ema else None,
       )  # fmt: skip
-      if param_ema is not None:  # the third slot is the average (no EMA teacher)
-        param_ema_lib.update(objs[TEACHER_KEY], model, optimizer.step[...], param_ema)
+    if param_ema is not None:  # any step kind; the third slot is the average
+      param_ema_lib.update(objs[TEACHER_KEY], model, optimizer.step[...], param_ema)
     if schedule is not None:
       metrics["learning_rate"] = jnp.asarray(schedule(count), jnp.float32)
     return nnx.state(objs), metrics
