@@ -187,7 +187,7 @@ def rerank_grid() -> None:
   from onesearch_jax import generator as generator_lib
   from onesearch_jax.eval import evaluate, examples, generative
   from onesearch_jax.eval.sid_items import SidItemIndex
-  from onesearch_jax.pars import rerank
+  from onesearch_jax.pars import rerank, rm_stats
   from onesearch_jax.pars import reward_model as rm_lib
   from onesearch_jax.pars import run as run_lib
   from onesearch_jax.pars.sid_tokens import ItemLookup, SidCodec
@@ -266,8 +266,8 @@ def rerank_grid() -> None:
           out["ctr"], out["cvr"], out["ctcvr"], out["s_rel_model"], cfg
         )
       elif mode == "item":
-        c = rtable.counts
-        smoothed = (c.clicks + 1.0) / (c.exposures + 10.0)  # [N] items
+        c = rtable.counts  # the reward model's ctr feature, item counts only
+        smoothed = rm_stats.smoothed_ctr(c.clicks, c.exposures)  # [N] items
         r = np.log(smoothed[np.maximum(items, 0)])
       else:
         r = np.log(np.maximum(out["ctr"], 1e-9))

@@ -68,6 +68,11 @@ def _lookup(keys: np.ndarray, counts: np.ndarray, query: np.ndarray) -> np.ndarr
   return np.where(keys[pos] == query, counts[pos], 0).astype(np.float64)
 
 
+def smoothed_ctr(clicks: np.ndarray, imps: np.ndarray) -> np.ndarray:
+  """(clicks + 1) / (imps + 10), counts floored at 0 (the ``ctr`` feature)."""
+  return (np.maximum(clicks, 0) + 1.0) / (np.maximum(imps, 0) + 10.0)
+
+
 class _Share:
   """Share of a group's (user's / query's) train clicks on items with a given
   attribute value, leaving the asking session out."""
@@ -181,7 +186,7 @@ class RMStats:
       "log_clicks": np.log1p(np.maximum(clicks, 0)),
       "log_imps": np.log1p(np.maximum(imps, 0)),
       "log_orders": np.log1p(np.maximum(orders, 0)),
-      "ctr": (np.maximum(clicks, 0) + 1.0) / (np.maximum(imps, 0) + 10.0),
+      "ctr": smoothed_ctr(clicks, imps),
       "cvr": (np.maximum(orders, 0) + 0.1) / (np.maximum(clicks, 0) + 1.0),
     }
     for name, share in self.shares.items():
